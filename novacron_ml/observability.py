@@ -1,0 +1,32 @@
+"""Prometheus metrics of the streaming flows: module-level, bounded labels, no host ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+MESSAGES = Counter("novacron_messages", "Input messages received (before parsing).")
+EVENTS = Counter("novacron_events", "Valid metric events parsed from input messages.")
+DEAD_LETTERS = Counter(
+    "novacron_dead_letters", "Records sent to the dead-letter topic, by reason.", ["reason"]
+)
+WINDOWS = Counter("novacron_windows", "Series windows closed and scored.")
+WINDOWED_EVENTS = Counter(
+    "novacron_windowed_events", "Valid events folded into a closed window (not late)."
+)
+ALERTS = Counter("novacron_alerts", "Alerts published, by type and severity.", ["type", "severity"])
+PARSE_BATCH_SECONDS = Histogram(
+    "novacron_parse_batch_seconds",
+    "Time to parse one input batch.",
+    buckets=(1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0),
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose /metrics on `port` (0.0.0.0) for Prometheus to scrape."""
+    start_http_server(port)
+
+
+def counter_value(counter: Counter, **labels: str) -> float:
+    """Current value of a counter (for summaries and tests)."""
+    target = counter.labels(**labels) if labels else counter
+    return float(target._value.get())

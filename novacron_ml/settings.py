@@ -1,0 +1,176 @@
+"""Typed, validated settings, read once at start-up.
+
+Sources, highest priority first: explicit arguments, environment variables, a TOML file
+(`NOVACRON_CONFIG`, default `./novacron.toml` when it exists), then the defaults below.
+Environment names derive from the settings path: `detector.z_threshold` is
+`NOVACRON_DETECTOR_Z_THRESHOLD`, `kafka.bootstrap_servers` is `NOVACRON_KAFKA_BOOTSTRAP_SERVERS`
+(the conventional `KAFKA_BOOTSTRAP_SERVERS` is honoured when that is unset).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from novacron_ml import topics
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Max messages per consume().")
+    starting_offset: Literal["beginning", "end"] = Field(
+        "beginning", description="Where a flow without recovery state starts reading."
+    )
+    tail: bool = Field(
+        True, description="Keep waiting for new messages; false stops at the end of the topic."
+    )
+    consumer_config: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka consumer properties."
+    )
+    producer_config: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka producer properties."
+    )
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+
+class TopicSettings(_Group):
+    metrics: str = Field(topics.METRICS, description="Input metric events.")
+    dlq: str = Field(topics.METRICS_DLQ, description="Dead letters with a reason header.")
+    alerts: str = Field(topics.ALERTS, description="Alerts keyed by alert_id.")
+
+
+class IngestSettings(_Group):
+    max_message_bytes: int = Field(
+        1_048_576, ge=64, description="Messages larger than this go to the DLQ as 'oversized'."
+    )
+    max_event_age_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="Events older than this (vs. wall clock) are dead-lettered; 0 disables.",
+    )
+    max_event_future_s: float = Field(
+        300.0, ge=0, description="Events further in the future are dead-lettered; 0 disables."
+    )
+    line_protocol_precision: Literal["ns", "us", "ms", "s"] = Field(
+        "ns", description="Timestamp unit of InfluxDB line protocol (Telegraf's default: ns)."
+    )
+
+
+class WindowSettings(_Group):
+    length_s: PositiveFloat = Field(60.0, description="Event-time window length.")
+    slide_s: PositiveFloat | None = Field(
+        None, description="Slide for sliding windows; unset means tumbling windows."
+    )
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="Out-of-order tolerance; later events are routed as late."
+    )
+
+    @model_validator(mode="after")
+    def _slide_fits(self) -> WindowSettings:
+        if self.slide_s is not None and self.slide_s > self.length_s:
+            raise ValueError("window.slide_s must not exceed window.length_s")
+        return self
+
+
+class DetectorSettings(_Group):
+    z_threshold: PositiveFloat = Field(
+        6.0, description="Robust z-score (median/MAD) above which a window is anomalous."
+    )
+    history_windows: int = Field(
+        60, ge=4, le=10_000, description="Past windows per series the baseline is taken from."
+    )
+    min_history: int = Field(
+        12, ge=3, description="Windows a series needs before it can alert (warm-up)."
+    )
+    relative_floor: float = Field(
+        0.01,
+        ge=0,
+        description="Lower bound of the scale as a fraction of |median|: ignores tiny wiggles.",
+    )
+    adapt_after_windows: int = Field(
+        30,
+        ge=1,
+        description="After this many anomalous windows in a row the new level is learned.",
+    )
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> DetectorSettings:
+        if self.min_history > self.history_windows:
+            raise ValueError("detector.min_history must not exceed detector.history_windows")
+        return self
+
+
+class ObservabilitySettings(_Group):
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of novacron-ml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NOVACRON_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    topics: TopicSettings = Field(default_factory=TopicSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    window: WindowSettings = Field(default_factory=WindowSettings)  # type: ignore[arg-type]
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings  # type: ignore[arg-type]
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("NOVACRON_CONFIG", "novacron.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and config file, with explicit overrides on top."""
+    config = os.environ.get("NOVACRON_CONFIG")
+    if config and not Path(config).is_file():
+        raise FileNotFoundError(f"NOVACRON_CONFIG points to a missing file: {config}")
+    if "NOVACRON_KAFKA_BOOTSTRAP_SERVERS" not in os.environ and "KAFKA_BOOTSTRAP_SERVERS" in (
+        os.environ
+    ):
+        kafka = dict(overrides.pop("kafka", {}) or {})  # type: ignore[call-overload]
+        kafka.setdefault("bootstrap_servers", os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+        overrides["kafka"] = kafka
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,22 @@
+"""Kafka topic names: the one definition used by dataflows, producers, tests and training.
+
+Every name can be overridden in settings (`NOVACRON_TOPICS_METRICS=...`); these are the
+defaults and the documented meaning of each topic.
+"""
+
+from __future__ import annotations
+
+METRICS = "metrics"
+"""Raw metric events in any of the three wire formats (see docs/MESSAGES.md)."""
+
+METRICS_DLQ = "metrics.dlq"
+"""Dead letters: original bytes, with `novacron.reason` and `novacron.detail` headers."""
+
+ALERTS = "alerts"
+"""Alert JSON (`novacron_ml.schema.Alert`), keyed by the deterministic `alert_id`."""
+
+ALERTS_FEEDBACK = "alerts.feedback"
+METRICS_HOURLY = "metrics.hourly"
+OPTIMIZER_ACTIONS = "optimizer.actions"
+CAPACITY_FORECASTS = "capacity.forecasts"
+CAPACITY_ALERTS = "capacity.alerts"

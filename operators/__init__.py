@@ -1,0 +1,1 @@
+"""Pure streaming logic (parsing, windows, detectors): no Bytewax imports, testable alone."""
