@@ -27,6 +27,9 @@ _OBJECT = msgspec.json.Decoder(WireEvent)
 _ARRAY = msgspec.json.Decoder(list[WireEvent])
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 
+OVERSIZED_KEEP_BYTES = 65_536
+"""An oversized message is dead-lettered with only this many leading bytes."""
+
 _PRECISION_TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1000.0}
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -102,11 +105,13 @@ class MessageParser:
             dead.append(DeadLetter(Reason.EMPTY, "empty message", payload or b"", key, source))
             return
         if len(payload) > self.limits.max_message_bytes:
+            # Keep a prefix only: the whole message may exceed what the DLQ topic accepts.
             dead.append(
                 DeadLetter(
                     Reason.OVERSIZED,
-                    f"{len(payload)} bytes > limit {self.limits.max_message_bytes}",
-                    payload,
+                    f"{len(payload)} bytes > limit {self.limits.max_message_bytes}; "
+                    f"payload truncated to the first {OVERSIZED_KEEP_BYTES} bytes",
+                    payload[:OVERSIZED_KEEP_BYTES],
                     key,
                     source,
                 )

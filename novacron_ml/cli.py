@@ -1,0 +1,327 @@
+"""The `novacron-ml` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from novacron_ml import __version__
+
+EPILOG = """\
+settings: every option of the flow is a typed setting read from NOVACRON_* environment
+variables and an optional TOML file (NOVACRON_CONFIG, default ./novacron.toml); see
+`novacron-ml settings` and the README. Kafka: KAFKA_BOOTSTRAP_SERVERS or
+NOVACRON_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092; scripts/kafka.sh starts one).
+"""
+
+
+def _parse_time(text: str) -> int:
+    """RFC 3339, epoch milliseconds, or 'now-6h' style offsets to epoch ms."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("now"):
+        rest = text[3:]
+        if not rest:
+            return int(time.time() * 1000)
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        sign = -1 if rest[0] == "-" else 1
+        amount, unit = rest[1:-1], rest[-1]
+        if rest[0] not in "+-" or unit not in units or not amount.replace(".", "").isdigit():
+            raise argparse.ArgumentTypeError(f"bad relative time {text!r} (try now-6h)")
+        return int((time.time() + sign * float(amount) * units[unit]) * 1000)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad time {text!r}: {exc}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
+    g = p.add_argument_group("simulated fleet")
+    g.add_argument("--hosts", type=int, default=12, help="hosts (default 12)")
+    g.add_argument("--clusters", type=int, default=3, help="clusters (default 3)")
+    g.add_argument("--hours", type=float, default=hours, help=f"simulated hours (default {hours:g})")
+    g.add_argument("--step", type=float, default=5.0, help="seconds between samples (default 5)")
+    g.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data")
+    g.add_argument(
+        "--start",
+        type=_parse_time,
+        default=None,
+        help="first sample time: RFC 3339, epoch ms or now-6h (default: data ends now)",
+    )
+    g.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=0.5,
+        help="injected anomalies per host per hour (default 0.5)",
+    )
+    g.add_argument(
+        "--format",
+        choices=["json", "json-array", "line"],
+        default="json",
+        help="wire format: JSON object per message, JSON array per host and tick, "
+        "or InfluxDB line protocol (default json)",
+    )
+    g.add_argument(
+        "--bad-rate",
+        type=float,
+        default=0.001,
+        help="fraction of extra malformed messages mixed in (default 0.001)",
+    )
+
+
+def _fleet_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from novacron_ml.simulator import FleetConfig
+
+    return FleetConfig(
+        hosts=args.hosts,
+        clusters=args.clusters,
+        step_s=args.step,
+        duration_s=args.hours * 3600,
+        start_ms=args.start,
+        seed=args.seed,
+        anomalies_per_host_per_hour=args.anomaly_rate,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from novacron_ml.demo import run_demo, summary
+    from novacron_ml.settings import load_settings
+
+    settings = load_settings()
+    result = run_demo(
+        settings,
+        _fleet_config(args),
+        fmt=args.format,
+        bad_rate=args.bad_rate,
+        show_alerts=args.show,
+        quiet=args.quiet,
+    )
+    print(summary(result))
+    if args.json:
+        ev = result.evaluation
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "events": result.events,
+                    "seconds": result.seconds,
+                    "events_per_second": result.events_per_second,
+                    "alerts": len(result.alerts),
+                    "alerts_by_type": Counter(a.type for a in result.alerts),
+                    "dead_letters": result.dead_letters,
+                    "precision": ev.precision,
+                    "recall": ev.recall,
+                    "type_accuracy": ev.type_accuracy,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from dataflows.detect import kafka_flow
+    from novacron_ml.kafka_io import ensure_topics, wait_ready
+    from novacron_ml.observability import serve_metrics
+    from novacron_ml.settings import load_settings
+
+    overrides: dict[str, dict[str, object]] = {}
+    if args.once:
+        overrides.setdefault("kafka", {})["tail"] = False
+    if args.from_end:
+        overrides.setdefault("kafka", {})["starting_offset"] = "end"
+    settings = load_settings(**overrides) if overrides else load_settings()
+    if overrides:
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update=overrides["kafka"])}
+        )
+    bootstrap = settings.kafka.bootstrap_servers
+    print(f"novacron-ml run: waiting for Kafka at {bootstrap}", file=sys.stderr)
+    wait_ready(bootstrap, timeout_s=args.wait)
+    t = settings.topics
+    ensure_topics(bootstrap, [t.metrics, t.dlq, t.alerts], partitions=args.partitions)
+    port = args.metrics_port or settings.observability.metrics_port
+    if port:
+        serve_metrics(port)
+        print(f"novacron-ml run: Prometheus metrics on :{port}/metrics", file=sys.stderr)
+    recovery = None
+    if args.recovery_dir:
+        recovery = RecoveryConfig(str(args.recovery_dir))
+    print(
+        f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {args.workers} worker(s)",
+        file=sys.stderr,
+    )
+    cli_main(
+        kafka_flow(settings),
+        workers_per_process=args.workers,
+        epoch_interval=None,
+        recovery_config=recovery,
+    )
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from novacron_ml.kafka_io import ProduceReport, ensure_topics, produce, wait_ready
+    from novacron_ml.malformed import with_malformed
+    from novacron_ml.settings import load_settings
+    from novacron_ml.simulator import FleetSimulator, write_labels
+    from operators.parse import _now_ms
+
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    topic = args.topic or settings.topics.metrics
+    sim = FleetSimulator(_fleet_config(args))
+    wait_ready(bootstrap, timeout_s=args.wait)
+    ensure_topics(bootstrap, [topic], partitions=args.partitions)
+    write_labels(sim.labels, args.labels)
+    print(
+        f"producing {sim.n_events:,} events ({args.format}) to {topic} at {bootstrap}"
+        f"{f' at {args.rate:,.0f} msg/s' if args.rate else ' as fast as possible'}; "
+        f"{len(sim.labels)} anomaly labels -> {args.labels}",
+        file=sys.stderr,
+    )
+    bad: Counter[str] = Counter()
+
+    def progress(r: ProduceReport) -> None:
+        rate = r.messages / r.seconds if r.seconds else 0
+        print(f"\r  {r.messages:,} messages, {rate:,.0f} msg/s", end="", file=sys.stderr)
+
+    messages = with_malformed(
+        sim.messages(args.format),
+        args.bad_rate,
+        args.seed,
+        _now_ms,
+        lambda reason, _p: bad.update([reason.value]),
+    )
+    report = produce(bootstrap, topic, messages, rate=args.rate, progress=progress)
+    print(
+        f"\rdone: {report.messages:,} messages, {report.bytes / 1e6:,.1f} MB in "
+        f"{report.seconds:.1f} s; malformed mixed in: {sum(bad.values())}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from novacron_ml.kafka_io import ensure_topics, wait_ready
+    from novacron_ml.settings import load_settings
+
+    settings = load_settings()
+    t = settings.topics
+    wait_ready(settings.kafka.bootstrap_servers, timeout_s=args.wait)
+    ensure_topics(settings.kafka.bootstrap_servers, [t.metrics, t.dlq, t.alerts], args.partitions)
+    print(f"topics ready: {t.metrics}, {t.dlq}, {t.alerts}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from novacron_ml.settings import Settings, load_settings
+
+    if args.schema:
+        print(json.dumps(Settings.model_json_schema(), indent=2))
+    else:
+        print(load_settings().model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novacron-ml",
+        description="Streaming ML for distributed infrastructure: Bytewax dataflows over Kafka "
+        "that watch a fleet's metrics and publish alerts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"novacron-ml {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole flow on the built-in fleet simulator (no Kafka)",
+        description="Run the detect flow in-process on simulated fleet metrics with injected, "
+        "labelled anomalies and malformed messages; print alerts as they fire, then a summary "
+        "with throughput and precision/recall against the labels.",
+    )
+    _fleet_args(p, hours=6.0)
+    p.add_argument("--show", type=int, default=40, help="print at most this many alerts (40)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--json", metavar="FILE", help="also write the summary figures as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "run",
+        help="run the detect flow against Kafka (metrics -> alerts, metrics.dlq)",
+        description="Run dataflows.detect against Kafka, like `python -m bytewax.run "
+        "dataflows.detect:flow`, creating the topics if needed. For a multi-process cluster use "
+        "bytewax.run with -i/-a.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (default 1)")
+    p.add_argument("--once", action="store_true", help="stop at the end of the topic (backfill)")
+    p.add_argument("--from-end", action="store_true", help="start at the end of the topic")
+    p.add_argument("--partitions", type=int, default=1, help="partitions for topics it creates")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="Bytewax recovery directory (init with: python -m bytewax.recovery DIR 1)",
+    )
+    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "produce",
+        help="write simulated fleet metrics to Kafka, and the ground-truth labels to a file",
+        description="Produce the simulator's events to the metrics topic at a given rate (or as "
+        "fast as possible) and write the injected anomalies as JSON lines.",
+    )
+    _fleet_args(p, hours=2.0)
+    p.add_argument("--topic", help="topic (default: settings topics.metrics)")
+    p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
+    p.add_argument("--labels", default="labels.jsonl", help="labels file (labels.jsonl)")
+    p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
+    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("topics", help="create the flow's topics if they do not exist")
+    p.add_argument("--partitions", type=int, default=1, help="partitions (default 1)")
+    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
+    p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"novacron-ml: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, FileNotFoundError, ValueError) as exc:
+        print(f"novacron-ml: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Small confluent-kafka helpers shared by the CLI, tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# Producer limit above the flow's default 1 MiB message limit, so oversized test messages reach
+# the flow (and its DLQ) instead of being refused by the client.
+PRODUCER_MAX_BYTES = "2097152"
+
+
+def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
+    """Block until the cluster answers a metadata request."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.25)
+    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout_s}s: {last}")
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (idempotent) and wait until they are visible."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [n for n in dict.fromkeys(names) if n not in existing]
+    if wanted:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=10).topics
+        if all(n in topics and not topics[n].error for n in names):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics not visible: {list(names)}")
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.delete_topics(list(names), operation_timeout=30).values():
+        try:
+            fut.result()
+        except KafkaException:
+            pass
+
+
+@dataclass
+class ProduceReport:
+    messages: int = 0
+    bytes: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    rate: float = 0.0,
+    config: dict[str, str] | None = None,
+    progress: Callable[[ProduceReport], None] | None = None,
+) -> ProduceReport:
+    """Write (key, value) messages; `rate` > 0 caps messages per second. Raises on failures."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": "20",
+        "compression.type": "lz4",
+        "message.max.bytes": PRODUCER_MAX_BYTES,
+        "queue.buffering.max.messages": "500000",
+    }
+    conf.update(config or {})
+    producer = Producer(conf)
+    report = ProduceReport()
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            report.errors += 1
+            if len(failures) < 5:
+                failures.append(str(err))
+
+    start = time.monotonic()
+    last_progress = start
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        report.messages += 1
+        report.bytes += len(value)
+        if rate > 0:
+            ahead = report.messages / rate - (time.monotonic() - start)
+            if ahead > 0:
+                producer.poll(0)
+                time.sleep(ahead)
+        if report.messages % 1000 == 0:
+            producer.poll(0)
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= 1.0:
+                report.seconds = now - start
+                progress(report)
+                last_progress = now
+    producer.flush(60)
+    report.seconds = time.monotonic() - start
+    if report.errors:
+        raise RuntimeError(f"{report.errors} messages failed to deliver to {topic}: {failures}")
+    return report
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
+    """Every record currently in a topic (all partitions, from the start to the end offsets)."""
+    return list(iter_topic(bootstrap, topic, timeout_s))
+
+
+def iter_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[Record]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"novacron-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(meta.partitions)
+        ends = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} timed out")
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    continue
+                p = msg.partition()
+                yield Record(
+                    msg.key(), msg.value() or b"", dict(msg.headers() or []), p, msg.offset()
+                )
+                if msg.offset() + 1 >= ends[p]:
+                    done.add(p)
+    finally:
+        consumer.close()

@@ -1,0 +1,61 @@
+"""The per-series step: alerts with deterministic ids, and the re-opened window guard."""
+
+from __future__ import annotations
+
+import msgspec
+
+from novacron_ml.schema import Alert, alert_id_for, parse_rfc3339_ms
+from operators.deadletter import DeadLetter, Reason
+from operators.robust_z import RobustZConfig
+from operators.series import detect_window, new_series_state
+from operators.windows import WindowGrid, WindowStats
+
+GRID = WindowGrid(60_000, 60_000)
+CFG = RobustZConfig(min_history=5, history_windows=20)
+SERIES = "c1/h1/latency_p99_ms"
+
+
+def window(mean: float) -> WindowStats:
+    return WindowStats().add(0, mean - 1).add(1, mean + 1)
+
+
+def run(values: list[float]) -> list[Alert | DeadLetter | None]:
+    state = new_series_state(SERIES, CFG)
+    return [detect_window(state, SERIES, wid, window(v), GRID) for wid, v in enumerate(values)]
+
+
+def test_spike_alert_is_typed_and_bounded() -> None:
+    out = run([100.0] * 10 + [400.0])
+    alert = out[-1]
+    assert isinstance(alert, Alert)
+    assert alert.type == "latency_spike" and alert.metric == "latency_p99_ms"
+    assert (alert.host, alert.cluster) == ("h1", "c1")
+    assert parse_rfc3339_ms(alert.window_start) == 10 * 60_000
+    assert parse_rfc3339_ms(alert.window_end) == 11 * 60_000
+    assert alert.value == 400.0 and alert.expected == 100.0 and alert.score > 6
+    assert alert.alert_id == alert_id_for(SERIES, 600_000, "latency_spike")
+    assert out[:-1] == [None] * 10
+
+
+def test_latency_drop_is_not_an_alert() -> None:
+    assert run([100.0] * 10 + [10.0])[-1] is None
+
+
+def test_alert_ids_are_deterministic_and_distinct() -> None:
+    a = run([100.0] * 10 + [400.0, 400.0])
+    b = run([100.0] * 10 + [400.0, 400.0])
+    ids_a = [x.alert_id for x in a if isinstance(x, Alert)]
+    assert ids_a == [x.alert_id for x in b if isinstance(x, Alert)]
+    assert len(set(ids_a)) == 2
+
+
+def test_reopened_window_is_dead_lettered_not_scored_twice() -> None:
+    state = new_series_state(SERIES, CFG)
+    for wid in range(10):
+        detect_window(state, SERIES, wid, window(100.0), GRID)
+    out = detect_window(state, SERIES, 7, window(900.0), GRID)
+    assert isinstance(out, DeadLetter) and out.reason is Reason.LATE_WINDOW
+    assert msgspec.json.decode(out.payload)["count"] == 2
+    # the baseline was not touched by the late window
+    nxt = detect_window(state, SERIES, 10, window(100.0), GRID)
+    assert nxt is None
