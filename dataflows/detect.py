@@ -98,7 +98,11 @@ def make_parse_step(parser: MessageParser) -> Any:
                 if isinstance(msg, KafkaError):
                     inner = msg.msg
                     dl = DeadLetter(
-                        Reason.KAFKA_ERROR, str(msg.err), inner.value or b"", inner.key, _source_of(inner)
+                        Reason.KAFKA_ERROR,
+                        str(msg.err),
+                        inner.value or b"",
+                        inner.key,
+                        _source_of(inner),
                     )
                     out.append(dl)
                     reasons[dl.reason] += 1

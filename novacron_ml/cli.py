@@ -50,7 +50,9 @@ def _fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
     g = p.add_argument_group("simulated fleet")
     g.add_argument("--hosts", type=int, default=12, help="hosts (default 12)")
     g.add_argument("--clusters", type=int, default=3, help="clusters (default 3)")
-    g.add_argument("--hours", type=float, default=hours, help=f"simulated hours (default {hours:g})")
+    g.add_argument(
+        "--hours", type=float, default=hours, help=f"simulated hours (default {hours:g})"
+    )
     g.add_argument("--step", type=float, default=5.0, help="seconds between samples (default 5)")
     g.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data")
     g.add_argument(
@@ -138,15 +140,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from novacron_ml.observability import serve_metrics
     from novacron_ml.settings import load_settings
 
-    overrides: dict[str, dict[str, object]] = {}
+    settings = load_settings()
+    kafka_changes: dict[str, object] = {}
     if args.once:
-        overrides.setdefault("kafka", {})["tail"] = False
+        kafka_changes["tail"] = False
     if args.from_end:
-        overrides.setdefault("kafka", {})["starting_offset"] = "end"
-    settings = load_settings(**overrides) if overrides else load_settings()
-    if overrides:
+        kafka_changes["starting_offset"] = "end"
+    if kafka_changes:
         settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update=overrides["kafka"])}
+            update={"kafka": settings.kafka.model_copy(update=kafka_changes)}
         )
     bootstrap = settings.kafka.bootstrap_servers
     print(f"novacron-ml run: waiting for Kafka at {bootstrap}", file=sys.stderr)

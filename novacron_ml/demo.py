@@ -131,9 +131,7 @@ def summary(result: DemoResult) -> str:
         [kind, s.alerts, s.precision, s.labels, s.detected, s.recall]
         for kind, s in ev.by_type.items()
     ]
-    lines.append(
-        table(rows, ["type", "alerts", "precision", "anomalies", "detected", "recall"])
-    )
+    lines.append(table(rows, ["type", "alerts", "precision", "anomalies", "detected", "recall"]))
     lines.append(
         "\nPrecision: alerts whose window overlaps an injected anomaly on the same host. "
         "Recall: injected anomalies with at least one such alert."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -56,10 +57,8 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> 
 def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.delete_topics(list(names), operation_timeout=30).values():
-        try:
+        with contextlib.suppress(KafkaException):
             fut.result()
-        except KafkaException:
-            pass
 
 
 @dataclass
@@ -170,11 +169,22 @@ def iter_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[
             for msg in consumer.consume(1000, 0.5):
                 if msg.error() is not None:
                     continue
-                p = msg.partition()
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                raw_headers = msg.headers() or []
+                pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+                headers = {
+                    k: v if isinstance(v, bytes) else str(v or "").encode() for k, v in pairs
+                }
+                key = msg.key()
+                value = msg.value()
                 yield Record(
-                    msg.key(), msg.value() or b"", dict(msg.headers() or []), p, msg.offset()
+                    key if isinstance(key, bytes) or key is None else str(key).encode(),
+                    value if isinstance(value, bytes) else (value or "").encode(),
+                    headers,
+                    p,
+                    offset,
                 )
-                if msg.offset() + 1 >= ends[p]:
+                if offset + 1 >= ends[p]:
                     done.add(p)
     finally:
         consumer.close()

@@ -17,10 +17,8 @@ Builder = Callable[[int], bytes]
 
 def _obj(ts: object, value: str = "1.5", extra: str = "") -> bytes:
     ts_text = ts if isinstance(ts, str) else str(ts)
-    return (
-        '{"ts":%s,"host":"host-bad","cluster":"cluster-bad","metric":"cpu_util","value":%s%s}'
-        % (ts_text, value, extra)
-    ).encode()
+    fields = '"host":"host-bad","cluster":"cluster-bad","metric":"cpu_util"'
+    return f'{{"ts":{ts_text},{fields},"value":{value}{extra}}}'.encode()
 
 
 MALFORMED: tuple[tuple[Reason, Builder], ...] = (
@@ -32,7 +30,10 @@ MALFORMED: tuple[tuple[Reason, Builder], ...] = (
     (Reason.NON_FINITE, lambda now: _obj(now, value="1e999")),
     (Reason.MISSING_FIELD, lambda now: b'{"ts":%d,"host":"h","cluster":"c","value":1}' % now),
     (Reason.UNKNOWN_FIELD, lambda now: _obj(now, extra=',"unit":"ms"')),
-    (Reason.INVALID_VALUE, lambda now: b'{"ts":%d,"host":"","cluster":"c","metric":"m","value":1}' % now),
+    (
+        Reason.INVALID_VALUE,
+        lambda now: b'{"ts":%d,"host":"","cluster":"c","metric":"m","value":1}' % now,
+    ),
     (Reason.BAD_TIMESTAMP, lambda now: _obj('"yesterday"')),
     (Reason.BAD_TIMESTAMP, lambda now: _obj('"2026-01-01T00:00:00"')),
     (Reason.TS_FUTURE, lambda now: _obj(now + 86_400_000)),
@@ -40,7 +41,10 @@ MALFORMED: tuple[tuple[Reason, Builder], ...] = (
     (Reason.OVERSIZED, lambda now: b'{"pad":"' + b"x" * 1_200_000 + b'"}'),
     (Reason.EMPTY, lambda now: b""),
     (Reason.EMPTY, lambda now: b"[]"),
-    (Reason.BAD_LINE_PROTOCOL, lambda now: b"cpu_util,host=h1,cluster=c1 value= %d" % (now * 10**6)),
+    (
+        Reason.BAD_LINE_PROTOCOL,
+        lambda now: b"cpu_util,host=h1,cluster=c1 value= %d" % (now * 10**6),
+    ),
     (Reason.NON_FINITE, lambda now: b"cpu_util,host=h1,cluster=c1 value=NaN %d" % (now * 10**6)),
     (Reason.MISSING_FIELD, lambda now: b"cpu_util,host=h1 value=1 %d" % (now * 10**6)),
     (Reason.WRONG_TYPE, lambda now: b'cpu_util,host=h1,cluster=c1 state="on" %d' % (now * 10**6)),

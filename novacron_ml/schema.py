@@ -98,7 +98,9 @@ class MetricSpec:
 DWCP_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("latency_p50_ms", "ms", +1, AnomalyType.LATENCY_SPIKE, "median request latency"),
     MetricSpec("latency_p99_ms", "ms", +1, AnomalyType.LATENCY_SPIKE, "99th percentile latency"),
-    MetricSpec("throughput_mbps", "Mbit/s", -1, AnomalyType.THROUGHPUT_DROP, "delivered throughput"),
+    MetricSpec(
+        "throughput_mbps", "Mbit/s", -1, AnomalyType.THROUGHPUT_DROP, "delivered throughput"
+    ),
     MetricSpec("error_rate", "ratio", +1, AnomalyType.ERROR_BURST, "failed / all requests"),
     MetricSpec("cpu_util", "ratio", +1, AnomalyType.RESOURCE_EXHAUSTION, "CPU utilisation"),
     MetricSpec("memory_util", "ratio", +1, AnomalyType.RESOURCE_EXHAUSTION, "memory utilisation"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -137,14 +137,12 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
-    topics: TopicSettings = Field(default_factory=TopicSettings)  # type: ignore[arg-type]
-    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
-    window: WindowSettings = Field(default_factory=WindowSettings)  # type: ignore[arg-type]
-    detector: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
-    observability: ObservabilitySettings = Field(
-        default_factory=ObservabilitySettings  # type: ignore[arg-type]
-    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    window: WindowSettings = Field(default_factory=WindowSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -162,7 +160,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and config file, with explicit overrides on top."""
     config = os.environ.get("NOVACRON_CONFIG")
     if config and not Path(config).is_file():
@@ -170,7 +168,7 @@ def load_settings(**overrides: object) -> Settings:
     if "NOVACRON_KAFKA_BOOTSTRAP_SERVERS" not in os.environ and "KAFKA_BOOTSTRAP_SERVERS" in (
         os.environ
     ):
-        kafka = dict(overrides.pop("kafka", {}) or {})  # type: ignore[call-overload]
+        kafka = dict(overrides.pop("kafka", {}) or {})
         kafka.setdefault("bootstrap_servers", os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         overrides["kafka"] = kafka
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

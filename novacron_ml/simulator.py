@@ -232,12 +232,16 @@ class FleetSimulator:
                 m[:, _IDX["error_rate"]] += 0.03 + 0.07 * u + rng.normal(0, 0.005, n)
             elif kind is AnomalyType.RESOURCE_EXHAUSTION:
                 m[:, _IDX["cpu_util"]] = np.clip(0.96 + rng.normal(0, 0.01, n), 0.0, 1.0)
-                m[:, _IDX["memory_util"]] = np.minimum(m[:, _IDX["memory_util"]] + 0.25 + 0.1 * u, 0.99)
+                m[:, _IDX["memory_util"]] = np.minimum(
+                    m[:, _IDX["memory_util"]] + 0.25 + 0.1 * u, 0.99
+                )
                 m[:, _IDX["latency_p50_ms"]] *= 1.05
             elif kind is AnomalyType.COMPRESSION_FAILURE:
                 m[:, _IDX["compression_ratio"]] = 1.0 + 0.4 * u + rng.normal(0, 0.02, n)
             elif kind is AnomalyType.PREDICTION_ERROR:
-                m[:, _IDX["bandwidth_prediction_accuracy"]] = 0.55 + 0.15 * u + rng.normal(0, 0.02, n)
+                m[:, _IDX["bandwidth_prediction_accuracy"]] = (
+                    0.55 + 0.15 * u + rng.normal(0, 0.02, n)
+                )
             elif kind is AnomalyType.CONSENSUS_DELAY:
                 m[:, _IDX["consensus_time_ms"]] *= 3.0 + 3.0 * u
             v[rows, h] = m
@@ -295,7 +299,9 @@ class FleetSimulator:
             yield _encode_batch(batch, fmt, enc)
 
 
-def _encode_batch(batch: list[MetricEvent], fmt: str, enc: msgspec.json.Encoder) -> tuple[bytes, bytes]:
+def _encode_batch(
+    batch: list[MetricEvent], fmt: str, enc: msgspec.json.Encoder
+) -> tuple[bytes, bytes]:
     key = batch[0].host.encode()
     if fmt == "json-array":
         return key, enc.encode([e.to_wire() for e in batch])

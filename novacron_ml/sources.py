@@ -57,11 +57,15 @@ class MessageSource(FixedPartitionedSource[Message, int]):
     def list_parts(self) -> list[str]:
         return ["0"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IteratorPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _IteratorPartition:
         return _IteratorPartition(self._make, resume_state or 0, self._batch_size)
 
 
-def simulator_source(sim: FleetSimulator, fmt: str = "json", batch_size: int = 1000) -> MessageSource:
+def simulator_source(
+    sim: FleetSimulator, fmt: str = "json", batch_size: int = 1000
+) -> MessageSource:
     return MessageSource(lambda: sim.messages(fmt), batch_size)
 
 

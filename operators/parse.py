@@ -57,7 +57,7 @@ def _now_ms() -> int:
 
 
 def _classify_validation(message: str) -> Reason:
-    if "at `$.ts`" in message or "at `$[" in message and "].ts`" in message:
+    if "at `$.ts`" in message or ("at `$[" in message and "].ts`" in message):
         return Reason.BAD_TIMESTAMP
     if "missing required field" in message:
         return Reason.MISSING_FIELD
@@ -89,7 +89,9 @@ class MessageParser:
         except Exception as exc:  # a parser bug must not stop the flow either
             events.clear()
             dead.append(
-                DeadLetter(Reason.INVALID_VALUE, f"parser error: {exc!r}", payload or b"", key, source)
+                DeadLetter(
+                    Reason.INVALID_VALUE, f"parser error: {exc!r}", payload or b"", key, source
+                )
             )
         return events, dead
 
@@ -245,7 +247,9 @@ class MessageParser:
                 events.extend(self._line_events(stripped, now))
             except _Reject as rej:
                 dead.append(
-                    DeadLetter(rej.reason, f"line {lineno}: {rej.detail}", line.encode(), key, source)
+                    DeadLetter(
+                        rej.reason, f"line {lineno}: {rej.detail}", line.encode(), key, source
+                    )
                 )
         if not events and not dead:
             dead.append(DeadLetter(Reason.EMPTY, "no metric lines", payload, key, source))

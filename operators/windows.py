@@ -30,10 +30,8 @@ class WindowStats:
         delta = value - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
         if self.count == 1 or ts_ms < self.first_ts_ms:
             self.first_ts_ms = ts_ms
         if ts_ms >= self.last_ts_ms:

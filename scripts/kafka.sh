@@ -10,23 +10,23 @@
 #   scripts/kafka.sh logs     print the path of the broker log
 #
 # Settings (environment):
-#   NOVACRON_KAFKA_VERSION   Kafka version to resolve (default 4.1.1)
-#   NOVACRON_KAFKA_CACHE     jar cache (default ~/.cache/novacron-ml/kafka)
-#   NOVACRON_KAFKA_DIR       data, config, pid and log directory (default /tmp/novacron-kafka)
-#   NOVACRON_KAFKA_PORT      client port on 127.0.0.1 (default 9092; controller uses port+1)
-#   NOVACRON_KAFKA_HEAP      JVM heap (default 768m)
-#   NOVACRON_KAFKA_WAIT_S    readiness timeout in seconds (default 90)
+#   NOVACRON_BROKER_VERSION   Kafka version to resolve (default 4.1.1)
+#   NOVACRON_BROKER_CACHE     jar cache (default ~/.cache/novacron-ml/kafka)
+#   NOVACRON_BROKER_DIR       data, config, pid and log directory (default /tmp/novacron-kafka)
+#   NOVACRON_BROKER_PORT      client port on 127.0.0.1 (default 9092; controller uses port+1)
+#   NOVACRON_BROKER_HEAP      JVM heap (default 768m)
+#   NOVACRON_BROKER_WAIT_S    readiness timeout in seconds (default 90)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VERSION="${NOVACRON_KAFKA_VERSION:-4.1.1}"
-CACHE="${NOVACRON_KAFKA_CACHE:-$HOME/.cache/novacron-ml/kafka}"
+VERSION="${NOVACRON_BROKER_VERSION:-4.1.1}"
+CACHE="${NOVACRON_BROKER_CACHE:-$HOME/.cache/novacron-ml/kafka}"
 LIBS="$CACHE/$VERSION/libs"
-DIR="${NOVACRON_KAFKA_DIR:-/tmp/novacron-kafka}"
-PORT="${NOVACRON_KAFKA_PORT:-9092}"
+DIR="${NOVACRON_BROKER_DIR:-/tmp/novacron-kafka}"
+PORT="${NOVACRON_BROKER_PORT:-9092}"
 CPORT="$((PORT + 1))"
-HEAP="${NOVACRON_KAFKA_HEAP:-768m}"
-WAIT_S="${NOVACRON_KAFKA_WAIT_S:-90}"
+HEAP="${NOVACRON_BROKER_HEAP:-768m}"
+WAIT_S="${NOVACRON_BROKER_WAIT_S:-90}"
 PIDFILE="$DIR/kafka.pid"
 LOG="$DIR/logs/server.log"
 CONSOLE="$DIR/logs/console.log"
@@ -77,7 +77,7 @@ PROPS
 
 start() {
   if running; then say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
-  if port_open "$PORT"; then say "port $PORT is taken by another process; set NOVACRON_KAFKA_PORT"; exit 1; fi
+  if port_open "$PORT"; then say "port $PORT is taken by another process; set NOVACRON_BROKER_PORT"; exit 1; fi
   command -v "$JAVA" >/dev/null || { say "Java 17+ is required"; exit 1; }
   fetch
   write_config

@@ -24,7 +24,7 @@ def kafka_bootstrap() -> Iterator[str]:
         wait_ready(external, timeout_s=60)
         yield external
         return
-    port = os.environ.get("NOVACRON_KAFKA_PORT", "9092")
+    port = os.environ.get("NOVACRON_BROKER_PORT", "9092")
     status = subprocess.run([str(KAFKA_SCRIPT), "status"], capture_output=True, text=True)
     started_here = status.returncode != 0
     if started_here:

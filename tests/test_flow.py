@@ -24,7 +24,10 @@ NOW = int(time.time() // 60 * 60_000)
 def run_flow(messages: list[tuple[bytes, bytes]], settings: Settings | None = None) -> list[object]:
     out: list[object] = []
     flow = build_flow(
-        settings or Settings(), MessageSource(lambda: iter(messages), 500), CallbackSink(out.extend), kafka_output=False
+        settings or Settings(),
+        MessageSource(lambda: iter(messages), 500),
+        CallbackSink(out.extend),
+        kafka_output=False,
     )
     run_main(flow)
     return out
@@ -48,9 +51,26 @@ def test_late_event_goes_to_dead_letters_with_its_content() -> None:
 
 
 def test_counts_add_up_and_every_bad_message_is_accounted_for() -> None:
-    sim = FleetSimulator(FleetConfig(hosts=3, clusters=1, duration_s=2 * 3600, step_s=10, start_ms=NOW - 3 * 3_600_000, seed=3))
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=3,
+            clusters=1,
+            duration_s=2 * 3600,
+            step_s=10,
+            start_ms=NOW - 3 * 3_600_000,
+            seed=3,
+        )
+    )
     injected: Counter[str] = Counter()
-    msgs = list(with_malformed(sim.messages("json-array"), 0.02, 3, lambda: NOW, lambda r, _p: injected.update([r.value])))
+    msgs = list(
+        with_malformed(
+            sim.messages("json-array"),
+            0.02,
+            3,
+            lambda: NOW,
+            lambda r, _p: injected.update([r.value]),
+        )
+    )
     before = (obs.counter_value(obs.EVENTS), obs.counter_value(obs.WINDOWED_EVENTS))
     out = run_flow(msgs)
     parsed = obs.counter_value(obs.EVENTS) - before[0]
@@ -63,7 +83,9 @@ def test_counts_add_up_and_every_bad_message_is_accounted_for() -> None:
 
 
 def test_all_three_formats_give_the_same_alerts() -> None:
-    cfg = FleetConfig(hosts=4, clusters=2, duration_s=3 * 3600, step_s=10, start_ms=NOW - 4 * 3_600_000, seed=11)
+    cfg = FleetConfig(
+        hosts=4, clusters=2, duration_s=3 * 3600, step_s=10, start_ms=NOW - 4 * 3_600_000, seed=11
+    )
     results = {}
     for fmt in ("json", "json-array", "line"):
         out = run_flow(list(FleetSimulator(cfg).messages(fmt)))

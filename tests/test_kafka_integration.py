@@ -49,8 +49,13 @@ def test_alerts_match_labels_and_every_bad_message_reaches_the_dlq(
 ) -> None:
     sim = FleetSimulator(
         FleetConfig(
-            hosts=6, clusters=2, duration_s=3 * 3600, step_s=10, start_ms=NOW - 4 * 3_600_000,
-            seed=21, anomalies_per_host_per_hour=1.0,
+            hosts=6,
+            clusters=2,
+            duration_s=3 * 3600,
+            step_s=10,
+            start_ms=NOW - 4 * 3_600_000,
+            seed=21,
+            anomalies_per_host_per_hour=1.0,
         )
     )
     sim_msgs = list(sim.messages("json"))
@@ -126,20 +131,49 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
     cli = [sys.executable, "-m", "novacron_ml.cli"]
     start = str(NOW - 4 * 3_600_000)
     produced = subprocess.run(
-        [*cli, "produce", "--hosts", "4", "--clusters", "2", "--hours", "3", "--step", "10",
-         "--seed", "9", "--start", start, "--format", "line", "--anomaly-rate", "1",
-         "--labels", str(labels)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            *cli,
+            "produce",
+            "--hosts",
+            "4",
+            "--clusters",
+            "2",
+            "--hours",
+            "3",
+            "--step",
+            "10",
+            "--seed",
+            "9",
+            "--start",
+            start,
+            "--format",
+            "line",
+            "--anomaly-rate",
+            "1",
+            "--labels",
+            str(labels),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert produced.returncode == 0, produced.stderr
 
     def alert_ids() -> list[str]:
-        return sorted(ALERT.decode(r.value).alert_id for r in read_topic(kafka_bootstrap, kafka_topics["alerts"]))
+        return sorted(
+            ALERT.decode(r.value).alert_id
+            for r in read_topic(kafka_bootstrap, kafka_topics["alerts"])
+        )
 
-    first = subprocess.run([*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == 0, first.stderr
     ids_first = alert_ids()
-    second = subprocess.run([*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr
     ids_both = alert_ids()
 
@@ -147,5 +181,8 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
     assert ids_both == sorted(ids_first * 2)  # the second run re-published exactly the same ids
     label_list = read_labels(str(labels))
     assert len(label_list) >= 4
-    ev = evaluate([ALERT.decode(r.value) for r in read_topic(kafka_bootstrap, kafka_topics["alerts"])], label_list)
+    ev = evaluate(
+        [ALERT.decode(r.value) for r in read_topic(kafka_bootstrap, kafka_topics["alerts"])],
+        label_list,
+    )
     assert ev.recall >= 0.9

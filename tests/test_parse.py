@@ -94,7 +94,8 @@ def test_valid_messages_parse_to_events(payload: bytes, expected: list[MetricEve
 
 
 @pytest.mark.parametrize(
-    ("reason", "build"), [pytest.param(r, b, id=f"{i}-{r.value}") for i, (r, b) in enumerate(MALFORMED)]
+    ("reason", "build"),
+    [pytest.param(r, b, id=f"{i}-{r.value}") for i, (r, b) in enumerate(MALFORMED)],
 )
 def test_every_malformed_case_is_dead_lettered_with_its_reason(reason: Reason, build) -> None:  # type: ignore[no-untyped-def]
     payload = build(NOW)
@@ -132,10 +133,15 @@ def test_array_element_out_of_time_bounds_is_dead_lettered_alone() -> None:
 
 def test_line_protocol_bad_line_does_not_spoil_good_lines() -> None:
     ts = (NOW - 1000) * 10**6
-    payload = b"cpu,host=h1,cluster=c1 value=1 %d\ncpu,host=h1 value=2 %d\ncpu,host=h2,cluster=c1 value=3 %d" % (
-        ts,
-        ts,
-        ts,
+    payload = (
+        b"cpu,host=h1,cluster=c1 value=1 %d\n"
+        b"cpu,host=h1 value=2 %d\n"
+        b"cpu,host=h2,cluster=c1 value=3 %d"
+        % (
+            ts,
+            ts,
+            ts,
+        )
     )
     events, dead = PARSER.parse(payload)
     assert [e.value for e in events] == [1.0, 3.0]
@@ -155,12 +161,15 @@ def test_line_protocol_precision(precision: str, ts: int, expected_ms: int) -> N
 
 
 def test_time_bounds_can_be_disabled() -> None:
-    parser = MessageParser(ParseLimits(max_event_age_ms=0, max_event_future_ms=0), now_ms=lambda: NOW)
+    parser = MessageParser(
+        ParseLimits(max_event_age_ms=0, max_event_future_ms=0), now_ms=lambda: NOW
+    )
     events, dead = parser.parse(obj(ts=1000))
     assert dead == [] and events[0].ts_ms == 1000
 
 
 # -- properties ---------------------------------------------------------------------------------
+
 
 def _accounted(payload: bytes, events: list[MetricEvent], dead: list[DeadLetter]) -> None:
     assert events or dead, f"{payload!r} disappeared"
@@ -180,7 +189,9 @@ def test_arbitrary_bytes_never_raise_and_never_vanish(payload: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=8,
 )
 event_like = st.fixed_dictionaries(

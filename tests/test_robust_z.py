@@ -40,7 +40,15 @@ def test_score_matches_median_mad_reference() -> None:
 
 @pytest.mark.parametrize(
     ("direction", "value", "anomalous"),
-    [(0, 130.0, True), (0, 70.0, True), (0, 102.0, False), (1, 130.0, True), (1, 70.0, False), (-1, 70.0, True), (-1, 130.0, False)],
+    [
+        (0, 130.0, True),
+        (0, 70.0, True),
+        (0, 102.0, False),
+        (1, 130.0, True),
+        (1, 70.0, False),
+        (-1, 70.0, True),
+        (-1, 130.0, False),
+    ],
 )
 def test_direction(direction: int, value: float, anomalous: bool) -> None:
     score = warmed(direction).observe(value)
@@ -71,6 +79,8 @@ def test_pickle_round_trip_keeps_state() -> None:
     assert clone.score(110.0) == det.score(110.0)
 
 
-@pytest.mark.parametrize(("z", "band"), [(6.5, "low"), (-10.0, "medium"), (16.0, "high"), (30.0, "critical")])
+@pytest.mark.parametrize(
+    ("z", "band"), [(6.5, "low"), (-10.0, "medium"), (16.0, "high"), (30.0, "critical")]
+)
 def test_severity_bands(z: float, band: str) -> None:
     assert severity_for(z, 6.0) == band

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Second README command: install everything the tests need into .venv, then run the whole
+# suite. The pytest session starts the local Apache Kafka broker (scripts/kafka.sh, jars from
+# Maven Central, Java 17) unless KAFKA_BOOTSTRAP_SERVERS points at one, and stops it after.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/_python.sh
+venv="$(ensure_venv "[dev]")"
+scripts/kafka.sh fetch
+"$venv/bin/ruff" check .
+"$venv/bin/mypy"
+exec "$venv/bin/python" -m pytest "$@"

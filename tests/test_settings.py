@@ -1,0 +1,65 @@
+"""Typed settings: defaults, environment names from the settings path, TOML files, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from novacron_ml.settings import Settings, load_settings
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert (s.topics.metrics, s.topics.alerts, s.topics.dlq) == ("metrics", "alerts", "metrics.dlq")
+    assert s.window.length_s == 60 and s.window.slide_s is None
+
+
+def test_environment_names_follow_the_settings_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOVACRON_DETECTOR_Z_THRESHOLD", "4.5")
+    monkeypatch.setenv("NOVACRON_WINDOW_LENGTH_S", "30")
+    monkeypatch.setenv("NOVACRON_TOPICS_METRICS", "fleet.metrics")
+    s = load_settings()
+    assert s.detector.z_threshold == 4.5
+    assert s.window.length_s == 30
+    assert s.topics.metrics == "fleet.metrics"
+
+
+def test_conventional_kafka_variable_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOVACRON_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    assert load_settings().kafka.brokers == ["k1:9092", "k2:9092"]
+
+
+def test_toml_file_below_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "novacron.toml"
+    cfg.write_text("[detector]\nz_threshold = 8.0\nmin_history = 6\n[window]\nlength_s = 120\n")
+    monkeypatch.setenv("NOVACRON_CONFIG", str(cfg))
+    monkeypatch.setenv("NOVACRON_WINDOW_LENGTH_S", "90")
+    s = load_settings()
+    assert s.detector.z_threshold == 8.0 and s.detector.min_history == 6
+    assert s.window.length_s == 90
+
+
+def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOVACRON_CONFIG", "/nonexistent/novacron.toml")
+    with pytest.raises(FileNotFoundError, match="NOVACRON_CONFIG"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"window": {"length_s": 0}},
+        {"window": {"length_s": 30, "slide_s": 60}},
+        {"detector": {"min_history": 100, "history_windows": 10}},
+        {"detector": {"z_threshold": -1}},
+        {"ingest": {"line_protocol_precision": "ps"}},
+        {"window": {"lenght_s": 30}},
+    ],
+)
+def test_invalid_values_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**bad)  # type: ignore[arg-type]
