@@ -180,7 +180,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from novacron_ml.malformed import with_malformed
     from novacron_ml.settings import load_settings
     from novacron_ml.simulator import FleetSimulator, write_labels
-    from operators.parse import _now_ms
+    from operators.parse import wall_clock_ms
 
     settings = load_settings()
     bootstrap = settings.kafka.bootstrap_servers
@@ -205,7 +205,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         sim.messages(args.format),
         args.bad_rate,
         args.seed,
-        _now_ms,
+        wall_clock_ms,
         lambda reason, _p: bad.update([reason.value]),
     )
     report = produce(bootstrap, topic, messages, rate=args.rate, progress=progress)

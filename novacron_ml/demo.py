@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bytewax.testing import run_main
@@ -19,7 +19,7 @@ from novacron_ml.settings import Settings
 from novacron_ml.simulator import FleetConfig, FleetSimulator
 from novacron_ml.sources import CallbackSink, MessageSource
 from operators.deadletter import DeadLetter, Reason
-from operators.parse import _now_ms
+from operators.parse import wall_clock_ms
 
 
 @dataclass
@@ -33,7 +33,6 @@ class DemoResult:
     evaluation: Evaluation
     labels: int
     windows: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -56,7 +55,7 @@ def run_demo(
         injected[reason.value] += 1
 
     def messages() -> Any:
-        return with_malformed(sim.messages(fmt), bad_rate, fleet.seed, _now_ms, note)
+        return with_malformed(sim.messages(fmt), bad_rate, fleet.seed, wall_clock_ms, note)
 
     alerts: list[Alert] = []
     dead: Counter[str] = Counter()

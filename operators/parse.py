@@ -52,7 +52,7 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def _now_ms() -> int:
+def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -73,7 +73,9 @@ def _classify_validation(message: str) -> Reason:
 class MessageParser:
     """Turns raw message bytes into validated events and dead letters."""
 
-    def __init__(self, limits: ParseLimits | None = None, now_ms: Callable[[], int] = _now_ms):
+    def __init__(
+        self, limits: ParseLimits | None = None, now_ms: Callable[[], int] = wall_clock_ms
+    ):
         self.limits = limits or ParseLimits()
         self.now_ms = now_ms
         self._lp_scale = _PRECISION_TO_MS[self.limits.line_protocol_precision]
