@@ -1,20 +1,25 @@
-"""The detect flow: metrics -> parse/validate -> event-time windows -> robust z -> alerts.
+"""The detect flow: metrics -> parse/validate -> windowed features -> robust z -> alerts.
 
     python -m bytewax.run dataflows.detect:flow        # Kafka in and out, settings from env
     novacron-ml run                                    # the same, with CLI options
 
 Topology (each step a short named function; logic in `operators/`):
 
-    metrics_in -> parse ─┬─ valid -> key_by_series -> window ─┬─ down -> detect ─┐
-                         │                                    └─ late ──────────┤
-                         └─ dead letters ────────────────────────────────────────┴─> out
+    metrics_in -> parse -+- (shard, events) -> features -+- windows -> by_series -> detect
+                         |                               +- late events -----------------------> out
+                         +- dead letters (malformed) ------------------------------------------> out
 
+`features` is one `stateful_batch` per shard of series (`operators.features.FeatureEngine`):
+event-time windows and ≥27 features per series window, vectorised over the shard.
 Everything the flow cannot use leaves through the sink as a `DeadLetter` (to `metrics.dlq`):
-malformed input, late events and windows re-opened by late data. Nothing is dropped silently.
+malformed input and late events. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,21 +35,20 @@ from bytewax.connectors.kafka import (
 )
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators import windowing as win
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from novacron_ml import observability as obs
-from novacron_ml.schema import Alert, MetricEvent
+from novacron_ml.schema import Alert, MetricEvent, rfc3339_ms
 from novacron_ml.settings import Settings, load_settings
 from operators.deadletter import DeadLetter, Reason
+from operators.features import FeatureConfig, FeatureEngine, FeatureWindow, LateEvent
 from operators.parse import MessageParser, ParseLimits
 from operators.robust_z import RobustZConfig
 from operators.series import SeriesState, detect_window, new_series_state
-from operators.windows import WindowGrid, WindowStats
 
 FLOW_ID = "novacron_detect"
-ALIGN_TO = datetime(1970, 1, 1, tzinfo=UTC)
 
 Output = Alert | DeadLetter
 _JSON = msgspec.json.Encoder()
@@ -73,11 +77,12 @@ def detector_config(settings: Settings) -> RobustZConfig:
     )
 
 
-def window_grid(settings: Settings) -> WindowGrid:
-    length_ms = round(settings.window.length_s * 1000)
-    slide_s = settings.window.slide_s
-    slide_ms = length_ms if slide_s is None else round(slide_s * 1000)
-    return WindowGrid(length_ms=length_ms, slide_ms=slide_ms, align_ms=0)
+def _value(keyed: tuple[str, Any]) -> Any:
+    return keyed[1]
+
+
+def _series_of_window(window: FeatureWindow) -> str:
+    return window.series
 
 
 def _source_of(msg: KafkaSourceMessage[Any, Any]) -> str:
@@ -86,14 +91,46 @@ def _source_of(msg: KafkaSourceMessage[Any, Any]) -> str:
     return f"{msg.topic}:{msg.partition}:{msg.offset}"
 
 
-def make_parse_step(parser: MessageParser) -> Any:
-    """Batch step: raw Kafka messages (or consumer errors) to events and dead letters."""
+ShardBatch = tuple[str, list[MetricEvent]]
+"""Valid events of one input batch that belong to one feature shard, keyed by the shard."""
 
-    def parse_batch(batch: list[Any]) -> list[MetricEvent | DeadLetter]:
+
+class ShardRouter:
+    """Groups events by shard, once per batch: Bytewax then routes one item per shard instead
+    of one per event. All series of a host share a shard (cross-metric features need that)."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self._cache: dict[str, str] = {}
+
+    def shard_of(self, host: str) -> str:
+        shard = self._cache.get(host)
+        if shard is None:
+            shard = str(zlib.crc32(host.encode()) % self.shards)
+            self._cache[host] = shard
+        return shard
+
+    def group(self, events: list[MetricEvent]) -> list[ShardBatch]:
+        groups: dict[str, list[MetricEvent]] = {}
+        cache = self._cache
+        for e in events:
+            shard = cache.get(e.host) or self.shard_of(e.host)
+            group = groups.get(shard)
+            if group is None:
+                groups[shard] = [e]
+            else:
+                group.append(e)
+        return list(groups.items())
+
+
+def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
+    """Batch step: raw Kafka messages (or consumer errors) to shard batches and dead letters."""
+
+    def parse_batch(batch: list[Any]) -> list[ShardBatch | DeadLetter]:
         with obs.PARSE_BATCH_SECONDS.time():
-            out: list[MetricEvent | DeadLetter] = []
+            valid: list[MetricEvent] = []
+            out: list[ShardBatch | DeadLetter] = []
             reasons: Counter[str] = Counter()
-            n_events = 0
             for msg in batch:
                 if isinstance(msg, KafkaError):
                     inner = msg.msg
@@ -108,73 +145,114 @@ def make_parse_step(parser: MessageParser) -> Any:
                     reasons[dl.reason] += 1
                     continue
                 events, dead = parser.parse(msg.value, msg.key, _source_of(msg))
-                out.extend(events)
-                out.extend(dead)
-                n_events += len(events)
-                for d in dead:
-                    reasons[d.reason] += 1
+                valid.extend(events)
+                if dead:
+                    out.extend(dead)
+                    for d in dead:
+                        reasons[d.reason] += 1
             obs.MESSAGES.inc(len(batch))
-            obs.EVENTS.inc(n_events)
+            obs.EVENTS.inc(len(valid))
             for reason, n in reasons.items():
                 obs.DEAD_LETTERS.labels(reason=reason).inc(n)
+            out.extend(router.group(valid))
             return out
 
     return parse_batch
 
 
-def is_event(item: MetricEvent | DeadLetter) -> bool:
-    return isinstance(item, MetricEvent)
+def is_shard_batch(item: ShardBatch | DeadLetter) -> bool:
+    return isinstance(item, tuple)
 
 
-def series_of(event: MetricEvent) -> str:
-    return f"{event.cluster}/{event.host}/{event.metric}"
+def is_window(item: FeatureWindow | DeadLetter) -> bool:
+    return isinstance(item, FeatureWindow)
 
 
-def event_time(event: MetricEvent) -> datetime:
-    return datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC)
-
-
-def fold_event(stats: WindowStats, event: MetricEvent) -> WindowStats:
-    return stats.add(event.ts_ms, event.value)
-
-
-def merge_stats(a: WindowStats, b: WindowStats) -> WindowStats:
-    return a.merge(b)
-
-
-def late_event_dead_letter(keyed: tuple[str, tuple[int, MetricEvent]]) -> DeadLetter:
-    series, (window_id, event) = keyed
-    obs.DEAD_LETTERS.labels(reason=Reason.LATE_EVENT.value).inc()
-    return DeadLetter(
-        Reason.LATE_EVENT,
-        f"event for window {window_id} arrived after the watermark passed it",
-        _JSON.encode(event.to_wire()),
-        series.encode(),
+def feature_config(settings: Settings) -> FeatureConfig:
+    w, f = settings.window, settings.features
+    return FeatureConfig(
+        window_s=w.length_s,
+        slide_s=w.slide_s,
+        step_s=f.step_s,
+        lookback_s=f.lookback_s,
+        lateness_s=w.allowed_lateness_s,
+        idle_ttl_s=f.idle_ttl_s,
+        ewma_fast_span=f.ewma_fast_span,
+        ewma_slow_span=f.ewma_slow_span,
+        bucket_s=f.bucket_s,
+        history_days=f.history_days,
+        lookback_every=f.lookback_every,
     )
 
 
-def attach_series(
-    keyed: tuple[str, tuple[int, WindowStats]],
-) -> tuple[str, tuple[str, tuple[int, WindowStats]]]:
-    """Bytewax's stateful_map does not pass the key to the mapper; carry it in the value."""
-    return keyed[0], keyed
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
-def make_detect_step(config: RobustZConfig, grid: WindowGrid) -> Any:
+class FeatureLogic(
+    StatefulBatchLogic[list[MetricEvent], FeatureWindow | DeadLetter, FeatureEngine]
+):
+    """Bytewax glue around one shard's `FeatureEngine`; all logic lives in the engine."""
+
+    NOTIFY_EVERY = timedelta(seconds=1)
+
+    def __init__(self, engine: FeatureEngine) -> None:
+        self.engine = engine
+
+    def _emit(
+        self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
+    ) -> list[FeatureWindow | DeadLetter]:
+        out: list[FeatureWindow | DeadLetter] = list(windows)
+        if windows:
+            obs.WINDOWS.inc(len(windows))
+            obs.WINDOWED_EVENTS.inc(sum(w["count"] for w in windows))
+        for item in late or ():
+            out.append(
+                DeadLetter(
+                    Reason.LATE_EVENT,
+                    f"event older than its series' next open window "
+                    f"({rfc3339_ms(item.next_window_start_ms)})",
+                    _JSON.encode(item.event.to_wire()),
+                    item.series.encode(),
+                )
+            )
+        if late:
+            obs.DEAD_LETTERS.labels(reason=Reason.LATE_EVENT.value).inc(len(late))
+        return out
+
+    def on_batch(
+        self, values: list[list[MetricEvent]]
+    ) -> tuple[list[FeatureWindow | DeadLetter], bool]:
+        events = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
+        windows, late = self.engine.ingest(events, _wall_ms())
+        return self._emit(windows, late), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[FeatureWindow | DeadLetter], bool]:
+        return self._emit(self.engine.advance(_wall_ms())), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[FeatureWindow | DeadLetter], bool]:
+        return self._emit(self.engine.flush()), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.engine.n_series == 0:
+            return None
+        return datetime.now(UTC) + self.NOTIFY_EVERY
+
+    def snapshot(self) -> FeatureEngine:
+        return self.engine.snapshot()
+
+
+def make_detect_step(config: RobustZConfig) -> Any:
     def detect(
-        state: SeriesState | None, keyed: tuple[str, tuple[int, WindowStats]]
+        state: SeriesState | None, window: FeatureWindow
     ) -> tuple[SeriesState, Output | None]:
-        series, (window_id, stats) = keyed
         if state is None:
-            state = new_series_state(series, config)
-        result = detect_window(state, series, window_id, stats, grid)
+            state = new_series_state(window.series, config)
+        result = detect_window(state, window)
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
-        else:
-            obs.WINDOWS.inc()
-            obs.WINDOWED_EVENTS.inc(stats.count)
-            if result is not None:
-                obs.ALERTS.labels(type=result.type, severity=result.severity).inc()
+        elif result is not None:
+            obs.ALERTS.labels(type=result.type, severity=result.severity).inc()
         return state, result
 
     return detect
@@ -210,29 +288,19 @@ def build_flow(
     """
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
-    parsed = op.flat_map_batch("parse", raw, make_parse_step(parser_for(settings)))
-    split = op.branch("split_valid", parsed, is_event)
-    keyed = op.key_on("key_by_series", split.trues, series_of)
-
-    grid = window_grid(settings)
-    clock = win.EventClock(
-        ts_getter=event_time,
-        wait_for_system_duration=timedelta(seconds=settings.window.allowed_lateness_s),
+    router = ShardRouter(settings.features.shards)
+    parsed = op.flat_map_batch("parse", raw, make_parse_step(parser_for(settings), router))
+    split = op.branch("split_valid", parsed, is_shard_batch)
+    shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs
+    config = feature_config(settings)
+    featured = op.stateful_batch(
+        "features", shards, lambda resume: FeatureLogic(resume or FeatureEngine(config))
     )
-    windower = win.SlidingWindower(
-        length=timedelta(milliseconds=grid.length_ms),
-        offset=timedelta(milliseconds=grid.slide_ms),
-        align_to=ALIGN_TO,
-    )
-    windows = win.fold_window(
-        "window", keyed, clock, windower, WindowStats, fold_event, merge_stats
-    )
-    late = op.map("late_to_dead_letter", windows.late, late_event_dead_letter)
-    with_key = op.map("attach_series", windows.down, attach_series)
-    detected = op.stateful_map(
-        "detect", with_key, make_detect_step(detector_config(settings), grid)
-    )
-    results = op.filter_map("drop_quiet", detected, lambda kv: kv[1])
+    windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
+    by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
+    detected = op.stateful_map("detect", by_series, make_detect_step(detector_config(settings)))
+    results = op.filter_map("drop_quiet", detected, _value)
+    late = windows.falses
     merged = op.merge("collect_outputs", split.falses, late, results)
     if kafka_output:
         merged = op.map("encode", merged, to_kafka_message(settings))

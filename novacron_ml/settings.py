@@ -92,6 +92,33 @@ class WindowSettings(_Group):
         return self
 
 
+class FeatureSettings(_Group):
+    step_s: PositiveFloat = Field(
+        5.0, description="Sampling grid of the series (one value per step; the last one wins)."
+    )
+    lookback_s: PositiveFloat = Field(
+        3600.0, description="Look-back buffer for robust z and spectral features."
+    )
+    lookback_every: int = Field(
+        5, ge=1, description="Refresh look-back statistics every this many windows."
+    )
+    ewma_fast_span: PositiveFloat = Field(6.0, description="Fast EWMA span, in samples.")
+    ewma_slow_span: PositiveFloat = Field(60.0, description="Slow EWMA span, in samples.")
+    bucket_s: PositiveFloat = Field(
+        600.0, description="Resolution of the same-time-yesterday/last-week history."
+    )
+    history_days: int = Field(7, ge=1, le=28, description="Days of bucket history per series.")
+    idle_ttl_s: PositiveFloat = Field(
+        3600.0, description="Series without events this long (system time) are evicted."
+    )
+    shards: int = Field(
+        4,
+        ge=1,
+        le=65536,
+        description="State shards (keys) the series are spread over; use >= 2 per worker.",
+    )
+
+
 class DetectorSettings(_Group):
     z_threshold: PositiveFloat = Field(
         6.0, description="Robust z-score (median/MAD) above which a window is anomalous."
@@ -141,8 +168,28 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     window: WindowSettings = Field(default_factory=WindowSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @model_validator(mode="after")
+    def _windows_fit_the_grid(self) -> Settings:
+        from operators.features import FeatureConfig
+
+        w, f = self.window, self.features
+        try:
+            FeatureConfig(
+                window_s=w.length_s,
+                slide_s=w.slide_s,
+                step_s=f.step_s,
+                lookback_s=f.lookback_s,
+                lateness_s=w.allowed_lateness_s,
+                bucket_s=f.bucket_s,
+                history_days=f.history_days,
+            )
+        except ValueError as exc:
+            raise ValueError(f"window/features settings do not fit together: {exc}") from exc
+        return self
 
     @classmethod
     def settings_customise_sources(

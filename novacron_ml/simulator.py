@@ -172,8 +172,7 @@ class FleetSimulator:
         t_s = t_ms[:, None] / 1000.0 + p.tz_shift_s[None, :]
         day_frac = (t_s % 86400.0) / 86400.0
         daily = np.sin(2 * math.pi * (day_frac - 0.375))
-        weekday = ((t_s // 86400.0).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
-        weekly = np.where(weekday >= 5, 0.8, 1.0)
+        weekly = 1.0 - 0.2 * _weekend_weight(t_s)
         days = (t_ms[:, None] - self.start_ms) / 86_400_000.0
         h = cfg.hosts
         ar = np.empty((n, h))
@@ -297,6 +296,20 @@ class FleetSimulator:
             batch.append(e)
         if batch:
             yield _encode_batch(batch, fmt, enc)
+
+
+def _weekend_weight(t_s: np.ndarray) -> np.ndarray:
+    """0 on weekdays, 1 on Saturday and Sunday, with 6-hour cosine ramps either side.
+
+    Load eases into and out of the weekend instead of stepping at midnight, as real fleets do.
+    """
+    ramp = 6 * 3600.0
+    week_s = (t_s + 3 * 86400.0) % (7 * 86400.0)  # seconds since Monday 00:00 (1970-01-01: Thu)
+    sat = 5 * 86400.0
+    up = np.clip((week_s - (sat - ramp)) / ramp, 0.0, 1.0)  # Friday 18:00 -> Saturday 00:00
+    down = np.clip(week_s / ramp, 0.0, 1.0)  # Monday 00:00 -> 06:00, from the weekend
+    weight = np.where(week_s >= sat - ramp, 0.5 - 0.5 * np.cos(np.pi * up), 0.0)
+    return np.where(week_s < ramp, 0.5 + 0.5 * np.cos(np.pi * down), weight)
 
 
 def _encode_batch(

@@ -1,4 +1,4 @@
-"""Per-series detection step: window statistics in, alerts or dead letters out.
+"""Per-series detection step: a window's features in, an alert or a dead letter out.
 
 This is the stateful logic behind the flow's `detect` step, kept free of Bytewax so it can be
 tested alone. Its state (`SeriesState`) is what goes into Bytewax recovery snapshots.
@@ -18,8 +18,8 @@ from novacron_ml.schema import (
     split_series_key,
 )
 from operators.deadletter import DeadLetter, Reason
+from operators.features import FeatureWindow
 from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
-from operators.windows import WindowGrid, WindowStats
 
 DETECTOR_NAME = "robust_z"
 
@@ -27,7 +27,7 @@ DETECTOR_NAME = "robust_z"
 @dataclass
 class SeriesState:
     detector: RobustZDetector
-    last_window_id: int | None = None
+    last_window_start_ms: int | None = None
 
 
 def new_series_state(series: str, config: RobustZConfig) -> SeriesState:
@@ -35,49 +35,45 @@ def new_series_state(series: str, config: RobustZConfig) -> SeriesState:
     return SeriesState(RobustZDetector(config, spec_for(metric).bad_direction))
 
 
-def detect_window(
-    state: SeriesState,
-    series: str,
-    window_id: int,
-    stats: WindowStats,
-    grid: WindowGrid,
-) -> Alert | DeadLetter | None:
+def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLetter | None:
     """Score one closed window of one series; update the state in place.
 
-    A window id at or before the last one seen means Bytewax re-opened a window for late data
-    after all of the key's windows had closed: it is routed as a `late_window` dead letter
-    instead of being scored (and alerting) twice.
+    A window starting at or before the last one scored is never scored twice: it is routed as
+    a `late_window` dead letter (defence in depth; the feature operator already emits each
+    window once).
     """
-    if state.last_window_id is not None and window_id <= state.last_window_id:
+    series = window.series
+    last = state.last_window_start_ms
+    if last is not None and window.start_ms <= last:
         summary = {
             "series": series,
-            "window_start": rfc3339_ms(grid.start_ms(window_id)),
-            "count": stats.count,
-            "mean": stats.mean,
+            "window_start": rfc3339_ms(window.start_ms),
+            "count": window["count"],
+            "mean": window["mean"],
         }
         return DeadLetter(
             Reason.LATE_WINDOW,
-            f"window {window_id} re-opened after window {state.last_window_id} was scored",
+            f"window {rfc3339_ms(window.start_ms)} arrived after {rfc3339_ms(last)} was scored",
             msgspec.json.encode(summary),
             series.encode(),
         )
-    state.last_window_id = window_id
-    score = state.detector.observe(stats.mean)
+    state.last_window_start_ms = window.start_ms
+    mean = window["mean"]
+    score = state.detector.observe(mean)
     if score is None or not score.anomalous:
         return None
     cluster, host, metric = split_series_key(series)
     kind = spec_for(metric).anomaly_type.value
-    start_ms = grid.start_ms(window_id)
     return Alert(
-        alert_id=alert_id_for(series, start_ms, kind),
+        alert_id=alert_id_for(series, window.start_ms, kind),
         type=kind,
         severity=severity_for(score.z, state.detector.config.z_threshold),
         host=host,
         cluster=cluster,
         metric=metric,
-        window_start=rfc3339_ms(start_ms),
-        window_end=rfc3339_ms(grid.end_ms(window_id)),
-        value=stats.mean,
+        window_start=rfc3339_ms(window.start_ms),
+        window_end=rfc3339_ms(window.end_ms),
+        value=mean,
         expected=score.expected,
         score=score.z,
         detector=DETECTOR_NAME,

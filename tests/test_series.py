@@ -1,27 +1,30 @@
-"""The per-series step: alerts with deterministic ids, and the re-opened window guard."""
+"""The per-series step: alerts with deterministic ids, and the re-scored window guard."""
 
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 
 from novacron_ml.schema import Alert, alert_id_for, parse_rfc3339_ms
 from operators.deadletter import DeadLetter, Reason
+from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
 from operators.robust_z import RobustZConfig
 from operators.series import detect_window, new_series_state
-from operators.windows import WindowGrid, WindowStats
 
-GRID = WindowGrid(60_000, 60_000)
 CFG = RobustZConfig(min_history=5, history_windows=20)
 SERIES = "c1/h1/latency_p99_ms"
 
 
-def window(mean: float) -> WindowStats:
-    return WindowStats().add(0, mean - 1).add(1, mean + 1)
+def window(i: int, mean: float) -> FeatureWindow:
+    f = np.zeros(N_FEATURES)
+    f[FEATURE_INDEX["mean"]] = mean
+    f[FEATURE_INDEX["count"]] = 12
+    return FeatureWindow(SERIES, i * 60_000, (i + 1) * 60_000, f)
 
 
 def run(values: list[float]) -> list[Alert | DeadLetter | None]:
     state = new_series_state(SERIES, CFG)
-    return [detect_window(state, SERIES, wid, window(v), GRID) for wid, v in enumerate(values)]
+    return [detect_window(state, window(i, v)) for i, v in enumerate(values)]
 
 
 def test_spike_alert_is_typed_and_bounded() -> None:
@@ -49,13 +52,11 @@ def test_alert_ids_are_deterministic_and_distinct() -> None:
     assert len(set(ids_a)) == 2
 
 
-def test_reopened_window_is_dead_lettered_not_scored_twice() -> None:
+def test_window_seen_again_is_dead_lettered_not_scored_twice() -> None:
     state = new_series_state(SERIES, CFG)
-    for wid in range(10):
-        detect_window(state, SERIES, wid, window(100.0), GRID)
-    out = detect_window(state, SERIES, 7, window(900.0), GRID)
+    for i in range(10):
+        detect_window(state, window(i, 100.0))
+    out = detect_window(state, window(7, 900.0))
     assert isinstance(out, DeadLetter) and out.reason is Reason.LATE_WINDOW
-    assert msgspec.json.decode(out.payload)["count"] == 2
-    # the baseline was not touched by the late window
-    nxt = detect_window(state, SERIES, 10, window(100.0), GRID)
-    assert nxt is None
+    assert msgspec.json.decode(out.payload)["count"] == 12
+    assert detect_window(state, window(10, 100.0)) is None  # baseline untouched
