@@ -22,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from dataflows.detect import FeatureLogic, ShardRouter, feature_config
+from dataflows.detect import ShardRouter, feature_config, make_feature_builder
 from novacron_ml.schema import MetricEvent
 from novacron_ml.settings import FeatureSettings, IngestSettings, Settings
 from novacron_ml.simulator import FleetConfig, FleetSimulator
@@ -33,14 +33,11 @@ from operators.features import N_FEATURES, FeatureEngine
 def feature_flow(
     events: list[MetricEvent], settings: Settings, batch: int, out: list[Any]
 ) -> Dataflow:
-    config = feature_config(settings)
     flow = Dataflow("bench_features")
     stream = op.input("in", flow, TestingSource(events, batch_size=batch))
     router = ShardRouter(settings.features.shards)
     keyed = op.flat_map_batch("group_by_shard", stream, router.group)
-    featured = op.stateful_batch(
-        "features", keyed, lambda resume: FeatureLogic(resume or FeatureEngine(config))
-    )
+    featured = op.stateful_batch("features", keyed, make_feature_builder(settings))
     op.output("out", featured, CallbackSink(lambda items: out.append(len(items))))
     return flow
 
@@ -56,7 +53,7 @@ def main() -> None:
     )
     parser.add_argument("--hosts", type=int, default=60, help="hosts x 10 metrics = series")
     parser.add_argument("--hours", type=float, default=2.0, help="simulated hours at 5 s steps")
-    parser.add_argument("--shards", type=int, default=8, help="feature state shards")
+    parser.add_argument("--shards", type=int, default=4, help="feature state shards (4)")
     parser.add_argument("--batch", type=int, default=5000, help="source batch size")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()

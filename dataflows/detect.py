@@ -17,10 +17,12 @@ malformed input and late events. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,8 +44,16 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from novacron_ml import observability as obs
 from novacron_ml.schema import Alert, MetricEvent, rfc3339_ms
 from novacron_ml.settings import Settings, load_settings
+from operators.cross import CrossMetricJoiner, HostWindow
 from operators.deadletter import DeadLetter, Reason
-from operators.features import FeatureConfig, FeatureEngine, FeatureWindow, LateEvent
+from operators.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    FeatureConfig,
+    FeatureEngine,
+    FeatureWindow,
+    LateEvent,
+)
 from operators.parse import MessageParser, ParseLimits
 from operators.robust_z import RobustZConfig
 from operators.series import SeriesState, detect_window, new_series_state
@@ -164,8 +174,12 @@ def is_shard_batch(item: ShardBatch | DeadLetter) -> bool:
     return isinstance(item, tuple)
 
 
-def is_window(item: FeatureWindow | DeadLetter) -> bool:
+def is_window(item: FeatureOut) -> bool:
     return isinstance(item, FeatureWindow)
+
+
+def is_dead_letter(item: object) -> bool:
+    return isinstance(item, DeadLetter)
 
 
 def feature_config(settings: Settings) -> FeatureConfig:
@@ -189,23 +203,34 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class FeatureLogic(
-    StatefulBatchLogic[list[MetricEvent], FeatureWindow | DeadLetter, FeatureEngine]
-):
-    """Bytewax glue around one shard's `FeatureEngine`; all logic lives in the engine."""
+@dataclass
+class FeatureState:
+    """One shard's state in recovery snapshots: the engine and, if enabled, the host joiner."""
+
+    engine: FeatureEngine
+    joiner: CrossMetricJoiner | None = None
+
+
+FeatureOut = FeatureWindow | HostWindow | DeadLetter
+
+
+class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
+    """Bytewax glue around one shard's `FeatureEngine`; all logic lives in operators/."""
 
     NOTIFY_EVERY = timedelta(seconds=1)
 
-    def __init__(self, engine: FeatureEngine) -> None:
-        self.engine = engine
+    def __init__(self, state: FeatureState) -> None:
+        self.state = state
 
     def _emit(
         self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
-    ) -> list[FeatureWindow | DeadLetter]:
-        out: list[FeatureWindow | DeadLetter] = list(windows)
+    ) -> list[FeatureOut]:
+        out: list[FeatureOut] = list(windows)
         if windows:
             obs.WINDOWS.inc(len(windows))
             obs.WINDOWED_EVENTS.inc(sum(w["count"] for w in windows))
+            if self.state.joiner is not None:
+                out.extend(self.state.joiner.add(windows))
         for item in late or ():
             out.append(
                 DeadLetter(
@@ -220,26 +245,59 @@ class FeatureLogic(
             obs.DEAD_LETTERS.labels(reason=Reason.LATE_EVENT.value).inc(len(late))
         return out
 
-    def on_batch(
-        self, values: list[list[MetricEvent]]
-    ) -> tuple[list[FeatureWindow | DeadLetter], bool]:
+    def on_batch(self, values: list[list[MetricEvent]]) -> tuple[list[FeatureOut], bool]:
         events = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
-        windows, late = self.engine.ingest(events, _wall_ms())
+        windows, late = self.state.engine.ingest(events, _wall_ms())
         return self._emit(windows, late), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[FeatureWindow | DeadLetter], bool]:
-        return self._emit(self.engine.advance(_wall_ms())), StatefulBatchLogic.RETAIN
+    def on_notify(self) -> tuple[list[FeatureOut], bool]:
+        return self._emit(self.state.engine.advance(_wall_ms())), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[FeatureWindow | DeadLetter], bool]:
-        return self._emit(self.engine.flush()), StatefulBatchLogic.RETAIN
+    def on_eof(self) -> tuple[list[FeatureOut], bool]:
+        return self._emit(self.state.engine.flush()), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self.engine.n_series == 0:
+        if self.state.engine.n_series == 0:
             return None
         return datetime.now(UTC) + self.NOTIFY_EVERY
 
-    def snapshot(self) -> FeatureEngine:
-        return self.engine.snapshot()
+    def snapshot(self) -> FeatureState:
+        return copy.deepcopy(self.state)
+
+
+def make_feature_builder(settings: Settings) -> Any:
+    config = feature_config(settings)
+    publish = settings.topics.features is not None
+
+    def build(resume: FeatureState | None) -> FeatureLogic:
+        if resume is None:
+            joiner = CrossMetricJoiner(config.window_ms) if publish else None
+            resume = FeatureState(FeatureEngine(config), joiner)
+        return FeatureLogic(resume)
+
+    return build
+
+
+def feature_record(item: FeatureWindow | HostWindow) -> dict[str, Any]:
+    """The JSON published on the optional features topic (docs/MESSAGES.md)."""
+    if isinstance(item, FeatureWindow):
+        return {
+            "kind": "series",
+            "series": item.series,
+            "window_start": rfc3339_ms(item.start_ms),
+            "window_end": rfc3339_ms(item.end_ms),
+            "feature_version": FEATURE_VERSION,
+            "features": dict(zip(FEATURE_NAMES, item.features.tolist(), strict=True)),
+        }
+    return {
+        "kind": "host",
+        "cluster": item.cluster,
+        "host": item.host,
+        "window_start": rfc3339_ms(item.start_ms),
+        "window_end": rfc3339_ms(item.end_ms),
+        "feature_version": FEATURE_VERSION,
+        "features": item.features,
+    }
 
 
 def make_detect_step(config: RobustZConfig) -> Any:
@@ -260,14 +318,22 @@ def make_detect_step(config: RobustZConfig) -> Any:
 
 def to_kafka_message(settings: Settings) -> Any:
     alerts_topic, dlq_topic = settings.topics.alerts, settings.topics.dlq
+    features_topic = settings.topics.features
 
-    def encode(item: Output) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    def encode(
+        item: Output | FeatureWindow | HostWindow,
+    ) -> KafkaSinkMessage[bytes | None, bytes | None]:
         if isinstance(item, Alert):
             return KafkaSinkMessage(
                 key=item.alert_id.encode(), value=_JSON.encode(item), topic=alerts_topic
             )
+        if isinstance(item, DeadLetter):
+            return KafkaSinkMessage(
+                key=item.key, value=item.payload, topic=dlq_topic, headers=item.headers()
+            )
+        key = item.series if isinstance(item, FeatureWindow) else f"{item.cluster}/{item.host}"
         return KafkaSinkMessage(
-            key=item.key, value=item.payload, topic=dlq_topic, headers=item.headers()
+            key=key.encode(), value=_JSON.encode(feature_record(item)), topic=features_topic
         )
 
     return encode
@@ -292,16 +358,17 @@ def build_flow(
     parsed = op.flat_map_batch("parse", raw, make_parse_step(parser_for(settings), router))
     split = op.branch("split_valid", parsed, is_shard_batch)
     shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs
-    config = feature_config(settings)
-    featured = op.stateful_batch(
-        "features", shards, lambda resume: FeatureLogic(resume or FeatureEngine(config))
-    )
+    featured = op.stateful_batch("features", shards, make_feature_builder(settings))
     windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
+    late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
     by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
     detected = op.stateful_map("detect", by_series, make_detect_step(detector_config(settings)))
     results = op.filter_map("drop_quiet", detected, _value)
-    late = windows.falses
+    late = late_or_host.trues
     merged = op.merge("collect_outputs", split.falses, late, results)
+    if settings.topics.features is not None:
+        published = op.merge("features_out", windows.trues, late_or_host.falses)
+        merged = op.merge("with_features", merged, published)
     if kafka_output:
         merged = op.map("encode", merged, to_kafka_message(settings))
     op.output("out", merged, sink)

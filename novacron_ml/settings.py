@@ -57,6 +57,10 @@ class TopicSettings(_Group):
     metrics: str = Field(topics.METRICS, description="Input metric events.")
     dlq: str = Field(topics.METRICS_DLQ, description="Dead letters with a reason header.")
     alerts: str = Field(topics.ALERTS, description="Alerts keyed by alert_id.")
+    features: str | None = Field(
+        None,
+        description="If set, publish every window's features (and host cross features) here.",
+    )
 
 
 class IngestSettings(_Group):

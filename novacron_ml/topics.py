@@ -15,6 +15,9 @@ METRICS_DLQ = "metrics.dlq"
 ALERTS = "alerts"
 """Alert JSON (`novacron_ml.schema.Alert`), keyed by the deterministic `alert_id`."""
 
+METRICS_FEATURES = "metrics.features"
+"""Optional (`NOVACRON_TOPICS_FEATURES`): per-window feature vectors and host cross features."""
+
 ALERTS_FEEDBACK = "alerts.feedback"
 METRICS_HOURLY = "metrics.hourly"
 OPTIMIZER_ACTIONS = "optimizer.actions"

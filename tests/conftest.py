@@ -40,7 +40,8 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    """Unique metrics/alerts/dlq topic names for one test, created up front, deleted after."""
+    """Unique metrics/alerts/dlq/features topic names for one test, created up front, deleted
+    after."""
     from novacron_ml.kafka_io import delete_topics, ensure_topics
 
     suffix = uuid.uuid4().hex[:10]
@@ -48,6 +49,7 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
         "metrics": f"test.{suffix}.metrics",
         "alerts": f"test.{suffix}.alerts",
         "dlq": f"test.{suffix}.metrics.dlq",
+        "features": f"test.{suffix}.metrics.features",
     }
     ensure_topics(kafka_bootstrap, names.values())
     yield names

@@ -6,9 +6,10 @@ import time
 from collections import Counter
 
 import msgspec
+import numpy as np
 from bytewax.testing import run_main
 
-from dataflows.detect import build_flow
+from dataflows.detect import build_flow, feature_record
 from novacron_ml import observability as obs
 from novacron_ml.demo import run_demo, summary
 from novacron_ml.malformed import MALFORMED, with_malformed
@@ -16,7 +17,9 @@ from novacron_ml.schema import Alert, WireEvent
 from novacron_ml.settings import Settings
 from novacron_ml.simulator import FleetConfig, FleetSimulator
 from novacron_ml.sources import CallbackSink, MessageSource
+from operators.cross import HOST_FEATURE_NAMES, HostWindow
 from operators.deadletter import DeadLetter, Reason
+from operators.features import FEATURE_NAMES, FeatureWindow
 
 NOW = int(time.time() // 60 * 60_000)
 
@@ -100,6 +103,24 @@ def test_sliding_windows_score_each_event_in_every_window_it_falls_in() -> None:
     before = obs.counter_value(obs.WINDOWED_EVENTS)
     run_flow(msgs, Settings(window={"length_s": 60, "slide_s": 30}))
     assert obs.counter_value(obs.WINDOWED_EVENTS) - before == 2 * 120
+
+
+def test_features_and_host_cross_features_are_published_when_enabled() -> None:
+    cfg = FleetConfig(
+        hosts=2, clusters=1, duration_s=1800, step_s=5, start_ms=NOW - 3_600_000, seed=2
+    )
+    sim = FleetSimulator(cfg)
+    out = run_flow(list(sim.messages("json-array")), Settings(topics={"features": "feat"}))
+    windows = [o for o in out if isinstance(o, FeatureWindow)]
+    hosts = [o for o in out if isinstance(o, HostWindow)]
+    assert len(windows) == 2 * 10 * 30  # 30 one-minute windows per series
+    assert len(hosts) == 2 * 30
+    assert all(np.isfinite(w.features).all() and w["count"] == 12 for w in windows)
+    assert all(set(h.features) == set(HOST_FEATURE_NAMES) for h in hosts)
+    record = feature_record(windows[0])
+    assert list(record["features"]) == list(FEATURE_NAMES)
+    off = run_flow(list(sim.messages("json-array")))
+    assert not any(isinstance(o, (FeatureWindow, HostWindow)) for o in off)
 
 
 def test_demo_detects_the_injected_anomalies() -> None:

@@ -25,6 +25,7 @@ from novacron_ml.malformed import MALFORMED
 from novacron_ml.schema import Alert, WireEvent
 from novacron_ml.settings import Settings
 from novacron_ml.simulator import FleetConfig, FleetSimulator, read_labels
+from operators.features import FEATURE_NAMES
 from operators.parse import OVERSIZED_KEEP_BYTES
 
 pytestmark = pytest.mark.kafka
@@ -78,7 +79,9 @@ def test_alerts_match_labels_and_every_bad_message_reaches_the_dlq(
 
     events_before = obs.counter_value(obs.EVENTS)
     windowed_before = obs.counter_value(obs.WINDOWED_EVENTS)
+    windows_before = obs.counter_value(obs.WINDOWS)
     run_flow(settings_for(kafka_bootstrap, kafka_topics))
+    n_windows = obs.counter_value(obs.WINDOWS) - windows_before
     parsed = obs.counter_value(obs.EVENTS) - events_before
     windowed = obs.counter_value(obs.WINDOWED_EVENTS) - windowed_before
 
@@ -115,6 +118,16 @@ def test_alerts_match_labels_and_every_bad_message_reaches_the_dlq(
     assert ev.recall >= 0.9, ev.missed
     assert ev.precision >= 0.9, ev.false_alerts[:5]
     assert ev.type_accuracy >= 0.9
+
+    # features: one record per closed series window, plus host cross features
+    feats = [
+        msgspec.json.decode(r.value) for r in read_topic(kafka_bootstrap, kafka_topics["features"])
+    ]
+    series_recs = [f for f in feats if f["kind"] == "series"]
+    assert len(series_recs) == n_windows > 0
+    assert all(list(f["features"]) == list(FEATURE_NAMES) for f in series_recs)
+    assert sum(f["features"]["count"] for f in series_recs) == windowed
+    assert {f["host"] for f in feats if f["kind"] == "host"} == {h for _, h in sim.hosts}
 
 
 def test_same_input_gives_the_same_alert_ids_via_the_cli(
