@@ -54,7 +54,7 @@ from operators.features import (
     FeatureWindow,
     LateEvent,
 )
-from operators.parse import MessageParser, ParseLimits
+from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.robust_z import RobustZConfig
 from operators.series import SeriesState, detect_window, new_series_state
 
@@ -140,7 +140,9 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
         with obs.PARSE_BATCH_SECONDS.time():
             valid: list[MetricEvent] = []
             out: list[ShardBatch | DeadLetter] = []
+            dead: list[DeadLetter] = []
             reasons: Counter[str] = Counter()
+            now = wall_clock_ms()
             for msg in batch:
                 if isinstance(msg, KafkaError):
                     inner = msg.msg
@@ -154,12 +156,14 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
                     out.append(dl)
                     reasons[dl.reason] += 1
                     continue
-                events, dead = parser.parse(msg.value, msg.key, _source_of(msg))
-                valid.extend(events)
-                if dead:
-                    out.extend(dead)
-                    for d in dead:
-                        reasons[d.reason] += 1
+                n_dead = len(dead)
+                parser.parse_into(msg.value, msg.key, "", now, valid, dead)
+                if len(dead) > n_dead:  # where it came from, only for what goes to the DLQ
+                    source = _source_of(msg)
+                    for i in range(n_dead, len(dead)):
+                        dead[i] = msgspec.structs.replace(dead[i], source=source)
+                        reasons[dead[i].reason] += 1
+            out.extend(dead)
             obs.MESSAGES.inc(len(batch))
             obs.EVENTS.inc(len(valid))
             for reason, n in reasons.items():

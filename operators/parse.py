@@ -86,28 +86,49 @@ class MessageParser:
     ) -> tuple[list[MetricEvent], list[DeadLetter]]:
         events: list[MetricEvent] = []
         dead: list[DeadLetter] = []
+        self.parse_into(payload, key, source, self.now_ms(), events, dead)
+        return events, dead
+
+    def parse_into(
+        self,
+        payload: bytes | None,
+        key: bytes | None,
+        source: str,
+        now: int,
+        events: list[MetricEvent],
+        dead: list[DeadLetter],
+    ) -> None:
+        """Append one message's events and dead letters to the lists; never raises.
+
+        The batch form of `parse`: the caller reads the clock once per batch (`now`).
+        """
+        n_events = len(events)
         try:
-            self._parse_into(payload, key, source, events, dead)
+            self._parse_into(payload, key, source, now, events, dead)
         except Exception as exc:  # a parser bug must not stop the flow either
-            events.clear()
+            del events[n_events:]
             dead.append(
                 DeadLetter(
                     Reason.INVALID_VALUE, f"parser error: {exc!r}", payload or b"", key, source
                 )
             )
-        return events, dead
 
     def _parse_into(
         self,
         payload: bytes | None,
         key: bytes | None,
         source: str,
+        now: int,
         events: list[MetricEvent],
         dead: list[DeadLetter],
     ) -> None:
-        if not payload or not payload.strip():
+        first = payload[:1] if payload else b""
+        if first.isspace():
+            first = payload.lstrip()[:1] if payload else b""
+        if not first:
             dead.append(DeadLetter(Reason.EMPTY, "empty message", payload or b"", key, source))
             return
+        assert payload is not None
         if len(payload) > self.limits.max_message_bytes:
             # Keep a prefix only: the whole message may exceed what the DLQ topic accepts.
             dead.append(
@@ -121,8 +142,6 @@ class MessageParser:
                 )
             )
             return
-        now = self.now_ms()
-        first = payload.lstrip()[:1]
         if first == b"{":
             self._parse_object(payload, key, source, now, events, dead)
         elif first == b"[":
@@ -200,12 +219,13 @@ class MessageParser:
 
     def _to_event(self, wire: WireEvent, now: int) -> MetricEvent:
         ts = wire.ts
-        if isinstance(ts, datetime):
+        if type(ts) is int:
+            ts_ms = ts
+        else:
+            assert isinstance(ts, datetime)
             if ts.tzinfo is None:
                 raise _Reject(Reason.BAD_TIMESTAMP, "RFC 3339 timestamp without a UTC offset")
             ts_ms = int(ts.timestamp() * 1000)
-        else:
-            ts_ms = ts
         self._check_time(ts_ms, now)
         if not math.isfinite(wire.value):
             raise _Reject(Reason.NON_FINITE, "value is not finite")
