@@ -255,7 +255,12 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         return self._emit(windows, late), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[FeatureOut], bool]:
-        return self._emit(self.state.engine.advance(_wall_ms())), StatefulBatchLogic.RETAIN
+        engine = self.state.engine
+        evicted = engine.evicted
+        out = self._emit(engine.advance(_wall_ms()))
+        if engine.evicted > evicted:
+            obs.SERIES_EVICTED.inc(engine.evicted - evicted)
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[FeatureOut], bool]:
         return self._emit(self.state.engine.flush()), StatefulBatchLogic.RETAIN

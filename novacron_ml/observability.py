@@ -13,6 +13,9 @@ WINDOWS = Counter("novacron_windows", "Series windows closed and scored.")
 WINDOWED_EVENTS = Counter(
     "novacron_windowed_events", "Valid events folded into a closed window (not late)."
 )
+SERIES_EVICTED = Counter(
+    "novacron_series_evicted", "Series whose feature state was evicted after idle_ttl_s."
+)
 ALERTS = Counter("novacron_alerts", "Alerts published, by type and severity.", ["type", "severity"])
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",

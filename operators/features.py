@@ -197,6 +197,8 @@ class FeatureEngine:
         self._names: list[str | None] = []
         self._free: list[int] = []
         self._tombstones: OrderedDict[str, int] = OrderedDict()
+        self.evicted = 0
+        """Series evicted so far (for metrics)."""
         n = 0
         self._values = np.zeros((n, c.n_slots), np.float64)
         self._laps = np.full((n, c.n_slots), _LAP_MASK, np.uint16)
@@ -277,6 +279,7 @@ class FeatureEngine:
         self._names[row] = None
         self._active[row] = False
         self._free.append(row)
+        self.evicted += 1
 
     @property
     def n_series(self) -> int:
@@ -315,20 +318,36 @@ class FeatureEngine:
         keys = [f"{e.cluster}/{e.host}/{e.metric}" for e in events]
         index = self._index
         rows_list = [index.get(k, -1) for k in keys]
+        out: list[FeatureWindow] = []
+        late: list[LateEvent] = []
         if -1 in rows_list:
             first_ts: dict[str, int] = {}
+            last_ts: dict[str, int] = {}
             for key, e, r in zip(keys, events, rows_list, strict=True):
-                if r == -1 and (key not in first_ts or e.ts_ms < first_ts[key]):
-                    first_ts[key] = e.ts_ms
+                if r == -1:
+                    first_ts[key] = min(first_ts.get(key, e.ts_ms), e.ts_ms)
+                    last_ts[key] = max(last_ts.get(key, e.ts_ms), e.ts_ms)
             for key, t in first_ts.items():
-                self._allocate(key, t)
-            rows_list = [index[k] for k in keys]
+                stone = self._tombstones.get(key)
+                if stone is None or last_ts[key] >= stone:  # else: all late, keep no state
+                    self._allocate(key, t)
+            rows_list = [index.get(k, -1) for k in keys]
+            if -1 in rows_list:  # late events of evicted series
+                keep_idx = []
+                for i, r in enumerate(rows_list):
+                    if r == -1:
+                        late.append(LateEvent(keys[i], events[i], self._tombstones[keys[i]]))
+                    else:
+                        keep_idx.append(i)
+                events = [events[i] for i in keep_idx]
+                keys = [keys[i] for i in keep_idx]
+                rows_list = [rows_list[i] for i in keep_idx]
+                if not events:
+                    return out, late
         n = len(events)
         rows = np.fromiter(rows_list, np.int64, n)
         ts = np.fromiter((e.ts_ms for e in events), np.int64, n)
         vals = np.fromiter((e.value for e in events), np.float64, n)
-        out: list[FeatureWindow] = []
-        late: list[LateEvent] = []
         # A batch spanning more than the look-back (fast replays) would overwrite ring slots
         # of windows not yet closed: cut it, in arrival order, into spans that fit.
         safe_ms = max(round(c.write_ahead_s * 1000), c.step_ms)
@@ -384,9 +403,13 @@ class FeatureEngine:
         c = self.config
         idle = now_ms - self._last_seen
         out = self._close(self._max_ts + np.maximum(idle, 0) - c.lateness_ms)
-        stale = np.flatnonzero(self._active & (idle > round(c.idle_ttl_s * 1000)))
-        for row in stale.tolist():
-            self._evict(row)
+        stale = self._active & (idle > round(c.idle_ttl_s * 1000))
+        if stale.any():
+            # Close what an evicted series still holds first: its data must not be lost.
+            never = np.iinfo(np.int64).min // 2
+            out.extend(self._close(np.where(stale, np.iinfo(np.int64).max // 2, never)))
+            for row in np.flatnonzero(stale).tolist():
+                self._evict(row)
         return out
 
     def flush(self) -> list[FeatureWindow]:

@@ -271,7 +271,13 @@ def test_late_events_are_returned_and_windows_never_emitted_twice() -> None:
     # the Bytewax 0.21 case: a late event after all windows closed must not re-open window 0
     windows, late = engine.ingest([MetricEvent(T0 + 2000, "h1", "c1", "m", 5.0)], now_ms=300_000)
     assert windows == [] and len(late) == 1 and late[0].next_window_start_ms == T0 + 120_000
+    assert engine.n_series == 0  # no state kept for an all-late series
     assert engine.flush() == []
+    # fresh data after the tombstone starts the series again, after its last window
+    windows, late = engine.ingest(
+        [MetricEvent(T0 + 130_000 + i * 5000, "h1", "c1", "m", 2.0) for i in range(20)], 400_000
+    )
+    assert late == [] and [w.start_ms - T0 for w in windows] == [120_000]
 
 
 def test_state_is_bounded_and_picklable() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import numpy as np
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
 from dataflows.detect import build_flow, feature_record
@@ -132,3 +135,65 @@ def test_demo_detects_the_injected_anomalies() -> None:
     assert ev.precision >= 0.9 and ev.recall >= 0.9, summary(result)
     assert result.dead_letters == result.injected_bad
     assert len(MALFORMED) >= 15
+
+
+class _PausingPartition(StatefulSourcePartition[object, int]):
+    """Yields its batches with a pause in system time between them."""
+
+    def __init__(self, batches: list[list[object]], pause_s: float) -> None:
+        self._batches = batches
+        self._pause = timedelta(seconds=pause_s)
+        self._i = 0
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[object]:
+        if self._i >= len(self._batches):
+            raise StopIteration
+        batch = self._batches[self._i]
+        self._i += 1
+        self._awake = datetime.now(UTC) + self._pause
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._i
+
+
+class _PausingSource(FixedPartitionedSource[object, int]):
+    def __init__(self, batches: list[list[object]], pause_s: float) -> None:
+        self._batches, self._pause = batches, pause_s
+
+    def list_parts(self) -> list[str]:
+        return ["0"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _PausingPartition:
+        return _PausingPartition(self._batches, self._pause)
+
+
+def test_idle_series_is_closed_by_system_time_evicted_and_never_reopened() -> None:
+    """The Bytewax 0.21 case, through Bytewax: all of a series' windows close, its state goes,
+    then a late event arrives. It must be dead-lettered, not re-open and re-emit a window."""
+    start = NOW - 3_600_000
+
+    def msg(ts: int, value: float) -> KafkaSourceMessage[bytes, bytes]:
+        return KafkaSourceMessage(
+            b"k", msgspec.json.encode(WireEvent(ts, "h1", "c1", "cpu_util", value))
+        )
+
+    first = [msg(start + i * 5000, 0.5) for i in range(30)]  # 0..145 s: windows 0, 1 close, 2 open
+    late = [msg(start + 1000, 0.9)]  # window 0, long emitted
+    settings = Settings(features={"idle_ttl_s": 1.0}, topics={"features": "f"})
+    out: list[object] = []
+    evicted_before = obs.counter_value(obs.SERIES_EVICTED)
+    source = _PausingSource([first, late], pause_s=3.0)
+    run_main(build_flow(settings, source, CallbackSink(out.extend), kafka_output=False))
+    assert obs.counter_value(obs.SERIES_EVICTED) - evicted_before == 1  # state really went
+    windows = [o.start_ms - start for o in out if isinstance(o, FeatureWindow)]
+    assert windows == [0, 60_000, 120_000]  # each once: window 0 was not re-opened
+    dead = [o for o in out if isinstance(o, DeadLetter)]
+    assert [d.reason for d in dead] == [Reason.LATE_EVENT]
+    assert msgspec.json.decode(dead[0].payload)["value"] == 0.9
