@@ -59,6 +59,9 @@ from operators.robust_z import RobustZConfig
 from operators.series import SeriesState, detect_window, new_series_state
 
 FLOW_ID = "novacron_detect"
+DLQ_MAX_PAYLOAD_BYTES = 900_000
+"""Dead-letter payloads are cut to this (and say so in a header) so that a DLQ record always
+fits Kafka's default 1 MB message limit: a record the sink cannot write would stop the flow."""
 
 Output = Alert | DeadLetter
 _JSON = msgspec.json.Encoder()
@@ -337,9 +340,11 @@ def to_kafka_message(settings: Settings) -> Any:
                 key=item.alert_id.encode(), value=_JSON.encode(item), topic=alerts_topic
             )
         if isinstance(item, DeadLetter):
-            return KafkaSinkMessage(
-                key=item.key, value=item.payload, topic=dlq_topic, headers=item.headers()
-            )
+            payload, headers = item.payload, item.headers()
+            if len(payload) > DLQ_MAX_PAYLOAD_BYTES:
+                headers.append(("novacron.truncated_from", str(len(payload)).encode()))
+                payload = payload[:DLQ_MAX_PAYLOAD_BYTES]
+            return KafkaSinkMessage(key=item.key, value=payload, topic=dlq_topic, headers=headers)
         key = item.series if isinstance(item, FeatureWindow) else f"{item.cluster}/{item.host}"
         return KafkaSinkMessage(
             key=key.encode(), value=_JSON.encode(feature_record(item)), topic=features_topic

@@ -197,3 +197,15 @@ def test_idle_series_is_closed_by_system_time_evicted_and_never_reopened() -> No
     dead = [o for o in out if isinstance(o, DeadLetter)]
     assert [d.reason for d in dead] == [Reason.LATE_EVENT]
     assert msgspec.json.decode(dead[0].payload)["value"] == 0.9
+
+
+def test_dead_letters_too_large_for_kafka_are_cut_and_say_so() -> None:
+    from dataflows.detect import DLQ_MAX_PAYLOAD_BYTES, to_kafka_message
+
+    encode = to_kafka_message(Settings())
+    big = DeadLetter(Reason.BAD_JSON, "x", b"{" + b"a" * 1_000_000, b"k", "metrics:0:1")
+    msg = encode(big)
+    assert msg.topic == "metrics.dlq" and len(msg.value) == DLQ_MAX_PAYLOAD_BYTES
+    assert dict(msg.headers)["novacron.truncated_from"] == b"1000001"
+    small = encode(DeadLetter(Reason.BAD_JSON, "x", b"{oops", None))
+    assert small.value == b"{oops" and "novacron.truncated_from" not in dict(small.headers)
