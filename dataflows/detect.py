@@ -54,9 +54,10 @@ from operators.features import (
     FeatureWindow,
     LateEvent,
 )
+from operators.likelihood import AnomalyLikelihood
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.robust_z import RobustZConfig
-from operators.series import SeriesState, detect_window, new_series_state
+from operators.series import SeriesState, WindowScore, detect_window, new_series_state
 
 FLOW_ID = "novacron_detect"
 DLQ_MAX_PAYLOAD_BYTES = 900_000
@@ -312,18 +313,25 @@ def feature_record(item: FeatureWindow | HostWindow) -> dict[str, Any]:
     }
 
 
-def make_detect_step(config: RobustZConfig) -> Any:
+def make_detect_step(config: RobustZConfig, emit_scores: bool = False) -> Any:
     def detect(
         state: SeriesState | None, window: FeatureWindow
-    ) -> tuple[SeriesState, Output | None]:
+    ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
             state = new_series_state(window.series, config)
+            if emit_scores:
+                state.likelihood = AnomalyLikelihood()
         result = detect_window(state, window)
+        out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
         elif result is not None:
             obs.ALERTS.labels(type=result.type, severity=result.severity).inc()
-        return state, result
+        if result is not None:
+            out.append(result)
+        if emit_scores and not isinstance(result, DeadLetter):
+            out.append(WindowScore(window.series, window.start_ms, window.end_ms, state.last_score))
+        return state, out
 
     return detect
 
@@ -359,12 +367,14 @@ def build_flow(
     sink: Sink[Any],
     *,
     kafka_output: bool = True,
+    emit_scores: bool = False,
     flow_id: str = FLOW_ID,
 ) -> Dataflow:
     """Wire the detect flow between any source of Kafka-style messages and any sink.
 
     The source yields `KafkaSourceMessage`s (or `KafkaError`s); the sink receives
-    `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves.
+    `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves
+    (plus a `WindowScore` for every scored window when `emit_scores`, for backtests).
     """
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
@@ -376,8 +386,9 @@ def build_flow(
     windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
     late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
     by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
-    detected = op.stateful_map("detect", by_series, make_detect_step(detector_config(settings)))
-    results = op.filter_map("drop_quiet", detected, _value)
+    detect_step = make_detect_step(detector_config(settings), emit_scores)
+    detected = op.stateful_map("detect", by_series, detect_step)
+    results = op.flat_map("drop_quiet", detected, _value)
     late = late_or_host.trues
     merged = op.merge("collect_outputs", split.falses, late, results)
     if settings.topics.features is not None:

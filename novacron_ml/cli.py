@@ -229,6 +229,42 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nab(args: argparse.Namespace) -> int:
+    from novacron_ml.console import table
+    from novacron_ml.nab import PROFILES, load_profiles
+    from novacron_ml.nab_runner import print_problems, run_directory, score_run
+    from novacron_ml.settings import load_settings
+
+    if not args.data.is_dir():
+        raise FileNotFoundError(f"--data {args.data} is not a directory")
+    settings = load_settings()
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"\r[{i}/{n}] {name:<70}", end="", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    run = run_directory(args.data, args.out, args.detector, settings, progress)
+    print(
+        f"\rscored {len(run.files)} files in {time.perf_counter() - start:.1f} s -> {args.out}"
+        + " " * 40,
+        file=sys.stderr,
+    )
+    print_problems(run.problems)
+    if args.labels:
+        profiles = load_profiles(args.profiles) if args.profiles else PROFILES
+        results = score_run(run, args.labels, profiles)
+        rows = [[r.profile, r.score, r.threshold, r.raw] for r in results]
+        print(table(rows, ["profile", "NAB score", "threshold", "raw score"]))
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {r.profile: {"score": r.score, "threshold": r.threshold} for r in results},
+                    indent=2,
+                )
+            )
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from novacron_ml.settings import Settings, load_settings
 
@@ -303,6 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=1, help="partitions (default 1)")
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser(
+        "nab",
+        help="run the detect flow over NAB-style CSV files and (optionally) score them",
+        description="Run the detect flow (event-time, from the files) over every "
+        "DATA/<category>/<name>.csv with columns timestamp,value, and write "
+        "OUT/<category>/<detector>_<name>.csv with timestamp,value,anomaly_score. With "
+        "--labels (NAB's combined_windows.json) also print the NAB scores of the three "
+        "profiles, with one threshold per profile swept over the whole corpus.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="directory of <category>/<name>.csv")
+    p.add_argument("--out", type=Path, required=True, help="directory for the results files")
+    p.add_argument("--labels", type=Path, help="combined_windows.json to score against")
+    p.add_argument("--profiles", type=Path, help="NAB profiles.json (default: NAB's three)")
+    p.add_argument("--detector", default="novacron", help="detector name in file names")
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    p.set_defaults(func=cmd_nab)
 
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")

@@ -19,6 +19,7 @@ from novacron_ml.schema import (
 )
 from operators.deadletter import DeadLetter, Reason
 from operators.features import FeatureWindow
+from operators.likelihood import AnomalyLikelihood
 from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
 
 DETECTOR_NAME = "robust_z"
@@ -28,6 +29,25 @@ DETECTOR_NAME = "robust_z"
 class SeriesState:
     detector: RobustZDetector
     last_window_start_ms: int | None = None
+    last_score: float = 0.0
+    """Anomaly score in [0, 1) of the last scored window (0 while warming up)."""
+    likelihood: AnomalyLikelihood | None = None
+    """Set to post-process scores with the anomaly likelihood (backtests: NAB)."""
+
+
+class WindowScore(msgspec.Struct, frozen=True):
+    """Every scored window's anomaly score (for backtests such as NAB, not published)."""
+
+    series: str
+    start_ms: int
+    end_ms: int
+    anomaly_score: float
+
+
+def anomaly_score(z: float, direction: int, threshold: float) -> float:
+    """Map a robust z to [0, 1): monotone in the bad direction's |z|, 0.5 at the threshold."""
+    bad = abs(z) if direction == 0 else max(direction * z, 0.0)
+    return bad / (bad + threshold)
 
 
 def new_series_state(series: str, config: RobustZConfig) -> SeriesState:
@@ -60,6 +80,12 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     state.last_window_start_ms = window.start_ms
     mean = window["mean"]
     score = state.detector.observe(mean)
+    det = state.detector
+    state.last_score = (
+        0.0 if score is None else anomaly_score(score.z, det.direction, det.config.z_threshold)
+    )
+    if state.likelihood is not None:
+        state.last_score = state.likelihood.update(state.last_score)
     if score is None or not score.anomalous:
         return None
     cluster, host, metric = split_series_key(series)
