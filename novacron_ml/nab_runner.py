@@ -114,6 +114,14 @@ def settings_for_step(step_s: int, base: Settings | None = None) -> Settings:
             "ingest": base.ingest.model_copy(
                 update={"max_event_age_s": 0.0, "max_event_future_s": 0.0}
             ),
+            # A week of history as the baseline, and no scale floor: NAB series range from
+            # flat lines to counters, so a floor relative to the median distorts them.
+            "detector": base.detector.model_copy(
+                update={
+                    "history_windows": min(10_000, max(60, 7 * 86_400 // step_s)),
+                    "relative_floor": 0.0,
+                }
+            ),
         }
     )
 

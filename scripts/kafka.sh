@@ -8,6 +8,7 @@
 #   scripts/kafka.sh status   print whether it runs and where
 #   scripts/kafka.sh fetch    only resolve the jars into the cache
 #   scripts/kafka.sh logs     print the path of the broker log
+#   scripts/kafka.sh reset    stop and delete the broker's data directory
 #
 # Settings (environment):
 #   NOVACRON_BROKER_VERSION   Kafka version to resolve (default 4.1.1)
@@ -126,5 +127,5 @@ case "${1:-}" in
   fetch) fetch ;;
   logs) echo "$LOG" ;;
   reset) stop; rm -rf "$DIR"; say "removed $DIR" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
