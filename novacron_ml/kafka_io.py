@@ -72,13 +72,17 @@ class ProduceReport:
 def produce(
     bootstrap: str,
     topic: str,
-    messages: Iterable[tuple[bytes | None, bytes]],
+    messages: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]],
     *,
     rate: float = 0.0,
     config: dict[str, str] | None = None,
     progress: Callable[[ProduceReport], None] | None = None,
 ) -> ProduceReport:
-    """Write (key, value) messages; `rate` > 0 caps messages per second. Raises on failures."""
+    """Write (key, value[, timestamp ms]) messages; `rate` > 0 caps messages per second.
+
+    A third element sets the record's Kafka timestamp (the simulator passes event time, so that
+    replays by time select the right records). Raises on delivery failures.
+    """
     conf = {
         "bootstrap.servers": bootstrap,
         "linger.ms": "20",
@@ -99,10 +103,14 @@ def produce(
 
     start = time.monotonic()
     last_progress = start
-    for key, value in messages:
+    for message in messages:
+        key, value = message[0], message[1]
+        timestamp = message[2] if len(message) > 2 else 0
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value=value, key=key, on_delivery=on_delivery, timestamp=timestamp
+                )
                 break
             except BufferError:
                 producer.poll(0.05)

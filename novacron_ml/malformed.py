@@ -53,20 +53,26 @@ MALFORMED: tuple[tuple[Reason, Builder], ...] = (
 
 
 def with_malformed(
-    messages: Iterator[tuple[bytes, bytes]],
+    messages: Iterator[tuple[bytes, bytes]] | Iterator[tuple[bytes, bytes, int]],
     rate: float,
     seed: int,
     now_ms: Callable[[], int],
     on_inject: Callable[[Reason, bytes], None] | None = None,
-) -> Iterator[tuple[bytes, bytes]]:
-    """Interleave malformed messages into a stream at `rate` (a fraction of messages)."""
+) -> Iterator[tuple[bytes, bytes] | tuple[bytes, bytes, int]]:
+    """Interleave malformed messages into a stream at `rate` (a fraction of messages).
+
+    With (key, value, timestamp) messages a malformed one takes its predecessor's timestamp.
+    """
     rng = np.random.default_rng([seed, 0xBAD])
     cases = MALFORMED
-    for key, value in messages:
-        yield key, value
+    for message in messages:
+        yield message
         if rate > 0 and rng.random() < rate:
             reason, build = cases[int(rng.integers(len(cases)))]
             payload = build(now_ms())
             if on_inject is not None:
                 on_inject(reason, payload)
-            yield b"malformed", payload
+            if len(message) > 2:
+                yield b"malformed", payload, message[2]
+            else:
+                yield b"malformed", payload

@@ -284,6 +284,12 @@ class FleetSimulator:
         else:
             raise ValueError(f"unknown format {fmt!r}: json, json-array or line")
 
+    def timed_messages(self, fmt: str = "json") -> Iterator[tuple[bytes, bytes, int]]:
+        """`messages` with each message's event time (ms) for its Kafka record timestamp."""
+        dec = msgspec.json.Decoder()
+        for key, value in self.messages(fmt):
+            yield key, value, _first_ts(value, dec)
+
     def _batched(self, fmt: str) -> Iterator[tuple[bytes, bytes]]:
         enc = msgspec.json.Encoder()
         batch: list[MetricEvent] = []
@@ -296,6 +302,15 @@ class FleetSimulator:
             batch.append(e)
         if batch:
             yield _encode_batch(batch, fmt, enc)
+
+
+def _first_ts(value: bytes, dec: msgspec.json.Decoder) -> int:
+    """Event time of a simulator message (the first event's, for batches)."""
+    if value[:1] == b"{":
+        return int(dec.decode(value)["ts"])
+    if value[:1] == b"[":
+        return int(dec.decode(value)[0]["ts"])
+    return int(value.split(b"\n", 1)[0].rsplit(b" ", 1)[1]) // 1_000_000
 
 
 def _weekend_weight(t_s: np.ndarray) -> np.ndarray:
