@@ -357,6 +357,75 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from novacron_ml.alertmanager import Deduper, alert_consumer, decode_alerts
+    from novacron_ml.console import alert_line
+    from novacron_ml.settings import load_settings
+
+    settings = load_settings()
+    group = args.group or f"novacron-tail-{int(time.time() * 1000)}"
+    consumer = alert_consumer(
+        settings.kafka.bootstrap_servers, settings.topics.alerts, group, args.from_beginning
+    )
+    dedupe = Deduper()
+    shown = 0
+    idle_since = time.monotonic()
+    print(
+        f"{'window start':<19}  {'severity':<8} {'type':<20} {'cluster/host':<21} "
+        f"{'metric':<30} value / expected / z",
+        flush=True,
+    )
+    try:
+        while args.timeout is None or time.monotonic() - idle_since < args.timeout:
+            alerts = decode_alerts(consumer.consume(100, 0.5))
+            if alerts:
+                idle_since = time.monotonic()
+            for a in alerts:
+                if not dedupe.first_time(a.alert_id):
+                    continue
+                if args.type and a.type not in args.type:
+                    continue
+                if args.severity and a.severity not in args.severity:
+                    continue
+                if args.host and a.host not in args.host:
+                    continue
+                print(alert_line(a), flush=True)
+                shown += 1
+                if args.max and shown >= args.max:
+                    return 0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_alerts_forward(args: argparse.Namespace) -> int:
+    from novacron_ml.alertmanager import WebhookSender, alert_consumer, forward
+    from novacron_ml.settings import load_settings
+
+    settings = load_settings()
+    consumer = alert_consumer(
+        settings.kafka.bootstrap_servers, settings.topics.alerts, args.group, True
+    )
+    sender = WebhookSender(args.url, max_backoff_s=args.max_backoff)
+    print(
+        f"forwarding {settings.topics.alerts} -> {args.url} (group {args.group})", file=sys.stderr
+    )
+    try:
+        stats = forward(consumer, sender, args.batch, args.idle_timeout)
+    except KeyboardInterrupt:
+        stats = sender.stats
+    finally:
+        consumer.close()
+    print(
+        f"delivered {stats.alerts} alerts in {stats.batches} batches "
+        f"({stats.failures} failed attempts retried)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from novacron_ml.settings import Settings, load_settings
 
@@ -471,6 +540,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-topic", help="publish the alerts here (dead letters to NAME.dlq)")
     p.add_argument("--json", metavar="FILE", help="also write the report figures as JSON")
     p.set_defaults(func=cmd_replay)
+
+    alerts = sub.add_parser("alerts", help="consume the alert stream: tail, forward")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    p = alerts_sub.add_parser(
+        "tail",
+        help="follow the alerts topic as a readable table (deduplicated by alert_id)",
+        description="Print alerts as they arrive, one line each, each alert_id once.",
+    )
+    p.add_argument("--type", action="append", help="only these types (repeatable)")
+    p.add_argument("--severity", action="append", help="only these severities (repeatable)")
+    p.add_argument("--host", action="append", help="only these hosts (repeatable)")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
+    p.add_argument("--group", help="consumer group (default: a fresh one)")
+    p.add_argument("--max", type=int, help="stop after this many alerts")
+    p.add_argument("--timeout", type=float, help="stop after this many idle seconds")
+    p.set_defaults(func=cmd_alerts_tail)
+    p = alerts_sub.add_parser(
+        "forward",
+        help="forward alerts to an Alertmanager-compatible webhook (payload version 4)",
+        description="Consume the alerts topic and POST Alertmanager webhook v4 payloads to URL "
+        "in batches, retrying with exponential backoff; offsets are committed only after "
+        "the receiver accepted a batch, so nothing is lost while it is down.",
+    )
+    p.add_argument("--url", required=True, help="receiver URL")
+    p.add_argument("--group", default="novacron-alertmanager-bridge", help="consumer group")
+    p.add_argument("--batch", type=int, default=50, help="alerts per POST (50)")
+    p.add_argument("--max-backoff", type=float, default=30.0, help="retry backoff cap, s (30)")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    p.set_defaults(func=cmd_alerts_forward)
 
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")
