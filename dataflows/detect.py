@@ -58,6 +58,7 @@ from operators.likelihood import AnomalyLikelihood
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.robust_z import RobustZConfig
 from operators.series import SeriesState, WindowScore, detect_window, new_series_state
+from operators.suppression import Matcher, Rule, suppression_for
 
 FLOW_ID = "novacron_detect"
 DLQ_MAX_PAYLOAD_BYTES = 900_000
@@ -313,7 +314,41 @@ def feature_record(item: FeatureWindow | HostWindow) -> dict[str, Any]:
     }
 
 
-def make_detect_step(config: RobustZConfig, emit_scores: bool = False) -> Any:
+def suppression_rules(settings: Settings) -> list[Rule]:
+    rules = []
+    for kind, entries in (
+        ("maintenance", settings.suppression.maintenance),
+        ("silence", settings.suppression.silences),
+    ):
+        for r in entries:
+
+            def opt(values: list[str] | None) -> frozenset[str] | None:
+                return None if values is None else frozenset(values)
+
+            rules.append(
+                Rule(
+                    kind=kind,
+                    name=r.name,
+                    start_ms=int(r.start.timestamp() * 1000),
+                    end_ms=int(r.end.timestamp() * 1000),
+                    weekly=r.weekly,
+                    matcher=Matcher(
+                        opt(r.clusters),
+                        opt(r.hosts),
+                        opt(r.types),
+                        opt(r.metrics),
+                        opt(r.severities),
+                    ),
+                )
+            )
+    return rules
+
+
+def make_detect_step(
+    config: RobustZConfig, emit_scores: bool = False, rules: list[Rule] | None = None
+) -> Any:
+    active_rules = rules or []
+
     def detect(
         state: SeriesState | None, window: FeatureWindow
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
@@ -327,6 +362,10 @@ def make_detect_step(config: RobustZConfig, emit_scores: bool = False) -> Any:
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
         elif result is not None:
             obs.ALERTS.labels(type=result.type, severity=result.severity).inc()
+            reason = suppression_for(result, active_rules)
+            if reason is not None:
+                result = msgspec.structs.replace(result, suppressed_by=reason)
+                obs.ALERTS_SUPPRESSED.labels(kind=reason.split(":", 1)[0]).inc()
         if result is not None:
             out.append(result)
         if emit_scores and not isinstance(result, DeadLetter):
@@ -386,7 +425,9 @@ def build_flow(
     windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
     late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
     by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
-    detect_step = make_detect_step(detector_config(settings), emit_scores)
+    detect_step = make_detect_step(
+        detector_config(settings), emit_scores, suppression_rules(settings)
+    )
     detected = op.stateful_map("detect", by_series, detect_step)
     results = op.flat_map("drop_quiet", detected, _value)
     late = late_or_host.trues

@@ -182,7 +182,11 @@ def forward(
         if not messages:
             continue
         idle_since = time.monotonic()
-        alerts = [a for a in decode_alerts(messages) if dedupe.first_time(a.alert_id)]
+        alerts = [
+            a
+            for a in decode_alerts(messages)
+            if a.suppressed_by is None and dedupe.first_time(a.alert_id)
+        ]
         if alerts:
             sender.post(webhook_payload(alerts, receiver))
         consumer.commit(asynchronous=False)  # only after the receiver accepted the batch

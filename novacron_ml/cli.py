@@ -383,6 +383,8 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
             for a in alerts:
                 if not dedupe.first_time(a.alert_id):
                     continue
+                if a.suppressed_by is not None and not args.all:
+                    continue
                 if args.type and a.type not in args.type:
                     continue
                 if args.severity and a.severity not in args.severity:
@@ -553,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", action="append", help="only these hosts (repeatable)")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
     p.add_argument("--group", help="consumer group (default: a fresh one)")
+    p.add_argument("--all", action="store_true", help="also show suppressed alerts")
     p.add_argument("--max", type=int, help="stop after this many alerts")
     p.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     p.set_defaults(func=cmd_alerts_tail)

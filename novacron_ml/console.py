@@ -26,6 +26,7 @@ def alert_line(alert: Alert) -> str:
         f"{when}  {severity} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
         f"{alert.metric:<30} value={alert.value:<10.4g} expected={alert.expected:<10.4g} "
         f"z={alert.score:+.1f}"
+        + (f"  [suppressed: {alert.suppressed_by}]" if alert.suppressed_by else "")
     )
 
 

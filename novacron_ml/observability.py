@@ -17,6 +17,11 @@ SERIES_EVICTED = Counter(
     "novacron_series_evicted", "Series whose feature state was evicted after idle_ttl_s."
 )
 ALERTS = Counter("novacron_alerts", "Alerts published, by type and severity.", ["type", "severity"])
+ALERTS_SUPPRESSED = Counter(
+    "novacron_alerts_suppressed",
+    "Alerts published with suppressed_by set, by rule kind (maintenance, silence).",
+    ["kind"],
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",

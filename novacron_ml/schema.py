@@ -145,7 +145,7 @@ def spec_for(metric: str) -> MetricSpec:
     return MetricSpec(metric, "", 0, AnomalyType.UNCLASSIFIED, "not in the catalogue")
 
 
-class Alert(msgspec.Struct, kw_only=True):
+class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An alert as published on the `alerts` topic (JSON), keyed by `alert_id`."""
 
     alert_id: str
@@ -161,6 +161,8 @@ class Alert(msgspec.Struct, kw_only=True):
     score: float
     detector: str
     schema_version: int = SCHEMA_VERSION
+    suppressed_by: str | None = None
+    """Set when a maintenance window or silence matched (`maintenance:<name>`, ...)."""
 
 
 def alert_id_for(series: str, window_start_ms: int, kind: str) -> str:

@@ -10,6 +10,7 @@ Environment names derive from the settings path: `detector.z_threshold` is
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -151,6 +152,38 @@ class DetectorSettings(_Group):
         return self
 
 
+class SuppressionRule(_Group):
+    name: str = Field(min_length=1, description="Shown in the alert's suppressed_by.")
+    start: datetime = Field(description="RFC 3339 start (with offset).")
+    end: datetime = Field(description="RFC 3339 end (exclusive).")
+    weekly: bool = Field(False, description="Repeat every week from start.")
+    clusters: list[str] | None = Field(None, description="Only these clusters (default all).")
+    hosts: list[str] | None = Field(None, description="Only these hosts (default all).")
+    types: list[str] | None = Field(None, description="Only these alert types.")
+    metrics: list[str] | None = Field(None, description="Only these metrics.")
+    severities: list[str] | None = Field(None, description="Only these severities.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SuppressionRule:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("suppression start/end need a UTC offset")
+        if self.end <= self.start:
+            raise ValueError(f"suppression {self.name!r}: end must be after start")
+        if self.weekly and self.end - self.start > timedelta(days=7):
+            raise ValueError(f"suppression {self.name!r}: a weekly window is at most 7 days")
+        return self
+
+
+class SuppressionSettings(_Group):
+    maintenance: list[SuppressionRule] = Field(
+        default_factory=list,
+        description="Maintenance windows (shared with the capacity planner).",
+    )
+    silences: list[SuppressionRule] = Field(
+        default_factory=list, description="Silences: suppress matching alerts for a while."
+    )
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -174,6 +207,7 @@ class Settings(BaseSettings):
     window: WindowSettings = Field(default_factory=WindowSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @model_validator(mode="after")

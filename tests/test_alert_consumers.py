@@ -121,6 +121,8 @@ def test_bridge_loses_nothing_while_the_receiver_is_down(
 ) -> None:
     alerts = [make_alert(i) for i in range(120)]
     messages = [(a.alert_id.encode(), msgspec.json.encode(a)) for a in alerts]
+    muted = msgspec.structs.replace(make_alert(500), suppressed_by="maintenance:upgrade")
+    messages += [(muted.alert_id.encode(), msgspec.json.encode(muted))]  # kept, not forwarded
     produce(kafka_bootstrap, kafka_topics["alerts"], messages + messages[:10])  # 10 duplicates
     consumer = alert_consumer(kafka_bootstrap, kafka_topics["alerts"], "bridge-test", True)
     try:
