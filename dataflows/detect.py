@@ -345,7 +345,10 @@ def suppression_rules(settings: Settings) -> list[Rule]:
 
 
 def make_detect_step(
-    config: RobustZConfig, emit_scores: bool = False, rules: list[Rule] | None = None
+    config: RobustZConfig,
+    emit_scores: bool = False,
+    rules: list[Rule] | None = None,
+    likelihood: bool = False,
 ) -> Any:
     active_rules = rules or []
 
@@ -354,7 +357,7 @@ def make_detect_step(
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
             state = new_series_state(window.series, config)
-            if emit_scores:
+            if likelihood:
                 state.likelihood = AnomalyLikelihood()
         result = detect_window(state, window)
         out: list[Output | WindowScore] = []
@@ -407,13 +410,16 @@ def build_flow(
     *,
     kafka_output: bool = True,
     emit_scores: bool = False,
+    score_likelihood: bool = False,
     flow_id: str = FLOW_ID,
 ) -> Dataflow:
     """Wire the detect flow between any source of Kafka-style messages and any sink.
 
     The source yields `KafkaSourceMessage`s (or `KafkaError`s); the sink receives
     `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves
-    (plus a `WindowScore` for every scored window when `emit_scores`, for backtests).
+    (plus a `WindowScore` for every scored window when `emit_scores`, for backtests; with
+    `score_likelihood` those scores go through the anomaly-likelihood step, which needs a few
+    hundred windows per series to learn).
     """
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
@@ -426,7 +432,7 @@ def build_flow(
     late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
     by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
     detect_step = make_detect_step(
-        detector_config(settings), emit_scores, suppression_rules(settings)
+        detector_config(settings), emit_scores, suppression_rules(settings), score_likelihood
     )
     detected = op.stateful_map("detect", by_series, detect_step)
     results = op.flat_map("drop_quiet", detected, _value)

@@ -272,12 +272,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from dataflows.detect import build_flow
     from novacron_ml import observability as obs
     from novacron_ml.kafka_io import produce
-    from novacron_ml.replay import ReplayError, TimeRangeKafkaSource, report
+    from novacron_ml.plots import html_report
+    from novacron_ml.replay import (
+        ReplayError,
+        TimeRangeKafkaSource,
+        affected_plots,
+        labels_in_range,
+        report,
+    )
     from novacron_ml.schema import Alert
     from novacron_ml.settings import load_settings
     from novacron_ml.simulator import read_labels
     from novacron_ml.sources import CallbackSink
     from operators.deadletter import DeadLetter
+    from operators.features import FeatureWindow
+    from operators.series import WindowScore
 
     settings = load_settings()
     # A replay is explicit about its time range: no wall-clock age bounds.
@@ -285,7 +294,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         update={
             "ingest": settings.ingest.model_copy(
                 update={"max_event_age_s": 0.0, "max_event_future_s": 0.0}
-            )
+            ),
+            # in-process only: makes the flow hand its feature windows to our sink for plots
+            "topics": settings.topics.model_copy(update={"features": "replay.features"}),
         }
     )
     bootstrap = settings.kafka.bootstrap_servers
@@ -297,6 +308,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     alerts: list[Alert] = []
     dead: list[DeadLetter] = []
+    windows: list[FeatureWindow] = []
+    scores: list[WindowScore] = []
 
     def collect(items: list[object]) -> None:
         for item in items:
@@ -304,11 +317,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 alerts.append(item)
             elif isinstance(item, DeadLetter):
                 dead.append(item)
+            elif isinstance(item, FeatureWindow):
+                windows.append(item)
+            elif isinstance(item, WindowScore):
+                scores.append(item)
 
     messages_before = obs.counter_value(obs.MESSAGES)
     events_before = obs.counter_value(obs.EVENTS)
     start = time.perf_counter()
-    run_main(build_flow(settings, source, CallbackSink(collect), kafka_output=False))
+    run_main(
+        build_flow(settings, source, CallbackSink(collect), kafka_output=False, emit_scores=True)
+    )
     seconds = time.perf_counter() - start
     messages = int(obs.counter_value(obs.MESSAGES) - messages_before)
     events = int(obs.counter_value(obs.EVENTS) - events_before)
@@ -329,8 +348,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Counter(d.reason.value for d in dead),
         alerts,
         labels,
+        scores,
     )
     print("\n".join(result.lines()))
+    if args.plots:
+        scoped = labels_in_range(labels, args.from_ms, args.to_ms) if labels else None
+        plots = affected_plots(windows, alerts, scoped)
+        Path(args.plots).write_text(
+            html_report(f"novacron-ml replay of {args.topic}", result.lines(), plots)
+        )
+        print(f"plots of {len(plots)} affected series -> {args.plots}", file=sys.stderr)
     print(f"({events / seconds if seconds else 0:,.0f} events/s, {seconds:.1f} s)", file=sys.stderr)
     if args.json:
         ev = result.evaluation
@@ -345,6 +372,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "recall": ev.recall if ev else None,
                     "labels_in_range": ev.labels if ev else None,
                     "detected": ev.detected if ev else None,
+                    "nab": {c.profile: c.score for c in result.nab},
                     "median_delay_s": (
                         sorted(result.delays_s)[len(result.delays_s) // 2]
                         if result.delays_s
@@ -540,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="anomaly labels (JSON lines, as produce writes)")
     p.add_argument("--out", help="write the alerts as JSON lines to this file")
     p.add_argument("--out-topic", help="publish the alerts here (dead letters to NAME.dlq)")
+    p.add_argument("--plots", metavar="HTML", help="write plots of the affected series here")
     p.add_argument("--json", metavar="FILE", help="also write the report figures as JSON")
     p.set_defaults(func=cmd_replay)
 

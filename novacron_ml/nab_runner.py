@@ -150,6 +150,7 @@ def score_series(series: SeriesFile, base: Settings | None = None) -> np.ndarray
         CallbackSink(collect),
         kafka_output=False,
         emit_scores=True,
+        score_likelihood=True,
         flow_id="novacron_nab",
     )
     run_main(flow)

@@ -18,8 +18,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, TopicPartition
 
 from novacron_ml.evaluation import Evaluation, evaluate
-from novacron_ml.schema import Alert, parse_rfc3339_ms, rfc3339_ms
+from novacron_ml.nab import PROFILES, CorpusScore, score_corpus
+from novacron_ml.plots import SeriesPlot
+from novacron_ml.schema import Alert, parse_rfc3339_ms, rfc3339_ms, split_series_key
 from novacron_ml.simulator import AnomalyLabel
+from operators.features import FeatureWindow
+from operators.series import WindowScore
 
 Message = KafkaSourceMessage[bytes | None, bytes | None]
 
@@ -153,6 +157,7 @@ class ReplayReport:
     alerts: list[Alert]
     evaluation: Evaluation | None = None
     delays_s: list[float] = field(default_factory=list)
+    nab: list[CorpusScore] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         from novacron_ml.console import table
@@ -196,6 +201,11 @@ class ReplayReport:
                     f"detection delay (first alert window end - anomaly start): median "
                     f"{statistics.median(self.delays_s):.0f} s, max {max(self.delays_s):.0f} s"
                 )
+        if self.nab:
+            out.append(
+                "NAB score over the replayed series (windows as rows, threshold swept): "
+                + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab)
+            )
         return out
 
 
@@ -233,10 +243,65 @@ def report(
     dead: Counter[str],
     alerts: list[Alert],
     labels: list[AnomalyLabel] | None,
+    scores: list[WindowScore] | None = None,
 ) -> ReplayReport:
     result = ReplayReport(from_ms, to_ms, messages, events, dead, alerts)
     if labels is not None:
         scoped = labels_in_range(labels, from_ms, to_ms)
         result.evaluation = evaluate(alerts, scoped)
         result.delays_s = detection_delays(alerts, scoped)
+        if scores and scoped:
+            result.nab = nab_scores(scores, scoped)
     return result
+
+
+def nab_scores(scores: list[WindowScore], labels: list[AnomalyLabel]) -> list[CorpusScore]:
+    """NAB scores of a replay: each series' windows are rows, labels are its anomaly windows."""
+    by_series: dict[str, list[WindowScore]] = {}
+    for s in scores:
+        by_series.setdefault(s.series, []).append(s)
+    data = []
+    for series, rows in sorted(by_series.items()):
+        rows.sort(key=lambda r: r.start_ms)
+        _cluster, host, metric = split_series_key(series)
+        spans = []
+        for lb in labels:
+            if lb.host != host or metric not in lb.metrics:
+                continue
+            inside = [
+                i for i, r in enumerate(rows) if r.start_ms < lb.end_ms and lb.start_ms < r.end_ms
+            ]
+            if inside:
+                spans.append((inside[0], inside[-1]))
+        data.append((series, [r.anomaly_score for r in rows], spans))
+    return [score_corpus(data, profile) for profile in PROFILES]
+
+
+def affected_plots(
+    windows: list[FeatureWindow], alerts: list[Alert], labels: list[AnomalyLabel] | None
+) -> list[SeriesPlot]:
+    """One plot per series that alerted or carries a label, in series order."""
+    by_series: dict[str, list[FeatureWindow]] = {}
+    for w in windows:
+        by_series.setdefault(w.series, []).append(w)
+    wanted = {f"{a.cluster}/{a.host}/{a.metric}" for a in alerts}
+    for lb in labels or ():
+        wanted |= {f"{lb.cluster}/{lb.host}/{m}" for m in lb.metrics}
+    plots = []
+    for series in sorted(wanted & set(by_series)):
+        ws = sorted(by_series[series], key=lambda w: w.start_ms)
+        _cluster, host, metric = split_series_key(series)
+        plots.append(
+            SeriesPlot(
+                series,
+                [w.start_ms for w in ws],
+                [w["mean"] for w in ws],
+                [
+                    (lb.start_ms, lb.end_ms, lb.type)
+                    for lb in labels or ()
+                    if lb.host == host and metric in lb.metrics
+                ],
+                [a for a in alerts if f"{a.cluster}/{a.host}/{a.metric}" == series],
+            )
+        )
+    return plots

@@ -47,7 +47,7 @@ def test_replay_processes_exactly_the_middle_hour_and_scores_it(
     write_labels(sim.labels, str(labels))
     env = dict(os.environ, NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     t1, t2 = start + HOUR // 2, start + 3 * HOUR // 2 - 1
-    out, figures = tmp_path / "alerts.jsonl", tmp_path / "report.json"
+    out, figures, plots = tmp_path / "alerts.jsonl", tmp_path / "report.json", tmp_path / "r.html"
     result = replay(
         env,
         "--topic",
@@ -62,6 +62,8 @@ def test_replay_processes_exactly_the_middle_hour_and_scores_it(
         str(out),
         "--json",
         str(figures),
+        "--plots",
+        str(plots),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(figures.read_text())
@@ -87,6 +89,12 @@ def test_replay_processes_exactly_the_middle_hour_and_scores_it(
     assert report["detected"] == len(hit)
     assert report["recall"] == pytest.approx(len(hit) / len(scoped))
     assert "precision" in result.stdout and "detection delay" in result.stdout
+    assert set(report["nab"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert all(0 <= v <= 100 for v in report["nab"].values())
+    page = plots.read_text()
+    alerted = {f"{a.cluster}/{a.host}/{a.metric}" for a in alerts}
+    assert all(series in page for series in alerted)
+    assert page.count("<svg") >= len(alerted) and page.count("<circle") == len(alerts)
 
 
 def test_replay_refuses_bad_requests_with_one_line(
