@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from novacron_ml.kafka_io import produce
+from novacron_ml.kafka_io import produce, read_topic
 from novacron_ml.schema import Alert, parse_rfc3339_ms
 from novacron_ml.simulator import FleetConfig, FleetSimulator, write_labels
 
@@ -91,6 +91,20 @@ def test_replay_processes_exactly_the_middle_hour_and_scores_it(
     assert "precision" in result.stdout and "detection delay" in result.stdout
     assert set(report["nab"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert all(0 <= v <= 100 for v in report["nab"].values())
+    published = replay(
+        env,
+        "--topic",
+        kafka_topics["metrics"],
+        "--from",
+        str(t1),
+        "--to",
+        str(t2),
+        "--out-topic",
+        kafka_topics["alerts"],
+    )
+    assert published.returncode == 0, published.stderr
+    records = read_topic(kafka_bootstrap, kafka_topics["alerts"])
+    assert sorted(r.key for r in records) == sorted(a.alert_id.encode() for a in alerts)
     page = plots.read_text()
     alerted = {f"{a.cluster}/{a.host}/{a.metric}" for a in alerts}
     assert all(series in page for series in alerted)
