@@ -9,11 +9,15 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from pydantic import ValidationError
 
 from novacron_ml import __version__
+
+if TYPE_CHECKING:
+    from novacron_ml.simulator import FleetConfig
 
 EPILOG = """\
 settings: every option of the flow is a typed setting read from NOVACRON_* environment
@@ -83,7 +87,7 @@ def _fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
     )
 
 
-def _fleet_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _fleet_config(args: argparse.Namespace) -> FleetConfig:
     from novacron_ml.simulator import FleetConfig
 
     return FleetConfig(

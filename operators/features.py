@@ -416,12 +416,6 @@ class FeatureEngine:
         """End of input: close every window that holds data."""
         return self._close(np.full(len(self._max_ts), np.iinfo(np.int64).max // 2, np.int64))
 
-    def next_deadline_ms(self) -> int | None:
-        """System time at which `advance` may have something to do (for Bytewax notify_at)."""
-        if not self._active.any():
-            return None
-        return int(self._last_seen[self._active].min())
-
     # -- closing windows -------------------------------------------------------------------------
     def _close(self, watermark: np.ndarray) -> list[FeatureWindow]:
         c = self.config

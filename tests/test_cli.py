@@ -12,9 +12,24 @@ import pytest
 CLI = [sys.executable, "-m", "novacron_ml.cli"]
 
 
-@pytest.mark.parametrize("command", ["demo", "run", "produce", "topics", "settings"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "demo",
+        "run",
+        "produce",
+        "topics",
+        "settings",
+        "nab",
+        "replay",
+        "alerts tail",
+        "alerts forward",
+    ],
+)
 def test_every_command_explains_itself(command: str) -> None:
-    out = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*CLI, *command.split(), "--help"], capture_output=True, text=True, check=True
+    )
     assert "usage: novacron-ml " + command in out.stdout
     assert len(out.stdout.splitlines()) > 4
 
