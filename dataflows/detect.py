@@ -54,6 +54,7 @@ from operators.features import (
     FeatureWindow,
     LateEvent,
 )
+from operators.feedback import Feedback, apply_feedback, parse_feedback
 from operators.likelihood import AnomalyLikelihood
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.robust_z import RobustZConfig
@@ -98,6 +99,23 @@ def _value(keyed: tuple[str, Any]) -> Any:
 
 def _series_of_window(window: FeatureWindow) -> str:
     return window.series
+
+
+def _series_of_feedback(feedback: Any) -> str:
+    return str(feedback.series)
+
+
+def is_feedback(item: Feedback | DeadLetter) -> bool:
+    return isinstance(item, Feedback)
+
+
+def parse_feedback_message(msg: Any) -> Feedback | DeadLetter:
+    if isinstance(msg, KafkaError):
+        inner = msg.msg
+        return DeadLetter(
+            Reason.KAFKA_ERROR, str(msg.err), inner.value or b"", inner.key, _source_of(inner)
+        )
+    return parse_feedback(msg.value, msg.key, _source_of(msg))
 
 
 def _source_of(msg: KafkaSourceMessage[Any, Any]) -> str:
@@ -279,6 +297,12 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         return copy.deepcopy(self.state)
 
 
+def _count_dead_letter(item: Any) -> DeadLetter:
+    assert isinstance(item, DeadLetter)
+    obs.DEAD_LETTERS.labels(reason=item.reason.value).inc()
+    return item
+
+
 def make_feature_builder(settings: Settings) -> Any:
     config = feature_config(settings)
     publish = settings.topics.features is not None
@@ -353,12 +377,16 @@ def make_detect_step(
     active_rules = rules or []
 
     def detect(
-        state: SeriesState | None, window: FeatureWindow
+        state: SeriesState | None, window: FeatureWindow | Feedback
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
             state = new_series_state(window.series, config)
             if likelihood:
                 state.likelihood = AnomalyLikelihood()
+        if isinstance(window, Feedback):
+            apply_feedback(state.detector, window)
+            obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
+            return state, []
         result = detect_window(state, window)
         out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
@@ -411,6 +439,7 @@ def build_flow(
     kafka_output: bool = True,
     emit_scores: bool = False,
     score_likelihood: bool = False,
+    feedback_source: Source[Any] | None = None,
     flow_id: str = FLOW_ID,
 ) -> Dataflow:
     """Wire the detect flow between any source of Kafka-style messages and any sink.
@@ -419,7 +448,8 @@ def build_flow(
     `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves
     (plus a `WindowScore` for every scored window when `emit_scores`, for backtests; with
     `score_likelihood` those scores go through the anomaly-likelihood step, which needs a few
-    hundred windows per series to learn).
+    hundred windows per series to learn). `feedback_source` yields operator verdicts
+    (`operators.feedback.Feedback` JSON) that adjust the verdict's series.
     """
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
@@ -430,7 +460,16 @@ def build_flow(
     featured = op.stateful_batch("features", shards, make_feature_builder(settings))
     windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
     late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
-    by_series = op.key_on("key_by_series", windows.trues, _series_of_window)
+    by_series: Any = op.key_on("key_by_series", windows.trues, _series_of_window)
+    feedback_dead: Any = None
+    if feedback_source is not None:
+        verdicts = op.map(
+            "parse_feedback", op.input("feedback_in", flow, feedback_source), parse_feedback_message
+        )
+        split_fb = op.branch("split_feedback", verdicts, is_feedback)
+        keyed_fb = op.key_on("feedback_by_series", split_fb.trues, _series_of_feedback)
+        by_series = op.merge("windows_and_feedback", by_series, keyed_fb)
+        feedback_dead = op.map("count_bad_feedback", split_fb.falses, _count_dead_letter)
     detect_step = make_detect_step(
         detector_config(settings), emit_scores, suppression_rules(settings), score_likelihood
     )
@@ -438,6 +477,8 @@ def build_flow(
     results = op.flat_map("drop_quiet", detected, _value)
     late = late_or_host.trues
     merged = op.merge("collect_outputs", split.falses, late, results)
+    if feedback_dead is not None:
+        merged = op.merge("with_bad_feedback", merged, feedback_dead)
     if settings.topics.features is not None:
         published = op.merge("features_out", windows.trues, late_or_host.falses)
         merged = op.merge("with_features", merged, published)
@@ -463,7 +504,18 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     producer_config = {"linger.ms": "5", "compression.type": "lz4"}
     producer_config.update(kafka.producer_config)
     sink = KafkaSink(kafka.brokers, None, add_config=producer_config)
-    return build_flow(settings, source, sink)
+    feedback = None
+    if settings.topics.feedback is not None:
+        # Every verdict from the start: thresholds are rebuilt when a flow starts afresh.
+        feedback = KafkaSource(
+            kafka.brokers,
+            [settings.topics.feedback],
+            tail=kafka.tail,
+            starting_offset=OFFSET_BEGINNING,
+            add_config=dict(kafka.consumer_config),
+            raise_on_errors=False,
+        )
+    return build_flow(settings, source, sink, feedback_source=feedback)
 
 
 def __getattr__(name: str) -> Dataflow:

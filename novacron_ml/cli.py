@@ -159,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"novacron-ml run: waiting for Kafka at {bootstrap}", file=sys.stderr)
     wait_ready(bootstrap, timeout_s=args.wait)
     t = settings.topics
-    ensure_topics(bootstrap, [t.metrics, t.dlq, t.alerts], partitions=args.partitions)
+    wanted = [t.metrics, t.dlq, t.alerts, *(x for x in (t.features, t.feedback) if x)]
+    ensure_topics(bootstrap, wanted, partitions=args.partitions)
     port = args.metrics_port or settings.observability.metrics_port
     if port:
         serve_metrics(port)
@@ -460,6 +461,49 @@ def cmd_alerts_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_feedback(args: argparse.Namespace) -> int:
+    from novacron_ml import topics
+    from novacron_ml.alertmanager import decode_alerts
+    from novacron_ml.kafka_io import iter_topic, produce
+    from novacron_ml.settings import load_settings
+    from operators.feedback import Feedback, Verdict
+
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    found = None
+    for record in iter_topic(bootstrap, settings.topics.alerts, timeout_s=args.wait):
+        if record.key == args.alert_id.encode():
+            alerts = decode_alerts([_RecordMessage(record.value)])
+            found = alerts[0] if alerts else None
+    if found is None:
+        print(
+            f"novacron-ml: alert {args.alert_id} not found on {settings.topics.alerts}",
+            file=sys.stderr,
+        )
+        return 2
+    verdict = Verdict.FALSE_POSITIVE if args.false_positive else Verdict.TRUE_POSITIVE
+    feedback = Feedback(
+        found.alert_id, verdict, f"{found.cluster}/{found.host}/{found.metric}", found.value
+    )
+    topic = settings.topics.feedback or topics.ALERTS_FEEDBACK
+    produce(bootstrap, topic, [(found.alert_id.encode(), msgspec.json.encode(feedback))])
+    print(f"{verdict.value} for {found.alert_id} ({feedback.series}) -> {topic}")
+    return 0
+
+
+class _RecordMessage:
+    """Adapts a stored record to the consumer-message shape decode_alerts reads."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from novacron_ml.settings import Settings, load_settings
 
@@ -605,6 +649,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backoff", type=float, default=30.0, help="retry backoff cap, s (30)")
     p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     p.set_defaults(func=cmd_alerts_forward)
+    p = alerts_sub.add_parser(
+        "feedback",
+        help="mark an alert as a false or true positive (applied to its series by the flow)",
+        description="Look the alert up on the alerts topic and publish the verdict on the "
+        "feedback topic (topics.feedback, default alerts.feedback). A flow started with "
+        "topics.feedback set widens that series' threshold on false positives and learns "
+        "the value into its baseline; true positives narrow it back.",
+    )
+    p.add_argument("alert_id", help="the alert's alert_id")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--false-positive", action="store_true", help="not an anomaly")
+    verdict.add_argument("--true-positive", action="store_true", help="a real anomaly")
+    p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
+    p.set_defaults(func=cmd_alerts_feedback)
 
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")

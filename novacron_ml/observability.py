@@ -22,6 +22,9 @@ ALERTS_SUPPRESSED = Counter(
     "Alerts published with suppressed_by set, by rule kind (maintenance, silence).",
     ["kind"],
 )
+FEEDBACK = Counter(
+    "novacron_feedback", "Operator verdicts applied to a series, by verdict.", ["verdict"]
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",

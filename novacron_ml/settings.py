@@ -62,6 +62,10 @@ class TopicSettings(_Group):
         None,
         description="If set, publish every window's features (and host cross features) here.",
     )
+    feedback: str | None = Field(
+        None,
+        description="If set (e.g. alerts.feedback), read operator verdicts on alerts from here.",
+    )
 
 
 class IngestSettings(_Group):

@@ -26,6 +26,7 @@ class Reason(enum.StrEnum):
     LATE_EVENT = "late_event"
     LATE_WINDOW = "late_window"
     KAFKA_ERROR = "kafka_error"
+    BAD_FEEDBACK = "bad_feedback"
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -38,7 +38,15 @@ class Score:
 class RobustZDetector:
     """Per-series state: a ring buffer of past window means. Picklable for snapshots."""
 
-    __slots__ = ("_filled", "_history", "_pos", "_streak", "config", "direction")
+    __slots__ = (
+        "_filled",
+        "_history",
+        "_pos",
+        "_streak",
+        "config",
+        "direction",
+        "threshold_scale",
+    )
 
     def __init__(self, config: RobustZConfig, direction: int = 0) -> None:
         self.config = config
@@ -47,6 +55,12 @@ class RobustZDetector:
         self._filled = 0
         self._pos = 0
         self._streak = 0
+        self.threshold_scale = 1.0
+        """Operator feedback widens (false positives) or restores the threshold per series."""
+
+    @property
+    def threshold(self) -> float:
+        return self.config.z_threshold * self.threshold_scale
 
     @property
     def warm(self) -> bool:
@@ -62,11 +76,11 @@ class RobustZDetector:
         scale = max(MAD_TO_SIGMA * mad, self.config.relative_floor * abs(median), _ABS_FLOOR)
         z = (value - median) / scale
         if self.direction > 0:
-            anomalous = z > self.config.z_threshold
+            anomalous = z > self.threshold
         elif self.direction < 0:
-            anomalous = z < -self.config.z_threshold
+            anomalous = z < -self.threshold
         else:
-            anomalous = abs(z) > self.config.z_threshold
+            anomalous = abs(z) > self.threshold
         return Score(z, median, anomalous)
 
     def learn(self, value: float, anomalous: bool) -> None:
@@ -87,10 +101,20 @@ class RobustZDetector:
         self.learn(value, result is not None and result.anomalous)
         return result
 
-    def __getstate__(self) -> tuple[RobustZConfig, int, np.ndarray, int, int, int]:
-        return (self.config, self.direction, self._history, self._filled, self._pos, self._streak)
+    def __getstate__(self) -> tuple[RobustZConfig, int, np.ndarray, int, int, int, float]:
+        return (
+            self.config,
+            self.direction,
+            self._history,
+            self._filled,
+            self._pos,
+            self._streak,
+            self.threshold_scale,
+        )
 
-    def __setstate__(self, state: tuple[RobustZConfig, int, np.ndarray, int, int, int]) -> None:
+    def __setstate__(
+        self, state: tuple[RobustZConfig, int, np.ndarray, int, int, int, float]
+    ) -> None:
         (
             self.config,
             self.direction,
@@ -98,6 +122,7 @@ class RobustZDetector:
             self._filled,
             self._pos,
             self._streak,
+            self.threshold_scale,
         ) = state
 
 
