@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from novacron_ml.malformed import MALFORMED
 from novacron_ml.schema import MetricEvent, WireEvent
 from operators.deadletter import DeadLetter, Reason
-from operators.parse import OVERSIZED_KEEP_BYTES, MessageParser, ParseLimits
+from operators.parse import (
+    OVERSIZED_KEEP_BYTES,
+    MessageParser,
+    ParseLimits,
+    _fast_line,
+    _field_value,
+    _Reject,
+    field_value_general,
+    parse_line_general,
+)
 
 NOW = 1_790_000_000_000  # fixed "wall clock" so tests do not depend on the date
 PARSER = MessageParser(ParseLimits(), now_ms=lambda: NOW)
@@ -252,3 +261,28 @@ def test_valid_wire_events_round_trip(
     events, dead = PARSER.parse(msgspec.json.encode(wire))
     assert dead == []
     assert events == [MetricEvent(ts, host, cluster, metric, value, labels)]
+
+
+def _outcome(fn, arg):  # type: ignore[no-untyped-def]
+    try:
+        return ("ok", fn(arg))
+    except _Reject as rej:
+        return ("rejected", rej.reason)
+
+
+lp_text = st.text(alphabet=st.sampled_from(list('abch=,_ \\"0123456789.-+eEiutfTF١')), max_size=50)
+
+
+@settings(max_examples=500)
+@given(lp_text)
+def test_line_fast_path_agrees_with_the_general_parser(line: str) -> None:
+    fast = _fast_line(line)
+    if fast is not None:
+        assert _outcome(parse_line_general, line) == ("ok", fast)
+
+
+@settings(max_examples=500)
+@given(st.one_of(lp_text, st.floats().map(repr), st.integers().map(lambda i: f"{i}i")))
+def test_field_value_fast_path_agrees_with_the_general_one(raw: str) -> None:
+    if raw:
+        assert _outcome(_field_value, raw) == _outcome(field_value_general, raw)
