@@ -210,20 +210,7 @@ def is_dead_letter(item: object) -> bool:
 
 
 def feature_config(settings: Settings) -> FeatureConfig:
-    w, f = settings.window, settings.features
-    return FeatureConfig(
-        window_s=w.length_s,
-        slide_s=w.slide_s,
-        step_s=f.step_s,
-        lookback_s=f.lookback_s,
-        lateness_s=w.allowed_lateness_s,
-        idle_ttl_s=f.idle_ttl_s,
-        ewma_fast_span=f.ewma_fast_span,
-        ewma_slow_span=f.ewma_slow_span,
-        bucket_s=f.bucket_s,
-        history_days=f.history_days,
-        lookback_every=f.lookback_every,
-    )
+    return settings.feature_config()
 
 
 def _wall_ms() -> int:

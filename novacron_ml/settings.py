@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -23,6 +23,9 @@ from pydantic_settings import (
 )
 
 from novacron_ml import topics
+
+if TYPE_CHECKING:
+    from operators.features import FeatureConfig
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -216,22 +219,30 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:
-        from operators.features import FeatureConfig
-
-        w, f = self.window, self.features
         try:
-            FeatureConfig(
-                window_s=w.length_s,
-                slide_s=w.slide_s,
-                step_s=f.step_s,
-                lookback_s=f.lookback_s,
-                lateness_s=w.allowed_lateness_s,
-                bucket_s=f.bucket_s,
-                history_days=f.history_days,
-            )
+            self.feature_config()
         except ValueError as exc:
             raise ValueError(f"window/features settings do not fit together: {exc}") from exc
         return self
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature engine's configuration from the window and features groups."""
+        from operators.features import FeatureConfig
+
+        w, f = self.window, self.features
+        return FeatureConfig(
+            window_s=w.length_s,
+            slide_s=w.slide_s,
+            step_s=f.step_s,
+            lookback_s=f.lookback_s,
+            lateness_s=w.allowed_lateness_s,
+            idle_ttl_s=f.idle_ttl_s,
+            ewma_fast_span=f.ewma_fast_span,
+            ewma_slow_span=f.ewma_slow_span,
+            bucket_s=f.bucket_s,
+            history_days=f.history_days,
+            lookback_every=f.lookback_every,
+        )
 
     @classmethod
     def settings_customise_sources(
