@@ -142,6 +142,30 @@ class Deduper:
         return True
 
 
+class IdleTimer:
+    """Stops a consumer loop after `timeout_s` without messages; None never stops.
+
+    Until the first message arrives the allowance is at least `first_wait_s`, since joining a
+    consumer group can take seconds on a busy broker.
+    """
+
+    def __init__(self, timeout_s: float | None, first_wait_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+        self.first_wait_s = first_wait_s
+        self._since = time.monotonic()
+        self._seen = False
+
+    def touch(self) -> None:
+        self._since = time.monotonic()
+        self._seen = True
+
+    def expired(self) -> bool:
+        if self.timeout_s is None:
+            return False
+        limit = self.timeout_s if self._seen else max(self.timeout_s, self.first_wait_s)
+        return time.monotonic() - self._since >= limit
+
+
 def alert_consumer(bootstrap: str, topic: str, group: str, from_beginning: bool) -> Consumer:
     consumer = Consumer(
         {
@@ -176,12 +200,12 @@ def forward(
 ) -> Delivery:
     """Forward alerts until `idle_timeout_s` passes with nothing new (None: forever)."""
     dedupe = Deduper()
-    idle_since = time.monotonic()
-    while idle_timeout_s is None or time.monotonic() - idle_since < idle_timeout_s:
+    idle = IdleTimer(idle_timeout_s)
+    while not idle.expired():
         messages = consumer.consume(batch_size, 0.5)
         if not messages:
             continue
-        idle_since = time.monotonic()
+        idle.touch()
         alerts = [
             a
             for a in decode_alerts(messages)

@@ -391,7 +391,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_tail(args: argparse.Namespace) -> int:
-    from novacron_ml.alertmanager import Deduper, alert_consumer, decode_alerts
+    from novacron_ml.alertmanager import Deduper, IdleTimer, alert_consumer, decode_alerts
     from novacron_ml.console import alert_line
     from novacron_ml.settings import load_settings
 
@@ -402,17 +402,17 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     )
     dedupe = Deduper()
     shown = 0
-    idle_since = time.monotonic()
+    idle = IdleTimer(args.timeout)
     print(
         f"{'window start':<19}  {'severity':<8} {'type':<20} {'cluster/host':<21} "
         f"{'metric':<30} value / expected / z",
         flush=True,
     )
     try:
-        while args.timeout is None or time.monotonic() - idle_since < args.timeout:
+        while not idle.expired():
             alerts = decode_alerts(consumer.consume(100, 0.5))
             if alerts:
-                idle_since = time.monotonic()
+                idle.touch()
             for a in alerts:
                 if not dedupe.first_time(a.alert_id):
                     continue
@@ -634,7 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="consumer group (default: a fresh one)")
     p.add_argument("--all", action="store_true", help="also show suppressed alerts")
     p.add_argument("--max", type=int, help="stop after this many alerts")
-    p.add_argument("--timeout", type=float, help="stop after this many idle seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="stop after this many idle seconds (at least 30 before the first alert)",
+    )
     p.set_defaults(func=cmd_alerts_tail)
     p = alerts_sub.add_parser(
         "forward",
