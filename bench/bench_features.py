@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import bytewax.operators as op
@@ -40,11 +39,6 @@ def feature_flow(
     featured = op.stateful_batch("features", keyed, make_feature_builder(settings))
     op.output("out", featured, CallbackSink(lambda items: out.append(len(items))))
     return flow
-
-
-def chunks(events: list[MetricEvent], size: int) -> Iterator[list[MetricEvent]]:
-    for i in range(0, len(events), size):
-        yield events[i : i + size]
 
 
 def main() -> None:

@@ -83,7 +83,6 @@ def webhook_payload(
 class Delivery:
     batches: int = 0
     alerts: int = 0
-    attempts: int = 0
     failures: int = 0
 
 
@@ -109,7 +108,6 @@ class WebhookSender:
         data = json.dumps(body).encode()
         backoff = self.initial_backoff_s
         while True:
-            self.stats.attempts += 1
             request = urllib.request.Request(
                 self.url, data=data, headers={"Content-Type": "application/json"}, method="POST"
             )
@@ -179,16 +177,19 @@ def alert_consumer(bootstrap: str, topic: str, group: str, from_beginning: bool)
     return consumer
 
 
+def decode_alert(value: bytes | None) -> Alert | None:
+    """An alert record's value, or None for anything else (skipped: the topic is ours)."""
+    if not value:
+        return None
+    try:
+        return _ALERT.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def decode_alerts(messages: Iterable[Any]) -> list[Alert]:
-    out = []
-    for msg in messages:
-        if msg.error() is not None or not msg.value():
-            continue
-        try:
-            out.append(_ALERT.decode(msg.value()))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue  # not an alert: the alerts topic is ours, skip foreign records
-    return out
+    alerts = (decode_alert(msg.value()) for msg in messages if msg.error() is None)
+    return [a for a in alerts if a is not None]
 
 
 def forward(

@@ -159,8 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"novacron-ml run: waiting for Kafka at {bootstrap}", file=sys.stderr)
     wait_ready(bootstrap, timeout_s=args.wait)
     t = settings.topics
-    wanted = [t.metrics, t.dlq, t.alerts, *(x for x in (t.features, t.feedback) if x)]
-    ensure_topics(bootstrap, wanted, partitions=args.partitions)
+    ensure_topics(bootstrap, t.in_use, partitions=args.partitions)
     port = args.metrics_port or settings.observability.metrics_port
     if port:
         serve_metrics(port)
@@ -230,8 +229,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = load_settings()
     t = settings.topics
     wait_ready(settings.kafka.bootstrap_servers, timeout_s=args.wait)
-    ensure_topics(settings.kafka.bootstrap_servers, [t.metrics, t.dlq, t.alerts], args.partitions)
-    print(f"topics ready: {t.metrics}, {t.dlq}, {t.alerts}")
+    ensure_topics(settings.kafka.bootstrap_servers, t.in_use, args.partitions)
+    print(f"topics ready: {', '.join(t.in_use)}")
     return 0
 
 
@@ -378,11 +377,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "labels_in_range": ev.labels if ev else None,
                     "detected": ev.detected if ev else None,
                     "nab": {c.profile: c.score for c in result.nab},
-                    "median_delay_s": (
-                        sorted(result.delays_s)[len(result.delays_s) // 2]
-                        if result.delays_s
-                        else None
-                    ),
+                    "median_delay_s": result.median_delay_s,
                 },
                 indent=2,
             )
@@ -463,7 +458,7 @@ def cmd_alerts_forward(args: argparse.Namespace) -> int:
 
 def cmd_alerts_feedback(args: argparse.Namespace) -> int:
     from novacron_ml import topics
-    from novacron_ml.alertmanager import decode_alerts
+    from novacron_ml.alertmanager import decode_alert
     from novacron_ml.kafka_io import iter_topic, produce
     from novacron_ml.settings import load_settings
     from operators.feedback import Feedback, Verdict
@@ -473,8 +468,7 @@ def cmd_alerts_feedback(args: argparse.Namespace) -> int:
     found = None
     for record in iter_topic(bootstrap, settings.topics.alerts, timeout_s=args.wait):
         if record.key == args.alert_id.encode():
-            alerts = decode_alerts([_RecordMessage(record.value)])
-            found = alerts[0] if alerts else None
+            found = decode_alert(record.value) or found
     if found is None:
         print(
             f"novacron-ml: alert {args.alert_id} not found on {settings.topics.alerts}",
@@ -482,26 +476,11 @@ def cmd_alerts_feedback(args: argparse.Namespace) -> int:
         )
         return 2
     verdict = Verdict.FALSE_POSITIVE if args.false_positive else Verdict.TRUE_POSITIVE
-    feedback = Feedback(
-        found.alert_id, verdict, f"{found.cluster}/{found.host}/{found.metric}", found.value
-    )
+    feedback = Feedback(found.alert_id, verdict, found.series, found.value)
     topic = settings.topics.feedback or topics.ALERTS_FEEDBACK
     produce(bootstrap, topic, [(found.alert_id.encode(), msgspec.json.encode(feedback))])
     print(f"{verdict.value} for {found.alert_id} ({feedback.series}) -> {topic}")
     return 0
-
-
-class _RecordMessage:
-    """Adapts a stored record to the consumer-message shape decode_alerts reads."""
-
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
 
 
 def cmd_settings(args: argparse.Namespace) -> int:

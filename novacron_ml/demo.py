@@ -31,7 +31,6 @@ class DemoResult:
     dead_letters: Counter[str]
     injected_bad: Counter[str]
     evaluation: Evaluation
-    labels: int
     windows: int = 0
 
     @property
@@ -100,7 +99,6 @@ def run_demo(
         dead_letters=dead,
         injected_bad=injected,
         evaluation=evaluate(alerts, sim.labels),
-        labels=len(sim.labels),
         windows=int(obs.counter_value(obs.WINDOWS) - windows_before),
     )
 

@@ -7,7 +7,7 @@ correctly when at least one matching alert carries the label's type.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -30,6 +30,11 @@ class TypeScore:
     @property
     def precision(self) -> float | None:
         return self.true_alerts / self.alerts if self.alerts else None
+
+    @property
+    def f1(self) -> float | None:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p is not None and r is not None and p + r else None
 
 
 @dataclass
@@ -108,7 +113,3 @@ def evaluate(alerts: Iterable[Alert], labels: Iterable[AnomalyLabel]) -> Evaluat
         missed=missed,
         false_alerts=false_alerts,
     )
-
-
-def alert_type_counts(alerts: Iterable[Alert]) -> Counter[str]:
-    return Counter(a.type for a in alerts)

@@ -64,7 +64,7 @@ MAX_TP = scaled_sigmoid(-1.0)
 
 
 def probation_rows(n: int) -> int:
-    return int(min(math.floor(PROBATION_FRACTION * n), PROBATION_FRACTION * 5000))
+    return int(min(math.floor(PROBATION_FRACTION * n), PROBATION_MAX_ROWS))
 
 
 @dataclass
@@ -77,8 +77,6 @@ class FileRows:
     """Each row's worth if it were a detection (weighted by the profile)."""
     window: np.ndarray
     """Window number per row, -1 outside windows, -2 probationary."""
-    window_starts: list[int]
-    """First row of each window."""
 
 
 def prepare(
@@ -113,7 +111,7 @@ def prepare(
             sweep[i] = scaled_sigmoid(abs(prev_right - i) / (prev_width - 1)) * profile.fp
         i += 1
     window[: probation_rows(n)] = -2
-    return FileRows(name, np.asarray(scores, np.float64), sweep, window, [s for s, _ in spans])
+    return FileRows(name, np.asarray(scores, np.float64), sweep, window)
 
 
 def _window_keys(files: Sequence[FileRows]) -> list[tuple[int, int]]:

@@ -20,7 +20,13 @@ from confluent_kafka import Consumer, TopicPartition
 from novacron_ml.evaluation import Evaluation, evaluate
 from novacron_ml.nab import PROFILES, CorpusScore, score_corpus
 from novacron_ml.plots import SeriesPlot
-from novacron_ml.schema import Alert, parse_rfc3339_ms, rfc3339_ms, split_series_key
+from novacron_ml.schema import (
+    Alert,
+    parse_rfc3339_ms,
+    rfc3339_ms,
+    series_key,
+    split_series_key,
+)
 from novacron_ml.simulator import AnomalyLabel
 from operators.features import FeatureWindow
 from operators.series import WindowScore
@@ -159,6 +165,10 @@ class ReplayReport:
     delays_s: list[float] = field(default_factory=list)
     nab: list[CorpusScore] = field(default_factory=list)
 
+    @property
+    def median_delay_s(self) -> float | None:
+        return statistics.median(self.delays_s) if self.delays_s else None
+
     def lines(self) -> list[str]:
         from novacron_ml.console import table
 
@@ -184,7 +194,7 @@ class ReplayReport:
                     s.labels,
                     s.detected,
                     s.recall,
-                    _f1(s.precision, s.recall),
+                    s.f1,
                 ]
                 for k, s in ev.by_type.items()
             ]
@@ -196,10 +206,10 @@ class ReplayReport:
                     rows2, ["type", "alerts", "precision", "anomalies", "detected", "recall", "F1"]
                 ),
             ]
-            if self.delays_s:
+            if self.median_delay_s is not None:
                 out.append(
                     f"detection delay (first alert window end - anomaly start): median "
-                    f"{statistics.median(self.delays_s):.0f} s, max {max(self.delays_s):.0f} s"
+                    f"{self.median_delay_s:.0f} s, max {max(self.delays_s):.0f} s"
                 )
         if self.nab:
             out.append(
@@ -207,12 +217,6 @@ class ReplayReport:
                 + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab)
             )
         return out
-
-
-def _f1(p: float | None, r: float | None) -> float | None:
-    if p is None or r is None or p + r == 0:
-        return None
-    return 2 * p * r / (p + r)
 
 
 def labels_in_range(labels: list[AnomalyLabel], from_ms: int, to_ms: int) -> list[AnomalyLabel]:
@@ -284,9 +288,9 @@ def affected_plots(
     by_series: dict[str, list[FeatureWindow]] = {}
     for w in windows:
         by_series.setdefault(w.series, []).append(w)
-    wanted = {f"{a.cluster}/{a.host}/{a.metric}" for a in alerts}
+    wanted = {a.series for a in alerts}
     for lb in labels or ():
-        wanted |= {f"{lb.cluster}/{lb.host}/{m}" for m in lb.metrics}
+        wanted |= {series_key(lb.cluster, lb.host, m) for m in lb.metrics}
     plots = []
     for series in sorted(wanted & set(by_series)):
         ws = sorted(by_series[series], key=lambda w: w.start_ms)
@@ -301,7 +305,7 @@ def affected_plots(
                     for lb in labels or ()
                     if lb.host == host and metric in lb.metrics
                 ],
-                [a for a in alerts if f"{a.cluster}/{a.host}/{a.metric}" == series],
+                [a for a in alerts if a.series == series],
             )
         )
     return plots

@@ -164,6 +164,10 @@ class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     suppressed_by: str | None = None
     """Set when a maintenance window or silence matched (`maintenance:<name>`, ...)."""
 
+    @property
+    def series(self) -> str:
+        return series_key(self.cluster, self.host, self.metric)
+
 
 def alert_id_for(series: str, window_start_ms: int, kind: str) -> str:
     """Deterministic id: the same series, window and type always give the same id."""

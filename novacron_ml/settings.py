@@ -70,6 +70,12 @@ class TopicSettings(_Group):
         description="If set (e.g. alerts.feedback), read operator verdicts on alerts from here.",
     )
 
+    @property
+    def in_use(self) -> list[str]:
+        """Every topic the detect flow reads or writes with these settings."""
+        optional = [t for t in (self.features, self.feedback) if t]
+        return [self.metrics, self.dlq, self.alerts, *optional]
+
 
 class IngestSettings(_Group):
     max_message_bytes: int = Field(

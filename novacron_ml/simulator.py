@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from novacron_ml.schema import DWCP_METRICS, AnomalyType, MetricEvent, WireEvent
+from novacron_ml.schema import DWCP_METRICS, AnomalyType, MetricEvent
 
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in DWCP_METRICS)
 _IDX = {name: i for i, name in enumerate(METRIC_NAMES)}
@@ -274,23 +274,22 @@ class FleetSimulator:
         - `json-array`: one array per host and tick (a Telegraf-style flush), keyed by host;
         - `line`: InfluxDB line protocol, one line per metric, one message per host and tick.
         """
+        for key, value, _ts in self.timed_messages(fmt):
+            yield key, value
+
+    def timed_messages(self, fmt: str = "json") -> Iterator[tuple[bytes, bytes, int]]:
+        """`messages` with each message's event time (ms; a batch's first event's) for its
+        Kafka record timestamp."""
         if fmt == "json":
             enc = msgspec.json.Encoder()
             for e in self.events():
-                key = f"{e.cluster}/{e.host}/{e.metric}".encode()
-                yield key, enc.encode(WireEvent(e.ts_ms, e.host, e.cluster, e.metric, e.value))
+                yield e.series.encode(), enc.encode(e.to_wire()), e.ts_ms
         elif fmt in ("json-array", "line"):
             yield from self._batched(fmt)
         else:
             raise ValueError(f"unknown format {fmt!r}: json, json-array or line")
 
-    def timed_messages(self, fmt: str = "json") -> Iterator[tuple[bytes, bytes, int]]:
-        """`messages` with each message's event time (ms) for its Kafka record timestamp."""
-        dec = msgspec.json.Decoder()
-        for key, value in self.messages(fmt):
-            yield key, value, _first_ts(value, dec)
-
-    def _batched(self, fmt: str) -> Iterator[tuple[bytes, bytes]]:
+    def _batched(self, fmt: str) -> Iterator[tuple[bytes, bytes, int]]:
         enc = msgspec.json.Encoder()
         batch: list[MetricEvent] = []
         current: tuple[int, str] | None = None
@@ -302,15 +301,6 @@ class FleetSimulator:
             batch.append(e)
         if batch:
             yield _encode_batch(batch, fmt, enc)
-
-
-def _first_ts(value: bytes, dec: msgspec.json.Decoder) -> int:
-    """Event time of a simulator message (the first event's, for batches)."""
-    if value[:1] == b"{":
-        return int(dec.decode(value)["ts"])
-    if value[:1] == b"[":
-        return int(dec.decode(value)[0]["ts"])
-    return int(value.split(b"\n", 1)[0].rsplit(b" ", 1)[1]) // 1_000_000
 
 
 def _weekend_weight(t_s: np.ndarray) -> np.ndarray:
@@ -329,15 +319,15 @@ def _weekend_weight(t_s: np.ndarray) -> np.ndarray:
 
 def _encode_batch(
     batch: list[MetricEvent], fmt: str, enc: msgspec.json.Encoder
-) -> tuple[bytes, bytes]:
-    key = batch[0].host.encode()
+) -> tuple[bytes, bytes, int]:
+    key, ts = batch[0].host.encode(), batch[0].ts_ms
     if fmt == "json-array":
-        return key, enc.encode([e.to_wire() for e in batch])
+        return key, enc.encode([e.to_wire() for e in batch]), ts
     lines = [
         f"{e.metric},host={e.host},cluster={e.cluster} value={e.value!r} {e.ts_ms * 1_000_000}"
         for e in batch
     ]
-    return key, "\n".join(lines).encode()
+    return key, "\n".join(lines).encode(), ts
 
 
 def write_labels(labels: list[AnomalyLabel], path: str) -> None:

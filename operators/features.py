@@ -315,6 +315,7 @@ class FeatureEngine:
         if not events:
             return [], []
         c = self.config
+        # schema.series_key, inlined: this runs once per event
         keys = [f"{e.cluster}/{e.host}/{e.metric}" for e in events]
         index = self._index
         rows_list = [index.get(k, -1) for k in keys]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from novacron_ml.schema import Severity
+
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
 
@@ -136,13 +138,13 @@ def _median(values: np.ndarray) -> float:
     return float((part[k - 1] + part[k]) / 2)
 
 
-def severity_for(z: float, threshold: float) -> str:
+def severity_for(z: float, threshold: float) -> Severity:
     """Severity band by how far past the threshold the score is."""
     ratio = abs(z) / threshold
     if ratio >= 4.0:
-        return "critical"
+        return Severity.CRITICAL
     if ratio >= 2.5:
-        return "high"
+        return Severity.HIGH
     if ratio >= 1.5:
-        return "medium"
-    return "low"
+        return Severity.MEDIUM
+    return Severity.LOW
