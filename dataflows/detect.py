@@ -37,7 +37,7 @@ from bytewax.connectors.kafka import (
 )
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
@@ -55,6 +55,7 @@ from operators.features import (
     LateEvent,
 )
 from operators.feedback import Feedback, apply_feedback, parse_feedback
+from operators.hourly import HourlyAggregate, HourlyAggregator, hourly_key
 from operators.likelihood import AnomalyLikelihood
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.robust_z import RobustZConfig
@@ -393,13 +394,42 @@ def make_detect_step(
     return detect
 
 
+class HourlyLogic(StatefulLogic[FeatureWindow, HourlyAggregate, HourlyAggregator]):
+    """Bytewax wrapper of `operators.hourly.HourlyAggregator` for one (cluster, metric)."""
+
+    def __init__(self, state: HourlyAggregator) -> None:
+        self.state = state
+
+    def on_item(self, value: FeatureWindow) -> tuple[list[HourlyAggregate], bool]:
+        return self.state.add(value), False
+
+    def on_eof(self) -> tuple[list[HourlyAggregate], bool]:
+        return self.state.flush(), False
+
+    def snapshot(self) -> HourlyAggregator:
+        return copy.deepcopy(self.state)
+
+
+def make_hourly_builder(settings: Settings) -> Any:
+    lateness_ms = int(max(settings.window.allowed_lateness_s, settings.window.length_s) * 1000)
+
+    def build(resume: HourlyAggregator | None) -> HourlyLogic:
+        return HourlyLogic(resume or HourlyAggregator(lateness_ms=lateness_ms))
+
+    return build
+
+
 def to_kafka_message(settings: Settings) -> Any:
     alerts_topic, dlq_topic = settings.topics.alerts, settings.topics.dlq
-    features_topic = settings.topics.features
+    features_topic, hourly_topic = settings.topics.features, settings.topics.hourly
 
     def encode(
-        item: Output | FeatureWindow | HostWindow,
+        item: Output | FeatureWindow | HostWindow | HourlyAggregate,
     ) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        if isinstance(item, HourlyAggregate):
+            return KafkaSinkMessage(
+                key=item.key.encode(), value=_JSON.encode(item), topic=hourly_topic
+            )
         if isinstance(item, Alert):
             return KafkaSinkMessage(
                 key=item.alert_id.encode(), value=_JSON.encode(item), topic=alerts_topic
@@ -469,6 +499,10 @@ def build_flow(
     if settings.topics.features is not None:
         published = op.merge("features_out", windows.trues, late_or_host.falses)
         merged = op.merge("with_features", merged, published)
+    if settings.topics.hourly is not None:
+        by_cluster_metric = op.key_on("key_by_cluster_metric", windows.trues, hourly_key)
+        hourly = op.stateful("hourly", by_cluster_metric, make_hourly_builder(settings))
+        merged = op.merge("with_hourly", merged, op.map("drop_hourly_key", hourly, _value))
     if kafka_output:
         merged = op.map("encode", merged, to_kafka_message(settings))
     op.output("out", merged, sink)

@@ -647,6 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
     p.set_defaults(func=cmd_alerts_feedback)
 
+    from novacron_ml import capacity_cli
+
+    capacity_cli.add_parsers(sub)
+
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")
     p.set_defaults(func=cmd_settings)
@@ -661,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"novacron-ml: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    except (TimeoutError, FileNotFoundError, ValueError) as exc:
+    except (TimeoutError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"novacron-ml: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

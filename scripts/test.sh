@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/_python.sh
-venv="$(ensure_venv "[dev]")"
+venv="$(ensure_venv "[dev,train]")"
 scripts/kafka.sh fetch
 "$venv/bin/ruff" check .
 "$venv/bin/mypy"

@@ -1,0 +1,81 @@
+"""Capacity planner speed: fit + 30-day forecast per series, per model, and N series in
+parallel processes (issue 6 targets: <= 0.2 s per series; 1,000 series <= 2 min on 2 cores).
+
+Series: 60 days of hourly history each (daily and weekly cycles, a trend, AR noise; one seed
+per series). Run: `python bench/bench_capacity.py [--series 1000] [--workers 2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from training.capacity import MODELS, ModelOptions, forecast, quiet_prophet
+
+HOUR_S = 3600.0
+HISTORY_H = 60 * 24
+HORIZON_H = 30 * 24
+START_S = 1_767_225_600.0  # 2026-01-01
+
+
+def make_series(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h = np.arange(HISTORY_H)
+    day = np.sin(2 * np.pi * (h % 24) / 24)
+    week = np.where((h // 24) % 7 >= 5, -0.1, 0.0)
+    ar = np.zeros(HISTORY_H)
+    shocks = rng.normal(0, 0.01, HISTORY_H)
+    for i in range(1, HISTORY_H):
+        ar[i] = 0.8 * ar[i - 1] + shocks[i]
+    base = rng.uniform(0.3, 0.6)
+    y = base * (1 + 0.25 * day + week + rng.normal(0.002, 0.001) * h / 24) + ar
+    return START_S + h * HOUR_S, y
+
+
+def fit_one(args: tuple[str, int, int]) -> float:
+    model, seed, samples = args  # Prophet: ModelOptions' default changepoints (the planner's)
+    quiet_prophet()
+    t, y = make_series(seed)
+    start = time.perf_counter()
+    forecast(model, y, t, HORIZON_H, HOUR_S, True, ModelOptions(uncertainty_samples=samples))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--series", type=int, default=1000, help="series in the parallel run (1000)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument("--per-model", type=int, default=10, help="series timed per model (10)")
+    p.add_argument("--samples", type=int, default=100, help="Prophet uncertainty samples (100)")
+    args = p.parse_args()
+    quiet_prophet()
+    fit_one(("prophet", 0, args.samples))  # warm-up: imports, Stan model load, numba JIT
+    for m in MODELS[1:]:
+        fit_one((m, 0, 0))
+    print(f"one series: {HISTORY_H} hourly points, {HORIZON_H}-step forecast, 1 process")
+    print(f"{'model':<28} {'median s':>9} {'p90 s':>7}")
+    rows = [("prophet", args.samples), ("prophet", 0)] + [(m, 0) for m in MODELS[1:]]
+    for model, samples in rows:
+        times = sorted(fit_one((model, s, samples)) for s in range(1, args.per_model + 1))
+        label = f"{model} (samples={samples})" if model == "prophet" else model
+        p90 = times[int(0.9 * (len(times) - 1))]
+        print(f"{label:<28} {statistics.median(times):9.3f} {p90:7.3f}")
+    jobs = [("prophet", s, args.samples) for s in range(args.series)]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        fit_times = list(pool.map(fit_one, jobs, chunksize=8))
+    wall = time.perf_counter() - start
+    print(
+        f"\n{args.series} series, Prophet (samples={args.samples}), {args.workers} processes: "
+        f"{wall:.1f} s wall ({wall / args.series:.3f} s/series), fit+forecast median "
+        f"{statistics.median(fit_times):.3f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Capacity planner: CSV loading and its errors, metrics, backtest honesty, exhaustion dates,
+the hourly aggregator, and the Kafka path (detect flow -> metrics.hourly -> plan -> topics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("prophet")
+pytest.importorskip("statsforecast")
+
+from novacron_ml.cli import main
+from novacron_ml.settings import CapacitySettings
+from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from operators.hourly import HOUR_MS, HourlyAggregator
+from training.capacity import ModelOptions, backtest, conformal_factor
+from training.metrics import mape, mase, naive_scale, point_metrics
+from training.planner import (
+    HourlyHistory,
+    histories_from_records,
+    plan_series,
+    urgency_for,
+)
+from training.series_io import Series, SeriesError, aggregate, load_series
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _csv(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# -- loading ------------------------------------------------------------------------------------
+def test_load_series_parses_timestamps_and_offsets(tmp_path: Path) -> None:
+    ts = _csv(
+        tmp_path, "t,v\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,2\n2024-01-01 00:10:00,3\n"
+    )
+    s = load_series(ts, "v", "t")
+    assert s.absolute_time and s.step_s == 300 and list(s.values) == [1, 2, 3]
+    off = _csv(tmp_path, "t,v\n0,1\n60,2\n120,4\n", "o.csv")
+    s2 = load_series(off, "v", "t")
+    assert not s2.absolute_time and s2.step_s == 60 and list(s2.t_s) == [0, 60, 120]
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "expected"),
+    [
+        ("t,v\n0,1\n", ("x", "t"), "no column 'x' (columns: t, v)"),
+        ("t,v\n0,1\n60,abc\n", ("v", "t"), "line 3: value 'abc' is not a number in column 'v'"),
+        ("t,v\n0,1\n60,\n", ("v", "t"), "line 3: missing value in column 'v'"),
+        ("t,v\n2024-01-01,1\nnot a time,2\n", ("v", "t"), "line 3: unparseable timestamp"),
+        ("t,v\n0,1\n0,2\n", ("v", "t"), "line 3: duplicate timestamp"),
+        ("t,v\n0,1\n60,2\n", ("v", None), "no time column given"),
+    ],
+)
+def test_bad_input_is_one_line_naming_file_and_line(
+    tmp_path: Path, text: str, args: tuple[str, str | None], expected: str
+) -> None:
+    p = _csv(tmp_path, text)
+    with pytest.raises(SeriesError) as err:
+        load_series(p, args[0], args[1])
+    message = str(err.value)
+    assert message.startswith(str(p)) and expected in message and "\n" not in message
+
+
+def test_gaps_are_resampled_with_a_warning(tmp_path: Path) -> None:
+    p = _csv(tmp_path, "t,v\n0,0\n60,1\n180,3\n240,4\n")
+    s = load_series(p, "v", "t")
+    assert list(s.t_s) == [0, 60, 120, 180, 240]
+    assert s.values[2] == pytest.approx(2.0)
+    assert any("missing step" in w for w in s.warnings)
+
+
+def test_too_short_for_the_horizon(tmp_path: Path) -> None:
+    p = _csv(tmp_path, "t,v\n0,1\n60,2\n120,3\n")
+    with pytest.raises(SeriesError, match="3 rows is too short: needs at least 10"):
+        load_series(p, "v", "t", min_length=10)
+
+
+def test_aggregate_means_hourly_buckets() -> None:
+    t = np.arange(0, 7200, 300, dtype=float)
+    s = aggregate(Series("x", t, np.arange(24, dtype=float), 300.0, False), 3600)
+    assert list(s.values) == pytest.approx([5.5, 17.5]) and s.step_s == 3600
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def test_metrics_by_hand() -> None:
+    train = np.array([1.0, 2.0, 3.0, 5.0])
+    assert naive_scale(train, 1) == pytest.approx(4 / 3)
+    y, yhat = np.array([4.0, 6.0]), np.array([5.0, 5.0])
+    assert mase(y, yhat, 4 / 3) == pytest.approx(0.75)
+    assert mape(np.array([0.0, 1.0]), np.array([1.0, 1.0])) is None
+    m = point_metrics(y, yhat, None)
+    assert m["mase"] is None and m["accuracy"] == pytest.approx(100 - (25 + 100 / 6) / 2)
+
+
+def test_conformal_factor_covers_and_never_narrows() -> None:
+    ratios = list(np.linspace(0.1, 3.0, 99))
+    c = conformal_factor(ratios, 0.95)
+    assert np.mean(np.array(ratios) <= c) >= 0.95
+    assert conformal_factor([0.1, 0.2], 0.95) == 1.0
+
+
+# -- backtest -----------------------------------------------------------------------------------
+def _seasonal_trend(days: int, seed: int = 1) -> Series:
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 24) * 3600.0 + 1_700_000_000.0
+    hours = np.arange(days * 24)
+    y = 50 + 0.05 * hours + 10 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 1.0, len(t))
+    return Series("synthetic", t, y, 3600.0, True)
+
+
+def test_backtest_scores_out_of_sample_and_beats_seasonal_naive() -> None:
+    s = _seasonal_trend(28)
+    r = backtest(s, 24, ["seasonal_naive", "auto_ets", "mstl"], 5, ModelOptions())
+    assert [w.origin for w in r.windows] == [len(s) - k * 24 for k in (5, 4, 3, 2, 1)]
+    assert len(r.chosen["picks"]) == 4  # window 0 is warm-up only
+    naive = r.per_model["seasonal_naive"]["mase"]
+    assert naive is not None and r.chosen["mase"] is not None
+    # a trend plus a daily cycle: a model of both must beat "same hour yesterday"
+    assert r.chosen["mase"] < 0.8 * naive
+    assert 0.8 <= r.chosen["coverage"] <= 1.0
+
+
+def test_backtest_cli_writes_json_and_rejects_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = _seasonal_trend(12)
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "ts,load\n"
+        + "".join(f"{t:.0f},{v}\n" for t, v in zip(s.t_s - s.t_s[0], s.values, strict=True))
+    )
+    out = tmp_path / "bt.json"
+    rc = main(
+        [
+            "capacity", "backtest", "--csv", str(good), "--time-column", "ts",
+            "--value-column", "load", "--horizon", "12", "--windows", "3",
+            "--models", "seasonal_naive", "auto_ets", "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    report = json.loads(out.read_text())
+    file_report = report["files"][f"{good}:load"]
+    assert file_report["windows_scored"] == 2
+    assert set(report["overall"]) == {"seasonal_naive", "auto_ets", "chosen"}
+    assert 0 < report["overall"]["chosen"]["mase"] < 5
+    bad = _csv(tmp_path, "ts,load\n0,1\n3600,oops\n", "bad.csv")
+    capsys.readouterr()
+    rc = main(
+        ["capacity", "backtest", "--csv", str(bad), "--time-column", "ts",
+         "--value-column", "load", "--horizon", "12", "--json", str(out)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1
+    assert str(bad) in err and "line 3" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not (DATA / "dctraces").is_dir(), reason="shared dctraces data not present")
+def test_backtest_on_dctraces_chosen_beats_seasonal_naive() -> None:
+    path = DATA / "dctraces/alibaba2018/machine_usage_days_1_to_8_grouped_300_seconds.csv"
+    s = aggregate(load_series(path, "net_out", None, step_s=300), 3600)
+    r = backtest(s, 24, ["seasonal_naive", "auto_ets", "mstl"], 4, ModelOptions())
+    assert r.chosen["mase"] < r.per_model["seasonal_naive"]["mase"]
+
+
+# -- planning -----------------------------------------------------------------------------------
+def test_exhaustion_date_of_a_linear_trend() -> None:
+    # 28 days of history growing 1 point/day from 50 with a daily cycle of +-3; capacity 85:
+    # the cycle's peak (trend + 3) reaches 85 at day 32, i.e. about 4 days after the history.
+    days = 28
+    hours = np.arange(days * 24)
+    t = 1_767_225_600.0 + hours * 3600.0  # 2026-01-01
+    rng = np.random.default_rng(3)
+    y = 50 + hours / 24 + 3 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.3, len(hours))
+    cfg = CapacitySettings(
+        capacity={"cpu": 85.0}, models=["seasonal_naive", "auto_ets", "mstl"], cv_windows=3
+    )
+    plan = plan_series(HourlyHistory("c", "cpu", t, y), cfg, [])
+    assert plan.model != "seasonal_naive"  # the only model blind to the trend
+    assert plan.exhaustion_mean_s is not None
+    likely_days = (plan.exhaustion_mean_s - t[-1]) / 86400
+    assert 2.5 <= likely_days <= 6.0
+    assert plan.days_to_exhaustion is not None and plan.days_to_exhaustion <= likely_days
+    assert plan.urgency == "URGENT"
+    assert np.all(plan.lo <= plan.mean) and np.all(plan.mean <= plan.hi)
+
+
+def test_urgency_bands() -> None:
+    cfg = CapacitySettings()
+    assert [urgency_for(d, cfg) for d in (1, 7, 7.5, 14, 20, 30, 31, None)] == [
+        "URGENT", "URGENT", "HIGH", "HIGH", "MEDIUM", "MEDIUM", "LOW", "LOW",
+    ]  # fmt: skip
+
+
+def test_histories_fill_missing_hours_and_keep_the_last_repeat() -> None:
+    recs = [
+        {"cluster": "a", "resource": "cpu", "hour_start_ms": h * HOUR_MS, "mean": float(h)}
+        for h in (0, 1, 3)
+    ] + [{"cluster": "a", "resource": "cpu", "hour_start_ms": HOUR_MS, "mean": 10.0}]
+    (h,) = histories_from_records(recs)
+    assert list(h.values) == [0.0, 10.0, 6.5, 3.0]
+
+
+# -- hourly aggregation -------------------------------------------------------------------------
+def _window(host: str, start_ms: int, mean: float, count: int, peak: float) -> FeatureWindow:
+    f = np.zeros(N_FEATURES)
+    f[FEATURE_INDEX["mean"]], f[FEATURE_INDEX["count"]], f[FEATURE_INDEX["max"]] = mean, count, peak
+    return FeatureWindow(f"c1/{host}/cpu_util", start_ms, start_ms + 60_000, f)
+
+
+def test_hourly_aggregator_means_hosts_and_closes_after_lateness() -> None:
+    agg = HourlyAggregator(lateness_ms=120_000, idle_ms=3 * HOUR_MS)
+    assert agg.add(_window("h1", 0, 0.2, 10, 0.3)) == []
+    assert agg.add(_window("h1", 60_000, 0.4, 10, 0.5)) == []
+    assert agg.add(_window("h2", 0, 0.9, 1, 0.9)) == []  # one host's samples do not outweigh
+    assert agg.add(_window("h2", HOUR_MS, 0.5, 10, 0.5)) == []
+    assert agg.add(_window("h1", HOUR_MS, 0.7, 10, 0.7)) == []
+    assert agg.add(_window("h1", 3 * HOUR_MS, 0.5, 10, 0.5)) == []  # h2 is behind
+    first, second = agg.add(_window("h2", 3 * HOUR_MS, 0.5, 10, 0.5))
+    assert first.cluster == "c1" and first.resource == "cpu_util"
+    assert first.hour_start_ms == 0 and first.hosts == 2 and first.samples == 21
+    assert first.mean == pytest.approx((0.3 + 0.9) / 2) and first.max == 0.9
+    assert second.hour_start_ms == HOUR_MS and second.mean == pytest.approx(0.6)
+    assert agg.add(_window("h2", 120_000, 0.1, 10, 0.1)) == [] and agg.late_windows == 1
+    (last,) = agg.flush()
+    assert last.hour_start_ms == 3 * HOUR_MS and last.mean == pytest.approx(0.5)
+
+
+def test_a_silent_host_stops_holding_hours_open() -> None:
+    agg = HourlyAggregator(lateness_ms=0, idle_ms=2 * HOUR_MS)
+    agg.add(_window("h1", 0, 1.0, 1, 1.0))
+    agg.add(_window("h2", 0, 3.0, 1, 3.0))  # then h2 falls silent
+    assert agg.add(_window("h1", 2 * HOUR_MS, 1.0, 1, 1.0)) == []  # h2 silent, not yet idle
+    closed = agg.add(_window("h1", 2 * HOUR_MS + 60_000, 1.0, 1, 1.0))
+    assert [c.hour_start_ms for c in closed] == [0] and closed[0].mean == pytest.approx(2.0)
+
+
+@pytest.mark.kafka
+def test_flow_publishes_hourly_and_the_planner_publishes_plans(kafka_bootstrap: str) -> None:
+    from novacron_ml.kafka_io import delete_topics, ensure_topics, produce, read_topic
+    from novacron_ml.simulator import FleetConfig, FleetSimulator
+
+    suffix = uuid.uuid4().hex[:10]
+    names = {
+        k: f"test.{suffix}.{k}"
+        for k in ("metrics", "alerts", "dlq", "hourly", "cap_forecasts", "cap_alerts")
+    }
+    ensure_topics(kafka_bootstrap, names.values())
+    try:
+        days = 4
+        start_ms = int(time.time() // 3600 * 3600 * 1000) - days * 86_400_000
+        sim = FleetSimulator(
+            FleetConfig(
+                hosts=2, clusters=1, step_s=300, duration_s=days * 86_400.0, start_ms=start_ms,
+                anomalies_per_host_per_hour=0.0,
+            )
+        )  # fmt: skip
+        produce(kafka_bootstrap, names["metrics"], sim.messages("json"))
+        env = dict(
+            os.environ,
+            NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            NOVACRON_TOPICS_METRICS=names["metrics"],
+            NOVACRON_TOPICS_ALERTS=names["alerts"],
+            NOVACRON_TOPICS_DLQ=names["dlq"],
+            NOVACRON_TOPICS_HOURLY=names["hourly"],
+            NOVACRON_TOPICS_CAPACITY_FORECASTS=names["cap_forecasts"],
+            NOVACRON_TOPICS_CAPACITY_ALERTS=names["cap_alerts"],
+            NOVACRON_INGEST_MAX_EVENT_AGE_S="0",
+            NOVACRON_WINDOW_LENGTH_S="300",
+            NOVACRON_FEATURES_STEP_S="300",
+            NOVACRON_CAPACITY_MIN_HISTORY_DAYS="3",
+            NOVACRON_CAPACITY_HORIZON_DAYS="7",
+            NOVACRON_CAPACITY_CAPACITY='{"cpu_util": 0.5}',
+            NOVACRON_CAPACITY_MODELS='["seasonal_naive", "auto_ets"]',
+        )
+        cli = [sys.executable, "-m", "novacron_ml.cli"]
+        run = subprocess.run(
+            [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr
+        hourly = [json.loads(r.value) for r in read_topic(kafka_bootstrap, names["hourly"])]
+        cpu = sorted(
+            (h for h in hourly if h["resource"] == "cpu_util"), key=lambda h: h["hour_start_ms"]
+        )
+        assert len(cpu) == days * 24  # every hour once, the last one flushed at end of input
+        assert {(h["hosts"], h["samples"]) for h in cpu} == {(2, 24)}, [
+            (i, h["hosts"], h["samples"]) for i, h in enumerate(cpu) if h["samples"] != 24
+        ]
+        # the aggregate equals the mean over hosts of each host's hourly mean of the events
+        by_hour: dict[int, dict[str, list[float]]] = {}
+        for ev in sim.events():
+            if ev.metric == "cpu_util":
+                hour = ev.ts_ms - ev.ts_ms % HOUR_MS
+                by_hour.setdefault(hour, {}).setdefault(ev.host, []).append(ev.value)
+        first = cpu[0]
+        expected = np.mean([np.mean(v) for v in by_hour[first["hour_start_ms"]].values()])
+        assert first["mean"] == pytest.approx(expected, rel=1e-9)
+
+        plan = subprocess.run(
+            [*cli, "capacity", "plan", "--resource", "cpu_util", "--resource", "memory_util",
+             "--workers", "2"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert plan.returncode == 0, plan.stderr
+        forecasts = [
+            json.loads(r.value) for r in read_topic(kafka_bootstrap, names["cap_forecasts"])
+        ]
+        alerts = [json.loads(r.value) for r in read_topic(kafka_bootstrap, names["cap_alerts"])]
+        assert {f["resource"] for f in forecasts} == {"cpu_util", "memory_util"}
+        assert all(len(f["points"]) == 7 * 24 for f in forecasts)
+        (alert,) = alerts  # only cpu_util has a capacity here
+        assert alert["resource"] == "cpu_util" and alert["capacity"] == 0.5
+        # simulated CPU swings around 0.45-0.65 daily: a 0.5 capacity is crossed within a day
+        assert alert["urgency"] == "URGENT" and alert["days_to_exhaustion"] < 1.5
+    finally:
+        delete_topics(kafka_bootstrap, names.values())

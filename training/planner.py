@@ -1,0 +1,331 @@
+"""The daily capacity plan: per (cluster, resource) hourly series, choose a model by rolling-
+origin CV, fit it on the whole history, forecast the horizon with a calibrated interval, and
+date the exhaustion (the first hour whose upper bound reaches the configured capacity).
+
+Message formats (docs/MESSAGES.md): `capacity.forecasts` gets one `forecast_record` per
+series, `capacity.alerts` one `alert_record` per series that has a capacity, both keyed
+`cluster/resource` (a compacted topic keeps the latest plan).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from novacron_ml.settings import CapacitySettings, Settings
+from operators.suppression import Rule
+from training.capacity import ModelOptions, backtest, forecast
+from training.series_io import Series, SeriesError
+
+HOUR_S = 3600.0
+URGENCIES = ("URGENT", "HIGH", "MEDIUM", "LOW")
+
+
+@dataclass
+class HourlyHistory:
+    cluster: str
+    resource: str
+    t_s: np.ndarray
+    values: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.resource}"
+
+
+@dataclass
+class SeriesPlan:
+    cluster: str
+    resource: str
+    model: str
+    interval_factor: float
+    cv: dict[str, dict[str, float | None]]
+    history_t: np.ndarray
+    history: np.ndarray
+    forecast_t: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    capacity: float | None
+    exhaustion_s: float | None
+    """First forecast hour whose upper bound reaches capacity (None: not within horizon)."""
+    exhaustion_mean_s: float | None
+    """Same for the point forecast (the likely date, vs the prudent one above)."""
+    urgency: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.resource}"
+
+    @property
+    def days_to_exhaustion(self) -> float | None:
+        if self.exhaustion_s is None:
+            return None
+        return (self.exhaustion_s - float(self.history_t[-1])) / 86_400.0
+
+
+def urgency_for(days: float | None, cfg: CapacitySettings) -> str:
+    if days is None:
+        return "LOW"
+    if days <= cfg.urgent_days:
+        return "URGENT"
+    if days <= cfg.high_days:
+        return "HIGH"
+    if days <= cfg.medium_days:
+        return "MEDIUM"
+    return "LOW"
+
+
+def maintenance_fn(
+    rules: list[Rule], cluster: str, resource: str
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """0/1 per epoch second: is a maintenance window of this (cluster, resource) active."""
+    mine = [
+        r
+        for r in rules
+        if r.kind == "maintenance"
+        and (r.matcher.clusters is None or cluster in r.matcher.clusters)
+        and (r.matcher.metrics is None or resource in r.matcher.metrics)
+    ]
+    if not mine:
+        return None
+
+    def flags(t_s: np.ndarray) -> np.ndarray:
+        return np.array(
+            [any(r.active_at(int(t * 1000)) for r in mine) for t in t_s], dtype=np.float64
+        )
+
+    return flags
+
+
+def _first_crossing(t: np.ndarray, values: np.ndarray, capacity: float) -> float | None:
+    hit = np.flatnonzero(values >= capacity)
+    return float(t[hit[0]]) if hit.size else None
+
+
+def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]) -> SeriesPlan:
+    """Choose, fit and forecast one series (runs in a worker process)."""
+    series = Series(history.key, history.t_s, history.values, HOUR_S, True)
+    n = len(series)
+    horizon = int(cfg.horizon_days * 24)
+    if n * HOUR_S < cfg.min_history_days * 86_400.0:
+        raise SeriesError(
+            f"{history.key}: {n} hours of history, needs {cfg.min_history_days:g} days"
+        )
+    opts = ModelOptions(
+        level=cfg.interval,
+        uncertainty_samples=cfg.uncertainty_samples,
+        changepoints=cfg.changepoints,
+        holidays_country=cfg.holidays_country,
+        maintenance=maintenance_fn(rules, history.cluster, history.resource),
+    )
+    cv_h = max(6, min(24 * 7, horizon, n // (cfg.cv_windows + 3)))
+    result = backtest(series, cv_h, cfg.models, cfg.cv_windows + 1, opts, min_train=3 * cv_h)
+    model = result.final_choice
+    factor = result.final_factor[model]
+    fc = forecast(model, series.values, series.t_s, horizon, HOUR_S, True, opts)
+    lo, hi = fc.scaled(factor)
+    t = series.t_s[-1] + HOUR_S * np.arange(1, horizon + 1)
+    capacity = cfg.capacity.get(history.resource)
+    exhaustion = exhaustion_mean = None
+    if capacity is not None:
+        exhaustion = _first_crossing(t, hi, capacity)
+        exhaustion_mean = _first_crossing(t, fc.mean, capacity)
+    plan = SeriesPlan(
+        cluster=history.cluster,
+        resource=history.resource,
+        model=model,
+        interval_factor=factor,
+        cv={m: {k: result.per_model[m][k] for k in ("mase", "accuracy")} for m in cfg.models},
+        history_t=series.t_s,
+        history=series.values,
+        forecast_t=t,
+        mean=fc.mean,
+        lo=lo,
+        hi=hi,
+        capacity=capacity,
+        exhaustion_s=exhaustion,
+        exhaustion_mean_s=exhaustion_mean,
+        urgency=None,
+    )
+    if capacity is not None:
+        plan.urgency = urgency_for(plan.days_to_exhaustion, cfg)
+    return plan
+
+
+def _plan_or_error(
+    args: tuple[HourlyHistory, CapacitySettings, list[Rule]],
+) -> SeriesPlan | str:
+    try:
+        return plan_series(*args)
+    except (SeriesError, ValueError, RuntimeError) as exc:
+        return f"{args[0].key}: {exc}"
+
+
+def plan_all(
+    histories: Iterable[HourlyHistory],
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[SeriesPlan], list[str]]:
+    """Plan every series in parallel processes; problems come back as one-line messages."""
+    from dataflows.detect import suppression_rules
+
+    cfg = settings.capacity
+    rules = suppression_rules(settings)
+    jobs = [(h, cfg, rules) for h in histories]
+    n_workers = workers if workers is not None else (cfg.workers or os.cpu_count() or 1)
+    plans: list[SeriesPlan] = []
+    problems: list[str] = []
+    done = 0
+
+    def collect(out: SeriesPlan | str) -> None:
+        nonlocal done
+        done += 1
+        if isinstance(out, str):
+            problems.append(out)
+        else:
+            plans.append(out)
+        if progress is not None:
+            progress(done, len(jobs))
+
+    if n_workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            collect(_plan_or_error(job))
+    else:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
+            for out in pool.map(_plan_or_error, jobs):
+                collect(out)
+    plans.sort(key=lambda p: p.key)
+    return plans, problems
+
+
+def _iso(t_s: float | None) -> str | None:
+    if t_s is None:
+        return None
+    return datetime.fromtimestamp(t_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def forecast_record(plan: SeriesPlan, generated_at: str) -> dict[str, Any]:
+    return {
+        "cluster": plan.cluster,
+        "resource": plan.resource,
+        "generated_at": generated_at,
+        "model": plan.model,
+        "interval": {"factor": plan.interval_factor},
+        "history_end": _iso(float(plan.history_t[-1])),
+        "step_s": HOUR_S,
+        "points": [
+            {"ts": _iso(float(t)), "mean": _num(m), "lower": _num(lo), "upper": _num(hi)}
+            for t, m, lo, hi in zip(plan.forecast_t, plan.mean, plan.lo, plan.hi, strict=True)
+        ],
+        "cv": plan.cv,
+    }
+
+
+def alert_record(plan: SeriesPlan, generated_at: str) -> dict[str, Any]:
+    return {
+        "cluster": plan.cluster,
+        "resource": plan.resource,
+        "generated_at": generated_at,
+        "urgency": plan.urgency,
+        "capacity": plan.capacity,
+        "exhaustion_at": _iso(plan.exhaustion_s),
+        "days_to_exhaustion": plan.days_to_exhaustion,
+        "likely_exhaustion_at": _iso(plan.exhaustion_mean_s),
+        "model": plan.model,
+        "current": float(plan.history[-1]),
+    }
+
+
+def histories_from_records(records: Iterable[dict[str, Any]]) -> list[HourlyHistory]:
+    """`metrics.hourly` JSON records (any order, repeats allowed: the last one wins)."""
+    by_key: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        by_key.setdefault((r["cluster"], r["resource"]), {})[int(r["hour_start_ms"])] = float(
+            r["mean"]
+        )
+    out = []
+    for (cluster, resource), points in sorted(by_key.items()):
+        hours = np.array(sorted(points), dtype=np.int64)
+        values = np.array([points[h] for h in hours], dtype=np.float64)
+        t_s = hours / 1000.0
+        grid = np.arange(t_s[0], t_s[-1] + 1, HOUR_S)
+        if len(grid) != len(t_s):  # missing hours: linear interpolation (standard repair)
+            values = np.interp(grid, t_s, values)
+            t_s = grid
+        out.append(HourlyHistory(cluster, resource, t_s, values))
+    return out
+
+
+HOURLY_CSV_COLUMNS = ("timestamp", "cluster", "resource", "value")
+
+
+def read_hourly_csv(path: Path) -> list[HourlyHistory]:
+    """Offline history: CSV with timestamp (RFC 3339 or epoch s), cluster, resource, value."""
+    records = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in HOURLY_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SeriesError(f"{path}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                ts = row["timestamp"].strip()
+                t = float(ts) if ts.replace(".", "", 1).isdigit() else _epoch(ts)
+                records.append(
+                    {
+                        "cluster": row["cluster"],
+                        "resource": row["resource"],
+                        "hour_start_ms": int(t * 1000),
+                        "mean": float(row["value"]),
+                    }
+                )
+            except ValueError as exc:
+                raise SeriesError(f"{path}: line {line}: {exc}") from None
+    return histories_from_records(records)
+
+
+def _epoch(text: str) -> float:
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def write_hourly_csv(path: Path, histories: Iterable[HourlyHistory], wide: bool = False) -> int:
+    """Long format (timestamp,cluster,resource,value), or wide: one `cluster/resource` column
+    per series (for `capacity backtest --value-column`). Returns the points written."""
+    if wide:
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {h.key: pd.Series(h.values, index=[_iso(float(t)) for t in h.t_s]) for h in histories}
+        )
+        frame.index.name = "timestamp"
+        frame.dropna().to_csv(path, float_format="%.6g")
+        return int(frame.dropna().size)
+    n = 0
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HOURLY_CSV_COLUMNS)
+        for h in histories:
+            for t, v in zip(h.t_s, h.values, strict=True):
+                w.writerow([_iso(float(t)), h.cluster, h.resource, f"{v:.6g}"])
+                n += 1
+    return n
