@@ -24,6 +24,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -42,6 +43,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from novacron_ml import observability as obs
+from novacron_ml.models import PROJECT_ROOT, load_forecaster
 from novacron_ml.schema import Alert, MetricEvent, rfc3339_ms
 from novacron_ml.settings import Settings, load_settings
 from operators.cross import CrossMetricJoiner, HostWindow
@@ -55,6 +57,7 @@ from operators.features import (
     LateEvent,
 )
 from operators.feedback import Feedback, apply_feedback, parse_feedback
+from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster
 from operators.hourly import HourlyAggregate, HourlyAggregator, hourly_key
 from operators.likelihood import AnomalyLikelihood
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
@@ -206,6 +209,10 @@ def is_window(item: FeatureOut) -> bool:
     return isinstance(item, FeatureWindow)
 
 
+def is_forecast_output(item: object) -> bool:
+    return isinstance(item, (SeriesForecast, Alert))
+
+
 def is_dead_letter(item: object) -> bool:
     return isinstance(item, DeadLetter)
 
@@ -224,9 +231,12 @@ class FeatureState:
 
     engine: FeatureEngine
     joiner: CrossMetricJoiner | None = None
+    forecaster: SeriesForecaster | None = None
+    model_path: str = ""
+    """The forecaster's manifest; the ONNX session itself is per process, not state."""
 
 
-FeatureOut = FeatureWindow | HostWindow | DeadLetter
+FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
 
 
 class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
@@ -246,6 +256,9 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
             obs.WINDOWED_EVENTS.inc(sum(w["count"] for w in windows))
             if self.state.joiner is not None:
                 out.extend(self.state.joiner.add(windows))
+            if self.state.forecaster is not None:
+                model = load_forecaster(self.state.model_path)
+                out.extend(self.state.forecaster.add(windows, model))
         for item in late or ():
             out.append(
                 DeadLetter(
@@ -291,14 +304,45 @@ def _count_dead_letter(item: Any) -> DeadLetter:
     return item
 
 
+def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
+    """The forecaster state and the model's manifest path, or (None, '') when disabled.
+
+    Loads the model once here, so a missing or altered model fails the flow at build time
+    with the manifest's path in the message."""
+    fs = settings.forecast
+    if not fs.enabled:
+        return None, ""
+    path = Path(fs.model)
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    model = load_forecaster(str(path))
+    step_ms = int((settings.window.slide_s or settings.window.length_s) * 1000)
+    if abs(model.manifest.step_s * 1000 - step_ms) > 1:
+        raise ValueError(
+            f"{path}: the model forecasts {model.manifest.step_s:g} s steps but windows slide"
+            f" every {step_ms / 1000:g} s"
+        )
+    config = ForecastConfig(
+        step_ms=step_ms,
+        residual_threshold=fs.residual_threshold,
+        min_residuals=fs.min_residuals,
+        slo=dict(fs.slo),
+        model_name=f"{model.manifest.name}@{model.manifest.version}",
+    )
+    return SeriesForecaster(config, model.input_len), str(path)
+
+
 def make_feature_builder(settings: Settings) -> Any:
     config = feature_config(settings)
     publish = settings.topics.features is not None
+    forecaster, model_path = forecaster_for(settings)
 
     def build(resume: FeatureState | None) -> FeatureLogic:
         if resume is None:
             joiner = CrossMetricJoiner(config.window_ms) if publish else None
-            resume = FeatureState(FeatureEngine(config), joiner)
+            resume = FeatureState(
+                FeatureEngine(config), joiner, copy.deepcopy(forecaster), model_path
+            )
         return FeatureLogic(resume)
 
     return build
@@ -380,11 +424,7 @@ def make_detect_step(
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
         elif result is not None:
-            obs.ALERTS.labels(type=result.type, severity=result.severity).inc()
-            reason = suppression_for(result, active_rules)
-            if reason is not None:
-                result = msgspec.structs.replace(result, suppressed_by=reason)
-                obs.ALERTS_SUPPRESSED.labels(kind=reason.split(":", 1)[0]).inc()
+            result = count_and_suppress(result, active_rules)
         if result is not None:
             out.append(result)
         if emit_scores and not isinstance(result, DeadLetter):
@@ -419,13 +459,35 @@ def make_hourly_builder(settings: Settings) -> Any:
     return build
 
 
+def count_and_suppress(alert: Alert, rules: list[Rule]) -> Alert:
+    """Count a new alert and mark it suppressed if a maintenance window or silence matches."""
+    obs.ALERTS.labels(type=alert.type, severity=alert.severity).inc()
+    reason = suppression_for(alert, rules)
+    if reason is None:
+        return alert
+    obs.ALERTS_SUPPRESSED.labels(kind=reason.split(":", 1)[0]).inc()
+    return msgspec.structs.replace(alert, suppressed_by=reason)
+
+
+def _suppress(rules: list[Rule]) -> Any:
+    def apply(alert: Alert) -> Alert:
+        return count_and_suppress(alert, rules)
+
+    return apply
+
+
 def to_kafka_message(settings: Settings) -> Any:
     alerts_topic, dlq_topic = settings.topics.alerts, settings.topics.dlq
     features_topic, hourly_topic = settings.topics.features, settings.topics.hourly
+    forecasts_topic = settings.topics.forecasts
 
     def encode(
-        item: Output | FeatureWindow | HostWindow | HourlyAggregate,
+        item: Output | FeatureWindow | HostWindow | HourlyAggregate | SeriesForecast,
     ) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        if isinstance(item, SeriesForecast):
+            return KafkaSinkMessage(
+                key=item.series.encode(), value=_JSON.encode(item), topic=forecasts_topic
+            )
         if isinstance(item, HourlyAggregate):
             return KafkaSinkMessage(
                 key=item.key.encode(), value=_JSON.encode(item), topic=hourly_topic
@@ -476,7 +538,9 @@ def build_flow(
     shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs
     featured = op.stateful_batch("features", shards, make_feature_builder(settings))
     windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
-    late_or_host = op.branch("split_host", windows.falses, is_dead_letter)
+    late_or_rest = op.branch("split_host", windows.falses, is_dead_letter)
+    forecasts = op.branch("split_forecasts", late_or_rest.falses, is_forecast_output)
+    host_windows = forecasts.falses
     by_series: Any = op.key_on("key_by_series", windows.trues, _series_of_window)
     feedback_dead: Any = None
     if feedback_source is not None:
@@ -492,12 +556,19 @@ def build_flow(
     )
     detected = op.stateful_map("detect", by_series, detect_step)
     results = op.flat_map("drop_quiet", detected, _value)
-    late = late_or_host.trues
-    merged = op.merge("collect_outputs", split.falses, late, results)
+    late = late_or_rest.trues
+    forecast_alerts = op.branch(
+        "split_forecast_alerts", forecasts.trues, lambda x: isinstance(x, Alert)
+    )
+    rules = suppression_rules(settings)
+    suppressed = op.map("suppress_forecast_alerts", forecast_alerts.trues, _suppress(rules))
+    merged = op.merge("collect_outputs", split.falses, late, results, suppressed)
+    if settings.topics.forecasts is not None:
+        merged = op.merge("with_forecasts", merged, forecast_alerts.falses)
     if feedback_dead is not None:
         merged = op.merge("with_bad_feedback", merged, feedback_dead)
     if settings.topics.features is not None:
-        published = op.merge("features_out", windows.trues, late_or_host.falses)
+        published = op.merge("features_out", windows.trues, host_windows)
         merged = op.merge("with_features", merged, published)
     if settings.topics.hourly is not None:
         by_cluster_metric = op.key_on("key_by_cluster_metric", windows.trues, hourly_key)

@@ -79,7 +79,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         bar.close()
     summary = overall(results)
     report = {
-        "command": " ".join(["novacron-ml", *sys.argv[1:]]),
+        "command": args.invocation,
         "generated_at": datetime.now(UTC).isoformat(),
         "horizon": args.horizon,
         "windows": args.windows,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections import Counter
@@ -103,9 +104,11 @@ def _fleet_config(args: argparse.Namespace) -> FleetConfig:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from novacron_ml.demo import run_demo, summary
+    from novacron_ml.models import DEFAULT_FORECASTER
     from novacron_ml.settings import load_settings
 
-    settings = load_settings()
+    forecast = not args.no_forecast and DEFAULT_FORECASTER.is_file()
+    settings = load_settings(forecast={"enabled": True}) if forecast else load_settings()
     result = run_demo(
         settings,
         _fleet_config(args),
@@ -515,6 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=40, help="print at most this many alerts (40)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", metavar="FILE", help="also write the summary figures as JSON")
+    p.add_argument(
+        "--no-forecast",
+        action="store_true",
+        help="without the ONNX LSTM forecaster (models/onnx/lstm_forecaster.json)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -647,9 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
     p.set_defaults(func=cmd_alerts_feedback)
 
-    from novacron_ml import capacity_cli
+    from novacron_ml import capacity_cli, forecast_cli
 
     capacity_cli.add_parsers(sub)
+    forecast_cli.add_parsers(sub)
 
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")
@@ -660,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.invocation = "novacron-ml " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except ValidationError as exc:

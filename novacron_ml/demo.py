@@ -80,7 +80,9 @@ def run_demo(
             f"{hours:g} h at {fleet.step_s:g} s steps: {sim.n_events:,} events, "
             f"{len(sim.labels)} injected anomalies, ~{bad_rate:.2%} malformed messages.\n"
             f"Flow: parse -> {settings.window.length_s:g} s event-time windows -> robust z "
-            f"(threshold {settings.detector.z_threshold:g}) -> alerts\n"
+            f"(threshold {settings.detector.z_threshold:g})"
+            + (" + ONNX LSTM forecaster" if settings.forecast.enabled else "")
+            + " -> alerts\n"
         )
     events_before = obs.counter_value(obs.EVENTS)
     messages_before = obs.counter_value(obs.MESSAGES)
@@ -118,7 +120,12 @@ def summary(result: DemoResult) -> str:
             else ""
         ),
         f"  malformed injected {sum(result.injected_bad.values()):,}",
-        f"  alerts             {len(result.alerts):,}",
+        f"  alerts             {len(result.alerts):,}"
+        + (
+            f" ({lstm} from the LSTM forecaster's residuals and SLO forecasts)"
+            if (lstm := sum(a.detector.startswith("lstm") for a in result.alerts))
+            else ""
+        ),
         f"  anomalies injected {ev.labels}, detected {ev.detected}",
         f"  precision {ev.precision:.3f}   recall {ev.recall:.3f}   F1 {ev.f1:.3f}   "
         f"type accuracy {ev.type_accuracy:.3f}",

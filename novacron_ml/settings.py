@@ -75,6 +75,9 @@ class TopicSettings(_Group):
         description="If set (e.g. metrics.hourly), publish hourly aggregates per (cluster, metric)"
         " here: the capacity planner's history.",
     )
+    forecasts: str | None = Field(
+        None, description="If set (e.g. metrics.forecasts), publish per-series LSTM forecasts."
+    )
     capacity_forecasts: str = Field(
         topics.CAPACITY_FORECASTS, description="Capacity planner: one forecast per series."
     )
@@ -85,7 +88,7 @@ class TopicSettings(_Group):
     @property
     def in_use(self) -> list[str]:
         """Every topic the detect flow reads or writes with these settings."""
-        optional = [t for t in (self.features, self.feedback, self.hourly) if t]
+        optional = [t for t in (self.features, self.feedback, self.hourly, self.forecasts) if t]
         return [self.metrics, self.dlq, self.alerts, *optional]
 
 
@@ -209,6 +212,32 @@ class SuppressionSettings(_Group):
     )
 
 
+class ForecastSettings(_Group):
+    enabled: bool = Field(
+        False,
+        description="Serve the ONNX LSTM forecaster in the detect flow: per-series forecasts,"
+        " prediction-error alerts from its residuals, SLO degradation alerts.",
+    )
+    model: str = Field(
+        "models/onnx/lstm_forecaster.json",
+        description="Manifest of the served model (relative paths: from the project root).",
+    )
+    residual_threshold: PositiveFloat = Field(
+        8.0,
+        description="prediction_error alert when |actual - forecast| exceeds this many times"
+        " the series' EW mean absolute residual.",
+    )
+    min_residuals: int = Field(
+        60, ge=1, description="Residuals a series needs before it can raise prediction_error."
+    )
+    slo: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per metric: degradation alert when the forecast crosses this value within"
+        " the horizon (upwards, or downwards for lower-is-worse metrics), e.g."
+        ' {"latency_p99_ms": 250}.',
+    )
+
+
 class CapacitySettings(_Group):
     horizon_days: int = Field(30, ge=1, le=365, description="Forecast horizon of the planner.")
     capacity: dict[str, float] = Field(
@@ -279,6 +308,7 @@ class Settings(BaseSettings):
     suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:

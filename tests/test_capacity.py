@@ -59,7 +59,6 @@ def test_load_series_parses_timestamps_and_offsets(tmp_path: Path) -> None:
         ("t,v\n0,1\n60,abc\n", ("v", "t"), "line 3: value 'abc' is not a number in column 'v'"),
         ("t,v\n0,1\n60,\n", ("v", "t"), "line 3: missing value in column 'v'"),
         ("t,v\n2024-01-01,1\nnot a time,2\n", ("v", "t"), "line 3: unparseable timestamp"),
-        ("t,v\n0,1\n0,2\n", ("v", "t"), "line 3: duplicate timestamp"),
         ("t,v\n0,1\n60,2\n", ("v", None), "no time column given"),
     ],
 )
@@ -79,6 +78,12 @@ def test_gaps_are_resampled_with_a_warning(tmp_path: Path) -> None:
     assert list(s.t_s) == [0, 60, 120, 180, 240]
     assert s.values[2] == pytest.approx(2.0)
     assert any("missing step" in w for w in s.warnings)
+
+
+def test_duplicate_timestamps_are_averaged_with_a_warning(tmp_path: Path) -> None:
+    s = load_series(_csv(tmp_path, "t,v\n0,1\n60,2\n60,4\n120,5\n"), "v", "t")
+    assert list(s.values) == [1.0, 3.0, 5.0]
+    assert any("line 4: duplicate timestamp" in w for w in s.warnings)
 
 
 def test_too_short_for_the_horizon(tmp_path: Path) -> None:

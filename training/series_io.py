@@ -3,9 +3,10 @@
 Shared by `novacron-ml forecast-eval` and `novacron-ml capacity backtest`. The time column
 holds timestamps (anything pandas parses, e.g. `2014-02-14 14:30:00` or RFC 3339) or numbers
 (seconds from the start, e.g. 0, 300, 600); without a time column, rows are `step_s` apart.
-Rows are sorted by time; missing steps of a regular grid are filled by linear interpolation
-with a warning (the standard repair); non-numeric or missing values, duplicate or unparseable
-timestamps and series too short for the horizon are errors naming the file and the line.
+Rows are sorted by time; repeated timestamps are averaged and missing steps of a regular grid
+are filled by linear interpolation, each with a warning (the standard repairs); non-numeric or
+missing values, unparseable timestamps and series too short for the horizon are errors naming
+the file and the line.
 """
 
 from __future__ import annotations
@@ -94,10 +95,14 @@ def load_series(
             warnings.append(f"{name}: rows were not in time order; sorted")
             t_s, values = t_s[order], values[order]
         dup = np.flatnonzero(np.diff(t_s) == 0)
-        if dup.size:
+        if dup.size:  # repeated timestamps: their values are averaged (standard repair)
             row = int(order[dup[0] + 1])
-            raise SeriesError(
-                f"{name}: line {_line(row)}: duplicate timestamp ({dup.size} duplicate(s) in all)"
+            uniq, inverse = np.unique(t_s, return_inverse=True)
+            values = np.bincount(inverse, weights=values) / np.bincount(inverse)
+            t_s = uniq.astype(np.float64)
+            warnings.append(
+                f"{name}: line {_line(row)}: duplicate timestamp ({dup.size} in all):"
+                " values at the same time averaged"
             )
         if len(t_s) >= 2:
             t_s, values, step_s, note = _regularise(name, t_s, values, step_s)

@@ -1,0 +1,240 @@
+"""LSTM forecaster: training, ONNX parity, the manifest, serving in the flow, forecast-eval."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bytewax.testing import run_main  # noqa: E402
+
+from dataflows.detect import build_flow  # noqa: E402
+from novacron_ml.cli import main  # noqa: E402
+from novacron_ml.models import OnnxForecaster, forecaster_inputs, read_manifest  # noqa: E402
+from novacron_ml.schema import Alert  # noqa: E402
+from novacron_ml.settings import load_settings  # noqa: E402
+from novacron_ml.simulator import FleetConfig, FleetSimulator  # noqa: E402
+from novacron_ml.sources import CallbackSink, simulator_source  # noqa: E402
+from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow  # noqa: E402
+from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster  # noqa: E402
+from training.lstm import (  # noqa: E402
+    Forecaster,
+    LSTMConfig,
+    chronological_split,
+    export_onnx,
+    predict,
+    train,
+    windows,
+)
+
+TINY = LSTMConfig(input_len=16, horizon=4, hidden=8, layers=2, max_epochs=3, batch_size=64)
+
+
+def _sine(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = 1_767_225_600.0 + np.arange(n) * 300.0
+    y = 10 + 3 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 0.1, n)
+    return t, y
+
+
+def _trained(cfg: LSTMConfig = TINY) -> Forecaster:
+    t, y = _sine()
+    tr, va, _ = chronological_split(len(y), cfg.input_len, cfg.horizon)
+    xt, yt = windows(y, t, cfg.input_len, cfg.horizon, tr)
+    xv, yv = windows(y, t, cfg.input_len, cfg.horizon, va)
+    return train(xt, yt, xv, yv, cfg).model
+
+
+def test_split_is_chronological_without_leakage() -> None:
+    tr, va, te = chronological_split(1000, 20, 5)
+    assert tr.max() + 5 <= va.min()  # training targets end before validation targets begin
+    assert va.max() + 5 <= 700  # validation targets stay inside the first 70 %
+    assert te.min() == 700 and te.max() == 1000 - 5
+
+
+def test_untrained_model_is_the_persistence_forecast() -> None:
+    model = Forecaster(TINY, std_floor=1e-6).eval()
+    t, y = _sine(200)
+    x, _ = windows(y, t, TINY.input_len, TINY.horizon, np.arange(20, 30))
+    out = predict(model, x)
+    np.testing.assert_allclose(out, np.repeat(x[:, -1:, 0], TINY.horizon, axis=1), rtol=1e-6)
+
+
+def test_training_beats_persistence_on_a_smooth_cycle() -> None:
+    cfg = replace(TINY, max_epochs=15, patience=15)
+    t, y = _sine(3000)
+    tr, va, te = chronological_split(len(y), cfg.input_len, cfg.horizon)
+    xt, yt = windows(y, t, cfg.input_len, cfg.horizon, tr)
+    xv, yv = windows(y, t, cfg.input_len, cfg.horizon, va)
+    result = train(xt, yt, xv, yv, cfg)
+    xs, ys = windows(y, t, cfg.input_len, cfg.horizon, te)
+    mae = np.mean(np.abs(predict(result.model, xs) - ys))
+    persistence = np.mean(np.abs(np.repeat(xs[:, -1:, 0], cfg.horizon, axis=1) - ys))
+    assert result.best_epoch > 0 and mae < 0.9 * persistence
+    again = train(xt, yt, xv, yv, cfg)  # seeded: the same run gives the same weights
+    assert again.history == result.history
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_onnx_matches_torch(tmp_path: Path, batch: int) -> None:
+    model = _trained()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    t, y = _sine(400, seed=batch)
+    x, _ = windows(y * (1 + batch), t, TINY.input_len, TINY.horizon, np.arange(20, 20 + batch))
+    expected = predict(model, x)
+    (got,) = session.run(None, {"window": x})
+    assert got.shape == (batch, TINY.horizon)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _train_cli(tmp_path: Path) -> Path:
+    rc = main(
+        [
+            "forecast-train", "--out", str(tmp_path), "--name", "tiny", "--sim-hours", "4",
+            "--sim-hosts", "2", "--input-len", "16", "--horizon", "4", "--hidden", "8",
+            "--layers", "2", "--epochs", "2", "--report", str(tmp_path / "report"),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    return tmp_path / "tiny.json"
+
+
+def test_forecast_train_writes_a_checked_model_and_manifest(tmp_path: Path) -> None:
+    manifest_path = _train_cli(tmp_path)
+    m = read_manifest(manifest_path)
+    assert m.kind == "lstm_forecaster" and m.input_len == 16 and m.horizon == 4
+    assert m.feature_order == ["value", "time_of_day_sin", "time_of_day_cos"]
+    assert m.command.startswith("novacron-ml forecast-train") and len(m.sha256) == 64
+    assert 0 <= m.metrics["test"]["within_5pct"] <= 1
+    assert (tmp_path / "report" / "loss.png").stat().st_size > 1000
+    served = OnnxForecaster(manifest_path)
+    x = forecaster_inputs(np.full((3, 16), 0.5), np.arange(48).reshape(3, 16) * 60.0)
+    assert served.predict(x).shape == (3, 4)
+    onnx_file = tmp_path / "tiny.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="does not match the manifest"):
+        OnnxForecaster(manifest_path)
+
+
+def test_tiny_model_is_served_in_the_flow(tmp_path: Path) -> None:
+    manifest_path = _train_cli(tmp_path)
+    hours = 1.5
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=2, clusters=1, duration_s=hours * 3600, seed=3,
+            start_ms=int(time.time() // 60 * 60_000) - int(hours * 3_600_000),
+            anomalies_per_host_per_hour=0.0,
+        )
+    )  # fmt: skip
+    settings = load_settings(
+        forecast={"enabled": True, "model": str(manifest_path), "slo": {"cpu_util": 0.2}},
+        topics={"forecasts": "metrics.forecasts"},
+    )
+    out: list[object] = []
+    run_main(
+        build_flow(settings, simulator_source(sim), CallbackSink(out.extend), kafka_output=False)
+    )
+    forecasts = [o for o in out if isinstance(o, SeriesForecast)]
+    series = {f.series for f in forecasts}
+    assert len(series) == 2 * 10  # every series, once it has 16 windows of history
+    assert all(len(f.forecast) == 4 and np.isfinite(f.forecast).all() for f in forecasts)
+    # one-step forecasts of CPU against the next window's actual mean: a served, sane model
+    cpu = sorted(
+        (f for f in forecasts if f.series.endswith("/cpu_util")), key=lambda f: f.window_end
+    )
+    slo_alerts = [o for o in out if isinstance(o, Alert) and o.detector == "lstm_slo"]
+    # simulated CPU runs ~0.4-0.6: a 0.2 "SLO" is already breached, so no forecast crossing
+    assert cpu and not slo_alerts
+
+
+def test_slo_and_residual_alerts() -> None:
+    class Persistence:
+        input_len, horizon = 4, 3
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.repeat(x[:, -1:, 0], 3, axis=1) * np.array([1.0, 1.1, 1.3])
+
+    def window(i: int, value: float) -> FeatureWindow:
+        f = np.zeros(N_FEATURES)
+        f[FEATURE_INDEX["mean"]], f[FEATURE_INDEX["count"]] = value, 12
+        return FeatureWindow("c/h/latency_p99_ms", i * 60_000, (i + 1) * 60_000, f)
+
+    fc = SeriesForecaster(
+        ForecastConfig(step_ms=60_000, min_residuals=5, slo={"latency_p99_ms": 120.0}), 4
+    )
+    model = Persistence()
+    out = []
+    for i in range(12):
+        out += fc.add([window(i, 100.0 + (i % 2))], model)
+    slo = [o for o in out if isinstance(o, Alert)]
+    assert len(slo) == 1 and slo[0].detector == "lstm_slo"  # 100 * 1.3 > 120, once
+    assert slo[0].type == "latency_spike" and slo[0].score == 3.0  # crossing at step 3
+    spike = fc.add([window(12, 400.0)], model)
+    (residual,) = [o for o in spike if isinstance(o, Alert) and o.detector == "lstm_residual"]
+    assert residual.type == "prediction_error" and residual.expected == pytest.approx(101.0)
+    assert fc.add([window(20, 100.0)], model) == []  # a gap restarts the history
+
+
+def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t, y = _sine(900)
+    csv = tmp_path / "s.csv"
+    csv.write_text(
+        "time,load\n" + "".join(f"{a - t[0]:.0f},{b:.4f}\n" for a, b in zip(t, y, strict=True))
+    )
+    out = tmp_path / "fe.json"
+    args = [
+        "forecast-eval", "--csv", str(csv), "--time-column", "time", "--value-column", "load",
+        "--horizon", "6", "--json", str(out), "--input-len", "16", "--hidden", "8",
+        "--layers", "1", "--epochs", "2", "--quiet",
+    ]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    f = report["files"][str(csv)]
+    assert f["train_rows"] == 630 and f["test_origins"] == 900 - 630 - 6 + 1
+    for model in ("lstm", "seasonal_naive", "ewma"):
+        assert set(f[model]) >= {"mase", "smape", "rmse", "mae", "r2", "mape", "within_5pct"}
+        assert len(f[model]["by_step"]["mase"]) == 6
+    assert report["overall"]["lstm"]["mase"] is not None
+    capsys.readouterr()
+    short = tmp_path / "short.csv"
+    short.write_text("time,load\n0,1\n60,2\n120,3\n")
+    assert main([*args[:2], str(short), *args[3:]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(short) in err and "too short" in err
+    assert main([*args[:6], "nope", *args[7:]]) == 1
+    assert "no column 'nope'" in capsys.readouterr().err
+
+
+def test_windows_batched_together_are_each_checked_and_kept_out_of_learning() -> None:
+    class Persistence:
+        input_len, horizon = 4, 2
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.repeat(x[:, -1:, 0], 2, axis=1)
+
+    def window(i: int, value: float) -> FeatureWindow:
+        f = np.zeros(N_FEATURES)
+        f[FEATURE_INDEX["mean"]], f[FEATURE_INDEX["count"]] = value, 12
+        return FeatureWindow("c/h/cpu_util", i * 60_000, (i + 1) * 60_000, f)
+
+    fc = SeriesForecaster(ForecastConfig(step_ms=60_000, min_residuals=5), 4)
+    values = [0.5 + 0.01 * (i % 3) for i in range(20)] + [0.9, 0.9] + [0.51] * 5
+    out = fc.add([window(i, v) for i, v in enumerate(values)], Persistence())  # one batch
+    alerts = [o for o in out if isinstance(o, Alert)]
+    # both anomalous windows alert (each against a forecast from the windows before it), and
+    # the return to 0.51 does not: the spike never entered the model's inputs
+    assert [a.window_start for a in alerts] == [
+        "1970-01-01T00:20:00.000Z",
+        "1970-01-01T00:21:00.000Z",
+    ]
+    assert len([o for o in out if isinstance(o, SeriesForecast)]) == len(values) - 3

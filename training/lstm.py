@@ -1,0 +1,302 @@
+"""The LSTM performance forecaster: dataset, model, training, ONNX export (needs torch).
+
+Model (the seed's architecture, configurable): a stacked bidirectional LSTM over the last
+`input_len` steps (value + time-of-day channels), additive attention over its outputs, batch
+normalisation and dropout, and a linear head that predicts the next `horizon` steps as
+corrections to the last value. Normalisation lives inside the graph: each input window is
+scaled by its own mean and standard deviation, floored at `std_floor` (fitted on the training
+windows), and the output is scaled back; so the exported ONNX model takes raw values and
+serves any series scale, and the manifest records the floor and the method.
+
+Training: Adam, ReduceLROnPlateau, early stopping on the validation loss (restoring the best
+weights), seeded; chronological splits are the caller's (see `chronological_split`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from novacron_ml.models import FORECASTER_INPUTS, forecaster_inputs
+
+REL_FLOOR = 0.01
+"""The per-window scale is at least 1% of the window's |mean| (flat series stay stable)."""
+Z_CLIP = 20.0
+"""Normalised inputs are clipped to +-20 (a spike must not saturate the LSTM)."""
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    input_len: int = 48
+    horizon: int = 12
+    hidden: int = 32
+    layers: int = 3
+    bidirectional: bool = True
+    attention: bool = True
+    batch_norm: bool = True
+    dropout: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    max_epochs: int = 40
+    patience: int = 5
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    seed: int = 0
+    threads: int = 0
+    """torch threads (0: all cores)."""
+    max_train_windows: int = 200_000
+    """Most recent training windows kept (older ones dropped), bounding time and memory."""
+
+
+class Forecaster(nn.Module):
+    def __init__(self, cfg: LSTMConfig, std_floor: float) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.std_floor = float(std_floor)
+        self.lstm = nn.LSTM(
+            input_size=len(FORECASTER_INPUTS),
+            hidden_size=cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+            bidirectional=cfg.bidirectional,
+        )
+        width = cfg.hidden * (2 if cfg.bidirectional else 1)
+        self.attn = nn.Linear(width, 1) if cfg.attention else None
+        self.norm: nn.Module = nn.BatchNorm1d(width) if cfg.batch_norm else nn.Identity()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(width, cfg.horizon)
+        # start as the persistence forecast (every step = the last value): training can only
+        # improve on it, and early stopping keeps it if it does not
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def scale(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window location and scale: std, floored at 1% of |mean| and at std_floor."""
+        mean = values.mean(dim=1, keepdim=True)
+        std = values.std(dim=1, keepdim=True)
+        std = torch.maximum(std, REL_FLOOR * mean.abs())
+        return mean, torch.clamp(std, min=self.std_floor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = x[:, :, 0]
+        mean, std = self.scale(values)
+        z = torch.clamp((values - mean) / std, -Z_CLIP, Z_CLIP)
+        h_in = torch.cat([z.unsqueeze(-1), x[:, :, 1:]], dim=-1)
+        out, _ = self.lstm(h_in)
+        if self.attn is not None:
+            weights = torch.softmax(self.attn(out).squeeze(-1), dim=1)
+            ctx = (weights.unsqueeze(-1) * out).sum(dim=1)
+        else:
+            ctx = out[:, -1]
+        delta = self.head(self.drop(self.norm(ctx)))
+        return values[:, -1:] + std * delta
+
+
+# -- data ---------------------------------------------------------------------------------------
+def windows(
+    values: np.ndarray, t_s: np.ndarray, input_len: int, horizon: int, origins: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, input_len, 3) ending before each origin and targets (N, horizon) from it."""
+    origins = np.asarray(origins, dtype=np.int64)
+    idx = origins[:, None] + np.arange(-input_len, 0)[None, :]
+    x = forecaster_inputs(values[idx], t_s[idx])
+    tgt = origins[:, None] + np.arange(horizon)[None, :]
+    y = values[np.minimum(tgt, len(values) - 1)].astype(np.float32)
+    return x, y
+
+
+def chronological_split(
+    n: int, input_len: int, horizon: int, train_frac: float = 0.7, val_frac: float = 0.15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Origins for train, validation (both inside the first `train_frac` of the series, the
+    validation ones last, targets never past the boundary) and test (targets in the rest)."""
+    n_train = int(n * train_frac)
+    last_train_origin = n_train - horizon  # targets end at n_train - 1
+    all_train = np.arange(input_len, last_train_origin + 1)
+    n_val = max(1, int(len(all_train) * val_frac))
+    # a gap of `horizon` between the two so validation targets never overlap training targets
+    train = all_train[: max(0, len(all_train) - n_val - horizon)]
+    val = all_train[len(all_train) - n_val :]
+    test = np.arange(max(n_train, input_len), n - horizon + 1)
+    return train, val, test
+
+
+def fit_std_floor(x_train: np.ndarray) -> float:
+    """A floor for the per-window std: 5% of the median window std of the training windows."""
+    stds = x_train[:, :, 0].std(axis=1)
+    med = float(np.median(stds)) if len(stds) else 0.0
+    scale = float(np.median(np.abs(x_train[:, :, 0]))) if len(stds) else 1.0
+    return max(0.05 * med, 1e-6 * max(scale, 1.0), 1e-9)
+
+
+# -- training -----------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model: Forecaster
+    config: LSTMConfig
+    std_floor: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    train_windows: int = 0
+    val_windows: int = 0
+
+
+def _weights(w: np.ndarray | None, n: int) -> torch.Tensor:
+    if w is None:
+        return torch.ones(n)
+    return torch.from_numpy(np.asarray(w, dtype=np.float32))
+
+
+def series_weight(train_values: np.ndarray, n_windows: int) -> np.ndarray:
+    """Per-window loss weights of one series: 1 / the std of its training values."""
+    scale = float(np.std(train_values)) or float(np.mean(np.abs(train_values))) or 1.0
+    return np.full(n_windows, 1.0 / scale, dtype=np.float32)
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def train(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: LSTMConfig,
+    *,
+    w_train: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train on (x_train, y_train), early-stop on (x_val, y_val) (`best_epoch` 0: nothing
+    beat the persistence forecast the model starts as). `w_*`: per-window loss weights
+    (`series_weight`; default 1)."""
+    _seed(cfg.seed)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    if len(x_train) > cfg.max_train_windows:
+        keep = slice(len(x_train) - cfg.max_train_windows, None)
+        x_train, y_train = x_train[keep], y_train[keep]
+        w_train = None if w_train is None else w_train[keep]
+    if len(x_train) < 2:
+        raise ValueError(f"{len(x_train)} training windows: the series is too short")
+    floor = fit_std_floor(x_train)
+    model = Forecaster(cfg, floor)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=cfg.lr_factor, patience=cfg.lr_patience
+    )
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
+    wt = _weights(w_train, len(xt))
+    wv = _weights(w_val, len(xv))
+    rng = np.random.default_rng(cfg.seed)
+    result = TrainResult(model, cfg, floor, train_windows=len(xt), val_windows=len(xv))
+    # epoch 0 is the persistence forecast the model starts as
+    best = evaluate_loss(model, xv, yv, wv, cfg.batch_size * 4) if len(xv) else math.inf
+    best_state, bad_epochs = copy.deepcopy(model.state_dict()), 0
+    start = time.perf_counter()
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(xt)))
+        total, seen = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            batch = order[i : i + cfg.batch_size]
+            if len(batch) < 2:  # batch norm needs two
+                continue
+            loss = _loss(model, xt[batch], yt[batch], wt[batch])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+        val = evaluate_loss(model, xv, yv, wv, cfg.batch_size * 4) if len(xv) else total / seen
+        sched.step(val)
+        row = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            "val_loss": val,
+            "lr": opt.param_groups[0]["lr"],
+        }
+        result.history.append(row)
+        if progress is not None:
+            progress(epoch, row)
+        if val < best - 1e-6:
+            best, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
+            result.best_epoch = epoch
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _loss(model: Forecaster, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error, each window weighted by 1 / its series' scale: aligned with MAE
+    and MASE, and every series weighs the same whatever its unit."""
+    return torch.mean(torch.abs(model(x) - y) * w[:, None])
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: Forecaster, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, batch: int
+) -> float:
+    model.eval()
+    total = 0.0
+    for i in range(0, len(x), batch):
+        sl = slice(i, i + batch)
+        total += float(_loss(model, x[sl], y[sl], w[sl])) * len(x[sl])
+    return total / max(len(x), 1)
+
+
+@torch.no_grad()
+def predict(model: Forecaster, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    model.eval()
+    out = [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.empty((0, model.cfg.horizon), dtype=np.float32)
+
+
+# -- export -------------------------------------------------------------------------------------
+def export_onnx(model: Forecaster, path: Path) -> None:
+    """Single-file ONNX (weights embedded), dynamic batch dimension, opset 17."""
+    import warnings
+
+    model.eval()
+    dummy = torch.zeros(2, model.cfg.input_len, len(FORECASTER_INPUTS))
+    dummy[:, :, 0] = torch.linspace(0, 1, model.cfg.input_len)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=["window"],
+            output_names=["forecast"],
+            dynamic_axes={"window": {0: "batch"}, "forecast": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def architecture(cfg: LSTMConfig) -> dict[str, Any]:
+    keys = ("input_len", "horizon", "hidden", "layers", "bidirectional", "attention")
+    arch = {k: v for k, v in asdict(cfg).items() if k in (*keys, "batch_norm", "dropout")}
+    arch["training"] = {k: v for k, v in asdict(cfg).items() if k not in arch}
+    return arch
