@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from training.capacity import MODELS, ModelOptions, forecast, quiet_prophet
+from training.capacity import MODELS, ModelOptions, forecast
+from training.logs import quiet_prophet
 
 HOUR_S = 3600.0
 HISTORY_H = 60 * 24

@@ -469,13 +469,6 @@ def count_and_suppress(alert: Alert, rules: list[Rule]) -> Alert:
     return msgspec.structs.replace(alert, suppressed_by=reason)
 
 
-def _suppress(rules: list[Rule]) -> Any:
-    def apply(alert: Alert) -> Alert:
-        return count_and_suppress(alert, rules)
-
-    return apply
-
-
 def to_kafka_message(settings: Settings) -> Any:
     alerts_topic, dlq_topic = settings.topics.alerts, settings.topics.dlq
     features_topic, hourly_topic = settings.topics.features, settings.topics.hourly
@@ -561,7 +554,9 @@ def build_flow(
         "split_forecast_alerts", forecasts.trues, lambda x: isinstance(x, Alert)
     )
     rules = suppression_rules(settings)
-    suppressed = op.map("suppress_forecast_alerts", forecast_alerts.trues, _suppress(rules))
+    suppressed = op.map(
+        "suppress_forecast_alerts", forecast_alerts.trues, lambda a: count_and_suppress(a, rules)
+    )
     merged = op.merge("collect_outputs", split.falses, late, results, suppressed)
     if settings.topics.forecasts is not None:
         merged = op.merge("with_forecasts", merged, forecast_alerts.falses)

@@ -18,14 +18,16 @@ TRAIN_HINT = "this command needs the train extra: pip install -e '.[train]'"
 
 
 def _require_train() -> None:
-    from training.capacity import quiet_prophet
+    from training.logs import quiet_prophet
 
-    quiet_prophet()
+    quiet_prophet()  # before prophet's import, which logs about plotly
     try:
+        import pandas  # noqa: F401
         import prophet  # noqa: F401
         import statsforecast  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"{TRAIN_HINT} ({exc})") from None
+    quiet_prophet()  # prophet's import configures cmdstanpy's logger again
 
 
 def _bar(total: int, desc: str) -> Any:

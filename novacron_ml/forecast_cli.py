@@ -191,7 +191,13 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
 
 
 # -- forecast-train: the served model -----------------------------------------------------------
-def simulator_series(hours: float, hosts: int, seed: int, window_s: float) -> list[Series]:
+SIM_START = "2026-01-05T00:00:00Z"
+"""Fixed start of the simulated training data (a Monday), so forecast-train is reproducible."""
+
+
+def simulator_series(
+    hours: float, hosts: int, seed: int, window_s: float, start: str = SIM_START
+) -> list[Series]:
     """Steady-state simulated series (no injected anomalies) as the flow sees them: the mean
     of each `window_s` window of every (host, metric)."""
     from novacron_ml.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
@@ -201,6 +207,7 @@ def simulator_series(hours: float, hosts: int, seed: int, window_s: float) -> li
         FleetConfig(
             hosts=hosts, clusters=min(3, hosts), step_s=5.0, duration_s=hours * 3600.0,
             seed=seed, anomalies_per_host_per_hour=0.0,
+            start_ms=int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000),
         )
     )  # fmt: skip
     t_parts, v_parts = [], []
@@ -231,7 +238,9 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
     from training.series_io import load_series
 
     cfg = _config(args, args.horizon)
-    series = simulator_series(args.sim_hours, args.sim_hosts, args.seed, args.window_s)
+    series = simulator_series(
+        args.sim_hours, args.sim_hosts, args.seed, args.window_s, args.sim_start
+    )
     for path in args.csv or []:
         series.append(load_series(path, args.value_column, args.time_column, step_s=args.step_s))
     print(f"{len(series)} series", file=sys.stderr)
@@ -273,6 +282,7 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         },
         training_data={
             "simulator": {"hours": args.sim_hours, "hosts": args.sim_hosts, "seed": args.seed,
+                          "start": args.sim_start,
                           "window_s": args.window_s, "anomalies": 0},
             "csv": [str(p) for p in args.csv or []],
             "series": len(series),
@@ -375,6 +385,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--window-s", type=float, default=60.0, help="step = flow window (60)")
     p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (24)")
     p.add_argument("--sim-hosts", type=int, default=6, help="simulated hosts (6)")
+    p.add_argument("--sim-start", default=SIM_START, help=f"simulated data start ({SIM_START})")
     p.add_argument("--csv", nargs="*", type=Path, help="extra training CSVs")
     p.add_argument("--time-column", help="time column of the extra CSVs")
     p.add_argument("--value-column", default="value", help="value column of the extra CSVs")

@@ -15,7 +15,6 @@ Honesty rules of the backtest (docs/CAPACITY.md):
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.logs import quiet_prophet
 from training.metrics import coverage, mean_defined, naive_scale, point_metrics
 from training.series_io import Series
 
@@ -74,15 +74,6 @@ def seasons(step_s: float, n_train: int, override: int | None = None) -> list[in
         if step_s < period_s and 2 <= m <= MAX_SEASON_STEPS and n_train >= 2 * m:
             out.append(m)
     return out
-
-
-def quiet_prophet() -> None:
-    for name in ("cmdstanpy", "prophet", "prophet.plot"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.ERROR)
-        logger.propagate = False
-        if not logger.handlers:  # cmdstanpy adds an INFO handler to a logger without one
-            logger.addHandler(logging.NullHandler())
 
 
 def _prophet(
