@@ -37,6 +37,8 @@ from novacron_ml.schema import (
 )
 from operators.features import FeatureWindow
 
+PRUNE_EVERY = 1000
+"""Batches between scans for silent series."""
 RESIDUAL_DETECTOR = "lstm_residual"
 SLO_DETECTOR = "lstm_slo"
 
@@ -65,6 +67,8 @@ class ForecastConfig:
     residual_threshold: float = 8.0
     residual_alpha: float = 0.02
     min_residuals: int = 60
+    idle_ms: int = 86_400_000
+    """A series silent this long (event time) is forgotten."""
     max_excursion: int = 15
     """After this many suspect windows in a row the new level is accepted as normal."""
     slo: Mapping[str, float] = field(default_factory=dict)
@@ -92,6 +96,8 @@ class SeriesForecaster:
     input_len: int
     series: dict[str, _Series] = field(default_factory=dict)
     forecasts_made: int = 0
+    newest_ms: int = 0
+    calls: int = 0
 
     def add(self, windows: list[FeatureWindow], model: Model) -> list[SeriesForecast | Alert]:
         """Windows of one batch, in order per series. A series with several windows in the
@@ -110,7 +116,20 @@ class SeriesForecaster:
             ready = [r for w in batch if (r := self._observe(w, out)) is not None]
             if ready:
                 self._forecast(ready, model, out)
+        if windows:
+            self.newest_ms = max(self.newest_ms, *(w.start_ms for w in windows))
+            self.calls += 1
+            if self.calls % PRUNE_EVERY == 0:
+                self.prune()
         return out
+
+    def prune(self) -> int:
+        """Forget series silent for `idle_ms` of event time (hosts come and go)."""
+        cutoff = self.newest_ms - self.config.idle_ms
+        gone = [k for k, s in self.series.items() if s.last_start_ms < cutoff]
+        for k in gone:
+            del self.series[k]
+        return len(gone)
 
     def _observe(
         self, w: FeatureWindow, out: list[SeriesForecast | Alert]

@@ -183,6 +183,15 @@ def test_slo_and_residual_alerts() -> None:
     (residual,) = [o for o in spike if isinstance(o, Alert) and o.detector == "lstm_residual"]
     assert residual.type == "prediction_error" and residual.expected == pytest.approx(101.0)
     assert fc.add([window(20, 100.0)], model) == []  # a gap restarts the history
+    fc.add(
+        [
+            FeatureWindow(
+                "c/h2/cpu_util", 2 * 86_400_000, 2 * 86_400_000 + 60_000, window(0, 1).features
+            )
+        ],
+        model,
+    )
+    assert fc.prune() == 1 and list(fc.series) == ["c/h2/cpu_util"]  # silent for > 1 day
 
 
 def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

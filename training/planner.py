@@ -168,8 +168,10 @@ def _plan_or_error(
 ) -> SeriesPlan | str:
     try:
         return plan_series(*args)
-    except (SeriesError, ValueError, RuntimeError) as exc:
-        return f"{args[0].key}: {exc}"
+    except SeriesError as exc:
+        return str(exc)
+    except Exception as exc:  # one series' failed fit must not stop the fleet's plan
+        return f"{args[0].key}: {type(exc).__name__}: {exc}"
 
 
 def plan_all(
