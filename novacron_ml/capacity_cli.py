@@ -17,6 +17,18 @@ if TYPE_CHECKING:
 TRAIN_HINT = "this command needs the train extra: pip install -e '.[train]'"
 
 
+def csv_series_args(p: argparse.ArgumentParser) -> None:
+    """The arguments naming series in CSV files (capacity backtest, forecast-eval)."""
+    p.add_argument("--csv", nargs="+", required=True, type=Path, metavar="FILE")
+    p.add_argument("--time-column", help="timestamps or seconds offsets (omit: use --step-s)")
+    p.add_argument(
+        "--value-column", action="append", required=True, help="value column (repeatable)"
+    )
+    p.add_argument("--horizon", type=int, required=True, help="forecast steps")
+    p.add_argument("--json", required=True, help="write the results here")
+    p.add_argument("--step-s", type=float, help="seconds between rows without a time column")
+
+
 def _require_train() -> None:
     from training.logs import quiet_prophet
 
@@ -303,15 +315,8 @@ def add_parsers(sub: Any) -> None:
         "interval per file, model and overall, plus the out-of-sample 'chosen' model (the one "
         "earlier windows favoured). Bad input gets a one-line error naming the file.",
     )
-    p.add_argument("--csv", nargs="+", required=True, type=Path, metavar="FILE")
-    p.add_argument("--time-column", help="timestamps or seconds offsets (omit: use --step-s)")
-    p.add_argument(
-        "--value-column", action="append", required=True, help="value column (repeatable)"
-    )
-    p.add_argument("--horizon", type=int, required=True, help="forecast steps per window")
-    p.add_argument("--json", required=True, help="write the results here")
+    csv_series_args(p)
     p.add_argument("--windows", type=int, default=6, help="rolling origins (6; first is warm-up)")
-    p.add_argument("--step-s", type=float, help="seconds between rows without a time column")
     p.add_argument("--aggregate", type=float, help="average into buckets of this many seconds")
     p.add_argument("--models", nargs="+", help="subset of prophet seasonal_naive auto_ets mstl")
     p.add_argument("--season", type=int, help="season length in steps (default: daily)")

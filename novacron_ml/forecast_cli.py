@@ -342,24 +342,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
+    from novacron_ml.capacity_cli import csv_series_args
+
     p = sub.add_parser(
         "forecast-eval",
         help="train the LSTM forecaster per CSV and compare it with baselines",
-        description="Train the LSTM on the first 70%% of every series (chronologically; "
-        "the last 15%% of that for early stopping; one model for all files unless "
+        description="Train the LSTM on the first 70% of every series (chronologically; "
+        "the last 15% of that for early stopping; one model for all files unless "
         "--per-file), forecast --horizon steps from "
-        "every origin in the remaining 30%%, and write per file and overall MASE (seasonal "
+        "every origin in the remaining 30%, and write per file and overall MASE (seasonal "
         "naive scale), sMAPE, RMSE, MAE, R², MAPE (null where undefined) and the fraction "
-        "within 5%%, for the LSTM and, in the same run, seasonal naive and EWMA.",
+        "within 5%, for the LSTM and, in the same run, seasonal naive and EWMA.",
     )
-    p.add_argument("--csv", nargs="+", required=True, type=Path, metavar="FILE")
-    p.add_argument("--time-column", help="timestamps or seconds offsets (omit: use --step-s)")
-    p.add_argument(
-        "--value-column", action="append", required=True, help="the series' column (repeatable)"
-    )
-    p.add_argument("--horizon", type=int, required=True, help="forecast steps")
-    p.add_argument("--json", required=True, help="write the results here")
-    p.add_argument("--step-s", type=float, help="seconds between rows without a time column")
+    csv_series_args(p)
     p.add_argument("--season", type=int, help="season in steps for MASE/seasonal naive")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -374,7 +369,7 @@ def add_parsers(sub: Any) -> None:
         "forecast-train",
         help="train the served LSTM forecaster and export it to models/onnx/ with a manifest",
         description="Train on steady-state simulated window means (and optional CSVs), "
-        "evaluate on each series' held-out last 30%%, export a single-file ONNX model with a "
+        "evaluate on each series' held-out last 30%, export a single-file ONNX model with a "
         "dynamic batch dimension and write its manifest (version, sha256, feature order, "
         "normalisation, training data, metrics, this command).",
     )

@@ -36,6 +36,7 @@ from novacron_ml.schema import (
     split_series_key,
 )
 from operators.features import FeatureWindow
+from operators.robust_z import severity_for
 
 PRUNE_EVERY = 1000
 """Batches between scans for silent series."""
@@ -213,7 +214,7 @@ class SeriesForecaster:
             if score >= cfg.residual_threshold:
                 alert = _alert(
                     w, AnomalyType.PREDICTION_ERROR, value, expected, score,
-                    _severity(score / cfg.residual_threshold), RESIDUAL_DETECTOR,
+                    severity_for(score, cfg.residual_threshold), RESIDUAL_DETECTOR,
                 )  # fmt: skip
         if not suspect:  # anomalies stay out of the residual scale (AnomalyFilter semantics)
             a = cfg.residual_alpha if s.residuals >= 10 else 1.0 / (s.residuals + 1)
@@ -241,16 +242,6 @@ class SeriesForecaster:
         severity = Severity.HIGH if steps <= max(1, len(pred) // 4) else Severity.MEDIUM
         kind = spec.anomaly_type
         return _alert(w, kind, worst, slo, float(steps), severity, SLO_DETECTOR, suffix="slo")
-
-
-def _severity(ratio: float) -> Severity:
-    if ratio >= 4:
-        return Severity.CRITICAL
-    if ratio >= 2.5:
-        return Severity.HIGH
-    if ratio >= 1.5:
-        return Severity.MEDIUM
-    return Severity.LOW
 
 
 def _alert(
