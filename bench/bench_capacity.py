@@ -47,9 +47,33 @@ def fit_one(args: tuple[str, int, int]) -> float:
     return time.perf_counter() - start
 
 
+def floor(samples: int, reps: int = 5) -> None:
+    """Prophet's fit alone: 50 points (cmdstanpy's fixed cost per fit) and 60 days with its
+    default 25 changepoints vs the planner's 10."""
+    import pandas as pd
+    from prophet import Prophet
+
+    t, y = make_series(1)
+    frame = pd.DataFrame({"ds": pd.to_datetime(t, unit="s"), "y": y})
+    for label, rows, changepoints in (("50 points", 50, 25), ("60 days", None, 25),
+                                      ("60 days", None, 10)):  # fmt: skip
+        data = frame.iloc[:rows] if rows else frame
+        times = []
+        for _ in range(reps):
+            m = Prophet(uncertainty_samples=samples, n_changepoints=changepoints,
+                        daily_seasonality=True, weekly_seasonality=True)  # fmt: skip
+            start = time.perf_counter()
+            m.fit(data)
+            times.append(time.perf_counter() - start)
+        print(f"Prophet fit only, {label}, {changepoints} changepoints: "
+              f"median {statistics.median(times):.3f} s")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--series", type=int, default=1000, help="series in the parallel run (1000)")
+    p.add_argument(
+        "--series", type=int, default=1000, help="series in the parallel run (1000; 0: skip it)"
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument("--per-model", type=int, default=10, help="series timed per model (10)")
     p.add_argument("--samples", type=int, default=100, help="Prophet uncertainty samples (100)")
@@ -66,6 +90,9 @@ def main() -> None:
         label = f"{model} (samples={samples})" if model == "prophet" else model
         p90 = times[int(0.9 * (len(times) - 1))]
         print(f"{label:<28} {statistics.median(times):9.3f} {p90:7.3f}")
+    floor(args.samples)
+    if args.series <= 0:
+        return
     jobs = [("prophet", s, args.samples) for s in range(args.series)]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

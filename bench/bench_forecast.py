@@ -4,7 +4,9 @@ by batch size, and training throughput on CPU.
 1. The detect flow over the same simulated events with the forecaster off and on, in one run
    (one Bytewax worker): the difference, per event, is the forecaster's amortised cost.
 2. The served ONNX model alone (1 intra-op thread, as in the flow) at batch sizes 1, 64, 512.
-3. Training: epochs over N random windows with the default architecture; prints windows/s
+3. With --architectures: untrained exports of three architectures timed alone in ORT at
+   batch 512 (what choosing the served model's size costs; needs torch).
+4. Training: epochs over N random windows with the default architecture; prints windows/s
    and the time one epoch over 1 million windows takes at that rate (`--train-windows
    1000000` measures it directly).
 
@@ -61,6 +63,40 @@ def ort_costs(batches: tuple[int, ...] = (1, 64, 512), reps: int = 50) -> dict[i
     return out
 
 
+def architecture_costs(batch: int = 512, reps: int = 20) -> dict[str, float]:
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from training.lstm import Forecaster, LSTMConfig, export_onnx
+
+    base = LSTMConfig()
+    variants = {
+        "3x32 bidirectional + attention (seed)": base,
+        "2x16 bidirectional + attention": replace(base, layers=2, hidden=16),
+        "1x32 unidirectional (served)": replace(
+            base, layers=1, bidirectional=False, attention=False
+        ),
+    }
+    out = {}
+    x = np.random.default_rng(0).random((batch, base.input_len, 3), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cfg in variants.items():
+            path = Path(tmp) / "m.onnx"
+            export_onnx(Forecaster(cfg, 1e-6), path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session.run(None, {"window": x})
+            start = time.perf_counter()
+            for _ in range(reps):
+                session.run(None, {"window": x})
+            out[name] = (time.perf_counter() - start) / reps / batch * 1e6
+    return out
+
+
 def training_rate(n_windows: int, epochs: int) -> float:
     import torch
 
@@ -87,6 +123,7 @@ def main() -> None:
     p.add_argument("--hours", type=float, default=2.0, help="simulated hours (12 hosts, 5 s)")
     p.add_argument("--train-windows", type=int, default=100_000)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--architectures", action="store_true", help="also time 3 architectures")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     sim = FleetSimulator(FleetConfig(duration_s=args.hours * 3600, anomalies_per_host_per_hour=0))
@@ -99,6 +136,9 @@ def main() -> None:
     costs = ort_costs()
     for b, us in costs.items():
         print(f"ONNX Runtime, 1 thread, batch {b:>3}: {us:8.1f} us per series forecast")
+    if args.architectures:
+        for name, us in architecture_costs().items():
+            print(f"untrained {name:<40} {us:7.1f} us per series forecast (batch 512)")
     rate = training_rate(args.train_windows, args.epochs)
     print(
         f"training: {rate:,.0f} windows/s on {os.cpu_count()} cores -> one epoch over 1M "

@@ -165,8 +165,8 @@ class SeriesForecaster:
                 s.excursion = 0
             else:  # a lasting shift: accept the new level
                 s.excursion, s.n = 0, 0
-        s.values = np.roll(s.values, -1)
-        s.starts = np.roll(s.starts, -1)
+        s.values[:-1] = s.values[1:]  # shift in place: no new arrays per window
+        s.starts[:-1] = s.starts[1:]
         s.values[-1], s.starts[-1] = observed, w.start_ms
         s.n = min(s.n + 1, self.input_len)
         s.last_start_ms = w.start_ms
@@ -193,7 +193,7 @@ class SeriesForecaster:
                     series=key,
                     window_end=rfc3339_ms(w.end_ms),
                     step_s=step_s,
-                    forecast=[float(v) for v in pred],
+                    forecast=pred.tolist(),
                     model=self.config.model_name,
                 )
             )

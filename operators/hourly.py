@@ -91,6 +91,8 @@ class HourlyAggregator:
             self.first_ms = window.start_ms
         marks = self.host_watermarks
         marks[host] = max(marks.get(host, window.start_ms), window.start_ms)
+        if not self.hours or min(self.hours) + HOUR_MS > self.watermark_ms - self.lateness_ms:
+            return []  # even the newest host has not passed the oldest open hour: no scan
         live = [m for m in marks.values() if m >= self.watermark_ms - self.idle_ms]
         for gone in [h for h, m in marks.items() if m < self.watermark_ms - 2 * self.idle_ms]:
             del marks[gone]

@@ -17,7 +17,7 @@ from bytewax.testing import run_main  # noqa: E402
 from dataflows.detect import build_flow  # noqa: E402
 from novacron_ml.cli import main  # noqa: E402
 from novacron_ml.models import OnnxForecaster, forecaster_inputs, read_manifest  # noqa: E402
-from novacron_ml.schema import Alert  # noqa: E402
+from novacron_ml.schema import Alert, parse_rfc3339_ms  # noqa: E402
 from novacron_ml.settings import load_settings  # noqa: E402
 from novacron_ml.simulator import FleetConfig, FleetSimulator  # noqa: E402
 from novacron_ml.sources import CallbackSink, simulator_source  # noqa: E402
@@ -149,12 +149,21 @@ def test_tiny_model_is_served_in_the_flow(tmp_path: Path) -> None:
     assert len(series) == 2 * 10  # every series, once it has 16 windows of history
     assert all(len(f.forecast) == 4 and np.isfinite(f.forecast).all() for f in forecasts)
     # one-step forecasts of CPU against the next window's actual mean: a served, sane model
-    cpu = sorted(
-        (f for f in forecasts if f.series.endswith("/cpu_util")), key=lambda f: f.window_end
-    )
+    actual: dict[tuple[str, int], list[float]] = {}
+    for ev in sim.events():
+        if ev.metric == "cpu_util":
+            actual.setdefault((ev.host, ev.ts_ms - ev.ts_ms % 60_000), []).append(ev.value)
+    errors = []
+    for f in forecasts:
+        if f.series.endswith("/cpu_util"):
+            host = f.series.split("/")[1]
+            nxt = actual.get((host, parse_rfc3339_ms(f.window_end)))
+            if nxt:
+                errors.append(abs(f.forecast[0] - np.mean(nxt)) / np.mean(nxt))
+    assert len(errors) > 100 and np.median(errors) < 0.1
     slo_alerts = [o for o in out if isinstance(o, Alert) and o.detector == "lstm_slo"]
     # simulated CPU runs ~0.4-0.6: a 0.2 "SLO" is already breached, so no forecast crossing
-    assert cpu and not slo_alerts
+    assert not slo_alerts
 
 
 def test_slo_and_residual_alerts() -> None:
