@@ -6,6 +6,7 @@ COPY novacron_ml ./novacron_ml
 COPY operators ./operators
 COPY dataflows ./dataflows
 COPY training ./training
+COPY models ./models
 RUN pip install --no-cache-dir .
 ENTRYPOINT []
 CMD ["novacron-ml", "run"]

@@ -40,7 +40,7 @@ from novacron_ml.simulator import FleetConfig, FleetSimulator
 from novacron_ml.sources import CallbackSink, MessageSource
 
 
-def naive_flow(source: Source[Any], sink: CallbackSink) -> Dataflow:
+def naive_flow(source: Source[Any], sink: CallbackSink, flag_above: float = 0.9) -> Dataflow:
     """The baseline, written the way the Bytewax River example does it."""
 
     def parse(msg: KafkaSourceMessage[Any, Any]) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def naive_flow(source: Source[Any], sink: CallbackSink) -> Dataflow:
     events = op.map("parse", raw, parse)
     keyed = op.key_on("key", events, series)
     scored = op.stateful_map("hst", keyed, score)
-    flagged = op.filter("flag", scored, lambda kv: kv[1][0] > 0.9)
+    flagged = op.filter("flag", scored, lambda kv: kv[1][0] > flag_above)
     op.output("out", flagged, sink)
     return flow
 

@@ -24,7 +24,6 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -43,7 +42,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from novacron_ml import observability as obs
-from novacron_ml.models import PROJECT_ROOT, load_forecaster
+from novacron_ml.models import load_forecaster, resolve_model_path
 from novacron_ml.schema import Alert, MetricEvent, rfc3339_ms
 from novacron_ml.settings import Settings, load_settings
 from operators.cross import CrossMetricJoiner, HostWindow
@@ -59,10 +58,19 @@ from operators.features import (
 from operators.feedback import Feedback, apply_feedback, parse_feedback
 from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster
 from operators.hourly import HourlyAggregate, HourlyAggregator, hourly_key
+from operators.iforest import IsolationForestTier, load_iforest
 from operators.likelihood import AnomalyLikelihood
+from operators.novelty import CalibrationConfig, NoveltyConfig
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
+from operators.river_tier import RiverConfig
 from operators.robust_z import RobustZConfig
-from operators.series import SeriesState, WindowScore, detect_window, new_series_state
+from operators.series import (
+    CombineConfig,
+    SeriesState,
+    WindowScore,
+    detect_window,
+    new_series_state,
+)
 from operators.suppression import Matcher, Rule, suppression_for
 
 FLOW_ID = "novacron_detect"
@@ -94,6 +102,18 @@ def detector_config(settings: Settings) -> RobustZConfig:
         min_history=d.min_history,
         relative_floor=d.relative_floor,
         adapt_after_windows=d.adapt_after_windows,
+    )
+
+
+def combine_config(settings: Settings) -> CombineConfig:
+    d = settings.detector
+    return CombineConfig(
+        tiers=tuple(d.probability_tiers),
+        fire_probability=d.fire_probability,
+        cooldown_windows=d.cooldown_windows,
+        novelty=NoveltyConfig(embed=d.novelty_embed, history=d.novelty_history),
+        calibration=CalibrationConfig(history=d.calibration_history),
+        river=RiverConfig() if d.river else None,
     )
 
 
@@ -234,6 +254,8 @@ class FeatureState:
     forecaster: SeriesForecaster | None = None
     model_path: str = ""
     """The forecaster's manifest; the ONNX session itself is per process, not state."""
+    iforest: IsolationForestTier | None = None
+    """Scores each batch's closed windows (sessions are per process, not state)."""
 
 
 FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
@@ -250,6 +272,8 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
     def _emit(
         self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
     ) -> list[FeatureOut]:
+        if windows and self.state.iforest is not None:
+            windows = self.state.iforest.score(windows)
         out: list[FeatureOut] = list(windows)
         if windows:
             obs.WINDOWS.inc(len(windows))
@@ -312,9 +336,7 @@ def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
     fs = settings.forecast
     if not fs.enabled:
         return None, ""
-    path = Path(fs.model)
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
+    path = resolve_model_path(fs.model)
     model = load_forecaster(str(path))
     step_ms = int((settings.window.slide_s or settings.window.length_s) * 1000)
     if abs(model.manifest.step_s * 1000 - step_ms) > 1:
@@ -332,17 +354,35 @@ def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
     return SeriesForecaster(config, model.input_len), str(path)
 
 
+def iforest_for(settings: Settings) -> IsolationForestTier | None:
+    """The Isolation Forest tier when `detector.iforest_models` names a directory with models;
+    every model is opened (sha256 and inputs checked) at build time."""
+    directory = settings.detector.iforest_models
+    if not directory:
+        return None
+    path = resolve_model_path(directory)
+    manifests = sorted(path.glob("iforest_*.json"))
+    if not manifests:
+        return None
+    for manifest in manifests:  # a missing or altered model fails here, not mid-stream
+        load_iforest(str(manifest.resolve()))
+    return IsolationForestTier(str(path.resolve()))
+
+
 def make_feature_builder(settings: Settings) -> Any:
     config = feature_config(settings)
     publish = settings.topics.features is not None
     forecaster, model_path = forecaster_for(settings)
+    iforest = iforest_for(settings)
 
     def build(resume: FeatureState | None) -> FeatureLogic:
         if resume is None:
             joiner = CrossMetricJoiner(config.window_ms) if publish else None
             resume = FeatureState(
-                FeatureEngine(config), joiner, copy.deepcopy(forecaster), model_path
+                FeatureEngine(config), joiner, copy.deepcopy(forecaster), model_path, iforest
             )
+        else:
+            resume.iforest = iforest  # the settings of this run decide, not the snapshot's
         return FeatureLogic(resume)
 
     return build
@@ -405,6 +445,7 @@ def make_detect_step(
     emit_scores: bool = False,
     rules: list[Rule] | None = None,
     likelihood: bool = False,
+    combine: CombineConfig | None = None,
 ) -> Any:
     active_rules = rules or []
 
@@ -412,7 +453,7 @@ def make_detect_step(
         state: SeriesState | None, window: FeatureWindow | Feedback
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
-            state = new_series_state(window.series, config)
+            state = new_series_state(window.series, config, combine)
             if likelihood:
                 state.likelihood = AnomalyLikelihood()
         if isinstance(window, Feedback):
@@ -545,7 +586,11 @@ def build_flow(
         by_series = op.merge("windows_and_feedback", by_series, keyed_fb)
         feedback_dead = op.map("count_bad_feedback", split_fb.falses, _count_dead_letter)
     detect_step = make_detect_step(
-        detector_config(settings), emit_scores, suppression_rules(settings), score_likelihood
+        detector_config(settings),
+        emit_scores,
+        suppression_rules(settings),
+        score_likelihood,
+        combine_config(settings),
     )
     detected = op.stateful_map("detect", by_series, detect_step)
     results = op.flat_map("drop_quiet", detected, _value)

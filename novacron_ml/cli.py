@@ -655,10 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
     p.set_defaults(func=cmd_alerts_feedback)
 
-    from novacron_ml import capacity_cli, forecast_cli
+    from novacron_ml import capacity_cli, forecast_cli, iforest_cli
 
     capacity_cli.add_parsers(sub)
     forecast_cli.add_parsers(sub)
+    iforest_cli.add_parsers(sub)
 
     p = sub.add_parser("settings", help="print the effective settings (or their JSON schema)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema with descriptions")

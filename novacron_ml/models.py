@@ -48,6 +48,15 @@ class ModelManifest(msgspec.Struct, kw_only=True):
     framework: dict[str, str]
 
 
+def resolve_model_path(path: str | Path) -> Path:
+    """A configured model path: absolute as given; a relative one is looked up in the working
+    directory first (an image's /app), then in the project root (a source checkout)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    return p if p.exists() else PROJECT_ROOT / p
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -120,6 +120,9 @@ def settings_for_step(step_s: int, base: Settings | None = None) -> Settings:
                 update={
                     "history_windows": min(10_000, max(60, 7 * 86_400 // step_s)),
                     "relative_floor": 0.0,
+                    # Every row of a NAB file (at most ~22,000) stays searchable and ranked.
+                    "novelty_history": 25_000,
+                    "calibration_history": 25_000,
                 }
             ),
         }
@@ -150,7 +153,6 @@ def score_series(series: SeriesFile, base: Settings | None = None) -> np.ndarray
         CallbackSink(collect),
         kafka_output=False,
         emit_scores=True,
-        score_likelihood=True,
         flow_id="novacron_nab",
     )
     run_main(flow)

@@ -145,6 +145,15 @@ def spec_for(metric: str) -> MetricSpec:
     return MetricSpec(metric, "", 0, AnomalyType.UNCLASSIFIED, "not in the catalogue")
 
 
+class Contribution(msgspec.Struct, frozen=True):
+    """One feature of an alert's explanation: its value, the series' baseline, and the z."""
+
+    feature: str
+    value: float
+    baseline: float
+    z: float
+
+
 class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An alert as published on the `alerts` topic (JSON), keyed by `alert_id`."""
 
@@ -163,6 +172,12 @@ class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     schema_version: int = SCHEMA_VERSION
     suppressed_by: str | None = None
     """Set when a maintenance window or silence matched (`maintenance:<name>`, ...)."""
+    probability: float | None = None
+    """The window's combined anomaly probability in [0, 1] (detection tiers)."""
+    tiers: dict[str, float] | None = None
+    """Each detection tier's calibrated score in [0, 1] for the window."""
+    explanation: list[Contribution] | None = None
+    """The features that moved most against the series' baseline, largest |z| first."""
 
     @property
     def series(self) -> str:

@@ -152,6 +152,9 @@ class FeatureSettings(_Group):
     )
 
 
+DETECTION_TIERS = ("robust_z", "novelty", "iforest", "river")
+
+
 class DetectorSettings(_Group):
     z_threshold: PositiveFloat = Field(
         6.0, description="Robust z-score (median/MAD) above which a window is anomalous."
@@ -172,11 +175,50 @@ class DetectorSettings(_Group):
         ge=1,
         description="After this many anomalous windows in a row the new level is learned.",
     )
+    novelty_embed: int = Field(
+        4, ge=1, le=64, description="Window means per shape in the novelty (nearest-shape) tier."
+    )
+    novelty_history: int = Field(
+        1440, ge=10, le=100_000, description="Past shapes per series the novelty tier searches."
+    )
+    calibration_history: int = Field(
+        1440,
+        ge=10,
+        le=100_000,
+        description="Past raw scores per series and tier that a score is ranked against.",
+    )
+    probability_tiers: list[str] = Field(
+        default_factory=lambda: ["novelty"],
+        min_length=1,
+        description="Tiers whose calibrated scores make the anomaly probability (their max); "
+        "any of robust_z, novelty, iforest, river.",
+    )
+    river: bool = Field(
+        True, description="Run the River tier (HalfSpaceTrees per series on feature vectors)."
+    )
+    iforest_models: str = Field(
+        "models/onnx",
+        description="Directory with iforest_<family>.json manifests (a relative path is "
+        "looked up in the working directory, then the project root); empty disables the "
+        "Isolation Forest tier.",
+    )
+    fire_probability: float = Field(
+        0.985, gt=0, le=1, description="Probability at which a series' cooldown starts."
+    )
+    cooldown_windows: int = Field(
+        100, ge=0, description="Windows after a firing whose probability is held at 0."
+    )
 
     @model_validator(mode="after")
     def _history_fits(self) -> DetectorSettings:
         if self.min_history > self.history_windows:
             raise ValueError("detector.min_history must not exceed detector.history_windows")
+        unknown = sorted(set(self.probability_tiers) - set(DETECTION_TIERS))
+        if unknown:
+            raise ValueError(
+                f"detector.probability_tiers: unknown tier(s) {unknown}; "
+                f"choose from {list(DETECTION_TIERS)}"
+            )
         return self
 
 

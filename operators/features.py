@@ -175,6 +175,8 @@ class FeatureWindow:
     start_ms: int
     end_ms: int
     features: np.ndarray
+    raw_scores: dict[str, float] | None = None
+    """Raw scores of tiers that score windows in batches upstream (the Isolation Forest)."""
 
     def __getitem__(self, name: str) -> float:
         return float(self.features[FEATURE_INDEX[name]])

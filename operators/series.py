@@ -6,7 +6,7 @@ tested alone. Its state (`SeriesState`) is what goes into Bytewax recovery snaps
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -18,11 +18,30 @@ from novacron_ml.schema import (
     split_series_key,
 )
 from operators.deadletter import DeadLetter, Reason
+from operators.explain import FeatureBaseline
 from operators.features import FeatureWindow
 from operators.likelihood import AnomalyLikelihood
+from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
+from operators.river_tier import RiverConfig, RiverTier
 from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
 
 DETECTOR_NAME = "robust_z"
+
+
+@dataclass(frozen=True)
+class CombineConfig:
+    """How the tiers' calibrated scores become one anomaly probability per window."""
+
+    tiers: tuple[str, ...] = ("novelty",)
+    """Tiers whose calibrated scores enter the probability (their maximum)."""
+    fire_probability: float = 0.985
+    """A probability at or above this starts a cooldown."""
+    cooldown_windows: int = 100
+    """Windows after a firing whose probability is held at 0 (one alert per episode)."""
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    river: RiverConfig | None = field(default_factory=RiverConfig)
+    """None: no River tier."""
 
 
 @dataclass
@@ -30,9 +49,22 @@ class SeriesState:
     detector: RobustZDetector
     last_window_start_ms: int | None = None
     last_score: float = 0.0
-    """Anomaly score in [0, 1) of the last scored window (0 while warming up)."""
+    """Anomaly probability in [0, 1] of the last scored window (0 while warming up)."""
     likelihood: AnomalyLikelihood | None = None
-    """Set to post-process scores with the anomaly likelihood (backtests: NAB)."""
+    """Set to post-process scores with the Gaussian anomaly likelihood (comparison only)."""
+    novelty: NoveltyDetector | None = None
+    combine: CombineConfig = field(default_factory=CombineConfig)
+    cooldown: int = 0
+    """Windows left in the current cooldown."""
+    fired_at: float = 0.0
+    """The probability that started the current cooldown."""
+    tier_scores: dict[str, float] | None = None
+    """Each tier's calibrated score in [0, 1] for the last window."""
+    calibrators: dict[str, RankCalibrator] | None = None
+    """Per tier with a raw score: the series' recent raw scores."""
+    baseline: FeatureBaseline | None = None
+    """The series' normal feature vector, for alert explanations."""
+    river: RiverTier | None = None
 
 
 class WindowScore(msgspec.Struct, frozen=True):
@@ -50,9 +82,40 @@ def anomaly_score(z: float, direction: int, threshold: float) -> float:
     return bad / (bad + threshold)
 
 
-def new_series_state(series: str, config: RobustZConfig) -> SeriesState:
+def new_series_state(
+    series: str, config: RobustZConfig, combine: CombineConfig | None = None
+) -> SeriesState:
     _, _, metric = split_series_key(series)
-    return SeriesState(RobustZDetector(config, spec_for(metric).bad_direction))
+    combine = combine or CombineConfig()
+    return SeriesState(
+        RobustZDetector(config, spec_for(metric).bad_direction),
+        novelty=NoveltyDetector(combine.novelty),
+        combine=combine,
+        baseline=FeatureBaseline(),
+        river=RiverTier(combine.river) if combine.river is not None else None,
+    )
+
+
+def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
+    """The window's anomaly probability: the largest calibrated score among the combined
+    tiers. Every calibrated score is the empirical tail probability of the tier's raw score
+    over the series' own recent raw scores (the non-parametric form of the anomaly-likelihood
+    step), so the tiers share one scale. A probability ≥ `fire_probability` starts a cooldown
+    in which the probability is held at 0 unless it exceeds the one that started it (a bigger
+    event is never hidden behind a smaller one; it restarts the cooldown)."""
+    c = state.combine
+    probability = max((tiers[name] for name in c.tiers if name in tiers), default=0.0)
+    if state.cooldown > 0:
+        state.cooldown -= 1
+        if probability <= state.fired_at:
+            return 0.0
+        state.fired_at = probability
+        state.cooldown = c.cooldown_windows
+        return probability
+    if probability >= c.fire_probability:
+        state.fired_at = probability
+        state.cooldown = c.cooldown_windows
+    return probability
 
 
 def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLetter | None:
@@ -81,11 +144,43 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     mean = window["mean"]
     score = state.detector.observe(mean)
     det = state.detector
-    state.last_score = (
-        0.0 if score is None else anomaly_score(score.z, det.direction, det.config.z_threshold)
-    )
+    tiers = {
+        "robust_z": 0.0
+        if score is None
+        else anomaly_score(score.z, det.direction, det.config.z_threshold)
+    }
+    raw_scores = dict(window.raw_scores) if window.raw_scores else {}
+    if state.novelty is not None:
+        raw = state.novelty.observe(mean)
+        if raw is not None:
+            raw_scores["novelty"] = raw
+    river_x = None
+    if state.river is not None:
+        river_x = state.river.inputs(window.features)
+        raw_scores["river"] = state.river.score(river_x)
+    if raw_scores:
+        calibrators = state.calibrators
+        if calibrators is None:
+            calibrators = state.calibrators = {}
+        for name, raw in raw_scores.items():
+            calibrator = calibrators.get(name)
+            if calibrator is None:
+                calibrator = calibrators[name] = RankCalibrator(state.combine.calibration)
+            tiers[name] = calibrator.calibrate(raw)
+    state.tier_scores = tiers
+    state.last_score = combine_scores(state, tiers)
     if state.likelihood is not None:
-        state.last_score = state.likelihood.update(state.last_score)
+        state.last_score = state.likelihood.update(tiers["robust_z"])
+    anomalous = score is not None and score.anomalous
+    flagged = anomalous or max(tiers.values()) >= state.combine.fire_probability
+    if state.river is not None and river_x is not None and not flagged:
+        state.river.learn(river_x)  # AnomalyFilter: anomalies never become the reference
+    explanation = None
+    if state.baseline is not None:
+        if anomalous:
+            explanation = state.baseline.explain(window.features)
+        else:
+            state.baseline.learn(window.features)  # anomalies stay out of the baseline
     if score is None or not score.anomalous:
         return None
     cluster, host, metric = split_series_key(series)
@@ -103,4 +198,9 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         expected=score.expected,
         score=score.z,
         detector=DETECTOR_NAME,
+        probability=round(
+            max((tiers[n] for n in state.combine.tiers if n in tiers), default=0.0), 6
+        ),
+        tiers={name: round(value, 6) for name, value in tiers.items()},
+        explanation=explanation or None,
     )

@@ -93,11 +93,18 @@ def test_all_three_formats_give_the_same_alerts() -> None:
         hosts=4, clusters=2, duration_s=3 * 3600, step_s=10, start_ms=NOW - 4 * 3_600_000, seed=11
     )
     results = {}
+    alerts: list[Alert] = []
     for fmt in ("json", "json-array", "line"):
         out = run_flow(list(FleetSimulator(cfg).messages(fmt)))
+        alerts = [a for a in out if isinstance(a, Alert) and a.detector == "robust_z"]
         results[fmt] = sorted(a.alert_id for a in out if isinstance(a, Alert))
     assert results["json"], "the simulated anomalies should raise alerts"
     assert results["json"] == results["json-array"] == results["line"]
+    # every tier reached the alert: the ONNX Isolation Forest scored in the feature stage's
+    # micro-batches, robust z and novelty in the per-series step; and an explanation
+    assert alerts and all(a.tiers and {"robust_z", "iforest"} <= set(a.tiers) for a in alerts)
+    assert any(a.tiers and "novelty" in a.tiers for a in alerts)
+    assert all(a.explanation and 0 <= (a.probability or 0) <= 1 for a in alerts)
 
 
 def test_sliding_windows_score_each_event_in_every_window_it_falls_in() -> None:

@@ -1,0 +1,175 @@
+"""Detection latency in live mode: from a window's close to its score leaving the flow.
+
+The simulator's events are replayed at wall-clock pace (event time = wall time): first
+`--warm-min` minutes of history at full speed (so every tier is past its warm-up), then
+`--live-s` seconds live. The production detect flow (all tiers: robust z, novelty, River,
+ONNX Isolation Forest, probability, explanation) runs in-process on one worker; for each live
+window the latency is the wall time at which its score reaches the sink minus the moment it
+could close (window end + allowed lateness). Side by side, in the same way, the naive
+per-event Bytewax + River flow of bench_throughput.py: its latency is emit time minus the
+event's time.
+
+    python -m bench.bench_latency                       # 6 hosts, 15 s windows, 120 s live
+    python -m bench.bench_latency --hosts 12 --live-s 300 --json out/bench_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import run_main
+
+from bench.bench_throughput import naive_flow
+from dataflows.detect import build_flow
+from novacron_ml.settings import Settings
+from novacron_ml.simulator import FleetConfig, FleetSimulator
+from novacron_ml.sources import CallbackSink
+from operators.series import WindowScore
+
+Message = KafkaSourceMessage[bytes | None, bytes | None]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Paced(StatefulSourcePartition[Message, int]):
+    def __init__(self, items: list[tuple[bytes, bytes, int]], batch: int) -> None:
+        self._items = items
+        self._pos = 0
+        self._batch = batch
+
+    def next_batch(self) -> list[Message]:
+        if self._pos >= len(self._items):
+            raise StopIteration
+        now = _now_ms()
+        out: list[Message] = []
+        while self._pos < len(self._items) and len(out) < self._batch:
+            k, v, t = self._items[self._pos]
+            if t > now:
+                break
+            out.append(
+                KafkaSourceMessage(key=k, value=v, topic="live", partition=0, offset=self._pos)
+            )
+            self._pos += 1
+        return out
+
+    def next_awake(self) -> datetime | None:
+        if self._pos >= len(self._items):
+            return None
+        t = self._items[self._pos][2]
+        return datetime.fromtimestamp(t / 1000, tz=UTC) if t > _now_ms() else None
+
+    def snapshot(self) -> int:
+        return self._pos
+
+
+class PacedSource(FixedPartitionedSource[Message, int]):
+    """Messages released when the wall clock reaches their event time."""
+
+    def __init__(self, items: list[tuple[bytes, bytes, int]], batch: int = 1000) -> None:
+        self._items = items
+        self._batch = batch
+
+    def list_parts(self) -> list[str]:
+        return ["0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Paced:
+        return _Paced(self._items, self._batch)
+
+
+def fleet_messages(args: argparse.Namespace, live_start_ms: int) -> list[tuple[bytes, bytes, int]]:
+    warm_s = args.warm_min * 60.0
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=args.hosts,
+            clusters=min(3, args.hosts),
+            duration_s=warm_s + args.live_s,
+            start_ms=live_start_ms - int(warm_s * 1000),
+            seed=args.seed,
+        )
+    )
+    return list(sim.timed_messages("json"))
+
+
+def percentiles(x: list[float]) -> dict[str, float]:
+    a = np.array(x)
+    return {
+        "n": len(a),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--hosts", type=int, default=6, help="simulated hosts, 10 metrics each (6)")
+    ap.add_argument("--window-s", type=float, default=15.0, help="window length (15)")
+    ap.add_argument("--warm-min", type=float, default=150.0, help="history replayed first (150)")
+    ap.add_argument("--live-s", type=float, default=120.0, help="live seconds per flow (120)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive flow")
+    ap.add_argument(
+        "--epoch-ms", type=float, help="Bytewax epoch interval (default: Bytewax's, 10 s)"
+    )
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    settings = Settings(window={"length_s": args.window_s}, ingest={"max_event_age_s": 0})
+    lateness_ms = int(settings.window.allowed_lateness_s * 1000)
+    results: dict[str, Any] = {}
+
+    live_start = _now_ms() + 20_000  # time to build the message list
+    items = fleet_messages(args, live_start)
+    ours: list[float] = []
+
+    def collect(batch: list[Any]) -> None:
+        now = _now_ms()
+        for item in batch:
+            if isinstance(item, WindowScore) and item.start_ms >= live_start:
+                ours.append(now - (item.end_ms + lateness_ms))
+
+    print(f"ours: {len(items):,} events, live from {datetime.fromtimestamp(live_start / 1000)}")
+    flow = build_flow(
+        settings, PacedSource(items), CallbackSink(collect), kafka_output=False, emit_scores=True
+    )
+    epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
+    run_main(flow, epoch_interval=epoch)
+    results["ours (window close -> score)"] = percentiles(ours)
+
+    if not args.no_naive:
+        results["naive (event -> score)"] = run_naive(args, epoch)
+    print(f"{'flow':32s} {'n':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
+    for name, r in results.items():
+        print(f"{name:32s} {r['n']:7d} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def run_naive(args: argparse.Namespace, epoch: timedelta | None) -> dict[str, float]:
+    live_start = _now_ms() + 20_000
+    items = fleet_messages(args, live_start)
+    naive: list[float] = []
+
+    def collect_naive(batch: list[Any]) -> None:
+        now = _now_ms()
+        for _key, (_score, event) in batch:
+            if event["ts"] >= live_start:
+                naive.append(now - event["ts"])
+
+    print("naive: per-event Bytewax + River HalfSpaceTrees")
+    naive_run = naive_flow(PacedSource(items), CallbackSink(collect_naive), flag_above=-1.0)
+    run_main(naive_run, epoch_interval=epoch)
+    return percentiles(naive)
+
+
+if __name__ == "__main__":
+    main()

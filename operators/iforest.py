@@ -1,0 +1,174 @@
+"""Isolation Forest tier: per metric family, trained offline, scored with ONNX Runtime.
+
+`training/iforest.py` fits one scikit-learn IsolationForest per metric family on feature
+vectors the flow's own engine computed, exports it with skl2onnx to
+`models/onnx/iforest_<family>.onnx` with a manifest (`novacron_ml.models.ModelManifest`, kind
+`isolation_forest`). The flow scores every closed window of a feature-shard batch in one ORT
+call per family (`IsolationForestTier.score`, micro-batches) and attaches the raw score (the
+negated decision function: higher is more anomalous) to the window as
+`raw_scores["iforest"]`; the per-series step calibrates it like every other tier.
+
+The model never sees units: `iforest_inputs` turns the feature vector into scale-free inputs
+(ratios to the series' level and spread, shape statistics), so one model per family serves
+every host. Runtime side: numpy + onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from novacron_ml.models import ModelManifest, read_manifest, sha256_of
+from novacron_ml.schema import AnomalyType, spec_for, split_series_key
+from operators.features import FEATURE_INDEX, FeatureWindow
+
+FAMILIES: dict[AnomalyType, str] = {
+    AnomalyType.LATENCY_SPIKE: "latency",
+    AnomalyType.CONSENSUS_DELAY: "protocol",
+    AnomalyType.COMPRESSION_FAILURE: "protocol",
+    AnomalyType.PREDICTION_ERROR: "protocol",
+    AnomalyType.THROUGHPUT_DROP: "throughput",
+    AnomalyType.ERROR_BURST: "errors",
+    AnomalyType.RESOURCE_EXHAUSTION: "resources",
+    AnomalyType.UNCLASSIFIED: "generic",
+}
+"""Metric family of each anomaly type; `generic` (trained on every family) serves the rest."""
+
+IFOREST_INPUTS: tuple[str, ...] = (
+    "robust_z_last",
+    "skew",
+    "kurtosis",
+    "cv",
+    "range_rel",
+    "tail_rel",
+    "ewma_gap_rel",
+    "diff_prev_rel",
+    "diff_1d_rel",
+    "diff_1w_rel",
+    "spectral_entropy",
+    "missing_ratio",
+)
+"""The model's input columns, in order (the manifest's feature_order)."""
+
+_F = FEATURE_INDEX
+
+
+def family_of(series: str) -> str:
+    _, _, metric = split_series_key(series)
+    return FAMILIES.get(spec_for(metric).anomaly_type, "generic")
+
+
+def _slog(x: np.ndarray) -> np.ndarray:
+    """Signed log1p: keeps order and sign, tames heavy tails."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def iforest_inputs(features: np.ndarray) -> np.ndarray:
+    """(n, N_FEATURES) feature vectors -> (n, len(IFOREST_INPUTS)) float32 model input."""
+    f = np.atleast_2d(np.asarray(features, np.float64))
+    level = np.maximum(np.abs(f[:, _F["ewma_slow"]]), np.abs(f[:, _F["p50"]]))
+    level = np.maximum(level, 1e-9)
+    std = f[:, _F["std"]]
+    spread = np.maximum(std, 1e-6 * level)
+    has_1d = f[:, _F["has_lag_1d"]] > 0
+    has_1w = f[:, _F["has_lag_1w"]] > 0
+    cols = [
+        np.clip(f[:, _F["robust_z_last"]], -1e3, 1e3),
+        f[:, _F["skew"]],
+        np.clip(f[:, _F["kurtosis"]], -1e3, 1e3),
+        std / level,
+        (f[:, _F["max"]] - f[:, _F["min"]]) / level,
+        (f[:, _F["p99"]] - f[:, _F["p50"]]) / spread,
+        f[:, _F["ewma_gap"]] / level,
+        f[:, _F["diff_prev_1"]] / level,
+        np.where(has_1d, f[:, _F["diff_1d"]] / level, 0.0),
+        np.where(has_1w, f[:, _F["diff_1w"]] / level, 0.0),
+        f[:, _F["spectral_entropy"]],
+        f[:, _F["missing_ratio"]],
+    ]
+    x = _slog(np.column_stack(cols))
+    return np.nan_to_num(x, nan=0.0, posinf=50.0, neginf=-50.0).astype(np.float32)
+
+
+class OnnxIsolationForest:
+    """One family's exported forest: (n, len(IFOREST_INPUTS)) -> raw anomaly scores (n,)."""
+
+    def __init__(self, manifest_path: Path) -> None:
+        import onnxruntime as ort
+
+        self.manifest: ModelManifest = read_manifest(manifest_path)
+        if self.manifest.feature_order != list(IFOREST_INPUTS):
+            raise ValueError(
+                f"{manifest_path}: inputs {self.manifest.feature_order} differ from this "
+                f"code's IFOREST_INPUTS; retrain with `novacron-ml iforest-train`"
+            )
+        model_path = manifest_path.parent / self.manifest.file
+        if not model_path.is_file():
+            raise ValueError(f"{manifest_path}: model file {model_path} is missing")
+        if sha256_of(model_path) != self.manifest.sha256:
+            raise ValueError(f"{model_path}: sha256 does not match its manifest")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.score_index = names.index("scores") if "scores" in names else len(names) - 1
+
+    def raw_scores(self, x: np.ndarray) -> np.ndarray:
+        """Negated decision function (sklearn's convention flipped): higher = more anomalous."""
+        if len(x) == 0:
+            return np.zeros(0)
+        out = self.session.run(None, {self.input_name: x})[self.score_index]
+        return -np.asarray(out, np.float64).reshape(-1)
+
+
+@lru_cache(maxsize=16)
+def load_iforest(manifest_path: str) -> OnnxIsolationForest:
+    """One session per process and model."""
+    return OnnxIsolationForest(Path(manifest_path))
+
+
+@dataclasses.dataclass(frozen=True)
+class IsolationForestTier:
+    """The registry directory holding `iforest_<family>.json`; picklable (paths only)."""
+
+    directory: str
+
+    def manifest_for(self, family: str) -> Path | None:
+        for name in (family, "generic"):
+            path = Path(self.directory) / f"iforest_{name}.json"
+            if path.is_file():
+                return path.resolve()
+        return None
+
+    def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
+        """The same windows with `raw_scores["iforest"]`, one ORT call per family present."""
+        if not windows:
+            return windows
+        groups: dict[Path, list[int]] = {}
+        paths: dict[str, Path | None] = {}
+        for i, w in enumerate(windows):
+            family = family_of(w.series)
+            if family not in paths:
+                paths[family] = self.manifest_for(family)
+            path = paths[family]
+            if path is not None:
+                groups.setdefault(path, []).append(i)
+        out = list(windows)
+        for path, idx in groups.items():
+            model = load_iforest(str(path))
+            x = iforest_inputs(np.stack([windows[i].features for i in idx]))
+            for i, raw in zip(idx, model.raw_scores(x).tolist(), strict=True):
+                w = windows[i]
+                scores = dict(w.raw_scores or {})
+                scores["iforest"] = raw
+                out[i] = dataclasses.replace(w, raw_scores=scores)
+        return out

@@ -1,0 +1,124 @@
+"""Detection tiers inside the per-series step: novelty, rank calibration, the combined
+probability with its cooldown, and explanations in the alert."""
+
+from __future__ import annotations
+
+import pickle
+
+import msgspec
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from novacron_ml.schema import Alert
+from novacron_ml.settings import DetectorSettings
+from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
+from operators.robust_z import RobustZConfig
+from operators.series import CombineConfig, combine_scores, detect_window, new_series_state
+
+SERIES = "c1/h1/latency_p99_ms"
+
+
+def test_rank_calibrator_is_the_share_of_recent_raw_scores_below() -> None:
+    cal = RankCalibrator(CalibrationConfig(history=100, min_ranked=10))
+    assert [cal.calibrate(float(v)) for v in range(10)] == [0.0] * 10  # not enough history
+    assert cal.calibrate(4.5) == pytest.approx(5 / 10)
+    assert cal.calibrate(100.0) == 1.0
+    assert cal.calibrate(-1.0) == 0.0
+    for v in range(200):  # the ring forgets: only the last 100 raw scores count
+        cal.calibrate(1000.0 + v)
+    assert cal.calibrate(1149.5) == pytest.approx(0.5)  # 1100..1199 remain
+
+
+def test_novelty_finds_the_shape_never_seen_and_not_the_repeated_one() -> None:
+    det = NoveltyDetector(NoveltyConfig(embed=4, history=500, min_history=20))
+    wave = [10.0, 20.0, 30.0, 20.0]
+    raws = [det.observe(v) for v in wave * 60]
+    assert raws[:20] == [None] * 20
+    seen = [r for r in raws[40:] if r is not None]
+    assert max(seen) == pytest.approx(0.0)  # the pattern repeats exactly
+    new = det.observe(25.0)  # a value inside the range, in a place the pattern never has it
+    assert new is not None and new > 0.05
+
+
+def test_cooldown_holds_the_probability_but_lets_a_bigger_event_through() -> None:
+    state = new_series_state(
+        SERIES, RobustZConfig(), CombineConfig(fire_probability=0.9, cooldown_windows=3)
+    )
+    seq = [0.5, 0.95, 0.99, 0.9, 0.999, 0.2, 0.2, 0.2, 0.95]
+    out = [combine_scores(state, {"novelty": p}) for p in seq]
+    # fires at 0.95; 0.99 is bigger (passes, restarts); 0.9 held; 0.999 passes; 3 held; fires
+    assert out == [0.5, 0.95, 0.99, 0.0, 0.999, 0.0, 0.0, 0.0, 0.95]
+    assert combine_scores(state, {"robust_z": 1.0}) == 0.0  # not a combined tier
+
+
+def window(i: int, mean: float, p99: float) -> FeatureWindow:
+    f = np.zeros(N_FEATURES)
+    f[FEATURE_INDEX["count"]] = 12
+    f[FEATURE_INDEX["mean"]] = mean
+    f[FEATURE_INDEX["p99"]] = p99
+    f[FEATURE_INDEX["max"]] = p99 * 1.1
+    return FeatureWindow(SERIES, i * 60_000, (i + 1) * 60_000, f)
+
+
+def test_alert_carries_probability_tier_scores_and_explanation() -> None:
+    state = new_series_state(
+        SERIES,
+        RobustZConfig(min_history=5, history_windows=200),
+        CombineConfig(novelty=NoveltyConfig(min_history=20), cooldown_windows=0),
+    )
+    rng = np.random.default_rng(1)
+    for i in range(150):
+        mean = 100.0 + rng.normal(0, 2)
+        assert detect_window(state, window(i, mean, mean * 1.5 + rng.normal(0, 1))) is None
+    alert = detect_window(state, window(150, 400.0, 2000.0))
+    assert isinstance(alert, Alert)
+    assert alert.tiers is not None and set(alert.tiers) == {"robust_z", "novelty", "river"}
+    assert alert.tiers["novelty"] == 1.0 and alert.probability == 1.0
+    assert alert.explanation is not None and len(alert.explanation) == 3
+    top = alert.explanation[0]
+    assert top.feature in {"p99", "max", "mean"} and top.z > 10
+    assert top.value == pytest.approx(2000.0 if top.feature == "p99" else top.value)
+    decoded = msgspec.json.decode(msgspec.json.encode(alert), type=Alert)
+    assert decoded.explanation == alert.explanation  # the alert JSON round-trips
+    # the anomalous window stayed out of the baseline: the same spike is explained the same way
+    again = detect_window(state, window(151, 400.0, 2000.0))
+    assert isinstance(again, Alert) and again.explanation is not None
+    assert again.explanation[0].z == pytest.approx(top.z)
+
+
+def test_series_state_survives_a_recovery_snapshot() -> None:
+    state = new_series_state(SERIES, RobustZConfig(), CombineConfig())
+    for i in range(300):
+        detect_window(state, window(i, 100.0 + i % 7, 150.0))
+    copy = pickle.loads(pickle.dumps(state))
+    a = [detect_window(state, window(300 + i, 100.0 + i % 5, 150.0)) for i in range(20)]
+    b = [detect_window(copy, window(300 + i, 100.0 + i % 5, 150.0)) for i in range(20)]
+    assert a == b and state.tier_scores == copy.tier_scores
+
+
+def test_settings_reject_an_unknown_tier() -> None:
+    with pytest.raises(ValidationError, match="unknown tier"):
+        DetectorSettings(probability_tiers=["novelty", "magic"])
+
+
+def test_river_tier_scores_the_outlier_and_keeps_it_out_of_learning() -> None:
+    state = new_series_state(
+        SERIES, RobustZConfig(min_history=5, history_windows=200), CombineConfig()
+    )
+    assert state.river is not None
+    rng = np.random.default_rng(2)
+    for i in range(400):
+        mean = 100.0 + rng.normal(0, 2)
+        detect_window(state, window(i, mean, mean * 1.5 + rng.normal(0, 1)))
+    before = pickle.dumps(state.river)
+    alert = detect_window(state, window(400, 400.0, 2000.0))
+    assert isinstance(alert, Alert) and alert.tiers is not None
+    assert alert.tiers["river"] >= 0.9  # above most of the series' recent River scores
+    assert pickle.dumps(state.river) == before  # not learned: AnomalyFilter semantics
+    for i in range(401, 411):  # once the shape is normal again, windows are learned
+        detect_window(state, window(i, 100.0, 150.0))
+    assert pickle.dumps(state.river) != before
+    off = new_series_state(SERIES, RobustZConfig(), CombineConfig(river=None))
+    assert off.river is None
