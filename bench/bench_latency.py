@@ -96,7 +96,9 @@ def fleet_messages(args: argparse.Namespace, live_start_ms: int) -> list[tuple[b
             seed=args.seed,
         )
     )
-    return list(sim.timed_messages("json"))
+    # Release order = event time: the simulator emits a tick host by host, and each host has
+    # its own sub-step offset, so its list order is not time order.
+    return sorted(sim.timed_messages("json"), key=lambda item: item[2])
 
 
 def percentiles(x: list[float]) -> dict[str, float]:

@@ -264,7 +264,9 @@ FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
 class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
     """Bytewax glue around one shard's `FeatureEngine`; all logic lives in operators/."""
 
-    NOTIFY_EVERY = timedelta(seconds=1)
+    NOTIFY_EVERY = timedelta(milliseconds=100)
+    """How often system time closes windows of series that went quiet: bounds the delay
+    from a window's close (end + allowed lateness) to its scoring (bench_latency.py)."""
 
     def __init__(self, state: FeatureState) -> None:
         self.state = state
