@@ -90,31 +90,35 @@ def forecaster_inputs(values: np.ndarray, t_s: np.ndarray) -> np.ndarray:
     return x
 
 
+def open_session(manifest_path: Path, manifest: ModelManifest) -> Any:
+    """An ONNX Runtime session on the manifest's model, after checking its sha256; one
+    intra-op thread and no spinning (the flow runs one worker per core)."""
+    import onnxruntime as ort
+
+    model_path = manifest_path.parent / manifest.file
+    if not model_path.is_file():
+        raise ValueError(f"{manifest_path}: model file {model_path} is missing")
+    digest = sha256_of(model_path)
+    if digest != manifest.sha256:
+        raise ValueError(
+            f"{model_path}: sha256 {digest[:12]}... does not match the manifest's "
+            f"{manifest.sha256[:12]}... (the file changed after export)"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxForecaster:
     """An ONNX forecaster: (B, input_len, 3) raw values + time channels -> (B, horizon)."""
 
     def __init__(self, manifest_path: Path) -> None:
-        import onnxruntime as ort
-
         self.manifest_path = manifest_path
         self.manifest = read_manifest(manifest_path)
-        model_path = manifest_path.parent / self.manifest.file
-        if not model_path.is_file():
-            raise ValueError(f"{manifest_path}: model file {model_path} is missing")
-        digest = sha256_of(model_path)
-        if digest != self.manifest.sha256:
-            raise ValueError(
-                f"{model_path}: sha256 {digest[:12]}... does not match the manifest's "
-                f"{self.manifest.sha256[:12]}... (the file changed after export)"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_session(manifest_path, self.manifest)
         self.input_name = self.session.get_inputs()[0].name
         self.input_len = self.manifest.input_len
         self.horizon = self.manifest.horizon

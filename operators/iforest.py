@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from novacron_ml.models import ModelManifest, read_manifest, sha256_of
+from novacron_ml.models import ModelManifest, open_session, read_manifest
 from novacron_ml.schema import AnomalyType, spec_for, split_series_key
 from operators.features import FEATURE_INDEX, FeatureWindow
 
@@ -97,27 +97,13 @@ class OnnxIsolationForest:
     """One family's exported forest: (n, len(IFOREST_INPUTS)) -> raw anomaly scores (n,)."""
 
     def __init__(self, manifest_path: Path) -> None:
-        import onnxruntime as ort
-
         self.manifest: ModelManifest = read_manifest(manifest_path)
         if self.manifest.feature_order != list(IFOREST_INPUTS):
             raise ValueError(
                 f"{manifest_path}: inputs {self.manifest.feature_order} differ from this "
                 f"code's IFOREST_INPUTS; retrain with `novacron-ml iforest-train`"
             )
-        model_path = manifest_path.parent / self.manifest.file
-        if not model_path.is_file():
-            raise ValueError(f"{manifest_path}: model file {model_path} is missing")
-        if sha256_of(model_path) != self.manifest.sha256:
-            raise ValueError(f"{model_path}: sha256 does not match its manifest")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_session(manifest_path, self.manifest)
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         self.score_index = names.index("scores") if "scores" in names else len(names) - 1

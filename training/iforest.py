@@ -122,7 +122,8 @@ def train_and_export(
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fit, evaluate and export one forest per family (+ `generic`); return the report."""
-    from skl2onnx import to_onnx
+    import skl2onnx
+    import sklearn
     from sklearn.ensemble import IsolationForest
 
     config = config or IForestConfig()
@@ -157,13 +158,8 @@ def train_and_export(
             "flagged_share_normal": float(flagged[~pos].mean()) if (~pos).any() else None,
             "flagged_share_anomalous": float(flagged[pos].mean()) if pos.any() else None,
         }
-        onx = to_onnx(forest, x_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
         name = f"iforest_{family}"
-        model_path = out_dir / f"{name}.onnx"
-        model_path.write_bytes(onx.SerializeToString())
-        import skl2onnx
-        import sklearn
-
+        model_path = export_onnx(forest, out_dir / f"{name}.onnx")
         manifest = ModelManifest(
             name=name,
             kind="isolation_forest",
