@@ -59,7 +59,6 @@ from operators.feedback import Feedback, apply_feedback, parse_feedback
 from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster
 from operators.hourly import HourlyAggregate, HourlyAggregator, hourly_key
 from operators.iforest import IsolationForestTier, load_iforest
-from operators.likelihood import AnomalyLikelihood
 from operators.novelty import CalibrationConfig, NoveltyConfig
 from operators.parse import MessageParser, ParseLimits, wall_clock_ms
 from operators.river_tier import RiverConfig
@@ -446,7 +445,6 @@ def make_detect_step(
     config: RobustZConfig,
     emit_scores: bool = False,
     rules: list[Rule] | None = None,
-    likelihood: bool = False,
     combine: CombineConfig | None = None,
 ) -> Any:
     active_rules = rules or []
@@ -456,8 +454,6 @@ def make_detect_step(
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
             state = new_series_state(window.series, config, combine)
-            if likelihood:
-                state.likelihood = AnomalyLikelihood()
         if isinstance(window, Feedback):
             apply_feedback(state.detector, window)
             obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
@@ -553,7 +549,6 @@ def build_flow(
     *,
     kafka_output: bool = True,
     emit_scores: bool = False,
-    score_likelihood: bool = False,
     feedback_source: Source[Any] | None = None,
     flow_id: str = FLOW_ID,
 ) -> Dataflow:
@@ -561,9 +556,8 @@ def build_flow(
 
     The source yields `KafkaSourceMessage`s (or `KafkaError`s); the sink receives
     `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves
-    (plus a `WindowScore` for every scored window when `emit_scores`, for backtests; with
-    `score_likelihood` those scores go through the anomaly-likelihood step, which needs a few
-    hundred windows per series to learn). `feedback_source` yields operator verdicts
+    (plus a `WindowScore` with each scored window's anomaly probability when `emit_scores`,
+    for backtests such as NAB). `feedback_source` yields operator verdicts
     (`operators.feedback.Feedback` JSON) that adjust the verdict's series.
     """
     flow = Dataflow(flow_id)
@@ -591,7 +585,6 @@ def build_flow(
         detector_config(settings),
         emit_scores,
         suppression_rules(settings),
-        score_likelihood,
         combine_config(settings),
     )
     detected = op.stateful_map("detect", by_series, detect_step)

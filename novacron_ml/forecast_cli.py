@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from training.lstm import LSTMConfig
     from training.series_io import Series
 
-TRAIN_HINT = "this command needs the train extra: pip install -e '.[train]'"
+from novacron_ml.capacity_cli import TRAIN_HINT
 
 
 def _require_torch() -> None:

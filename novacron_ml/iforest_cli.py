@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-TRAIN_HINT = "this command needs the train extra: pip install -e '.[train]'"
+from novacron_ml.capacity_cli import TRAIN_HINT
 
 
 def cmd_iforest_train(args: argparse.Namespace) -> int:
@@ -16,8 +15,7 @@ def cmd_iforest_train(args: argparse.Namespace) -> int:
         import skl2onnx  # noqa: F401
         import sklearn  # noqa: F401
     except ImportError as exc:
-        print(f"error: {TRAIN_HINT} ({exc})", file=sys.stderr)
-        return 2
+        raise RuntimeError(f"{TRAIN_HINT} ({exc})") from None
     from training.iforest import IForestConfig, train_and_export
 
     report = train_and_export(

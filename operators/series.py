@@ -20,7 +20,6 @@ from novacron_ml.schema import (
 from operators.deadletter import DeadLetter, Reason
 from operators.explain import FeatureBaseline
 from operators.features import FeatureWindow
-from operators.likelihood import AnomalyLikelihood
 from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
 from operators.river_tier import RiverConfig, RiverTier
 from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
@@ -50,8 +49,6 @@ class SeriesState:
     last_window_start_ms: int | None = None
     last_score: float = 0.0
     """Anomaly probability in [0, 1] of the last scored window (0 while warming up)."""
-    likelihood: AnomalyLikelihood | None = None
-    """Set to post-process scores with the Gaussian anomaly likelihood (comparison only)."""
     novelty: NoveltyDetector | None = None
     combine: CombineConfig = field(default_factory=CombineConfig)
     cooldown: int = 0
@@ -169,8 +166,6 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
             tiers[name] = calibrator.calibrate(raw)
     state.tier_scores = tiers
     state.last_score = combine_scores(state, tiers)
-    if state.likelihood is not None:
-        state.last_score = state.likelihood.update(tiers["robust_z"])
     anomalous = score is not None and score.anomalous
     flagged = anomalous or max(tiers.values()) >= state.combine.fire_probability
     if state.river is not None and river_x is not None and not flagged:
