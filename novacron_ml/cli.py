@@ -28,7 +28,7 @@ NOVACRON_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092; scripts/kafka.sh start
 """
 
 
-def _parse_time(text: str) -> int:
+def parse_time(text: str) -> int:
     """RFC 3339, epoch milliseconds, or 'now-6h' style offsets to epoch ms."""
     text = text.strip()
     if text.isdigit():
@@ -63,7 +63,7 @@ def _fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
     g.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data")
     g.add_argument(
         "--start",
-        type=_parse_time,
+        type=parse_time,
         default=None,
         help="first sample time: RFC 3339, epoch ms or now-6h (default: data ends now)",
     )
@@ -595,11 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from",
         dest="from_ms",
-        type=_parse_time,
+        type=parse_time,
         required=True,
         help="start: RFC 3339, epoch ms or now-2h",
     )
-    p.add_argument("--to", dest="to_ms", type=_parse_time, required=True, help="end (inclusive)")
+    p.add_argument("--to", dest="to_ms", type=parse_time, required=True, help="end (inclusive)")
     p.add_argument("--labels", type=Path, help="anomaly labels (JSON lines, as produce writes)")
     p.add_argument("--out", help="write the alerts as JSON lines to this file")
     p.add_argument("--out-topic", help="publish the alerts here (dead letters to NAME.dlq)")

@@ -97,11 +97,16 @@ def _test_predictions(model: Any, series: Series, cfg: LSTMConfig) -> tuple[np.n
     return te, predict(model, xs).astype(np.float64)
 
 
-def _lstm_fit_predict(cfg: LSTMConfig, quiet: bool, shared: Any | None) -> Any:
-    """Per file (`shared` None: train on this file's first 70%) or with one shared model."""
+def _lstm_fit_predict(
+    cfg: LSTMConfig, quiet: bool, shared: Any | None, histories: dict[str, list[dict[str, float]]]
+) -> Any:
+    """Per file (`shared` None: train on this file's first 70%) or with one shared model;
+    each per-file training's loss history goes into `histories` under the file's name."""
 
     def fit_predict(series: Series, n_train: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         result = shared or train_on([series], cfg, quiet, Path(series.name).name)
+        if shared is None:
+            histories[series.name] = result.history
         origins, pred = _test_predictions(result.model, series, cfg)
         info = {"model": "shared" if shared else "per_file", **_train_info(result)}
         return origins, pred, info
@@ -141,7 +146,10 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"training one model on the first 70% of {len(loaded)} series", file=sys.stderr)
         shared = train_on(loaded, cfg, args.quiet, "train (shared)")
-    fit_predict = _lstm_fit_predict(cfg, args.quiet, shared)
+    histories: dict[str, list[dict[str, float]]] = {}
+    if shared is not None:
+        histories["shared model"] = shared.history
+    fit_predict = _lstm_fit_predict(cfg, args.quiet, shared, histories)
     results = []
     for i, s in enumerate(loaded, 1):
         if not args.quiet:
@@ -187,6 +195,11 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         rows.append(["OVERALL", m, f(o["mase"]), f(o["smape"], 2), f(o["within_5pct"])])
     print(table(rows, ["file", "model", "MASE", "sMAPE %", "within 5%"]))
     print(f"wrote {args.json} ({report['seconds']} s)")
+    if args.report:
+        args.report.mkdir(parents=True, exist_ok=True)
+        _loss_plot(args.report / "loss.png", histories)
+        _step_plot(args.report / "mase_by_step.png", summary)
+        print(f"wrote {args.report / 'loss.png'} and {args.report / 'mase_by_step.png'}")
     return 0
 
 
@@ -227,6 +240,43 @@ def simulator_series(
     return out
 
 
+def _kafka_series(args: argparse.Namespace, cfg: LSTMConfig) -> Any:
+    """The --kafka-topic replay as training series (`training.kafka_dataset`)."""
+    from tqdm import tqdm
+
+    from novacron_ml.settings import load_settings
+    from operators.parse import ParseLimits
+    from training.kafka_dataset import kafka_series
+
+    settings = load_settings()
+    limits = ParseLimits(  # the flow's parser, without wall-clock age bounds
+        max_message_bytes=settings.ingest.max_message_bytes,
+        max_event_age_ms=0,
+        max_event_future_ms=0,
+        line_protocol_precision=settings.ingest.line_protocol_precision,
+    )
+    bar = tqdm(desc=f"replay {args.kafka_topic}"[:40], unit="rec", file=sys.stderr, leave=False)
+
+    def progress(done: int, planned: int) -> None:
+        bar.total = planned
+        bar.update(done - bar.n)
+
+    try:
+        data = kafka_series(
+            settings.kafka.bootstrap_servers, args.kafka_topic, args.from_ms, args.to_ms,
+            args.window_s, min_windows=2 * (cfg.input_len + cfg.horizon), limits=limits,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    print(data.line(), file=sys.stderr)
+    for note in data.notes[:20]:
+        print(f"  {note}", file=sys.stderr)
+    if len(data.notes) > 20:
+        print(f"  ... and {len(data.notes) - 20} more notes", file=sys.stderr)
+    return data
+
+
 def cmd_forecast_train(args: argparse.Namespace) -> int:
     _require_torch()
     import torch
@@ -238,11 +288,35 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
     from training.series_io import load_series
 
     cfg = _config(args, args.horizon)
-    series = simulator_series(
-        args.sim_hours, args.sim_hosts, args.seed, args.window_s, args.sim_start
-    )
+    series: list[Series] = []
+    if args.sim_hours > 0:
+        series += simulator_series(
+            args.sim_hours, args.sim_hosts, args.seed, args.window_s, args.sim_start
+        )
     for path in args.csv or []:
         series.append(load_series(path, args.value_column, args.time_column, step_s=args.step_s))
+    kafka = None
+    if args.kafka_topic:
+        from novacron_ml.replay import ReplayError
+
+        if args.from_ms is None:
+            print("novacron-ml forecast-train: --kafka-topic needs --from", file=sys.stderr)
+            return 2
+        if args.to_ms is None:
+            args.to_ms = int(time.time() * 1000)
+        try:
+            kafka = _kafka_series(args, cfg)
+        except ReplayError as exc:
+            print(f"novacron-ml forecast-train: {exc}", file=sys.stderr)
+            return 2
+    if kafka is not None:
+        series += kafka.series
+    if not series:
+        print(
+            "novacron-ml forecast-train: no training series (--sim-hours 0, no --csv, and "
+            "the Kafka replay gave none)", file=sys.stderr,
+        )  # fmt: skip
+        return 2
     print(f"{len(series)} series", file=sys.stderr)
     result = train_on(series, cfg, False, "train")
     # held-out test: the last 30% of every series, never seen in training or early stopping
@@ -281,10 +355,12 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
             "std_floor": result.std_floor,
         },
         training_data={
-            "simulator": {"hours": args.sim_hours, "hosts": args.sim_hosts, "seed": args.seed,
-                          "start": args.sim_start,
-                          "window_s": args.window_s, "anomalies": 0},
+            "simulator": None if args.sim_hours <= 0 else {
+                "hours": args.sim_hours, "hosts": args.sim_hosts, "seed": args.seed,
+                "start": args.sim_start, "window_s": args.window_s, "anomalies": 0,
+            },
             "csv": [str(p) for p in args.csv or []],
+            **({"kafka": kafka.summary()} if kafka is not None else {}),
             "series": len(series),
             "split": "per series chronological: first 70% train (last 15% of it validation),"
             " rest test",
@@ -307,25 +383,62 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
 
 
 def _training_report(out: Path, history: list[dict[str, float]], test: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _loss_plot(out / "loss.png", {"model": history})
+    (out / "metrics.json").write_text(json.dumps({"history": history, "test": test}, indent=2))
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def _loss_plot(path: Path, histories: dict[str, list[dict[str, float]]]) -> None:
+    """Loss by epoch: train and validation for one training; validation per file for many."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    if len(histories) == 1:
+        (history,) = histories.values()
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    else:
+        for name, history in histories.items():
+            ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history],
+                    label=Path(name).name[:30], lw=1)  # fmt: skip
+        ax.set_title("validation loss per file")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (window-normalised)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("loss (MAE / series std)")
     ax.set_yscale("log")
+    if len(histories) <= 12:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _step_plot(path: Path, summary: dict[str, dict[str, Any]]) -> None:
+    """Overall MASE by forecast step, the LSTM and both baselines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for model, label in (("lstm", "LSTM"), ("seasonal_naive", "seasonal naive"), ("ewma", "EWMA")):
+        mase = summary[model]["by_step"]["mase"]
+        ax.plot(range(1, len(mase) + 1), [np.nan if m is None else m for m in mase],
+                marker="o", label=label)  # fmt: skip
+    ax.set_xlabel("forecast step")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("MASE (mean over files)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "loss.png")
+    fig.savefig(path)
     plt.close(fig)
-    (out / "metrics.json").write_text(json.dumps({"history": history, "test": test}, indent=2))
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -343,6 +456,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: Any) -> None:
     from novacron_ml.capacity_cli import csv_series_args
+    from novacron_ml.cli import parse_time
 
     p = sub.add_parser(
         "forecast-eval",
@@ -358,6 +472,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--season", type=int, help="season in steps for MASE/seasonal naive")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write loss.png (training curves) and mase_by_step.png (LSTM vs baselines)",
+    )
+    p.add_argument(
         "--per-file",
         action="store_true",
         help="train one model per file (default: one model over every file's first 70%%)",
@@ -368,17 +488,22 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "forecast-train",
         help="train the served LSTM forecaster and export it to models/onnx/ with a manifest",
-        description="Train on steady-state simulated window means (and optional CSVs), "
-        "evaluate on each series' held-out last 30%, export a single-file ONNX model with a "
-        "dynamic batch dimension and write its manifest (version, sha256, feature order, "
-        "normalisation, training data, metrics, this command).",
+        description="Train on steady-state simulated window means, optional CSVs and an "
+        "optional replay of a Kafka metrics topic (the records stamped in --from..--to, parsed "
+        "by the flow's parser, bad records counted and skipped, averaged per series over "
+        "--window-s windows as the flow does), evaluate on each series' held-out last 30%, "
+        "export a single-file ONNX model with a dynamic batch dimension and write its "
+        "manifest (version, sha256, feature order, normalisation, training data, metrics, "
+        "this command).",
     )
     p.add_argument("--out", type=Path, default=Path("models/onnx"), help="registry directory")
     p.add_argument("--name", default="lstm_forecaster", help="model name (lstm_forecaster)")
     p.add_argument("--version", default="1", help="model version (1)")
     p.add_argument("--horizon", type=int, default=12, help="forecast steps (12)")
     p.add_argument("--window-s", type=float, default=60.0, help="step = flow window (60)")
-    p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (24)")
+    p.add_argument(
+        "--sim-hours", type=float, default=24.0, help="simulated hours (24; 0: no simulator data)"
+    )
     p.add_argument("--sim-hosts", type=int, default=6, help="simulated hosts (6)")
     p.add_argument("--sim-start", default=SIM_START, help=f"simulated data start ({SIM_START})")
     p.add_argument("--csv", nargs="*", type=Path, help="extra training CSVs")
@@ -386,5 +511,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--value-column", default="value", help="value column of the extra CSVs")
     p.add_argument("--step-s", type=float, help="row step of extra CSVs without a time column")
     p.add_argument("--report", type=Path, help="write loss.png and metrics.json here")
+    g = p.add_argument_group(
+        "Kafka replay (training data from a metrics topic, as the flow windows it)"
+    )
+    g.add_argument("--kafka-topic", help="metrics topic to replay (bootstrap from settings)")
+    g.add_argument(
+        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
+    )
+    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
     _model_args(p)
     p.set_defaults(func=cmd_forecast_train)

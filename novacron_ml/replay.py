@@ -83,7 +83,10 @@ def plan(bootstrap: str, topic: str, from_ms: int, to_ms: int) -> list[Partition
         consumer.close()
 
 
-class _RangePartition(StatefulSourcePartition[Message, int]):
+class RangePartition(StatefulSourcePartition[Message, int]):
+    """Reads one partition from `part.start` until a record stamped after `to_ms` or the
+    end offset planned; also usable outside a dataflow (`next_batch` until StopIteration)."""
+
     def __init__(
         self, bootstrap: str, topic: str, part: PartitionRange, to_ms: int, resume: int | None
     ) -> None:
@@ -147,8 +150,8 @@ class TimeRangeKafkaSource(FixedPartitionedSource[Message, int]):
     def list_parts(self) -> list[str]:
         return list(self._ranges)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RangePartition:
-        return _RangePartition(
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> RangePartition:
+        return RangePartition(
             self._bootstrap, self._topic, self._ranges[for_part], self._to_ms, resume_state
         )
 

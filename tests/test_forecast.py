@@ -223,6 +223,15 @@ def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert set(f[model]) >= {"mase", "smape", "rmse", "mae", "r2", "mape", "within_5pct"}
         assert len(f[model]["by_step"]["mase"]) == 6
     assert report["overall"]["lstm"]["mase"] is not None
+    # per-file training of two files, with the plots
+    other = tmp_path / "other.csv"
+    other.write_text(csv.read_text().replace(",", ",1").replace("time,1load", "time,load"))
+    plots = tmp_path / "plots"
+    assert main([*args[:3], str(other), *args[3:], "--per-file", "--report", str(plots)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["files"]) == {str(csv), str(other)} and report["training"] == "per file"
+    for png in ("loss.png", "mase_by_step.png"):
+        assert (plots / png).stat().st_size > 5000
     capsys.readouterr()
     short = tmp_path / "short.csv"
     short.write_text("time,load\n0,1\n60,2\n120,3\n")

@@ -105,7 +105,7 @@ def load_series(
                 " values at the same time averaged"
             )
         if len(t_s) >= 2:
-            t_s, values, step_s, note = _regularise(name, t_s, values, step_s)
+            t_s, values, step_s, note = regularise(name, t_s, values, step_s)
             if note:
                 warnings.append(note)
         elif step_s is None:
@@ -136,7 +136,7 @@ def _parse_times(name: str, raw: pd.Series) -> tuple[np.ndarray, bool]:
     return ns / 1e9, True
 
 
-def _regularise(
+def regularise(
     name: str, t_s: np.ndarray, values: np.ndarray, step_s: float | None
 ) -> tuple[np.ndarray, np.ndarray, float, str]:
     diffs = np.diff(t_s)

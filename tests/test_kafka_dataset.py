@@ -1,0 +1,114 @@
+"""Training series from a Kafka replay, on the real broker: the same window means the flow's
+simulator series have, bad records counted and skipped, the range respected, forecast-train
+end to end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from novacron_ml.kafka_io import produce
+from novacron_ml.replay import ReplayError
+from novacron_ml.schema import rfc3339_ms
+from novacron_ml.simulator import FleetConfig, FleetSimulator
+from training.kafka_dataset import kafka_series
+
+pytestmark = pytest.mark.kafka
+HOUR = 3_600_000
+
+
+def _fleet(start_ms: int) -> FleetConfig:
+    # exactly what forecast_cli.simulator_series builds for 2 hosts, 1.5 h, seed 5
+    return FleetConfig(
+        hosts=2, clusters=2, step_s=5.0, duration_s=1.5 * 3600, seed=5,
+        anomalies_per_host_per_hour=0.0, start_ms=start_ms,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def replayed(kafka_bootstrap: str, kafka_topics: dict[str, str]) -> tuple[str, int]:
+    """1.5 h of 2 simulated hosts on the metrics topic, with two bad records in the middle."""
+    start = int(time.time() // 3600 * HOUR) - 3 * HOUR
+    topic = kafka_topics["metrics"]
+    produce(kafka_bootstrap, topic, FleetSimulator(_fleet(start)).timed_messages("json"))
+    bad = [
+        (b"x", b"not json at all", start + HOUR // 2),
+        (b"x", b'{"ts": 1, "host": "h", "cluster": "c", "metric": "m", "value": "NaN!"}',
+         start + HOUR // 2),
+    ]  # fmt: skip
+    produce(kafka_bootstrap, topic, bad)
+    return topic, start
+
+
+def test_replay_gives_the_flows_window_means_and_counts_bad_records(
+    kafka_bootstrap: str, replayed: tuple[str, int]
+) -> None:
+    pytest.importorskip("torch")  # forecast_cli's simulator series live with the trainer
+    from novacron_ml.forecast_cli import simulator_series
+
+    topic, start = replayed
+    data = kafka_series(kafka_bootstrap, topic, start, start + 2 * HOUR, 60.0)
+    expected = simulator_series(1.5, 2, 5, 60.0, rfc3339_ms(start))
+    assert data.records == 2 * 10 * 1080 + 2 and data.events == 2 * 10 * 1080
+    assert sum(data.dead_letters.values()) == 2 and data.outside_range == 0
+    assert [s.name for s in data.series] == sorted(s.name for s in expected)
+    by_name = {s.name: s for s in expected}
+    for got in data.series:
+        want = by_name[got.name]
+        np.testing.assert_array_equal(got.t_s, want.t_s)
+        np.testing.assert_allclose(got.values, want.values, rtol=1e-12)
+        assert got.step_s == 60.0 and got.absolute_time and not got.warnings
+    assert "2 bad records skipped" in data.line()
+
+
+def test_replay_reads_only_the_range(kafka_bootstrap: str, replayed: tuple[str, int]) -> None:
+    topic, start = replayed
+    t1, t2 = start + HOUR // 2, start + HOUR - 1  # windows 30..59 of the data
+    data = kafka_series(kafka_bootstrap, topic, t1, t2, 60.0)
+    assert len(data.series) == 20
+    for s in data.series:
+        assert len(s) == 30 and s.t_s[0] == t1 / 1000 and s.t_s[-1] == (t2 + 1) / 1000 - 60
+    # 30 minutes of 5 s samples per series (records are selected by Kafka timestamp)
+    assert data.events == 20 * 360
+    with pytest.raises(ReplayError, match="does not exist"):
+        kafka_series(kafka_bootstrap, "no.such.topic.here", t1, t2, 60.0)
+    with pytest.raises(ReplayError, match="is after"):
+        kafka_series(kafka_bootstrap, topic, t2, t1, 60.0)
+
+
+def test_forecast_train_from_a_kafka_replay(
+    kafka_bootstrap: str,
+    replayed: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("torch")
+    from novacron_ml.cli import main
+    from novacron_ml.models import OnnxForecaster, read_manifest
+
+    topic, start = replayed
+    monkeypatch.setenv("NOVACRON_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    args = [
+        "forecast-train", "--out", str(tmp_path), "--name", "replayed", "--sim-hours", "0",
+        "--kafka-topic", topic, "--from", str(start), "--to", str(start + 2 * HOUR),
+        "--input-len", "16", "--horizon", "4", "--hidden", "8", "--layers", "1",
+        "--epochs", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    m = read_manifest(tmp_path / "replayed.json")
+    kafka = m.training_data["kafka"]
+    assert kafka["topic"] == topic and kafka["series"] == 20 and kafka["records"] == 21_602
+    # neither JSON nor line protocol; a string where the value is a number
+    assert kafka["dead_letters"] == {"bad_line_protocol": 1, "wrong_type": 1}
+    assert m.training_data["simulator"] is None and m.training_data["series"] == 20
+    assert OnnxForecaster(tmp_path / "replayed.json").horizon == 4
+    assert "21,602 records" in capsys.readouterr().err
+    # a missing topic is one line and exit 2, not a traceback
+    assert main([*args[:7], "--kafka-topic", "no.such.topic", "--from", str(start)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    want = f"topic 'no.such.topic' does not exist on {kafka_bootstrap}"
+    assert err[-1] == f"novacron-ml forecast-train: {want}"

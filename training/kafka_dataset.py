@@ -1,0 +1,146 @@
+"""Training series from a Kafka topic replay: the series the served forecaster sees in the flow.
+
+Reads the records of a metrics topic whose Kafka timestamps lie in [from, to] (the replay's
+own partition reader, `novacron_ml.replay`), parses them with the flow's parser (JSON, JSON
+arrays or line protocol; a bad record is counted by reason and skipped, never fatal), keeps the
+events whose event time lies in the range, and averages every (cluster, host, metric) over the
+flow's epoch-aligned windows of `window_s`. Edge windows holding under half the usual number
+of samples are dropped; missing windows inside a series are filled by linear interpolation
+with a note (the CSV loader's repair). Needs no torch: `forecast-train --kafka-topic` uses it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from novacron_ml.replay import RangePartition, plan
+from novacron_ml.schema import MetricEvent, rfc3339_ms
+from operators.deadletter import DeadLetter
+from operators.parse import MessageParser, ParseLimits
+from training.series_io import Series, regularise
+
+
+@dataclass
+class KafkaDataset:
+    topic: str
+    from_ms: int
+    to_ms: int
+    window_s: float
+    series: list[Series] = field(default_factory=list)
+    records: int = 0
+    events: int = 0
+    outside_range: int = 0
+    """Valid events whose event time is outside [from, to] (a record's Kafka timestamp was
+    inside): not used."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        """For the model manifest's training_data."""
+        return {
+            "topic": self.topic,
+            "from": rfc3339_ms(self.from_ms),
+            "to": rfc3339_ms(self.to_ms),
+            "window_s": self.window_s,
+            "records": self.records,
+            "events": self.events,
+            "outside_range": self.outside_range,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+            "series": len(self.series),
+        }
+
+    def line(self) -> str:
+        bad = sum(self.dead_letters.values())
+        reasons = ", ".join(f"{k} {v}" for k, v in self.dead_letters.most_common())
+        return (
+            f"{self.topic} [{rfc3339_ms(self.from_ms)} .. {rfc3339_ms(self.to_ms)}]: "
+            f"{self.records:,} records, {self.events:,} events, {len(self.series)} series of "
+            f"{self.window_s:g} s windows; {bad:,} bad records skipped"
+            + (f" ({reasons})" if bad else "")
+            + (f"; {self.outside_range:,} events outside the range" if self.outside_range else "")
+        )
+
+
+def kafka_series(
+    bootstrap: str,
+    topic: str,
+    from_ms: int,
+    to_ms: int,
+    window_s: float,
+    *,
+    min_windows: int = 2,
+    limits: ParseLimits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> KafkaDataset:
+    """Window-mean series of every (cluster, host, metric) in the topic's [from, to] records.
+
+    Raises `novacron_ml.replay.ReplayError` (one line) for a missing topic or an inverted
+    range. Series with fewer than `min_windows` windows are left out with a note. `limits`
+    defaults to no wall-clock age bounds (a replay is explicit about its range). `progress`
+    gets (records read, records planned) after every batch.
+    """
+    if window_s <= 0:
+        raise ValueError(f"window_s must be positive, got {window_s}")
+    window_ms = round(window_s * 1000)
+    parser = MessageParser(limits or ParseLimits(max_event_age_ms=0, max_event_future_ms=0))
+    data = KafkaDataset(topic, from_ms, to_ms, window_s)
+    slots: dict[str, list[int]] = {}
+    values: dict[str, list[float]] = {}
+    parts = plan(bootstrap, topic, from_ms, to_ms)
+    planned = sum(p.end - p.start for p in parts)
+    for part in parts:
+        reader = RangePartition(bootstrap, topic, part, to_ms, None)
+        try:
+            while True:
+                try:
+                    batch = reader.next_batch()
+                except StopIteration:
+                    break
+                now = int(time.time() * 1000)
+                for msg in batch:
+                    data.records += 1
+                    events: list[MetricEvent] = []
+                    dead: list[DeadLetter] = []
+                    source = f"{topic}:{msg.partition}:{msg.offset}"
+                    parser.parse_into(msg.value, msg.key, source, now, events, dead)
+                    for letter in dead:
+                        data.dead_letters[str(letter.reason)] += 1
+                    for ev in events:
+                        if not from_ms <= ev.ts_ms <= to_ms:
+                            data.outside_range += 1
+                            continue
+                        data.events += 1
+                        slots.setdefault(ev.series, []).append(ev.ts_ms // window_ms)
+                        values.setdefault(ev.series, []).append(ev.value)
+                if progress is not None:
+                    progress(data.records, planned)
+        finally:
+            reader.close()
+    for name in sorted(slots):
+        series = _window_means(name, np.array(slots[name]), np.array(values[name]), window_s)
+        if len(series) < min_windows:
+            data.notes.append(f"{name}: {len(series)} windows (< {min_windows}): left out")
+            continue
+        data.notes.extend(series.warnings)
+        data.series.append(series)
+    return data
+
+
+def _window_means(name: str, slot: np.ndarray, value: np.ndarray, window_s: float) -> Series:
+    uniq, inverse, counts = np.unique(slot, return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, weights=value) / counts
+    # partial windows at the range's edges (or a host's start and stop) would bias the level
+    keep = counts >= 0.5 * float(np.median(counts))
+    uniq, means = uniq[keep], means[keep]
+    t_s = uniq.astype(np.float64) * window_s
+    warnings: list[str] = []
+    if len(t_s) > 1:
+        t_s, means, _step, note = regularise(name, t_s, means, window_s)
+        if note:
+            warnings.append(note)
+    return Series(name, t_s, means, float(window_s), True, warnings)
