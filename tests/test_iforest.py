@@ -16,6 +16,7 @@ from operators.iforest import (
     IsolationForestTier,
     family_of,
     iforest_inputs,
+    load_iforest,
 )
 
 UNIT_FEATURES = (
@@ -57,14 +58,19 @@ def test_every_type_has_a_family() -> None:
     }  # fmt: skip
 
 
-def test_onnx_export_scores_like_scikit_learn(tmp_path: Path) -> None:
+@pytest.mark.parametrize("converter", ["compact", "skl2onnx"])
+def test_onnx_export_scores_like_scikit_learn(tmp_path: Path, converter: str) -> None:
     sklearn = pytest.importorskip("sklearn.ensemble")
+    import onnx
+
     from training.iforest import export_onnx
 
     rng = np.random.default_rng(1)
     x = iforest_inputs(random_features(rng, 400))
     forest = sklearn.IsolationForest(n_estimators=30, random_state=0).fit(x)
-    model = export_onnx(forest, tmp_path / "iforest_generic.onnx")
+    model = export_onnx(forest, tmp_path / "iforest_generic.onnx", converter)
+    n_nodes = len(onnx.load(str(model)).graph.node)
+    assert n_nodes == 5 if converter == "compact" else n_nodes > 30  # one ensemble vs per tree
     base = read_manifest(REGISTRY / "iforest_generic.json")
     manifest = ModelManifest(
         **{
@@ -81,9 +87,19 @@ def test_onnx_export_scores_like_scikit_learn(tmp_path: Path) -> None:
     scored = IsolationForestTier(str(tmp_path)).score(windows)
     raw = np.array([w.raw_scores["iforest"] for w in scored if w.raw_scores])
     expected = -forest.decision_function(iforest_inputs(feats))
-    np.testing.assert_allclose(raw, expected, atol=1e-4)
+    np.testing.assert_allclose(raw, expected, atol=1e-4 if converter == "skl2onnx" else 1e-6)
     assert raw[:5].min() > np.median(raw[5:])
     assert [w.series for w in scored] == [w.series for w in windows]  # order kept
+    # inputs on the float32 values next to split thresholds: every comparison as sklearn's
+    tree, features = forest.estimators_[0].tree_, forest.estimators_features_[0]
+    splits = np.flatnonzero(tree.children_left >= 0)
+    edge = np.repeat(x[:1], 2 * len(splits), axis=0)
+    for i, node in enumerate(splits):
+        t32 = np.float32(tree.threshold[node])
+        edge[2 * i, features[tree.feature[node]]] = t32
+        edge[2 * i + 1, features[tree.feature[node]]] = np.nextafter(t32, np.float32(np.inf))
+    session = load_iforest(str((tmp_path / "iforest_generic.json").resolve()))
+    np.testing.assert_allclose(session.raw_scores(edge), -forest.decision_function(edge), atol=1e-4)
 
 
 def test_committed_models_are_intact_and_catch_held_out_anomalies() -> None:

@@ -102,14 +102,116 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def export_onnx(forest: Any, path: Path) -> Path:
-    """A fitted IsolationForest as ONNX (opset 17, ai.onnx.ml 3; dynamic batch)."""
-    from skl2onnx import to_onnx
+CONVERTERS = ("compact", "skl2onnx")
+"""`compact` (the default): the whole forest as one ONNX TreeEnsembleRegressor (`compact_onnx`);
+`skl2onnx`: skl2onnx's converter, one tree-ensemble and label-encoder chain per tree (the same
+function; ~2,700 nodes, 3-5 ms per call whatever the batch)."""
 
-    sample = np.zeros((1, len(IFOREST_INPUTS)), np.float32)
-    onx = to_onnx(forest, sample, target_opset={"": 17, "ai.onnx.ml": 3})
-    path.write_bytes(onx.SerializeToString())
+
+def export_onnx(forest: Any, path: Path, converter: str = "compact") -> Path:
+    """A fitted IsolationForest as ONNX (opset 17, ai.onnx.ml 3; dynamic batch); the graph
+    outputs `scores`, sklearn's `decision_function` (negative: anomalous)."""
+    if converter == "compact":
+        model = compact_onnx(forest)
+    elif converter == "skl2onnx":
+        from skl2onnx import to_onnx
+
+        sample = np.zeros((1, forest.n_features_in_), np.float32)
+        model = to_onnx(forest, sample, target_opset={"": 17, "ai.onnx.ml": 3})
+    else:
+        raise ValueError(f"unknown converter {converter!r}: one of {', '.join(CONVERTERS)}")
+    path.write_bytes(model.SerializeToString())
     return path
+
+
+def compact_onnx(forest: Any) -> Any:
+    """sklearn's IsolationForest.decision_function as one TreeEnsembleRegressor + 4 nodes.
+
+    Each leaf's value is its depth plus c(its training sample count) (the average path length
+    of an unbuilt subtree, sklearn's `_average_path_length`); the ensemble sums them over the
+    trees (E[h] × n_trees), then decision = -2^(-sum / (n_trees × c(max_samples))) - offset_,
+    exactly sklearn's formula. Thresholds become the largest float32 not above sklearn's
+    float64 threshold, so `x <= t` agrees with sklearn for every float32 input (the flow feeds
+    float32). Tree features are mapped back through `estimators_features_`.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+    from sklearn.ensemble._iforest import _average_path_length
+
+    keys = (
+        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
+        "nodes_truenodeids", "nodes_falsenodeids", "target_treeids", "target_nodeids",
+        "target_ids", "target_weights",
+    )  # fmt: skip
+    attrs: dict[str, Any] = {k: [] for k in keys}
+    for t, (est, features) in enumerate(
+        zip(forest.estimators_, forest.estimators_features_, strict=True)
+    ):
+        tree = est.tree_
+        depth = np.zeros(tree.node_count, np.int64)
+        for node in range(tree.node_count):  # sklearn numbers children after their parent
+            for child in (tree.children_left[node], tree.children_right[node]):
+                if child >= 0:
+                    depth[child] = depth[node] + 1
+        leaf_c = _average_path_length(tree.n_node_samples)
+        for node in range(tree.node_count):
+            left, right = int(tree.children_left[node]), int(tree.children_right[node])
+            attrs["nodes_treeids"].append(t)
+            attrs["nodes_nodeids"].append(node)
+            if left < 0:
+                attrs["nodes_featureids"].append(0)
+                attrs["nodes_values"].append(0.0)
+                attrs["nodes_modes"].append("LEAF")
+                attrs["nodes_truenodeids"].append(0)
+                attrs["nodes_falsenodeids"].append(0)
+                attrs["target_treeids"].append(t)
+                attrs["target_nodeids"].append(node)
+                attrs["target_ids"].append(0)
+                attrs["target_weights"].append(float(depth[node] + leaf_c[node]))
+                continue
+            threshold = float(tree.threshold[node])
+            t32 = np.float32(threshold)
+            if float(t32) > threshold:
+                t32 = np.nextafter(t32, np.float32(-np.inf))
+            attrs["nodes_featureids"].append(int(features[tree.feature[node]]))
+            attrs["nodes_values"].append(float(t32))
+            attrs["nodes_modes"].append("BRANCH_LEQ")
+            attrs["nodes_truenodeids"].append(left)
+            attrs["nodes_falsenodeids"].append(right)
+    denominator = len(forest.estimators_) * float(_average_path_length([forest.max_samples_])[0])
+    nodes = [
+        helper.make_node(
+            "TreeEnsembleRegressor",
+            ["X"],
+            ["path_sum"],
+            domain="ai.onnx.ml",
+            **{"n_targets": 1, "aggregate_function": "SUM", "post_transform": "NONE", **attrs},
+        ),
+        helper.make_node("Mul", ["path_sum", "neg_inv_denominator"], ["exponent"]),
+        helper.make_node("Pow", ["two", "exponent"], ["anomaly"]),  # sklearn's -score_samples
+        helper.make_node("Sub", ["neg_offset", "anomaly"], ["decision"]),
+        helper.make_node("Reshape", ["decision", "flat"], ["scores"]),
+    ]
+    constants = [
+        helper.make_tensor("neg_inv_denominator", TensorProto.FLOAT, [], [-1.0 / denominator]),
+        helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+        helper.make_tensor("neg_offset", TensorProto.FLOAT, [], [-float(forest.offset_)]),
+        helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "isolation_forest",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", forest.n_features_in_])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch"])],
+        constants,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+        producer_name="novacron-ml",
+    )
+    onnx.checker.check_model(model)
+    return model
 
 
 def train_and_export(
@@ -120,6 +222,7 @@ def train_and_export(
     hosts: int = 6,
     config: IForestConfig | None = None,
     progress: Callable[[str], None] = print,
+    converter: str = "compact",
 ) -> dict[str, Any]:
     """Fit, evaluate and export one forest per family (+ `generic`); return the report."""
     import skl2onnx
@@ -159,7 +262,7 @@ def train_and_export(
             "flagged_share_anomalous": float(flagged[pos].mean()) if pos.any() else None,
         }
         name = f"iforest_{family}"
-        model_path = export_onnx(forest, out_dir / f"{name}.onnx")
+        model_path = export_onnx(forest, out_dir / f"{name}.onnx", converter)
         manifest = ModelManifest(
             name=name,
             kind="isolation_forest",
@@ -205,7 +308,8 @@ def train_and_export(
             },
             framework={
                 "sklearn": sklearn.__version__,
-                "skl2onnx": skl2onnx.__version__,
+                "converter": converter,
+                **({"skl2onnx": skl2onnx.__version__} if converter == "skl2onnx" else {}),
                 "python": platform.python_version(),
             },
         )
