@@ -264,8 +264,13 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
     """Bytewax glue around one shard's `FeatureEngine`; all logic lives in operators/."""
 
     NOTIFY_EVERY = timedelta(milliseconds=100)
-    """How often system time closes windows of series that went quiet: bounds the delay
-    from a window's close (end + allowed lateness) to its scoring (bench_latency.py)."""
+    """How often system time closes windows of series that went quiet, when `exact_notify`
+    is off: bounds the delay from a window's close (end + allowed lateness) to its scoring
+    (bench_latency.py)."""
+    NOTIFY_AT_MOST_MS = 1000
+    """With `exact_notify`: the longest sleep (idle series are still evicted on time)."""
+    exact_notify = True
+    """Wake when the next window can close (`FeatureEngine.next_close_ms`), not on a cadence."""
 
     def __init__(self, state: FeatureState) -> None:
         self.state = state
@@ -315,9 +320,17 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         return self._emit(self.state.engine.flush()), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self.state.engine.n_series == 0:
+        engine = self.state.engine
+        if engine.n_series == 0:
             return None
-        return datetime.now(UTC) + self.NOTIFY_EVERY
+        if not self.exact_notify:
+            return datetime.now(UTC) + self.NOTIFY_EVERY
+        now = _wall_ms()
+        due = engine.next_close_ms()
+        wake = now + self.NOTIFY_AT_MOST_MS if due is None else due
+        # at least 1 ms ahead (never a busy loop), at most NOTIFY_AT_MOST_MS
+        wake = min(max(wake, now + 1), now + self.NOTIFY_AT_MOST_MS)
+        return datetime.fromtimestamp(wake / 1000, UTC)
 
     def snapshot(self) -> FeatureState:
         return copy.deepcopy(self.state)

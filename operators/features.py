@@ -415,6 +415,22 @@ class FeatureEngine:
                 self._evict(row)
         return out
 
+    def next_close_ms(self) -> int | None:
+        """The wall time (ms) at which `advance` will close the next window, if no more events
+        arrive: the moment to be notified, rather than a fixed cadence, so a quiet series'
+        window is scored as soon as it can close. None: nothing pending."""
+        c = self.config
+        pending = self._active & (self._next_start <= self._max_ts)
+        if not pending.any():
+            return None
+        due = (
+            self._next_start[pending]
+            + (c.window_ms + c.lateness_ms)
+            - self._max_ts[pending]
+            + self._last_seen[pending]
+        )
+        return int(due.min())
+
     def flush(self) -> list[FeatureWindow]:
         """End of input: close every window that holds data."""
         return self._close(np.full(len(self._max_ts), np.iinfo(np.int64).max // 2, np.int64))

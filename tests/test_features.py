@@ -300,3 +300,24 @@ def test_state_is_bounded_and_picklable() -> None:
 def test_feature_order_is_stable_and_large_enough() -> None:
     assert len(FEATURE_NAMES) >= 27 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert FEATURE_INDEX["mean"] == 2
+
+
+def test_next_close_is_the_moment_advance_closes_a_quiet_series_window() -> None:
+    cfg = FeatureConfig(
+        window_s=60, step_s=5, lookback_s=600, bucket_s=300, lateness_s=10, idle_ttl_s=3600
+    )
+    engine = FeatureEngine(cfg)
+    assert engine.next_close_ms() is None
+    # two series; the last events at T0+50 s (wall 7,000) and T0+55 s (wall 9,000)
+    a = [MetricEvent(T0 + i * 5000, "h1", "c1", "m", 1.0) for i in range(11)]
+    b = [MetricEvent(T0 + i * 5000, "h2", "c1", "m", 1.0) for i in range(12)]
+    assert engine.ingest(a, now_ms=7_000) == ([], [])
+    assert engine.ingest(b, now_ms=9_000) == ([], [])
+    # h1's window [T0, T0+60 s) closes once its watermark (50 s + idle - 10 s) reaches 60 s:
+    # idle 20 s after wall 7,000 -> 27,000; h2: idle 15 s after 9,000 -> 24,000 (first)
+    assert engine.next_close_ms() == 24_000
+    assert engine.advance(now_ms=23_999) == []
+    assert [w.series for w in engine.advance(now_ms=24_000)] == ["c1/h2/m"]
+    assert engine.next_close_ms() == 27_000
+    assert [w.series for w in engine.advance(now_ms=27_000)] == ["c1/h1/m"]
+    assert engine.next_close_ms() is None  # nothing left that holds data
