@@ -55,7 +55,7 @@ from operators.features import (
     FeatureWindow,
     LateEvent,
 )
-from operators.feedback import Feedback, apply_feedback, parse_feedback
+from operators.feedback import Feedback, parse_feedback
 from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster
 from operators.hourly import HourlyAggregate, HourlyAggregator, hourly_key
 from operators.iforest import IsolationForestTier, load_iforest
@@ -67,6 +67,7 @@ from operators.series import (
     CombineConfig,
     SeriesState,
     WindowScore,
+    apply_series_feedback,
     detect_window,
     new_series_state,
 )
@@ -468,7 +469,7 @@ def make_detect_step(
         if state is None:
             state = new_series_state(window.series, config, combine)
         if isinstance(window, Feedback):
-            apply_feedback(state.detector, window)
+            apply_series_feedback(state, window)
             obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
             return state, []
         result = detect_window(state, window)

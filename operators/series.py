@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
 
 from novacron_ml.schema import (
     Alert,
@@ -20,11 +21,14 @@ from novacron_ml.schema import (
 from operators.deadletter import DeadLetter, Reason
 from operators.explain import FeatureBaseline
 from operators.features import FeatureWindow
+from operators.feedback import Feedback, Verdict, apply_feedback
 from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
 from operators.river_tier import RiverConfig, RiverTier
 from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
 
 DETECTOR_NAME = "robust_z"
+HELD_ALERTS = 16
+"""Alerted windows per series kept for operator feedback (their features and River inputs)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,16 @@ class SeriesState:
     baseline: FeatureBaseline | None = None
     """The series' normal feature vector, for alert explanations."""
     river: RiverTier | None = None
+    held: dict[str, HeldWindow] | None = None
+    """The last `HELD_ALERTS` alerted windows by alert_id, kept out of learning until an
+    operator calls one a false positive (then learned) or a true positive (then dropped)."""
+
+
+@dataclass
+class HeldWindow:
+    mean: float
+    features: np.ndarray
+    river_x: dict[str, float] | None
 
 
 class WindowScore(msgspec.Struct, frozen=True):
@@ -93,6 +107,12 @@ def new_series_state(
     )
 
 
+def fire_level(state: SeriesState) -> float:
+    """The series' firing probability: `fire_probability`, its tail narrowed by the same
+    factor operator false positives widened the robust z threshold by."""
+    return 1.0 - (1.0 - state.combine.fire_probability) / state.detector.threshold_scale
+
+
 def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
     """The window's anomaly probability: the largest calibrated score among the combined
     tiers. Every calibrated score is the empirical tail probability of the tier's raw score
@@ -109,7 +129,7 @@ def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
         state.fired_at = probability
         state.cooldown = c.cooldown_windows
         return probability
-    if probability >= c.fire_probability:
+    if probability >= fire_level(state):
         state.fired_at = probability
         state.cooldown = c.cooldown_windows
     return probability
@@ -167,7 +187,7 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     state.tier_scores = tiers
     state.last_score = combine_scores(state, tiers)
     anomalous = score is not None and score.anomalous
-    flagged = anomalous or max(tiers.values()) >= state.combine.fire_probability
+    flagged = anomalous or max(tiers.values()) >= fire_level(state)
     if state.river is not None and river_x is not None and not flagged:
         state.river.learn(river_x)  # AnomalyFilter: anomalies never become the reference
     explanation = None
@@ -180,8 +200,10 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         return None
     cluster, host, metric = split_series_key(series)
     kind = spec_for(metric).anomaly_type.value
+    alert_id = alert_id_for(series, window.start_ms, kind)
+    _hold(state, alert_id, HeldWindow(mean, np.array(window.features), river_x))
     return Alert(
-        alert_id=alert_id_for(series, window.start_ms, kind),
+        alert_id=alert_id,
         type=kind,
         severity=severity_for(score.z, state.detector.config.z_threshold),
         host=host,
@@ -199,3 +221,30 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
     )
+
+
+def _hold(state: SeriesState, alert_id: str, held: HeldWindow) -> None:
+    if state.held is None:
+        state.held = {}
+    state.held[alert_id] = held
+    while len(state.held) > HELD_ALERTS:
+        del state.held[next(iter(state.held))]  # the oldest
+
+
+def apply_series_feedback(state: SeriesState, feedback: Feedback) -> bool:
+    """Apply an operator verdict to the series: the robust z threshold (and, through it, the
+    probability's firing level) as `operators.feedback.apply_feedback` does; and when the
+    alerted window is still held, a false positive teaches it to the River tier and the
+    explanation baseline (and to robust z, when the verdict carries no value), while a true
+    positive drops it, so it never becomes the reference. Returns whether it was held."""
+    held = state.held.pop(feedback.alert_id, None) if state.held else None
+    if held is not None and feedback.verdict is Verdict.FALSE_POSITIVE and feedback.value is None:
+        feedback = msgspec.structs.replace(feedback, value=held.mean)
+    apply_feedback(state.detector, feedback)
+    if held is None or feedback.verdict is not Verdict.FALSE_POSITIVE:
+        return held is not None
+    if state.river is not None and held.river_x is not None:
+        state.river.learn(held.river_x)
+    if state.baseline is not None:
+        state.baseline.learn(held.features)
+    return True

@@ -13,9 +13,18 @@ from pydantic import ValidationError
 from novacron_ml.schema import Alert
 from novacron_ml.settings import DetectorSettings
 from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from operators.feedback import Feedback, Verdict
 from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
 from operators.robust_z import RobustZConfig
-from operators.series import CombineConfig, combine_scores, detect_window, new_series_state
+from operators.series import (
+    HELD_ALERTS,
+    CombineConfig,
+    apply_series_feedback,
+    combine_scores,
+    detect_window,
+    fire_level,
+    new_series_state,
+)
 
 SERIES = "c1/h1/latency_p99_ms"
 
@@ -122,3 +131,41 @@ def test_river_tier_scores_the_outlier_and_keeps_it_out_of_learning() -> None:
     assert pickle.dumps(state.river) != before
     off = new_series_state(SERIES, RobustZConfig(), CombineConfig(river=None))
     assert off.river is None
+
+
+def test_operator_feedback_reaches_the_river_tier_baseline_and_firing_level() -> None:
+    state = new_series_state(
+        SERIES, RobustZConfig(min_history=5, history_windows=200), CombineConfig()
+    )
+    rng = np.random.default_rng(3)
+    for i in range(400):
+        mean = 100.0 + rng.normal(0, 2)
+        detect_window(state, window(i, mean, mean * 1.5 + rng.normal(0, 1)))
+    river, baseline, fire = (
+        pickle.dumps(state.river),
+        pickle.dumps(state.baseline),
+        fire_level(state),
+    )
+    first = detect_window(state, window(400, 400.0, 2000.0))
+    assert isinstance(first, Alert) and state.held is not None and first.alert_id in state.held
+    # a true positive: the window is dropped, never learned; the threshold stays as configured
+    tp = Feedback(first.alert_id, Verdict.TRUE_POSITIVE, SERIES)
+    assert apply_series_feedback(state, tp) and first.alert_id not in state.held
+    assert pickle.dumps(state.river) == river and pickle.dumps(state.baseline) == baseline
+    assert fire_level(state) == fire
+    # a false positive: River and the explanation baseline learn the held window, robust z
+    # learns its mean (the verdict carries no value), and the series fires less readily
+    second = detect_window(state, window(401, 400.0, 2000.0))
+    assert isinstance(second, Alert)
+    assert pickle.dumps(state.river) == river  # still held out until the verdict
+    fp = Feedback(second.alert_id, Verdict.FALSE_POSITIVE, SERIES)
+    assert apply_series_feedback(state, fp)
+    assert pickle.dumps(state.river) != river and pickle.dumps(state.baseline) != baseline
+    assert state.detector.threshold_scale == pytest.approx(1.25)
+    assert fire_level(state) == pytest.approx(1 - (1 - fire) / 1.25)
+    # a verdict on a window no longer held still moves the threshold, and says so
+    assert not apply_series_feedback(state, fp)
+    assert state.detector.threshold_scale == pytest.approx(1.25**2)
+    for i in range(402, 402 + 2 * HELD_ALERTS):  # only the last HELD_ALERTS alerts are kept
+        detect_window(state, window(i, 400.0 * (1.1 + i - 402), 2000.0 * (1 + i - 402)))
+    assert len(state.held) <= HELD_ALERTS
