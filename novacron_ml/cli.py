@@ -103,7 +103,7 @@ def _fleet_config(args: argparse.Namespace) -> FleetConfig:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from novacron_ml.demo import run_demo, summary
+    from novacron_ml.demo import false_positive_windows, run_demo, summary
     from novacron_ml.models import DEFAULT_FORECASTER
     from novacron_ml.settings import load_settings
 
@@ -132,6 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "precision": ev.precision,
                     "recall": ev.recall,
                     "type_accuracy": ev.type_accuracy,
+                    "windows": result.windows,
+                    "false_positive_windows": false_positive_windows(result),
+                    "false_positive_rate": false_positive_windows(result) / max(result.windows, 1),
                 },
                 indent=2,
             )

@@ -105,14 +105,24 @@ def run_demo(
     )
 
 
+def false_positive_windows(result: DemoResult) -> int:
+    """Distinct (series, window) pairs with an alert overlapping no injected anomaly on its
+    host: the numerator of the false-positive rate per window scored."""
+    return len(
+        {(a.cluster, a.host, a.metric, a.window_start) for a in result.evaluation.false_alerts}
+    )
+
+
 def summary(result: DemoResult) -> str:
     ev = result.evaluation
+    fp_windows = false_positive_windows(result)
     lines = [
         "",
         paint("Summary", "1"),
         f"  events processed   {result.events:,} from {result.messages:,} messages in "
         f"{result.seconds:.1f} s ({result.events_per_second:,.0f} events/s, 1 worker)",
-        f"  windows scored     {result.windows:,}",
+        f"  windows scored     {result.windows:,}, false-positive windows {fp_windows:,} "
+        f"({fp_windows / max(result.windows, 1):.3%})",
         f"  dead letters       {sum(result.dead_letters.values()):,} "
         + (
             "(" + ", ".join(f"{k} {v}" for k, v in sorted(result.dead_letters.items())) + ")"

@@ -64,6 +64,14 @@ def test_demo_prints_alerts_and_a_scored_summary(tmp_path: Path) -> None:
     figures = json.loads(report.read_text())
     assert figures["events"] == 4 * 10 * 3 * 360
     assert figures["alerts"] > 0 and figures["recall"] >= 0.9
+    assert figures["windows"] == 4 * 10 * 3 * 60  # 60 s windows
+    assert (
+        0
+        <= figures["false_positive_windows"]
+        <= figures["alerts"] * (1 - figures["precision"]) + 1e-9
+    )
+    assert figures["false_positive_rate"] == figures["false_positive_windows"] / figures["windows"]
+    assert "false-positive windows" in out.stdout
 
 
 def test_invalid_settings_fail_with_a_clear_message() -> None:

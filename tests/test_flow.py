@@ -14,7 +14,7 @@ from bytewax.testing import run_main
 
 from dataflows.detect import build_flow, feature_record
 from novacron_ml import observability as obs
-from novacron_ml.demo import run_demo, summary
+from novacron_ml.demo import false_positive_windows, run_demo, summary
 from novacron_ml.malformed import MALFORMED, with_malformed
 from novacron_ml.schema import Alert, WireEvent
 from novacron_ml.settings import Settings
@@ -140,6 +140,7 @@ def test_demo_detects_the_injected_anomalies() -> None:
     assert result.events == FleetSimulator(fleet).n_events
     assert ev.labels >= 7
     assert ev.precision >= 0.9 and ev.recall >= 0.9, summary(result)
+    assert false_positive_windows(result) <= 0.01 * result.windows  # the FP-rate bound
     assert result.dead_letters == result.injected_bad
     assert len(MALFORMED) >= 15
 
