@@ -2,13 +2,14 @@
 by batch size, and training throughput on CPU.
 
 1. The detect flow over the same simulated events with the forecaster off and on, in one run
-   (one Bytewax worker): the difference, per event, is the forecaster's amortised cost.
+   (one Bytewax worker; the River and Isolation Forest tiers off in both, see LEAN_DETECTOR):
+   the difference, per event, is the forecaster's amortised cost.
 2. The served ONNX model alone (1 intra-op thread, as in the flow) at batch sizes 1, 64, 512.
 3. With --architectures: untrained exports of three architectures timed alone in ORT at
    batch 512 (what choosing the served model's size costs; needs torch).
-4. Training: epochs over N random windows with the default architecture; prints windows/s
-   and the time one epoch over 1 million windows takes at that rate (`--train-windows
-   1000000` measures it directly).
+4. Training: epochs over N random windows with the default (seed) architecture, and with
+   --architectures also the served 1 x 32 one; prints windows/s and the time one epoch over
+   1 million windows takes at that rate (`--train-windows 1000000` measures it directly).
 
     python bench/bench_forecast.py [--hours 2] [--train-windows 100000] [--json OUT]
 """
@@ -31,9 +32,16 @@ from novacron_ml.settings import load_settings
 from novacron_ml.simulator import FleetConfig, FleetSimulator
 from novacron_ml.sources import CallbackSink, simulator_source
 
+LEAN_DETECTOR = {"river": False, "iforest_models": ""}
+"""The flow's River and Isolation Forest tiers off for the on/off comparison: they cost
+~300 µs per window whether the forecaster runs or not, and their run-to-run noise on this VM
+(±25 % of ~110 µs per event) would bury the forecaster's few µs."""
+
 
 def flow_rate(sim: FleetSimulator, forecast: bool) -> tuple[float, int]:
-    settings = load_settings(forecast={"enabled": forecast}, ingest={"max_event_age_s": 0})
+    settings = load_settings(
+        forecast={"enabled": forecast}, ingest={"max_event_age_s": 0}, detector=LEAN_DETECTOR
+    )
     outputs = 0
 
     def count(items: list[Any]) -> None:
@@ -97,12 +105,16 @@ def architecture_costs(batch: int = 512, reps: int = 20) -> dict[str, float]:
     return out
 
 
-def training_rate(n_windows: int, epochs: int) -> float:
+SERVED = {"layers": 1, "bidirectional": False, "attention": False}
+"""The served model's architecture (models/onnx/lstm_forecaster.json) over the defaults."""
+
+
+def training_rate(n_windows: int, epochs: int, **arch: Any) -> float:
     import torch
 
     from training.lstm import LSTMConfig, train
 
-    cfg = LSTMConfig(max_epochs=epochs, patience=epochs + 1)
+    cfg = LSTMConfig(max_epochs=epochs, patience=epochs + 1, **arch)
     rng = np.random.default_rng(0)
     t = np.arange(n_windows * 2, dtype=np.float64) * 60.0
     base = np.sin(t / 3600.0) + rng.normal(0, 0.05, len(t))
@@ -123,15 +135,24 @@ def main() -> None:
     p.add_argument("--hours", type=float, default=2.0, help="simulated hours (12 hosts, 5 s)")
     p.add_argument("--train-windows", type=int, default=100_000)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3, help="flow runs per mode, alternated (3)")
     p.add_argument("--architectures", action="store_true", help="also time 3 architectures")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     sim = FleetSimulator(FleetConfig(duration_s=args.hours * 3600, anomalies_per_host_per_hour=0))
     flow_rate(FleetSimulator(FleetConfig(duration_s=600)), True)  # warm-up: imports, session
-    off, _ = flow_rate(sim, False)
-    on, _ = flow_rate(sim, True)
+    # off/on alternated (off on on off off on ...): runs later in a process are slower on this
+    # VM, so a fixed order would bias the difference; the medians are compared
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(args.reps):
+        for forecast in (False, True) if i % 2 == 0 else (True, False):
+            rates[forecast].append(flow_rate(sim, forecast)[0])
+    off, on = float(np.median(rates[False])), float(np.median(rates[True]))
     added_us = (1 / on - 1 / off) * 1e6
-    print(f"{sim.n_events:,} events, 1 worker: forecaster off {off:,.0f} ev/s, on {on:,.0f} ev/s")
+    print(
+        f"{sim.n_events:,} events, 1 worker, median of {args.reps}: forecaster off "
+        f"{off:,.0f} ev/s, on {on:,.0f} ev/s"
+    )
     print(f"forecaster cost per event (amortised): {added_us:.2f} us")
     costs = ort_costs()
     for b, us in costs.items():
@@ -141,20 +162,29 @@ def main() -> None:
             print(f"untrained {name:<40} {us:7.1f} us per series forecast (batch 512)")
     rate = training_rate(args.train_windows, args.epochs)
     print(
-        f"training: {rate:,.0f} windows/s on {os.cpu_count()} cores -> one epoch over 1M "
-        f"windows {1_000_000 / rate / 60:.1f} min"
+        f"training, seed architecture (3 x 32 bi + attention): {rate:,.0f} windows/s on "
+        f"{os.cpu_count()} cores -> one epoch over 1M windows {1_000_000 / rate / 60:.1f} min"
     )
+    served_rate = None
+    if args.architectures:
+        served_rate = training_rate(args.train_windows, args.epochs, **SERVED)
+        print(
+            f"training, served architecture (1 x 32): {served_rate:,.0f} windows/s -> one "
+            f"epoch over 1M windows {1_000_000 / served_rate / 60:.1f} min"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
                     "machine": platform.processor() or platform.machine(),
                     "events": sim.n_events,
+                    "flow_eps_runs": {"off": rates[False], "on": rates[True]},
                     "flow_off_eps": off,
                     "flow_on_eps": on,
                     "forecast_cost_us_per_event": added_us,
                     "ort_us_per_forecast": costs,
                     "train_windows_per_s": rate,
+                    "train_windows_per_s_served": served_rate,
                 },
                 f,
                 indent=2,
