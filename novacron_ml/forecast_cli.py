@@ -297,6 +297,8 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         series.append(load_series(path, args.value_column, args.time_column, step_s=args.step_s))
     kafka = None
     if args.kafka_topic:
+        from confluent_kafka import KafkaException
+
         from novacron_ml.replay import ReplayError
 
         if args.from_ms is None:
@@ -306,7 +308,7 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
             args.to_ms = int(time.time() * 1000)
         try:
             kafka = _kafka_series(args, cfg)
-        except ReplayError as exc:
+        except (ReplayError, KafkaException) as exc:
             print(f"novacron-ml forecast-train: {exc}", file=sys.stderr)
             return 2
     if kafka is not None:

@@ -110,7 +110,9 @@ def new_series_state(
 def fire_level(state: SeriesState) -> float:
     """The series' firing probability: `fire_probability`, its tail narrowed by the same
     factor operator false positives widened the robust z threshold by."""
-    return 1.0 - (1.0 - state.combine.fire_probability) / state.detector.threshold_scale
+    scale = state.detector.threshold_scale
+    fire = state.combine.fire_probability
+    return fire if scale == 1.0 else 1.0 - (1.0 - fire) / scale
 
 
 def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
