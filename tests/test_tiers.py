@@ -19,6 +19,7 @@ from operators.robust_z import RobustZConfig
 from operators.series import (
     HELD_ALERTS,
     CombineConfig,
+    WindowScore,
     apply_series_feedback,
     combine_scores,
     detect_window,
@@ -105,6 +106,27 @@ def test_series_state_survives_a_recovery_snapshot() -> None:
     a = [detect_window(state, window(300 + i, 100.0 + i % 5, 150.0)) for i in range(20)]
     b = [detect_window(copy, window(300 + i, 100.0 + i % 5, 150.0)) for i in range(20)]
     assert a == b and state.tier_scores == copy.tier_scores
+
+
+def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> None:
+    from dataflows.detect import make_detect_builder, make_detect_step
+
+    step = make_detect_step(RobustZConfig(min_history=5), emit_scores=True)
+    build = make_detect_builder(step)
+    logic = build(None)
+    for i in range(300):
+        logic.on_item(window(i, 100.0 + i % 7, 150.0))
+    snap = logic.snapshot()
+    assert isinstance(snap, bytes)  # one untracked object, not a deep copy of River's trees
+    resumed, legacy = build(snap), build(pickle.loads(snap))  # legacy: stateful_map's copies
+    for i in range(300, 320):
+        w = window(i, 100.0 + i % 5, 400.0 if i == 310 else 150.0)
+        out, discard = logic.on_item(w)
+        assert not discard and out == resumed.on_item(w)[0] == legacy.on_item(w)[0]
+        assert out and isinstance(out[-1], WindowScore)
+    again = pickle.loads(resumed.snapshot())
+    assert logic.state is not None and again.tier_scores == logic.state.tier_scores
+    assert again.last_score == logic.state.last_score
 
 
 def test_settings_reject_an_unknown_tier() -> None:
