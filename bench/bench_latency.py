@@ -17,6 +17,7 @@ event's time.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,9 @@ def main() -> None:
         help="also run the flow with the fixed 100 ms notify cadence (before exact notify)",
     )
     ap.add_argument(
+        "--gc", action="store_true", help="also count full garbage-collector passes (gc.callbacks)"
+    )
+    ap.add_argument(
         "--epoch-ms", type=float, help="Bytewax epoch interval (default: Bytewax's, 10 s)"
     )
     ap.add_argument("--json", help="also write the figures here")
@@ -173,12 +177,41 @@ def run_ours(
     flow = build_flow(
         settings, PacedSource(items), CallbackSink(collect), kafka_output=False, emit_scores=True
     )
+    full_gc: list[tuple[int, float]] = []  # (wall ms at the end, pause ms) of gen-2 passes
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            full_gc.append((_now_ms(), (time.perf_counter() - started[0]) * 1000))
+
+    if args.gc:
+        gc.callbacks.append(on_gc)
     FeatureLogic.exact_notify = exact
     try:
         run_main(flow, epoch_interval=epoch)
     finally:
         FeatureLogic.exact_notify = True
-    return percentiles(ours)
+        if args.gc:
+            gc.callbacks.remove(on_gc)
+    result = percentiles(ours)
+    if args.gc:
+        live = [ms for t, ms in full_gc if t >= live_start]
+        result |= {
+            "full_gc_run": len(full_gc),
+            "full_gc_run_ms": sum(ms for _, ms in full_gc),
+            "full_gc_live": len(live),
+            "full_gc_live_max_ms": max(live, default=0.0),
+        }
+        print(
+            f"full (gen-2) collections: {len(full_gc)} in the run "
+            f"({result['full_gc_run_ms']:.0f} ms), {len(live)} during the live part "
+            f"(longest {result['full_gc_live_max_ms']:.0f} ms)"
+        )
+    return result
 
 
 def run_naive(args: argparse.Namespace, epoch: timedelta | None) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Isolation Forest tier: per metric family, trained offline, scored with ONNX Runtime.
 
 `training/iforest.py` fits one scikit-learn IsolationForest per metric family on feature
-vectors the flow's own engine computed, exports it with skl2onnx to
+vectors the flow's own engine computed, exports it as one ONNX TreeEnsembleRegressor to
 `models/onnx/iforest_<family>.onnx` with a manifest (`novacron_ml.models.ModelManifest`, kind
 `isolation_forest`). The flow scores every closed window of a feature-shard batch in one ORT
 call per family (`IsolationForestTier.score`, micro-batches) and attaches the raw score (the
@@ -122,6 +122,17 @@ def load_iforest(manifest_path: str) -> OnnxIsolationForest:
     return OnnxIsolationForest(Path(manifest_path))
 
 
+@lru_cache(maxsize=64)
+def _manifest_for(directory: str, family: str) -> Path | None:
+    """The family's model, else `generic`; looked up once per process (models are checked when
+    the flow is built), not on every batch."""
+    for name in (family, "generic"):
+        path = Path(directory) / f"iforest_{name}.json"
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class IsolationForestTier:
     """The registry directory holding `iforest_<family>.json`; picklable (paths only)."""
@@ -129,11 +140,7 @@ class IsolationForestTier:
     directory: str
 
     def manifest_for(self, family: str) -> Path | None:
-        for name in (family, "generic"):
-            path = Path(self.directory) / f"iforest_{name}.json"
-            if path.is_file():
-                return path.resolve()
-        return None
+        return _manifest_for(self.directory, family)
 
     def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
         """The same windows with `raw_scores["iforest"]`, one ORT call per family present."""

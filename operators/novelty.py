@@ -24,7 +24,7 @@ class NoveltyConfig:
     embed: int = 4
     """Window means per shape."""
     history: int = 1440
-    """Past shapes searched (the NAB runner uses 5000: every row of a NAB file)."""
+    """Past shapes searched (the NAB runner uses 25,000: every row of a NAB file)."""
     min_history: int = 100
     """Shapes needed before scoring (None until then)."""
 
@@ -71,7 +71,7 @@ class RankCalibrator:
 
 
 class NoveltyDetector:
-    """Per-series state: ring buffers of past shapes and raw scores. Picklable."""
+    """Per-series state: a ring buffer of past shapes and the running range. Picklable."""
 
     __slots__ = (
         "_filled",

@@ -5,8 +5,9 @@ series' level and spread, shape statistics), scaled online into [0, 1] by River'
 `MinMaxScaler` as HalfSpaceTrees requires. The raw score is HalfSpaceTrees' (0 while its first
 reference window fills); the per-series step calibrates it like every tier and, with River's
 AnomalyFilter semantics, only learns windows whose calibrated score stayed below the firing
-probability, so anomalies do not become the reference. About 90 µs and 46 KB (pickled) per
-series with the defaults below (10 trees of height 6, reference window 250).
+probability, so anomalies do not become the reference. About 270 µs per window
+(bench_detect.py) and 46 KB (pickled) per series with the defaults below (10 trees of
+height 6, reference window 250).
 """
 
 from __future__ import annotations

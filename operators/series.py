@@ -115,15 +115,20 @@ def fire_level(state: SeriesState) -> float:
     return fire if scale == 1.0 else 1.0 - (1.0 - fire) / scale
 
 
+def tier_probability(state: SeriesState, tiers: dict[str, float]) -> float:
+    """The largest calibrated score among the combined tiers (before any cooldown)."""
+    return max((tiers[name] for name in state.combine.tiers if name in tiers), default=0.0)
+
+
 def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
     """The window's anomaly probability: the largest calibrated score among the combined
     tiers. Every calibrated score is the empirical tail probability of the tier's raw score
     over the series' own recent raw scores (the non-parametric form of the anomaly-likelihood
-    step), so the tiers share one scale. A probability ≥ `fire_probability` starts a cooldown
+    step), so the tiers share one scale. A probability ≥ `fire_level` starts a cooldown
     in which the probability is held at 0 unless it exceeds the one that started it (a bigger
     event is never hidden behind a smaller one; it restarts the cooldown)."""
     c = state.combine
-    probability = max((tiers[name] for name in c.tiers if name in tiers), default=0.0)
+    probability = tier_probability(state, tiers)
     if state.cooldown > 0:
         state.cooldown -= 1
         if probability <= state.fired_at:
@@ -217,9 +222,7 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         expected=score.expected,
         score=score.z,
         detector=DETECTOR_NAME,
-        probability=round(
-            max((tiers[n] for n in state.combine.tiers if n in tiers), default=0.0), 6
-        ),
+        probability=round(tier_probability(state, tiers), 6),
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
     )
