@@ -112,7 +112,9 @@ def combine_config(settings: Settings) -> CombineConfig:
         tiers=tuple(d.probability_tiers),
         fire_probability=d.fire_probability,
         cooldown_windows=d.cooldown_windows,
-        novelty=NoveltyConfig(embed=d.novelty_embed, history=d.novelty_history),
+        bigger_event=d.bigger_event,
+        min_novelty=d.min_novelty,
+        novelty=NoveltyConfig(scales=tuple(d.novelty_scales), history=d.novelty_history),
         calibration=CalibrationConfig(history=d.calibration_history),
         river=RiverConfig() if d.river else None,
     )

@@ -175,8 +175,17 @@ class DetectorSettings(_Group):
         ge=1,
         description="After this many anomalous windows in a row the new level is learned.",
     )
-    novelty_embed: int = Field(
-        4, ge=1, le=64, description="Window means per shape in the novelty (nearest-shape) tier."
+    novelty_scales: list[int] = Field(
+        default_factory=lambda: [1, 2, 4],
+        min_length=1,
+        description="Shape lengths (window means) the novelty (nearest-shape) tier compares at; "
+        "its score is the mean of the scales' calibrated scores.",
+    )
+    min_novelty: float = Field(
+        0.05,
+        ge=0,
+        description="The novelty tier scores 0 unless a shape is this fraction of the series' "
+        "range away from every earlier one.",
     )
     novelty_history: int = Field(
         1440, ge=10, le=100_000, description="Past shapes per series the novelty tier searches."
@@ -208,6 +217,12 @@ class DetectorSettings(_Group):
     cooldown_windows: int = Field(
         100, ge=0, description="Windows after a firing whose probability is held at 0."
     )
+    bigger_event: float = Field(
+        3.0,
+        ge=1,
+        description="During a cooldown a window passes when its novelty distance is this many "
+        "times the one that fired.",
+    )
 
     @model_validator(mode="after")
     def _history_fits(self) -> DetectorSettings:
@@ -218,6 +233,11 @@ class DetectorSettings(_Group):
             raise ValueError(
                 f"detector.probability_tiers: unknown tier(s) {unknown}; "
                 f"choose from {list(DETECTION_TIERS)}"
+            )
+        scales = self.novelty_scales
+        if len(set(scales)) != len(scales) or not all(1 <= s <= 64 for s in scales):
+            raise ValueError(
+                f"detector.novelty_scales must be distinct integers from 1 to 64: {scales}"
             )
         return self
 

@@ -41,6 +41,13 @@ class CombineConfig:
     """A probability at or above this starts a cooldown."""
     cooldown_windows: int = 100
     """Windows after a firing whose probability is held at 0 (one alert per episode)."""
+    bigger_event: float = 3.0
+    """During a cooldown, a window whose novelty distance is at least this many times the one
+    that started it (and whose probability reaches the firing level) passes and restarts the
+    cooldown: a bigger event is never hidden behind a smaller one."""
+    min_novelty: float = 0.05
+    """The novelty tier scores 0 unless the window's shape is at least this fraction of the
+    series' range from every earlier shape at some scale (tiny moves are never novel)."""
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     river: RiverConfig | None = field(default_factory=RiverConfig)
@@ -57,8 +64,8 @@ class SeriesState:
     combine: CombineConfig = field(default_factory=CombineConfig)
     cooldown: int = 0
     """Windows left in the current cooldown."""
-    fired_at: float = 0.0
-    """The probability that started the current cooldown."""
+    fired_size: float = 0.0
+    """The novelty distance (largest over scales) of the window that started the cooldown."""
     tier_scores: dict[str, float] | None = None
     """Each tier's calibrated score in [0, 1] for the last window."""
     calibrators: dict[str, RankCalibrator] | None = None
@@ -120,25 +127,25 @@ def tier_probability(state: SeriesState, tiers: dict[str, float]) -> float:
     return max((tiers[name] for name in state.combine.tiers if name in tiers), default=0.0)
 
 
-def combine_scores(state: SeriesState, tiers: dict[str, float]) -> float:
+def combine_scores(state: SeriesState, tiers: dict[str, float], size: float = 0.0) -> float:
     """The window's anomaly probability: the largest calibrated score among the combined
     tiers. Every calibrated score is the empirical tail probability of the tier's raw score
     over the series' own recent raw scores (the non-parametric form of the anomaly-likelihood
     step), so the tiers share one scale. A probability ≥ `fire_level` starts a cooldown
-    in which the probability is held at 0 unless it exceeds the one that started it (a bigger
-    event is never hidden behind a smaller one; it restarts the cooldown)."""
+    in which the probability is held at 0, unless the window's novelty distance `size` is at
+    least `bigger_event` times the one that started it (then it passes and restarts it). The
+    size, not the probability, decides: ranks saturate near 1, so after any firing almost
+    every later window "beats" it by rank (a noisy series then fires on and on)."""
     c = state.combine
     probability = tier_probability(state, tiers)
     if state.cooldown > 0:
         state.cooldown -= 1
-        if probability <= state.fired_at:
+        if probability < fire_level(state) or not size or size < c.bigger_event * state.fired_size:
             return 0.0
-        state.fired_at = probability
-        state.cooldown = c.cooldown_windows
+    elif probability < fire_level(state):
         return probability
-    if probability >= fire_level(state):
-        state.fired_at = probability
-        state.cooldown = c.cooldown_windows
+    state.fired_size = size
+    state.cooldown = c.cooldown_windows
     return probability
 
 
@@ -174,10 +181,11 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         else anomaly_score(score.z, det.direction, det.config.z_threshold)
     }
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
+    size = 0.0
     if state.novelty is not None:
-        raw = state.novelty.observe(mean)
-        if raw is not None:
-            raw_scores["novelty"] = raw
+        raws = state.novelty.observe(mean)
+        if raws is not None:
+            tiers["novelty"], size = _novelty_score(state, raws)
     river_x = None
     if state.river is not None:
         river_x = state.river.inputs(window.features)
@@ -192,7 +200,7 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
                 calibrator = calibrators[name] = RankCalibrator(state.combine.calibration)
             tiers[name] = calibrator.calibrate(raw)
     state.tier_scores = tiers
-    state.last_score = combine_scores(state, tiers)
+    state.last_score = combine_scores(state, tiers, size)
     anomalous = score is not None and score.anomalous
     flagged = anomalous or max(tiers.values()) >= fire_level(state)
     if state.river is not None and river_x is not None and not flagged:
@@ -226,6 +234,24 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
     )
+
+
+def _novelty_score(state: SeriesState, raws: tuple[float, ...]) -> tuple[float, float]:
+    """The novelty tier's score (the mean of its scales' calibrated raw scores, 0 when no
+    scale moved `min_novelty` of the range) and the window's novelty distance (largest raw)."""
+    calibrators = state.calibrators
+    if calibrators is None:
+        calibrators = state.calibrators = {}
+    ranks = []
+    for s, raw in zip(state.combine.novelty.scales, raws, strict=True):
+        name = f"novelty@{s}"
+        calibrator = calibrators.get(name)
+        if calibrator is None:
+            calibrator = calibrators[name] = RankCalibrator(state.combine.calibration)
+        ranks.append(calibrator.calibrate(raw))
+    size = max(raws)
+    score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
+    return score, size
 
 
 def _hold(state: SeriesState, alert_id: str, held: HeldWindow) -> None:

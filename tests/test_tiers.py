@@ -42,25 +42,51 @@ def test_rank_calibrator_is_the_share_of_recent_raw_scores_below() -> None:
 
 
 def test_novelty_finds_the_shape_never_seen_and_not_the_repeated_one() -> None:
-    det = NoveltyDetector(NoveltyConfig(embed=4, history=500, min_history=20))
+    det = NoveltyDetector(NoveltyConfig(scales=(1, 2, 4), history=500, min_history=20))
     wave = [10.0, 20.0, 30.0, 20.0]
     raws = [det.observe(v) for v in wave * 60]
     assert raws[:20] == [None] * 20
     seen = [r for r in raws[40:] if r is not None]
-    assert max(seen) == pytest.approx(0.0)  # the pattern repeats exactly
-    new = det.observe(25.0)  # a value inside the range, in a place the pattern never has it
-    assert new is not None and new > 0.05
+    assert np.max(seen) == pytest.approx(0.0)  # the pattern repeats exactly, at every scale
+    # a value inside the range, in a place the pattern never has it: each value was seen
+    # before (scale 1 finds it), but never after 30 (scales 2 and 4 do not)
+    new = det.observe(25.0)
+    assert new is not None and new[0] == pytest.approx(5 / 20 / 1)
+    assert new[1] > 0.05 and new[2] > 0.05
+    spike = det.observe(50.0)  # a new extreme is new at every scale
+    assert spike is not None and min(spike) > 0.3
+
+
+def test_novelty_never_compares_a_shape_with_itself_at_any_scale() -> None:
+    det = NoveltyDetector(NoveltyConfig(scales=(1, 3), history=50, min_history=5))
+    for v in range(10):
+        det.observe(float(v))  # a ramp: every value and shape is new
+    raws = det.observe(10.0)
+    assert raws is not None
+    # scale 1: nearest earlier value 9 (1 away); scale 3: (8, 9, 10) vs the nearest shape that
+    # does not overlap it, (5, 6, 7), 3 away; the range is 10
+    assert raws == pytest.approx((1 / 10, 3 / 10))
+
+
+def test_novelty_resumes_an_old_snapshot_by_starting_over() -> None:
+    det = NoveltyDetector(NoveltyConfig(history=300, min_history=20))
+    old_layout = (7, 1.0, 0.0, [], 7, [0.0] * 4, np.zeros((300, 4)), det.config)
+    det.__setstate__(old_layout)  # the pre-multi-scale layout had a pending queue
+    assert det.config.history == 300 and det.config.scales == (1, 2, 4)
+    assert [det.observe(1.0) for _ in range(20)] == [None] * 20  # relearning from scratch
 
 
 def test_cooldown_holds_the_probability_but_lets_a_bigger_event_through() -> None:
     state = new_series_state(
         SERIES, RobustZConfig(), CombineConfig(fire_probability=0.9, cooldown_windows=3)
     )
-    seq = [0.5, 0.95, 0.99, 0.9, 0.999, 0.2, 0.2, 0.2, 0.95]
-    out = [combine_scores(state, {"novelty": p}) for p in seq]
-    # fires at 0.95; 0.99 is bigger (passes, restarts); 0.9 held; 0.999 passes; 3 held; fires
-    assert out == [0.5, 0.95, 0.99, 0.0, 0.999, 0.0, 0.0, 0.0, 0.95]
-    assert combine_scores(state, {"robust_z": 1.0}) == 0.0  # not a combined tier
+    seq = [(0.5, 0.1), (0.95, 0.1), (0.99, 0.2), (0.9, 0.35), (0.999, 0.1), (0.2, 0.0),
+           (0.2, 0.0), (0.95, 0.2), (0.95, 0.2)]
+    out = [combine_scores(state, {"novelty": p}, size) for p, size in seq]
+    # fires at 0.95 (size 0.1); 0.99 is only 2x as far (held); 0.9 at 3.5x passes and
+    # restarts; 0.999 at 0.1 held; the cooldown ends after 3 windows; fires again
+    assert out == [0.5, 0.95, 0.0, 0.9, 0.0, 0.0, 0.0, 0.95, 0.0]
+    assert combine_scores(state, {"robust_z": 1.0}, 1.0) == 0.0  # not a combined tier
 
 
 def window(i: int, mean: float, p99: float) -> FeatureWindow:
