@@ -188,7 +188,11 @@ class DetectorSettings(_Group):
         "range away from every earlier one.",
     )
     novelty_history: int = Field(
-        1440, ge=10, le=100_000, description="Past shapes per series the novelty tier searches."
+        1440,
+        ge=101,
+        le=100_000,
+        description="Past shapes per series the novelty tier searches (more than the 100 it "
+        "needs before it scores).",
     )
     calibration_history: int = Field(
         1440,

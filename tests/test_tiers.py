@@ -80,8 +80,17 @@ def test_cooldown_holds_the_probability_but_lets_a_bigger_event_through() -> Non
     state = new_series_state(
         SERIES, RobustZConfig(), CombineConfig(fire_probability=0.9, cooldown_windows=3)
     )
-    seq = [(0.5, 0.1), (0.95, 0.1), (0.99, 0.2), (0.9, 0.35), (0.999, 0.1), (0.2, 0.0),
-           (0.2, 0.0), (0.95, 0.2), (0.95, 0.2)]
+    seq = [
+        (0.5, 0.1),
+        (0.95, 0.1),
+        (0.99, 0.2),
+        (0.9, 0.35),
+        (0.999, 0.1),
+        (0.2, 0.0),
+        (0.2, 0.0),
+        (0.95, 0.2),
+        (0.95, 0.2),
+    ]
     out = [combine_scores(state, {"novelty": p}, size) for p, size in seq]
     # fires at 0.95 (size 0.1); 0.99 is only 2x as far (held); 0.9 at 3.5x passes and
     # restarts; 0.999 at 0.1 held; the cooldown ends after 3 windows; fires again
