@@ -266,10 +266,25 @@ def cmd_nab(args: argparse.Namespace) -> int:
         results = score_run(run, args.labels, profiles)
         rows = [[r.profile, r.score, r.threshold, r.raw] for r in results]
         print(table(rows, ["profile", "NAB score", "threshold", "raw score"]))
+        if args.per_file and results:
+            first = results[0]
+            print(f"\nper file, {first.profile} profile at its threshold {first.threshold:.4f}:")
+            per_file = [[f.name, f.tp + f.fn, f.tp, f.fn, f.fp, f.raw] for f in first.files]
+            print(table(per_file, ["file", "windows", "detected", "missed", "false pos.", "raw"]))
         if args.json:
             Path(args.json).write_text(
                 json.dumps(
-                    {r.profile: {"score": r.score, "threshold": r.threshold} for r in results},
+                    {
+                        r.profile: {
+                            "score": r.score,
+                            "threshold": r.threshold,
+                            "files": {
+                                f.name: {"raw": f.raw, "tp": f.tp, "fp": f.fp, "fn": f.fn}
+                                for f in r.files
+                            },
+                        }
+                        for r in results
+                    },
                     indent=2,
                 )
             )
@@ -582,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory for the results files")
     p.add_argument("--labels", type=Path, help="combined_windows.json to score against")
     p.add_argument("--profiles", type=Path, help="NAB profiles.json (default: NAB's three)")
+    p.add_argument(
+        "--per-file",
+        action="store_true",
+        help="with --labels, also print each file's windows detected and missed, false "
+        "positives and raw score (first profile, at its threshold)",
+    )
     p.add_argument("--detector", default="novacron", help="detector name in file names")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     p.set_defaults(func=cmd_nab)

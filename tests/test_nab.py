@@ -103,6 +103,9 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
             str(labels),
             "--detector",
             "nc",
+            "--per-file",
+            "--json",
+            str(tmp_path / "scores.json"),
         ],
         capture_output=True,
         text=True,
@@ -112,6 +115,16 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
     assert "one.csv:12: unparseable timestamp" in result.stderr
     assert "one.csv:13: unparseable value" in result.stderr
     assert "standard" in result.stdout and "NAB score" in result.stdout
+    assert "per file, standard profile" in result.stdout
+    for name in ("alpha/one.csv", "beta/two.csv"):
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(name))
+        assert line.split()[1] == "1"  # one window in each file
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert set(saved) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    files = saved["standard"]["files"]
+    assert set(files) == {"alpha/one.csv", "beta/two.csv"}
+    assert files["alpha/one.csv"] == files["beta/two.csv"]  # same data, same outcome
+    assert files["alpha/one.csv"]["tp"] + files["alpha/one.csv"]["fn"] == 1
     one = list(csv.DictReader((out / "alpha" / "nc_one.csv").open()))
     two = list(csv.DictReader((out / "beta" / "nc_two.csv").open()))
     assert list(one[0]) == ["timestamp", "value", "anomaly_score"]
