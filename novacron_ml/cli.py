@@ -243,7 +243,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_nab(args: argparse.Namespace) -> int:
     from novacron_ml.console import table
     from novacron_ml.nab import PROFILES, load_profiles
-    from novacron_ml.nab_runner import print_problems, run_directory, score_run
+    from novacron_ml.nab_runner import print_problems, report_html, run_directory, score_run
     from novacron_ml.settings import load_settings
 
     if not args.data.is_dir():
@@ -271,6 +271,9 @@ def cmd_nab(args: argparse.Namespace) -> int:
             print(f"\nper file, {first.profile} profile at its threshold {first.threshold:.4f}:")
             per_file = [[f.name, f.tp + f.fn, f.tp, f.fn, f.fp, f.raw] for f in first.files]
             print(table(per_file, ["file", "windows", "detected", "missed", "false pos.", "raw"]))
+        if args.plots and results:
+            Path(args.plots).write_text(report_html(run, args.labels, results[0]))
+            print(f"plots of {len(run.files)} files -> {args.plots}", file=sys.stderr)
         if args.json:
             Path(args.json).write_text(
                 json.dumps(
@@ -602,6 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --labels, also print each file's windows detected and missed, false "
         "positives and raw score (first profile, at its threshold)",
+    )
+    p.add_argument(
+        "--plots",
+        metavar="HTML",
+        help="with --labels, write one plot per file here: values, label windows and the rows "
+        "at or above the first profile's threshold, biggest losses first",
     )
     p.add_argument("--detector", default="novacron", help="detector name in file names")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")

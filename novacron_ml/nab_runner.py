@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import msgspec
@@ -24,6 +25,7 @@ from bytewax.testing import run_main
 
 from dataflows.detect import build_flow
 from novacron_ml.nab import PROFILES, CorpusScore, Profile, score_corpus
+from novacron_ml.plots import SeriesPlot, html_report
 from novacron_ml.schema import WireEvent
 from novacron_ml.settings import Settings
 from novacron_ml.sources import CallbackSink, MessageSource
@@ -228,6 +230,75 @@ def score_run(
         for key, series, scores in run.files
     ]
     return [score_corpus(data, profile) for profile in profiles]
+
+
+def plot_rows(values: np.ndarray, width: int = 900) -> np.ndarray:
+    """Row indices to draw a long series at `width` pixels: each bucket's first, minimum and
+    maximum rows, so spikes survive the thinning."""
+    n = len(values)
+    if n <= 3 * width:
+        return np.arange(n)
+    edges = np.linspace(0, n, width + 1).astype(np.int64)
+    keep: list[int] = []
+    for lo, hi in pairwise(edges.tolist()):
+        if hi > lo:
+            part = values[lo:hi]
+            keep += [lo, lo + int(np.argmin(part)), lo + int(np.argmax(part))]
+    return np.unique(np.array([*keep, n - 1]))
+
+
+def report_html(run: NabRun, labels: Path, result: CorpusScore) -> str:
+    """One plot per file (biggest losses first): the values, the label windows shaded, and
+    the rows whose score reaches the profile's threshold as triangles."""
+    windows = json.loads(labels.read_text())
+    by_name = {f.name: f for f in result.files}
+    plots = []
+    for key, series, scores in sorted(
+        run.files, key=lambda item: by_name[item[0]].raw if item[0] in by_name else 0.0
+    ):
+        rows = plot_rows(series.values)
+        fired = np.flatnonzero(scores >= result.threshold)
+        f = by_name.get(key)
+        title = (
+            key
+            if f is None
+            else (
+                f"{key}: raw {f.raw:+.3f}; windows detected {f.tp}, missed {f.fn}; "
+                f"false positives {f.fp}"
+            )
+        )
+        plots.append(
+            SeriesPlot(
+                title,
+                series.ts_ms[rows].tolist(),
+                series.values[rows].tolist(),
+                [
+                    (int(series.ts_ms[a]), int(series.ts_ms[b]), "NAB label window")
+                    for a, b in window_rows(series, windows.get(key, []))
+                ],
+                [],
+                [
+                    (
+                        int(series.ts_ms[i]),
+                        float(series.values[i]),
+                        f"score {scores[i]:.4f} at {series.timestamps[i]}",
+                    )
+                    for i in fired
+                ],
+            )
+        )
+    summary = [
+        f"{result.profile} profile: NAB score {result.score:.2f}, threshold {result.threshold:.4f}",
+        f"{len(run.files)} files, biggest losses first (each file's first 15 % is probation: "
+        "detections there are not scored)",
+    ]
+    return html_report(
+        "novacron-ml nab",
+        summary,
+        plots,
+        legend="Line: the file's values. Shaded: NAB label window. Triangles: rows whose "
+        "anomaly score reaches the threshold (hover for the score and time).",
+    )
 
 
 def print_problems(problems: list[str], limit: int = 20) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from novacron_ml.schema import Alert, parse_rfc3339_ms, rfc3339_ms
 
@@ -19,10 +19,13 @@ class SeriesPlot:
     labels: list[tuple[int, int, str]]
     """(start, end, type) of labelled anomalies on this series."""
     alerts: list[Alert]
+    marks: list[tuple[int, float, str]] = field(default_factory=list)
+    """Other points to mark (time, value, tooltip): e.g. a backtest's detections."""
 
 
 def svg(plot: SeriesPlot, width: int = 900, height: int = 220) -> str:
-    """One series: line of window means, labelled spans shaded, alerts as dots."""
+    """One series: line of window means, labelled spans shaded, alerts as dots, marks as
+    triangles."""
     pad_l, pad_r, pad_t, pad_b = 60, 10, 20, 30
     if not plot.times_ms:
         return "<p>no data</p>"
@@ -59,6 +62,13 @@ def svg(plot: SeriesPlot, width: int = 900, height: int = 220) -> str:
             f'<circle cx="{x(t):.1f}" cy="{y(a.value):.1f}" r="4" fill="{colour}">'
             f"<title>{title}</title></circle>"
         )
+    for t, v, tip in plot.marks:
+        cx, cy = x(t), y(v)
+        parts.append(
+            f'<polygon points="{cx - 5:.1f},{cy - 9:.1f} {cx + 5:.1f},{cy - 9:.1f} {cx:.1f},'
+            f'{cy - 1:.1f}" fill="#ff7f0e" stroke="#000" stroke-width="0.5">'
+            f"<title>{html.escape(tip)}</title></polygon>"
+        )
     parts.append(
         f'<text x="{pad_l}" y="14" font-size="12" font-family="sans-serif">'
         f"{html.escape(plot.series)}</text>"
@@ -73,7 +83,12 @@ def svg(plot: SeriesPlot, width: int = 900, height: int = 220) -> str:
     return "".join(parts)
 
 
-def html_report(title: str, summary: Sequence[str], plots: Sequence[SeriesPlot]) -> str:
+LEGEND = "Line: window mean. Shaded: labelled anomaly. Dots: alerts (colour = severity)."
+
+
+def html_report(
+    title: str, summary: Sequence[str], plots: Sequence[SeriesPlot], legend: str = LEGEND
+) -> str:
     body = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -81,7 +96,7 @@ def html_report(title: str, summary: Sequence[str], plots: Sequence[SeriesPlot])
         "</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<pre>" + html.escape("\n".join(summary)) + "</pre>",
-        "<p>Line: window mean. Shaded: labelled anomaly. Dots: alerts (colour = severity).</p>",
+        f"<p>{html.escape(legend)}</p>",
     ]
     for plot in plots:
         body.append(f"<h3>{html.escape(plot.series)}</h3>{svg(plot)}")

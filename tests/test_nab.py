@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from novacron_ml.nab import MAX_TP, PROFILES, load_profiles, score_corpus
+from novacron_ml.nab_runner import plot_rows
 
 NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 needs_nab = pytest.mark.skipif(not (NAB / "results").exists(), reason="shared NAB data absent")
@@ -106,6 +107,8 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
             "--per-file",
             "--json",
             str(tmp_path / "scores.json"),
+            "--plots",
+            str(tmp_path / "nab.html"),
         ],
         capture_output=True,
         text=True,
@@ -125,6 +128,9 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
     assert set(files) == {"alpha/one.csv", "beta/two.csv"}
     assert files["alpha/one.csv"] == files["beta/two.csv"]  # same data, same outcome
     assert files["alpha/one.csv"]["tp"] + files["alpha/one.csv"]["fn"] == 1
+    page = (tmp_path / "nab.html").read_text()
+    assert page.count("<svg") == 2 and "alpha/one.csv: raw" in page
+    assert page.count("label: NAB label window") == 2  # one shaded window per file
     one = list(csv.DictReader((out / "alpha" / "nc_one.csv").open()))
     two = list(csv.DictReader((out / "beta" / "nc_two.csv").open()))
     assert list(one[0]) == ["timestamp", "value", "anomaly_score"]
@@ -136,3 +142,13 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
         r["anomaly_score"] for r in two
     ]  # names don't matter
     assert scores[600:603].max() > np.percentile(scores[320:590], 99)  # the spike stands out
+
+
+def test_plot_rows_thin_a_long_series_but_keep_its_spikes() -> None:
+    values = np.sin(np.arange(20_000) / 50.0)
+    values[12_345] = 40.0
+    values[777] = -40.0
+    rows = plot_rows(values, width=300)
+    assert len(rows) <= 3 * 300 + 1 and rows[0] == 0 and rows[-1] == len(values) - 1
+    assert {777, 12_345} <= set(rows.tolist()) and (np.diff(rows) > 0).all()
+    assert (plot_rows(values[:500], width=300) == np.arange(500)).all()  # short: every row
