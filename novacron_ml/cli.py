@@ -248,6 +248,8 @@ def cmd_nab(args: argparse.Namespace) -> int:
 
     if not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
+    if (args.per_file or args.plots) and not args.labels:
+        raise ValueError("--per-file and --plots score the run: they need --labels")
     settings = load_settings()
 
     def progress(i: int, n: int, name: str) -> None:

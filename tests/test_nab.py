@@ -152,3 +152,26 @@ def test_plot_rows_thin_a_long_series_but_keep_its_spikes() -> None:
     assert len(rows) <= 3 * 300 + 1 and rows[0] == 0 and rows[-1] == len(values) - 1
     assert {777, 12_345} <= set(rows.tolist()) and (np.diff(rows) > 0).all()
     assert (plot_rows(values[:500], width=300) == np.arange(500)).all()  # short: every row
+
+
+def test_nab_per_file_and_plots_need_labels(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data" / "alpha" / "one.csv", series_rows(50, 1, 40))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "novacron_ml.cli",
+            "nab",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--plots",
+            str(tmp_path / "nab.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "need --labels" in result.stderr and "Traceback" not in result.stderr
