@@ -190,15 +190,8 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     if state.river is not None:
         river_x = state.river.inputs(window.features)
         raw_scores["river"] = state.river.score(river_x)
-    if raw_scores:
-        calibrators = state.calibrators
-        if calibrators is None:
-            calibrators = state.calibrators = {}
-        for name, raw in raw_scores.items():
-            calibrator = calibrators.get(name)
-            if calibrator is None:
-                calibrator = calibrators[name] = RankCalibrator(state.combine.calibration)
-            tiers[name] = calibrator.calibrate(raw)
+    for name, raw in raw_scores.items():
+        tiers[name] = _calibrate(state, name, raw)
     state.tier_scores = tiers
     state.last_score = combine_scores(state, tiers, size)
     anomalous = score is not None and score.anomalous
@@ -236,19 +229,23 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     )
 
 
+def _calibrate(state: SeriesState, name: str, raw: float) -> float:
+    """`raw` ranked by the series' calibrator `name` (created on first use), then remembered."""
+    if state.calibrators is None:
+        state.calibrators = {}
+    calibrator = state.calibrators.get(name)
+    if calibrator is None:
+        calibrator = state.calibrators[name] = RankCalibrator(state.combine.calibration)
+    return calibrator.calibrate(raw)
+
+
 def _novelty_score(state: SeriesState, raws: tuple[float, ...]) -> tuple[float, float]:
     """The novelty tier's score (the mean of its scales' calibrated raw scores, 0 when no
     scale moved `min_novelty` of the range) and the window's novelty distance (largest raw)."""
-    calibrators = state.calibrators
-    if calibrators is None:
-        calibrators = state.calibrators = {}
-    ranks = []
-    for s, raw in zip(state.combine.novelty.scales, raws, strict=True):
-        name = f"novelty@{s}"
-        calibrator = calibrators.get(name)
-        if calibrator is None:
-            calibrator = calibrators[name] = RankCalibrator(state.combine.calibration)
-        ranks.append(calibrator.calibrate(raw))
+    ranks = [
+        _calibrate(state, f"novelty@{s}", raw)
+        for s, raw in zip(state.combine.novelty.scales, raws, strict=True)
+    ]
     size = max(raws)
     score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
     return score, size

@@ -81,6 +81,15 @@ def series_rows(n: int, seed: int, spike_at: int) -> list[tuple[str, str]]:
     return list(zip(stamps, [f"{v:.4f}" for v in values], strict=True))
 
 
+def run_nab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "novacron_ml.cli", "nab", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     rows = series_rows(700, 1, 600)
@@ -90,29 +99,20 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
     labels = tmp_path / "windows.json"
     window = [f"{rows[590][0]}.000000", f"{rows[620][0]}.000000"]
     labels.write_text(json.dumps({"alpha/one.csv": [window], "beta/two.csv": [window]}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "novacron_ml.cli",
-            "nab",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--labels",
-            str(labels),
-            "--detector",
-            "nc",
-            "--per-file",
-            "--json",
-            str(tmp_path / "scores.json"),
-            "--plots",
-            str(tmp_path / "nab.html"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_nab(
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--labels",
+        str(labels),
+        "--detector",
+        "nc",
+        "--per-file",
+        "--json",
+        str(tmp_path / "scores.json"),
+        "--plots",
+        str(tmp_path / "nab.html"),
     )
     assert result.returncode == 0, result.stderr
     assert "one.csv:12: unparseable timestamp" in result.stderr
@@ -122,6 +122,9 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
     for name in ("alpha/one.csv", "beta/two.csv"):
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(name))
         assert line.split()[1] == "1"  # one window in each file
+    for category in ("alpha", "beta"):  # per directory: one file, one window each
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(category + " "))
+        assert line.split()[1:3] == ["1", "1"]
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert set(saved) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     files = saved["standard"]["files"]
@@ -156,22 +159,13 @@ def test_plot_rows_thin_a_long_series_but_keep_its_spikes() -> None:
 
 def test_nab_per_file_and_plots_need_labels(tmp_path: Path) -> None:
     write_csv(tmp_path / "data" / "alpha" / "one.csv", series_rows(50, 1, 40))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "novacron_ml.cli",
-            "nab",
-            "--data",
-            str(tmp_path / "data"),
-            "--out",
-            str(tmp_path / "out"),
-            "--plots",
-            str(tmp_path / "nab.html"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_nab(
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        "--plots",
+        str(tmp_path / "nab.html"),
     )
     assert result.returncode != 0
     assert "need --labels" in result.stderr and "Traceback" not in result.stderr
