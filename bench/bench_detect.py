@@ -5,7 +5,8 @@ Feature windows of simulated series (the flow's own feature engine) go through
 baseline (robust z only, the foundation detector); robust z + novelty with the combined
 probability, cooldown and explanations; the same + the River tier (the flow's default); and
 that with the NAB runner's 25,000-window histories. Prints µs per window (median of
-`--repeats`), p50/p99 of single-window times, and the ratio to the baseline. Then the
+`--repeats`), p50/p99 of single-window times, the ratio to the baseline and the pickled
+state per series after the run (what a recovery snapshot holds). Then the
 Isolation Forest tier (the committed ONNX models, scored in the feature stage) per window at
 micro-batch sizes 1, 64 and 512.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import platform
 import time
 from typing import Any
@@ -95,16 +97,21 @@ def main() -> None:
                 "us_per_window": 1e6 * float(np.median(totals)) / n,
                 "p50_us": float(np.median(p50)),
                 "p99_us": float(np.median(p99)),
+                # pickled state per series after the run (what a recovery snapshot holds)
+                "state_kb": float(np.mean([len(pickle.dumps(st)) for st in states])) / 1024,
             }
         )
     base = results[0]["us_per_window"]
     print(f"{n:,} windows ({args.series} series x {args.windows}), median of {args.repeats} runs")
-    print(f"{'variant':40s} {'us/window':>10s} {'p50 us':>8s} {'p99 us':>8s} {'x base':>7s}")
+    print(
+        f"{'variant':40s} {'us/window':>10s} {'p50 us':>8s} {'p99 us':>8s} {'x base':>7s} "
+        f"{'state KB':>9s}"
+    )
     for r in results:
         r["ratio"] = r["us_per_window"] / base
         print(
             f"{r['variant']:40s} {r['us_per_window']:10.1f} {r['p50_us']:8.1f} "
-            f"{r['p99_us']:8.1f} {r['ratio']:7.2f}"
+            f"{r['p99_us']:8.1f} {r['ratio']:7.2f} {r['state_kb']:9.1f}"
         )
     tier = IsolationForestTier(str(REGISTRY))
     flat = [w for ws in series for w in ws]

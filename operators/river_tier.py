@@ -6,8 +6,8 @@ series' level and spread, shape statistics), scaled online into [0, 1] by River'
 reference window fills); the per-series step calibrates it like every tier and, with River's
 AnomalyFilter semantics, only learns windows whose calibrated score stayed below the firing
 probability, so anomalies do not become the reference. About 270 µs per window
-(bench_detect.py) and 46 KB (pickled) per series with the defaults below (10 trees of
-height 6, reference window 250).
+(bench_detect.py) and ~74 KB of a series' pickled state after 2,000 windows (docs/STATE.md)
+with the defaults below (10 trees of height 6, reference window 250).
 """
 
 from __future__ import annotations
