@@ -243,7 +243,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_nab(args: argparse.Namespace) -> int:
     from novacron_ml.console import table
     from novacron_ml.nab import PROFILES, load_profiles
-    from novacron_ml.nab_runner import print_problems, report_html, run_directory, score_run
+    from novacron_ml.nab_runner import (
+        print_problems,
+        report_html,
+        run_directory,
+        score_by_category,
+        score_run,
+    )
     from novacron_ml.settings import load_settings
 
     if not args.data.is_dir():
@@ -273,6 +279,14 @@ def cmd_nab(args: argparse.Namespace) -> int:
             print(f"\nper file, {first.profile} profile at its threshold {first.threshold:.4f}:")
             per_file = [[f.name, f.tp + f.fn, f.tp, f.fn, f.fp, f.raw] for f in first.files]
             print(table(per_file, ["file", "windows", "detected", "missed", "false pos.", "raw"]))
+            per_category = [
+                [name, n_files, n_windows, part.score]
+                for name, n_files, n_windows, part in score_by_category(
+                    run, args.labels, profiles[0]
+                )
+            ]
+            print(f"\nper category, {first.profile} profile, threshold swept within each:")
+            print(table(per_category, ["category", "files", "windows", "NAB score"]))
         if args.plots and results:
             Path(args.plots).write_text(report_html(run, args.labels, results[0]))
             print(f"plots of {len(run.files)} files -> {args.plots}", file=sys.stderr)

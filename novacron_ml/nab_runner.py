@@ -224,12 +224,32 @@ def score_run(
     run: NabRun, labels: Path, profiles: tuple[Profile, ...] = PROFILES
 ) -> list[CorpusScore]:
     """NAB scores of a run against a combined_windows.json label file."""
+    data = _labelled(run, labels)
+    return [score_corpus(data, profile) for profile in profiles]
+
+
+def score_by_category(
+    run: NabRun, labels: Path, profile: Profile
+) -> list[tuple[str, int, int, CorpusScore]]:
+    """(category, files, label windows, score) per top-level directory holding label windows,
+    the threshold swept within each: where a score comes from (reporting only; the detector
+    never sees names)."""
+    data = _labelled(run, labels)
+    out = []
+    for category in sorted({key.split("/")[0] for key, _, _ in data}):
+        part = [item for item in data if item[0].split("/")[0] == category]
+        n_windows = sum(len(rows) for _, _, rows in part)
+        if n_windows:
+            out.append((category, len(part), n_windows, score_corpus(part, profile)))
+    return out
+
+
+def _labelled(run: NabRun, labels: Path) -> list[tuple[str, np.ndarray, list[tuple[int, int]]]]:
     windows = json.loads(labels.read_text())
-    data = [
+    return [
         (key, scores, window_rows(series, windows.get(key, [])))
         for key, series, scores in run.files
     ]
-    return [score_corpus(data, profile) for profile in profiles]
 
 
 def plot_rows(values: np.ndarray, width: int = 900) -> np.ndarray:
