@@ -43,6 +43,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from novacron_ml import observability as obs
+from novacron_ml.kafka_io import ORDERED_PRODUCER
 from novacron_ml.models import load_forecaster, resolve_model_path
 from novacron_ml.schema import Alert, MetricEvent, rfc3339_ms
 from novacron_ml.settings import Settings, load_settings
@@ -679,7 +680,7 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
         batch_size=kafka.batch_size,
         raise_on_errors=False,
     )
-    producer_config = {"linger.ms": "5", "compression.type": "lz4"}
+    producer_config = {**ORDERED_PRODUCER, "linger.ms": "5", "compression.type": "lz4"}
     producer_config.update(kafka.producer_config)
     sink = KafkaSink(kafka.brokers, None, add_config=producer_config)
     feedback = None

@@ -14,6 +14,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 # the flow (and its DLQ) instead of being refused by the client.
 PRODUCER_MAX_BYTES = "2097152"
 
+ORDERED_PRODUCER = {"enable.idempotence": "true"}
+"""Producer properties every novacron producer starts from. Without idempotence librdkafka may
+write a partition's batches out of order when a request is retried while later ones are in
+flight: on a broker's first minute, 2 of 5 four-day simulator replays landed with their first
+hours after later ones, and the flow dead-lettered those hours as late events
+(docs/MESSAGES.md). Idempotence keeps the order (and drops retried duplicates); it needs
+acks=all, librdkafka's default."""
+
 
 def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
     """Block until the cluster answers a metadata request."""
@@ -84,6 +92,7 @@ def produce(
     replays by time select the right records). Raises on delivery failures.
     """
     conf = {
+        **ORDERED_PRODUCER,
         "bootstrap.servers": bootstrap,
         "linger.ms": "20",
         "compression.type": "lz4",

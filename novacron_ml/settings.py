@@ -49,7 +49,9 @@ class KafkaSettings(_Group):
         default_factory=dict, description="Extra librdkafka consumer properties."
     )
     producer_config: dict[str, str] = Field(
-        default_factory=dict, description="Extra librdkafka producer properties."
+        default_factory=dict,
+        description="Extra librdkafka producer properties, over the defaults "
+        "(enable.idempotence=true, linger.ms=5, compression.type=lz4).",
     )
 
     @property
