@@ -3,8 +3,9 @@
 The flow's alerts are decided by robust z; the combined probability (what `novacron-ml nab`
 scores) rides on every alert. This runs the detect flow in-process over the demo's simulated
 fleet with `emit_scores`, treats every window whose probability reaches a level as an alert,
-and scores those against the injected labels the way the demo scores alerts: a firing is right
-when its window overlaps an injected anomaly on the same host and one of its metrics.
+and scores those against the injected labels: a firing is right when its window overlaps an
+injected anomaly on the same host and one of that anomaly's metrics (a score is per series;
+the demo's `evaluation.evaluate` matches alerts by host and time only).
 
     python bench/probability_alerts.py                    # seed 7, 12 hosts x 6 h (the demo)
     python bench/probability_alerts.py --seed 21 --hosts 16 --hours 8 --levels 0.985 0.999

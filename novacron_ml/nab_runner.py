@@ -270,11 +270,11 @@ def plot_rows(values: np.ndarray, width: int = 900) -> np.ndarray:
 def report_html(run: NabRun, labels: Path, result: CorpusScore) -> str:
     """One plot per file (biggest losses first): the values, the label windows shaded, and
     the rows whose score reaches the profile's threshold as triangles."""
-    windows = json.loads(labels.read_text())
     by_name = {f.name: f for f in result.files}
     plots = []
-    for key, series, scores in sorted(
-        run.files, key=lambda item: by_name[item[0]].raw if item[0] in by_name else 0.0
+    for (key, series, scores), (_, _, label_rows) in sorted(
+        zip(run.files, _labelled(run, labels), strict=True),
+        key=lambda pair: by_name[pair[0][0]].raw if pair[0][0] in by_name else 0.0,
     ):
         rows = plot_rows(series.values)
         fired = np.flatnonzero(scores >= result.threshold)
@@ -294,7 +294,7 @@ def report_html(run: NabRun, labels: Path, result: CorpusScore) -> str:
                 series.values[rows].tolist(),
                 [
                     (int(series.ts_ms[a]), int(series.ts_ms[b]), "NAB label window")
-                    for a, b in window_rows(series, windows.get(key, []))
+                    for a, b in label_rows
                 ],
                 [],
                 [
