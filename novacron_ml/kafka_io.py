@@ -17,10 +17,10 @@ PRODUCER_MAX_BYTES = "2097152"
 ORDERED_PRODUCER = {"enable.idempotence": "true"}
 """Producer properties every novacron producer starts from. Without idempotence librdkafka may
 write a partition's batches out of order when a request is retried while later ones are in
-flight: on a broker's first minute, 2 of 5 four-day simulator replays landed with their first
-hours after later ones, and the flow dead-lettered those hours as late events
-(docs/MESSAGES.md). Idempotence keeps the order (and drops retried duplicates); it needs
-acks=all, librdkafka's default."""
+flight: into a broker's first minute, 5 of 8 four-day simulator replays landed with early
+hours after later ones, which the flow dead-letters as late events (bench/produce_order.py).
+Idempotence keeps the order (and drops retried duplicates); it needs acks=all, librdkafka's
+default."""
 
 
 def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
