@@ -10,8 +10,11 @@ by batch size, and training throughput on CPU.
 4. Training: epochs over N random windows with the default (seed) architecture, and with
    --architectures also the served 1 x 32 one; prints windows/s and the time one epoch over
    1 million windows takes at that rate (`--train-windows 1000000` measures it directly).
+   With --train-baseline, the default (one data-parallel thread per core) alternated with one
+   thread doing whole batches, --train-reps times each, medians and their ratio.
 
     python bench/bench_forecast.py [--hours 2] [--train-windows 100000] [--json OUT]
+    python bench/bench_forecast.py --training-only --train-baseline --train-reps 3
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def training_rate(n_windows: int, epochs: int, **arch: Any) -> float:
 
     from training.lstm import LSTMConfig, train
 
-    cfg = LSTMConfig(max_epochs=epochs, patience=epochs + 1, **arch)
+    cfg = LSTMConfig(max_epochs=epochs, patience=epochs + 1, max_train_windows=n_windows, **arch)
     rng = np.random.default_rng(0)
     t = np.arange(n_windows * 2, dtype=np.float64) * 60.0
     base = np.sin(t / 3600.0) + rng.normal(0, 0.05, len(t))
@@ -138,7 +141,51 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="flow runs per mode, alternated (3)")
     p.add_argument("--architectures", action="store_true", help="also time 3 architectures")
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--training-only", action="store_true", help="skip the flow and ORT parts")
+    p.add_argument(
+        "--train-baseline", action="store_true",
+        help="alternate the default training with one thread doing whole batches (workers=1)",
+    )  # fmt: skip
+    p.add_argument("--train-reps", type=int, default=1, help="training runs per variant (1)")
     args = p.parse_args()
+    out: dict[str, Any] = {"machine": platform.processor() or platform.machine()}
+    if not args.training_only:
+        out.update(inference(args))
+    variants = {"default": {}, **({"workers=1": {"workers": 1}} if args.train_baseline else {})}
+    train_rates: dict[str, list[float]] = {k: [] for k in variants}
+    for i in range(args.train_reps):
+        names = list(variants) if i % 2 == 0 else list(reversed(variants))
+        for name in names:
+            train_rates[name].append(
+                training_rate(args.train_windows, args.epochs, **variants[name])
+            )
+            print(f"  training run {i + 1}, {name}: {train_rates[name][-1]:,.0f} windows/s")
+    rate = float(np.median(train_rates["default"]))
+    print(
+        f"training, seed architecture (3 x 32 bi + attention): {rate:,.0f} windows/s on "
+        f"{os.cpu_count()} cores -> one epoch over 1M windows {1_000_000 / rate / 60:.1f} min"
+    )
+    if args.train_baseline:
+        base = float(np.median(train_rates["workers=1"]))
+        print(
+            f"training, one thread on whole batches (workers=1): {base:,.0f} windows/s -> "
+            f"{1_000_000 / base / 60:.1f} min; default / workers=1 = {rate / base:.2f}"
+        )
+    out.update(train_windows_per_s=rate, train_runs=train_rates)
+    if args.architectures:
+        served_rate = training_rate(args.train_windows, args.epochs, **SERVED)
+        print(
+            f"training, served architecture (1 x 32): {served_rate:,.0f} windows/s -> one "
+            f"epoch over 1M windows {1_000_000 / served_rate / 60:.1f} min"
+        )
+        out["train_windows_per_s_served"] = served_rate
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+def inference(args: argparse.Namespace) -> dict[str, Any]:
+    """Parts 1-3: the forecaster's cost in the flow and in ONNX Runtime."""
     sim = FleetSimulator(FleetConfig(duration_s=args.hours * 3600, anomalies_per_host_per_hour=0))
     flow_rate(FleetSimulator(FleetConfig(duration_s=600)), True)  # warm-up: imports, session
     # off/on alternated (off on on off off on ...): runs later in a process are slower on this
@@ -160,35 +207,14 @@ def main() -> None:
     if args.architectures:
         for name, us in architecture_costs().items():
             print(f"untrained {name:<40} {us:7.1f} us per series forecast (batch 512)")
-    rate = training_rate(args.train_windows, args.epochs)
-    print(
-        f"training, seed architecture (3 x 32 bi + attention): {rate:,.0f} windows/s on "
-        f"{os.cpu_count()} cores -> one epoch over 1M windows {1_000_000 / rate / 60:.1f} min"
-    )
-    served_rate = None
-    if args.architectures:
-        served_rate = training_rate(args.train_windows, args.epochs, **SERVED)
-        print(
-            f"training, served architecture (1 x 32): {served_rate:,.0f} windows/s -> one "
-            f"epoch over 1M windows {1_000_000 / served_rate / 60:.1f} min"
-        )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": platform.processor() or platform.machine(),
-                    "events": sim.n_events,
-                    "flow_eps_runs": {"off": rates[False], "on": rates[True]},
-                    "flow_off_eps": off,
-                    "flow_on_eps": on,
-                    "forecast_cost_us_per_event": added_us,
-                    "ort_us_per_forecast": costs,
-                    "train_windows_per_s": rate,
-                    "train_windows_per_s_served": served_rate,
-                },
-                f,
-                indent=2,
-            )
+    return {
+        "events": sim.n_events,
+        "flow_eps_runs": {"off": rates[False], "on": rates[True]},
+        "flow_off_eps": off,
+        "flow_on_eps": on,
+        "forecast_cost_us_per_event": added_us,
+        "ort_us_per_forecast": costs,
+    }
 
 
 if __name__ == "__main__":

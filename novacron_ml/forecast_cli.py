@@ -40,6 +40,7 @@ def _config(args: argparse.Namespace, horizon: int) -> LSTMConfig:
         patience=args.patience,
         seed=args.seed,
         batch_size=args.batch_size,
+        workers=args.workers,
     )
 
 
@@ -118,6 +119,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     _require_torch()
     from novacron_ml.console import table
     from training.forecast_eval import evaluate_series, overall
+    from training.lstm import resolve
     from training.series_io import SeriesError, load_series
 
     if args.horizon < 1:
@@ -160,7 +162,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         "command": args.invocation,
         "generated_at": datetime.now(UTC).isoformat(),
         "horizon": cfg.horizon,
-        "config": {k: v for k, v in cfg.__dict__.items()},
+        "config": {k: v for k, v in resolve(cfg).__dict__.items()},
         "training": "per file" if args.per_file else "one model over all series' training parts",
         "seconds": round(time.perf_counter() - start, 2),
         "files": {
@@ -371,7 +373,7 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         },
         metrics={"test": test, "best_epoch": result.best_epoch,
                  "train_seconds": round(result.seconds, 1)},
-        architecture=architecture(cfg),
+        architecture=architecture(result.config),
         framework={"torch": str(torch.__version__), "opset": "17"},
     )  # fmt: skip
     write_manifest(out_dir / f"{args.name}.json", manifest)
@@ -454,6 +456,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
     g.add_argument("--batch-size", type=int, default=256, help="batch size (256)")
     g.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    g.add_argument(
+        "--workers", type=int, default=0,
+        help="training threads, each on a part of every batch (0: one per core, parts of at "
+        "least 64 windows); results are reproducible for a given seed and number of workers",
+    )  # fmt: skip
 
 
 def add_parsers(sub: Any) -> None:

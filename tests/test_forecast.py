@@ -26,7 +26,10 @@ from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster 
 from training.lstm import (  # noqa: E402
     Forecaster,
     LSTMConfig,
+    _loss,
+    _Stepper,
     chronological_split,
+    dropout_mask,
     export_onnx,
     predict,
     train,
@@ -79,6 +82,51 @@ def test_training_beats_persistence_on_a_smooth_cycle() -> None:
     assert result.best_epoch > 0 and mae < 0.9 * persistence
     again = train(xt, yt, xv, yv, cfg)  # seeded: the same run gives the same weights
     assert again.history == result.history
+
+
+def test_batch_parts_sum_to_the_whole_batch_gradient() -> None:
+    # without batch norm and dropout a batch's gradient does not depend on how it is split
+    cfg = replace(TINY, batch_norm=False, dropout=0.0)
+    t, y = _sine(400)
+    x, yy = windows(y, t, cfg.input_len, cfg.horizon, np.arange(20, 120))
+    xt, yt, w = torch.from_numpy(x), torch.from_numpy(yy), torch.linspace(0.5, 2, 100)
+    model = Forecaster(cfg, 1e-3)
+    torch.nn.init.normal_(model.head.weight, std=0.1)  # not the zero start: all grads flow
+    model.train()
+    whole = torch.autograd.grad(_loss(model, xt, yt, w), list(model.parameters()))
+    stepper = _Stepper(model, workers=3, threads_each=1, seed=0)
+    try:
+        loss = stepper.gradients(xt, yt, w)
+    finally:
+        stepper.close()
+    assert loss == pytest.approx(float(_loss(model, xt, yt, w).detach()), rel=1e-5)
+    for g, p in zip(whole, model.parameters(), strict=True):
+        assert p.grad is not None
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_parallel_training_is_reproducible_and_learns() -> None:
+    cfg = replace(TINY, workers=2, max_epochs=4, patience=4)
+    t, y = _sine(2000)
+    tr, va, _ = chronological_split(len(y), cfg.input_len, cfg.horizon)
+    xt, yt = windows(y, t, cfg.input_len, cfg.horizon, tr)
+    xv, yv = windows(y, t, cfg.input_len, cfg.horizon, va)
+    first, again = (train(xt, yt, xv, yv, cfg) for _ in range(2))
+    assert first.config.workers == 2 and first.best_epoch > 0
+    assert again.history == first.history
+    for name, value in first.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[name], value, rtol=0, atol=0)
+    single = train(xt, yt, xv, yv, replace(cfg, workers=1))
+    assert single.history != first.history  # the number of parts is part of the recipe
+
+
+def test_dropout_mask_rate_and_scale() -> None:
+    rng = np.random.default_rng(0)
+    out = dropout_mask(torch.ones(1000, 1000), 0.1, rng)
+    assert float((out == 0).float().mean()) == pytest.approx(0.1, abs=0.002)
+    assert float(out.mean()) == pytest.approx(1.0, abs=0.003)  # inverted: the mean is kept
+    again = dropout_mask(torch.ones(1000, 1000), 0.1, np.random.default_rng(0))
+    assert torch.equal(out, again)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])

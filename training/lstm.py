@@ -9,17 +9,27 @@ windows), and the output is scaled back; so the exported ONNX model takes raw va
 serves any series scale, and the manifest records the floor and the method.
 
 Training: Adam, ReduceLROnPlateau, early stopping on the validation loss (restoring the best
-weights), seeded; chronological splits are the caller's (see `chronological_split`).
+weights), seeded; chronological splits are the caller's (see `chronological_split`). Each batch
+is split across `workers` threads (one per core by default), each running the forward and
+backward of its part on one intra-op thread against a replica that shares the weights; their
+gradients are summed in a fixed order and one Adam step is taken. The LSTM's small matrices
+keep two intra-op threads on one batch ~15 % faster than one thread, two parts ~60 %. Dropout
+masks come from a seeded generator per part, so a run is reproducible for a given seed and
+number of workers (batch norm normalises each part by its own statistics, as data-parallel
+training does; its running statistics are the parts' mean).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +64,9 @@ class LSTMConfig:
     lr_patience: int = 2
     seed: int = 0
     threads: int = 0
-    """torch threads (0: all cores)."""
+    """torch threads in all (0: all cores)."""
+    workers: int = 0
+    """Data-parallel threads per batch (0: one per thread above, each part >= 64 windows)."""
     max_train_windows: int = 200_000
     """Most recent training windows kept (older ones dropped), bounding time and memory."""
 
@@ -64,23 +76,33 @@ class Forecaster(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.std_floor = float(std_floor)
-        self.lstm = nn.LSTM(
-            input_size=len(FORECASTER_INPUTS),
-            hidden_size=cfg.hidden,
-            num_layers=cfg.layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-            bidirectional=cfg.bidirectional,
-        )
         width = cfg.hidden * (2 if cfg.bidirectional else 1)
+        # one module per layer so the dropout between them draws from `dropout_rng`
+        self.lstm = nn.ModuleList(
+            nn.LSTM(
+                input_size=len(FORECASTER_INPUTS) if i == 0 else width,
+                hidden_size=cfg.hidden,
+                batch_first=True,
+                bidirectional=cfg.bidirectional,
+            )
+            for i in range(cfg.layers)
+        )
         self.attn = nn.Linear(width, 1) if cfg.attention else None
         self.norm: nn.Module = nn.BatchNorm1d(width) if cfg.batch_norm else nn.Identity()
-        self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(width, cfg.horizon)
         # start as the persistence forecast (every step = the last value): training can only
         # improve on it, and early stopping keeps it if it does not
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.dropout_rng: np.random.Generator | None = None
+        """Dropout masks' source in training (`train` seeds one per part; None: torch's)."""
+
+    def dropout(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.cfg.dropout <= 0:
+            return t
+        if self.dropout_rng is None:
+            return nn.functional.dropout(t, self.cfg.dropout, True)
+        return dropout_mask(t, self.cfg.dropout, self.dropout_rng)
 
     def scale(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-window location and scale: std, floored at 1% of |mean| and at std_floor."""
@@ -94,14 +116,25 @@ class Forecaster(nn.Module):
         mean, std = self.scale(values)
         z = torch.clamp((values - mean) / std, -Z_CLIP, Z_CLIP)
         h_in = torch.cat([z.unsqueeze(-1), x[:, :, 1:]], dim=-1)
-        out, _ = self.lstm(h_in)
+        out = h_in
+        for i, layer in enumerate(self.lstm):
+            out, _ = layer(self.dropout(out) if i else out)
         if self.attn is not None:
             weights = torch.softmax(self.attn(out).squeeze(-1), dim=1)
             ctx = (weights.unsqueeze(-1) * out).sum(dim=1)
         else:
             ctx = out[:, -1]
-        delta = self.head(self.drop(self.norm(ctx)))
+        delta = self.head(self.dropout(self.norm(ctx)))
         return values[:, -1:] + std * delta
+
+
+def dropout_mask(t: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Tensor:
+    """Inverted dropout with a mask from `rng`: 16 random bits per element, the rate rounded to
+    1/65536. ~4x cheaper than torch's bernoulli_ here (its CPU generator is sequential)."""
+    drop = round(p * 65536)
+    bits = np.frombuffer(rng.bytes(2 * t.numel()), dtype=np.uint16).reshape(t.shape)
+    keep = torch.from_numpy(bits >= drop)
+    return t * keep * (65536 / (65536 - drop))
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -170,6 +203,21 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def resolve(cfg: LSTMConfig) -> LSTMConfig:
+    """`threads` and `workers` as training will use them on this machine (0 resolved)."""
+    threads = cfg.threads or _cores()
+    return replace(
+        cfg, threads=threads, workers=cfg.workers or max(1, min(threads, cfg.batch_size // 64))
+    )
+
+
 def train(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -183,9 +231,11 @@ def train(
 ) -> TrainResult:
     """Train on (x_train, y_train), early-stop on (x_val, y_val) (`best_epoch` 0: nothing
     beat the persistence forecast the model starts as). `w_*`: per-window loss weights
-    (`series_weight`; default 1)."""
+    (`series_weight`; default 1). The result's config is `resolve(cfg)`."""
     _seed(cfg.seed)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    cfg = resolve(cfg)
+    threads, workers = cfg.threads, cfg.workers
+    torch.set_num_threads(threads)
     if len(x_train) > cfg.max_train_windows:
         keep = slice(len(x_train) - cfg.max_train_windows, None)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -207,44 +257,117 @@ def train(
     # epoch 0 is the persistence forecast the model starts as
     best = evaluate_loss(model, xv, yv, wv, cfg.batch_size * 4) if len(xv) else math.inf
     best_state, bad_epochs = copy.deepcopy(model.state_dict()), 0
+    step = _Stepper(model, workers, max(1, threads // workers), cfg.seed)
     start = time.perf_counter()
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(xt)))
-        total, seen = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            batch = order[i : i + cfg.batch_size]
-            if len(batch) < 2:  # batch norm needs two
-                continue
-            loss = _loss(model, xt[batch], yt[batch], wt[batch])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += loss.item() * len(batch)
-            seen += len(batch)
-        val = evaluate_loss(model, xv, yv, wv, cfg.batch_size * 4) if len(xv) else total / seen
-        sched.step(val)
-        row = {
-            "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "val_loss": val,
-            "lr": opt.param_groups[0]["lr"],
-        }
-        result.history.append(row)
-        if progress is not None:
-            progress(epoch, row)
-        if val < best - 1e-6:
-            best, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
-            result.best_epoch = epoch
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
+    try:
+        for epoch in range(1, cfg.max_epochs + 1):
+            model.train()
+            order = torch.from_numpy(rng.permutation(len(xt)))
+            total, seen = 0.0, 0
+            for i in range(0, len(order), cfg.batch_size):
+                batch = order[i : i + cfg.batch_size]
+                if len(batch) < 2:  # batch norm needs two
+                    continue
+                loss = step.gradients(xt[batch], yt[batch], wt[batch])
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                total += loss * len(batch)
+                seen += len(batch)
+            step.sync_buffers()
+            val = evaluate_loss(model, xv, yv, wv, cfg.batch_size * 4) if len(xv) else total / seen
+            sched.step(val)
+            row = {
+                "epoch": epoch,
+                "train_loss": total / max(seen, 1),
+                "val_loss": val,
+                "lr": opt.param_groups[0]["lr"],
+            }
+            result.history.append(row)
+            if progress is not None:
+                progress(epoch, row)
+            if val < best - 1e-6:
+                best, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
+                result.best_epoch = epoch
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+    finally:
+        step.close()
     model.load_state_dict(best_state)
     model.eval()
+    model.dropout_rng = None
     result.seconds = time.perf_counter() - start
     return result
+
+
+class _Stepper:
+    """Gradients of one batch, split into parts computed in parallel threads (data parallel
+    within one process: the LSTM kernels release the GIL). Part i runs on replica i, which
+    shares the model's weights and has its own batch-norm buffers and dropout generator."""
+
+    def __init__(self, model: Forecaster, workers: int, threads_each: int, seed: int) -> None:
+        self.replicas = [model]
+        for _ in range(workers - 1):
+            replica = copy.deepcopy(model)
+            for mine, shared in zip(replica.parameters(), model.parameters(), strict=True):
+                mine.data = shared.data
+            self.replicas.append(replica)
+        for i, replica in enumerate(self.replicas):
+            replica.dropout_rng = np.random.default_rng([seed, i])
+        self.params = [list(r.parameters()) for r in self.replicas]
+        self.pool: ThreadPoolExecutor | None = None
+        if workers > 1:
+            main_threads = torch.get_num_threads()
+            ready = threading.Barrier(workers)
+            self.pool = ThreadPoolExecutor(
+                workers, "lstm-train", initializer=torch.set_num_threads, initargs=(threads_each,)
+            )
+            # the barrier makes the pool start every thread now (each sets its own threads)
+            list(self.pool.map(lambda _: ready.wait(), range(workers)))
+            torch.set_num_threads(main_threads)  # the main thread's count (validation)
+
+    def _part(
+        self, i: int, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, n: int
+    ) -> tuple[float, tuple[torch.Tensor, ...]]:
+        replica = self.replicas[i]
+        replica.train()
+        loss = _loss(replica, x, y, w) * (len(x) / n)
+        return float(loss.detach()), torch.autograd.grad(loss, self.params[i])
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+        """Set the model's gradients of the batch's mean loss; returns that loss."""
+        n = len(x)
+        parts = min(len(self.replicas), n // 2)  # batch norm needs two windows per part
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        args = [
+            (i, x[a:b], y[a:b], w[a:b], n) for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        if self.pool is None or parts == 1:
+            done = [self._part(*a) for a in args]
+        else:
+            done = list(self.pool.map(lambda a: self._part(*a), args))
+        for j, param in enumerate(self.params[0]):
+            grad = done[0][1][j]
+            for _, grads in done[1:]:
+                grad = grad + grads[j]
+            param.grad = grad
+        return sum(loss for loss, _ in done)
+
+    def sync_buffers(self) -> None:
+        """Batch-norm running statistics: the parts' mean, in every replica."""
+        if len(self.replicas) == 1:
+            return
+        named = [dict(r.named_buffers()) for r in self.replicas]
+        for name, buf in named[0].items():
+            if buf.is_floating_point():
+                mean = torch.stack([b[name] for b in named]).mean(dim=0)
+                for b in named:
+                    b[name].copy_(mean)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _loss(model: Forecaster, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
