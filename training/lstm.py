@@ -12,11 +12,12 @@ Training: Adam, ReduceLROnPlateau, early stopping on the validation loss (restor
 weights), seeded; chronological splits are the caller's (see `chronological_split`). Each batch
 is split across `workers` threads (one per core by default), each running the forward and
 backward of its part on one intra-op thread against a replica that shares the weights; their
-gradients are summed in a fixed order and one Adam step is taken. The LSTM's small matrices
-keep two intra-op threads on one batch ~15 % faster than one thread, two parts ~60 %. Dropout
-masks come from a seeded generator per part, so a run is reproducible for a given seed and
-number of workers (batch norm normalises each part by its own statistics, as data-parallel
-training does; its running statistics are the parts' mean).
+gradients are summed in a fixed order and one Adam step is taken: the LSTM's small matrices
+leave a second intra-op thread on one batch nearly idle, two parts keep both cores busy (1.28x
+the windows/s on 2 cores, docs/BENCHMARKS.md). Dropout masks come from a seeded generator
+per part, so a run is reproducible for a given seed and number of workers (batch norm
+normalises each part by its own statistics, as data-parallel training does; its running
+statistics are the parts' mean).
 """
 
 from __future__ import annotations
