@@ -29,6 +29,8 @@ def _require_torch() -> None:
 def _config(args: argparse.Namespace, horizon: int) -> LSTMConfig:
     from training.lstm import LSTMConfig
 
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 (one per core) or more, not {args.workers}")
     return LSTMConfig(
         input_len=args.input_len,
         horizon=horizon,

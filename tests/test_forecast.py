@@ -288,6 +288,10 @@ def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert len(err.splitlines()) == 1 and str(short) in err and "too short" in err
     assert main([*args[:6], "nope", *args[7:]]) == 1
     assert "no column 'nope'" in capsys.readouterr().err
+    assert main([*args, "--workers", "-1"]) == 1
+    assert "--workers must be 0" in capsys.readouterr().err
+    # the report records the resolved threads and workers (a run's recipe)
+    assert report["config"]["workers"] >= 1 and report["config"]["threads"] >= 1
 
 
 def test_windows_batched_together_are_each_checked_and_kept_out_of_learning() -> None:

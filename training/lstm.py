@@ -213,6 +213,8 @@ def _cores() -> int:
 
 def resolve(cfg: LSTMConfig) -> LSTMConfig:
     """`threads` and `workers` as training will use them on this machine (0 resolved)."""
+    if cfg.threads < 0 or cfg.workers < 0:
+        raise ValueError(f"threads ({cfg.threads}) and workers ({cfg.workers}) must be >= 0")
     threads = cfg.threads or _cores()
     return replace(
         cfg, threads=threads, workers=cfg.workers or max(1, min(threads, cfg.batch_size // 64))
