@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from typing import Any
@@ -161,9 +160,11 @@ def main() -> None:
             )
             print(f"  training run {i + 1}, {name}: {train_rates[name][-1]:,.0f} windows/s")
     rate = float(np.median(train_rates["default"]))
+    from training.lstm import cores  # what training resolves its threads from (affinity)
+
     print(
         f"training, seed architecture (3 x 32 bi + attention): {rate:,.0f} windows/s on "
-        f"{os.cpu_count()} cores -> one epoch over 1M windows {1_000_000 / rate / 60:.1f} min"
+        f"{cores()} cores -> one epoch over 1M windows {1_000_000 / rate / 60:.1f} min"
     )
     if args.train_baseline:
         base = float(np.median(train_rates["workers=1"]))
