@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.models import REGISTRY
-from operators.features import FeatureWindow
-from operators.iforest import IsolationForestTier
-from operators.novelty import CalibrationConfig, NoveltyConfig
-from operators.robust_z import RobustZConfig
-from operators.series import CombineConfig, SeriesState, detect_window, new_series_state
+from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.manifest import REGISTRY
+from operators.detection.calibration import CalibrationConfig
+from operators.detection.iforest import IsolationForestTier
+from operators.detection.novelty import NoveltyConfig
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import CombineConfig, SeriesState, detect_window, new_series_state
 from training.features import feature_windows
 
 

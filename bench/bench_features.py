@@ -21,12 +21,14 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from dataflows.detect import ShardRouter, feature_config, make_feature_builder
-from novacron_ml.schema import MetricEvent
-from novacron_ml.settings import FeatureSettings, IngestSettings, Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink
-from operators.features import N_FEATURES, FeatureEngine
+from dataflows.config import resolve
+from dataflows.io import CallbackSink
+from dataflows.steps import ShardRouter, make_feature_builder
+from novacron_ml.core.features import N_FEATURES
+from novacron_ml.core.schema import MetricEvent
+from novacron_ml.core.settings import FeatureSettings, IngestSettings, Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.features.engine import FeatureEngine
 
 
 def feature_flow(
@@ -36,7 +38,7 @@ def feature_flow(
     stream = op.input("in", flow, TestingSource(events, batch_size=batch))
     router = ShardRouter(settings.features.shards)
     keyed = op.flat_map_batch("group_by_shard", stream, router.group)
-    featured = op.stateful_batch("features", keyed, make_feature_builder(settings))
+    featured = op.stateful_batch("features", keyed, make_feature_builder(resolve(settings)))
     op.output("out", featured, CallbackSink(lambda items: out.append(len(items))))
     return flow
 
@@ -67,7 +69,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     windows = sum(out)
 
-    engine = FeatureEngine(feature_config(settings))
+    engine = FeatureEngine(settings.feature_config())
     engine.ingest(events[: args.hosts * 10 * 100], now_ms=0)
     per_series = engine.state_bytes_per_series()
     rate = len(events) / seconds

@@ -29,10 +29,11 @@ import numpy as np
 from bytewax.testing import run_main
 
 from dataflows.detect import build_flow
-from novacron_ml.models import DEFAULT_FORECASTER, forecaster_inputs, load_forecaster
-from novacron_ml.settings import load_settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink, simulator_source
+from dataflows.io import CallbackSink, simulator_source
+from novacron_ml.core.manifest import DEFAULT_FORECASTER
+from novacron_ml.core.settings import load_settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.forecast.model import forecaster_inputs, load_forecaster
 
 LEAN_DETECTOR = {"river": False, "iforest_models": ""}
 """The flow's River and Isolation Forest tiers off for the on/off comparison: they cost

@@ -29,11 +29,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
 from bench.bench_throughput import naive_flow
-from dataflows.detect import FeatureLogic, build_flow
-from novacron_ml.settings import Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink
-from operators.series import WindowScore
+from dataflows.detect import build_flow
+from dataflows.io import CallbackSink
+from dataflows.steps import FeatureLogic
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection.series import WindowScore
 
 Message = KafkaSourceMessage[bytes | None, bytes | None]
 

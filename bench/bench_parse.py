@@ -8,8 +8,8 @@ from __future__ import annotations
 import platform
 import time
 
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from operators.parse import MessageParser, ParseLimits, wall_clock_ms
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.ingest.parse import MessageParser, ParseLimits, wall_clock_ms
 
 
 def main() -> None:

@@ -15,13 +15,12 @@ import uuid
 from bytewax.testing import run_main
 
 from dataflows.detect import build_flow
-from novacron_ml import observability as obs
-from novacron_ml.kafka_io import delete_topics, ensure_topics, produce
-from novacron_ml.replay import TimeRangeKafkaSource
-from novacron_ml.schema import Alert
-from novacron_ml.settings import IngestSettings, Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink
+from dataflows.io import CallbackSink, TimeRangeKafkaSource
+from novacron_ml.core import metrics as obs
+from novacron_ml.core.kafka import delete_topics, ensure_topics, produce
+from novacron_ml.core.schema import Alert
+from novacron_ml.core.settings import IngestSettings, Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 
 def main() -> None:

@@ -34,10 +34,10 @@ from confluent_kafka import OFFSET_BEGINNING
 from river import anomaly, compose, preprocessing
 
 from dataflows.detect import build_flow, kafka_flow
-from novacron_ml.kafka_io import delete_topics, ensure_topics, produce
-from novacron_ml.settings import IngestSettings, KafkaSettings, Settings, TopicSettings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink, MessageSource
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.core.kafka import delete_topics, ensure_topics, produce
+from novacron_ml.core.settings import IngestSettings, KafkaSettings, Settings, TopicSettings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 
 def naive_flow(source: Source[Any], sink: CallbackSink, flag_above: float = 0.9) -> Dataflow:

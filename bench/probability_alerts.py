@@ -19,11 +19,12 @@ import time
 from bytewax.testing import run_main
 
 from dataflows.detect import build_flow
-from novacron_ml.schema import split_series_key
-from novacron_ml.settings import load_settings
-from novacron_ml.simulator import AnomalyLabel, FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink, MessageSource
-from operators.series import WindowScore
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.core.labels import AnomalyLabel
+from novacron_ml.core.schema import split_series_key
+from novacron_ml.core.settings import load_settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection.series import WindowScore
 
 
 def overlaps(score: WindowScore, label: AnomalyLabel) -> bool:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import msgspec
 
-from novacron_ml.kafka_io import ensure_topics, produce, read_topic
-from novacron_ml.simulator import FleetConfig, FleetSimulator
+from novacron_ml.core.kafka import ensure_topics, produce, read_topic
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR_MS = 3_600_000

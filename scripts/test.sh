@@ -10,4 +10,5 @@ venv="$(ensure_venv "[dev,train]")"
 scripts/kafka.sh fetch
 "$venv/bin/ruff" check .
 "$venv/bin/mypy"
+"$venv/bin/lint-imports"
 exec "$venv/bin/python" -m pytest "$@"

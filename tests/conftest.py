@@ -17,7 +17,7 @@ KAFKA_SCRIPT = ROOT / "scripts" / "kafka.sh"
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    from novacron_ml.kafka_io import wait_ready
+    from novacron_ml.core.kafka import wait_ready
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
@@ -42,7 +42,7 @@ def kafka_bootstrap() -> Iterator[str]:
 def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     """Unique metrics/alerts/dlq/features topic names for one test, created up front, deleted
     after."""
-    from novacron_ml.kafka_io import delete_topics, ensure_topics
+    from novacron_ml.core.kafka import delete_topics, ensure_topics
 
     suffix = uuid.uuid4().hex[:10]
     names = {

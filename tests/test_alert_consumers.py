@@ -14,14 +14,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from novacron_ml.alertmanager import (
-    WebhookSender,
-    alert_consumer,
-    forward,
-    webhook_payload,
-)
-from novacron_ml.kafka_io import produce
-from novacron_ml.schema import Alert, alert_id_for, rfc3339_ms
+from novacron_ml.app.alertmanager import WebhookSender, alert_consumer, forward, webhook_payload
+from novacron_ml.core.kafka import produce
+from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms
 
 T0 = 1_790_000_000_000
 

@@ -18,9 +18,9 @@ pytest.importorskip("prophet")
 pytest.importorskip("statsforecast")
 
 from novacron_ml.cli import main
-from novacron_ml.settings import CapacitySettings
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
-from operators.hourly import HOUR_MS, HourlyAggregator
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.settings import CapacitySettings
+from operators.aggregate.hourly import HOUR_MS, HourlyAggregator
 from training.capacity import ModelOptions, backtest, conformal_factor
 from training.metrics import mape, mase, naive_scale, point_metrics
 from training.planner import (
@@ -253,8 +253,8 @@ def test_a_silent_host_stops_holding_hours_open() -> None:
 
 @pytest.mark.kafka
 def test_flow_publishes_hourly_and_the_planner_publishes_plans(kafka_bootstrap: str) -> None:
-    from novacron_ml.kafka_io import delete_topics, ensure_topics, produce, read_topic
-    from novacron_ml.simulator import FleetConfig, FleetSimulator
+    from novacron_ml.core.kafka import delete_topics, ensure_topics, produce, read_topic
+    from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
     suffix = uuid.uuid4().hex[:10]
     names = {

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from novacron_ml.kafka_io import delete_topics, ensure_topics, produce, read_topic
-from novacron_ml.malformed import with_malformed
-from novacron_ml.simulator import FleetConfig, FleetSimulator
+from novacron_ml.app.malformed import with_malformed
+from novacron_ml.core.kafka import delete_topics, ensure_topics, produce, read_topic
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 pytestmark = pytest.mark.kafka
 RUN = [sys.executable, "-m", "bytewax.run", "dataflows.detect:flow"]

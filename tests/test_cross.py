@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.cross import HOST_FEATURE_NAMES, CrossMetricJoiner, cross_features
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from operators.features.cross import HOST_FEATURE_NAMES, CrossMetricJoiner, cross_features
 
 MEANS = {
     "latency_p50_ms": 10.0,

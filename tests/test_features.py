@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from novacron_ml.schema import MetricEvent
-from operators.features import (
-    FEATURE_INDEX,
-    FEATURE_NAMES,
-    FeatureConfig,
-    FeatureEngine,
-    FeatureWindow,
-)
+from novacron_ml.core.features import FEATURE_INDEX, FEATURE_NAMES, FeatureConfig, FeatureWindow
+from novacron_ml.core.schema import MetricEvent
+from operators.features.engine import FeatureEngine
 
 T0 = 1_790_000_000_000 // 3_600_000 * 3_600_000  # an hour boundary
 

@@ -13,14 +13,20 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows.detect import kafka_flow
-from novacron_ml import observability as obs
-from novacron_ml.kafka_io import ensure_topics, produce, read_topic
-from novacron_ml.schema import Alert
-from novacron_ml.settings import Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from operators.deadletter import DeadLetter, Reason
-from operators.feedback import MAX_SCALE, Feedback, Verdict, apply_feedback, parse_feedback
-from operators.robust_z import RobustZConfig, RobustZDetector
+from novacron_ml.core import metrics as obs
+from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.kafka import ensure_topics, produce, read_topic
+from novacron_ml.core.schema import Alert
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection.feedback import (
+    MAX_SCALE,
+    Feedback,
+    Verdict,
+    apply_feedback,
+    parse_feedback,
+)
+from operators.detection.robust_z import RobustZConfig, RobustZDetector
 
 FP = b'{"alert_id":"a1","verdict":"false_positive","series":"c1/h1/cpu_util","value":130.0}'
 

@@ -12,17 +12,18 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
-from dataflows.detect import build_flow, feature_record
-from novacron_ml import observability as obs
-from novacron_ml.demo import false_positive_windows, run_demo, summary
-from novacron_ml.malformed import MALFORMED, with_malformed
-from novacron_ml.schema import Alert, WireEvent
-from novacron_ml.settings import Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink, MessageSource
-from operators.cross import HOST_FEATURE_NAMES, HostWindow
-from operators.deadletter import DeadLetter, Reason
-from operators.features import FEATURE_NAMES, FeatureWindow
+from dataflows.detect import build_flow
+from dataflows.encode import feature_record
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.app.demo import false_positive_windows, run_demo, summary
+from novacron_ml.app.malformed import MALFORMED, with_malformed
+from novacron_ml.core import metrics as obs
+from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow
+from novacron_ml.core.schema import Alert, WireEvent
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.features.cross import HOST_FEATURE_NAMES, HostWindow
 
 NOW = int(time.time() // 60 * 60_000)
 
@@ -208,9 +209,9 @@ def test_idle_series_is_closed_by_system_time_evicted_and_never_reopened() -> No
 
 
 def test_dead_letters_too_large_for_kafka_are_cut_and_say_so() -> None:
-    from dataflows.detect import DLQ_MAX_PAYLOAD_BYTES, to_kafka_message
+    from dataflows.encode import DLQ_MAX_PAYLOAD_BYTES, to_kafka_message
 
-    encode = to_kafka_message(Settings())
+    encode = to_kafka_message(Settings().topics)
     big = DeadLetter(Reason.BAD_JSON, "x", b"{" + b"a" * 1_000_000, b"k", "metrics:0:1")
     msg = encode(big)
     assert msg.topic == "metrics.dlq" and len(msg.value) == DLQ_MAX_PAYLOAD_BYTES

@@ -15,14 +15,15 @@ torch = pytest.importorskip("torch")
 from bytewax.testing import run_main  # noqa: E402
 
 from dataflows.detect import build_flow  # noqa: E402
+from dataflows.io import CallbackSink, simulator_source  # noqa: E402
 from novacron_ml.cli import main  # noqa: E402
-from novacron_ml.models import OnnxForecaster, forecaster_inputs, read_manifest  # noqa: E402
-from novacron_ml.schema import Alert, parse_rfc3339_ms  # noqa: E402
-from novacron_ml.settings import load_settings  # noqa: E402
-from novacron_ml.simulator import FleetConfig, FleetSimulator  # noqa: E402
-from novacron_ml.sources import CallbackSink, simulator_source  # noqa: E402
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow  # noqa: E402
-from operators.forecast import ForecastConfig, SeriesForecast, SeriesForecaster  # noqa: E402
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow  # noqa: E402
+from novacron_ml.core.manifest import read_manifest  # noqa: E402
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms  # noqa: E402
+from novacron_ml.core.settings import load_settings  # noqa: E402
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator  # noqa: E402
+from operators.forecast.forecaster import ForecastConfig, SeriesForecast, SeriesForecaster  # noqa: E402
+from operators.forecast.model import OnnxForecaster, forecaster_inputs  # noqa: E402
 from training.lstm import (  # noqa: E402
     Forecaster,
     LSTMConfig,

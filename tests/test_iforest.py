@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from novacron_ml.models import REGISTRY, ModelManifest, read_manifest, sha256_of, write_manifest
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
-from operators.iforest import (
-    FAMILIES,
-    IFOREST_INPUTS,
-    IsolationForestTier,
-    family_of,
-    iforest_inputs,
-    load_iforest,
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.manifest import (
+    REGISTRY,
+    ModelManifest,
+    read_manifest,
+    sha256_of,
+    write_manifest,
 )
+from operators.detection.iforest import FAMILIES, IsolationForestTier, family_of, load_iforest
+from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 
 UNIT_FEATURES = (
     "mean", "std", "min", "max", "p50", "p95", "p99", "last", "rate_of_change", "ewma_fast",
@@ -124,7 +124,7 @@ def test_committed_models_are_intact_and_catch_held_out_anomalies() -> None:
 def test_relative_model_paths_prefer_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from novacron_ml.models import PROJECT_ROOT, resolve_model_path
+    from novacron_ml.core.manifest import PROJECT_ROOT, resolve_model_path
 
     monkeypatch.chdir(tmp_path)
     assert resolve_model_path("models/onnx") == PROJECT_ROOT / "models/onnx"  # not here: repo

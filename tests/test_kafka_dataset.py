@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from novacron_ml.kafka_io import produce
-from novacron_ml.replay import ReplayError
-from novacron_ml.schema import rfc3339_ms
-from novacron_ml.simulator import FleetConfig, FleetSimulator
+from novacron_ml.core.kafka import ReplayError, produce
+from novacron_ml.core.schema import rfc3339_ms
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from training.kafka_dataset import kafka_series
 
 pytestmark = pytest.mark.kafka
@@ -47,7 +46,7 @@ def test_replay_gives_the_flows_window_means_and_counts_bad_records(
     kafka_bootstrap: str, replayed: tuple[str, int]
 ) -> None:
     pytest.importorskip("torch")  # forecast_cli's simulator series live with the trainer
-    from novacron_ml.forecast_cli import simulator_series
+    from novacron_ml.cli.forecast import simulator_series
 
     topic, start = replayed
     data = kafka_series(kafka_bootstrap, topic, start, start + 2 * HOUR, 60.0)
@@ -88,7 +87,8 @@ def test_forecast_train_from_a_kafka_replay(
 ) -> None:
     pytest.importorskip("torch")
     from novacron_ml.cli import main
-    from novacron_ml.models import OnnxForecaster, read_manifest
+    from novacron_ml.core.manifest import read_manifest
+    from operators.forecast.model import OnnxForecaster
 
     topic, start = replayed
     monkeypatch.setenv("NOVACRON_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)

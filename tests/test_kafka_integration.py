@@ -18,15 +18,16 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows.detect import kafka_flow
-from novacron_ml import observability as obs
-from novacron_ml.evaluation import evaluate
-from novacron_ml.kafka_io import produce, read_topic
-from novacron_ml.malformed import MALFORMED
-from novacron_ml.schema import Alert, WireEvent
-from novacron_ml.settings import Settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator, read_labels
-from operators.features import FEATURE_NAMES
-from operators.parse import OVERSIZED_KEEP_BYTES
+from novacron_ml.app.evaluation import evaluate
+from novacron_ml.app.malformed import MALFORMED
+from novacron_ml.core import metrics as obs
+from novacron_ml.core.features import FEATURE_NAMES
+from novacron_ml.core.kafka import produce, read_topic
+from novacron_ml.core.labels import read_labels
+from novacron_ml.core.schema import Alert, WireEvent
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.ingest.parse import OVERSIZED_KEEP_BYTES
 
 pytestmark = pytest.mark.kafka
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from novacron_ml.malformed import MALFORMED
-from novacron_ml.schema import MetricEvent, WireEvent
-from operators.deadletter import DeadLetter, Reason
-from operators.parse import (
+from novacron_ml.app.malformed import MALFORMED
+from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.schema import MetricEvent, WireEvent
+from operators.ingest.parse import (
     OVERSIZED_KEEP_BYTES,
     MessageParser,
     ParseLimits,

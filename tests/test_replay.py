@@ -12,9 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from novacron_ml.kafka_io import produce, read_topic
-from novacron_ml.schema import Alert, parse_rfc3339_ms
-from novacron_ml.simulator import FleetConfig, FleetSimulator, write_labels
+from novacron_ml.core.kafka import produce, read_topic
+from novacron_ml.core.labels import write_labels
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 pytestmark = pytest.mark.kafka
 CLI = [sys.executable, "-m", "novacron_ml.cli"]

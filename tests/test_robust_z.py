@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.robust_z import RobustZConfig, RobustZDetector, severity_for
+from operators.detection.robust_z import RobustZConfig, RobustZDetector, severity_for
 
 CFG = RobustZConfig(z_threshold=6.0, history_windows=30, min_history=10, relative_floor=0.0)
 

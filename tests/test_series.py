@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from novacron_ml.schema import Alert, alert_id_for, parse_rfc3339_ms
-from operators.deadletter import DeadLetter, Reason
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
-from operators.robust_z import RobustZConfig
-from operators.series import detect_window, new_series_state
+from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.schema import Alert, alert_id_for, parse_rfc3339_ms
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import detect_window, new_series_state
 
 CFG = RobustZConfig(min_history=5, history_windows=20)
 SERIES = "c1/h1/latency_p99_ms"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from novacron_ml.settings import Settings, load_settings
+from novacron_ml.core.settings import Settings, load_settings
 
 
 def test_defaults() -> None:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from novacron_ml.simulator import (
-    METRIC_NAMES,
-    SIMULATED_TYPES,
-    FleetConfig,
-    FleetSimulator,
-    read_labels,
-    write_labels,
-)
+from novacron_ml.core.labels import read_labels, write_labels
+from novacron_ml.core.simulator import METRIC_NAMES, SIMULATED_TYPES, FleetConfig, FleetSimulator
 
 CFG = FleetConfig(
     hosts=5, clusters=2, duration_s=8 * 3600, step_s=30, start_ms=1_790_000_000_000, seed=4

@@ -10,11 +10,11 @@ from bytewax.testing import run_main
 from pydantic import ValidationError
 
 from dataflows.detect import build_flow
-from novacron_ml.schema import Alert, alert_id_for, rfc3339_ms
-from novacron_ml.settings import Settings, load_settings
-from novacron_ml.simulator import FleetConfig, FleetSimulator
-from novacron_ml.sources import CallbackSink, MessageSource
-from operators.suppression import WEEK_MS, Matcher, Rule, suppression_for
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms
+from novacron_ml.core.settings import Settings, load_settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.alerting.suppression import WEEK_MS, Matcher, Rule, suppression_for
 
 T0 = 1_790_000_000_000
 

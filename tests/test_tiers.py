@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from novacron_ml.schema import Alert
-from novacron_ml.settings import DetectorSettings
-from operators.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
-from operators.feedback import Feedback, Verdict
-from operators.novelty import CalibrationConfig, NoveltyConfig, NoveltyDetector, RankCalibrator
-from operators.robust_z import RobustZConfig
-from operators.series import (
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.schema import Alert
+from novacron_ml.core.settings import DetectorSettings
+from operators.detection.calibration import CalibrationConfig, RankCalibrator
+from operators.detection.feedback import Feedback, Verdict
+from operators.detection.novelty import NoveltyConfig, NoveltyDetector
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import (
     HELD_ALERTS,
     CombineConfig,
     WindowScore,
@@ -144,7 +145,7 @@ def test_series_state_survives_a_recovery_snapshot() -> None:
 
 
 def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> None:
-    from dataflows.detect import make_detect_builder, make_detect_step
+    from dataflows.steps import make_detect_builder, make_detect_step
 
     step = make_detect_step(RobustZConfig(min_history=5), emit_scores=True)
     build = make_detect_builder(step)

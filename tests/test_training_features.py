@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from bytewax.testing import run_main
 
-from dataflows.detect import build_flow, feature_config
-from novacron_ml.schema import WireEvent
-from novacron_ml.settings import Settings
-from novacron_ml.sources import CallbackSink, MessageSource
-from operators.features import FEATURE_NAMES, FeatureWindow
+from dataflows.detect import build_flow
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow
+from novacron_ml.core.schema import WireEvent
+from novacron_ml.core.settings import Settings
 from training.features import feature_matrix
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab" / "data"
@@ -41,7 +41,7 @@ def test_offline_matrix_equals_what_the_flow_publishes() -> None:
         ingest={"max_event_age_s": 0},
         topics={"features": "f"},
     )
-    starts, matrix = feature_matrix(ts, values, feature_config(settings))
+    starts, matrix = feature_matrix(ts, values, settings.feature_config())
     assert matrix.shape == (len(starts), len(FEATURE_NAMES)) and len(starts) > 600
     assert np.isfinite(matrix).all()
 

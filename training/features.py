@@ -11,14 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from novacron_ml.schema import MetricEvent, split_series_key
-from operators.features import (
-    FEATURE_NAMES,
-    FEATURE_VERSION,
-    FeatureConfig,
-    FeatureEngine,
-    FeatureWindow,
-)
+from novacron_ml.core.features import FEATURE_NAMES, FEATURE_VERSION, FeatureConfig, FeatureWindow
+from novacron_ml.core.schema import MetricEvent, split_series_key
+from operators.features.engine import FeatureEngine
 
 __all__ = ["FEATURE_NAMES", "FEATURE_VERSION", "feature_matrix", "feature_windows"]
 

@@ -19,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.models import ModelManifest, sha256_of, write_manifest
-from novacron_ml.simulator import AnomalyLabel, FleetConfig, FleetSimulator
-from operators.features import FEATURE_VERSION, FeatureConfig, FeatureEngine, FeatureWindow
-from operators.iforest import IFOREST_INPUTS, family_of, iforest_inputs
+from novacron_ml.core.features import FEATURE_VERSION, FeatureConfig, FeatureWindow
+from novacron_ml.core.labels import AnomalyLabel
+from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+from novacron_ml.core.schema import parse_rfc3339_ms
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection.iforest import family_of
+from operators.features.engine import FeatureEngine
+from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 
 SIM_START = "2026-01-05T00:00:00Z"
 SIM_EVAL_START = "2026-02-02T00:00:00Z"
@@ -36,10 +40,6 @@ class IForestConfig:
     seed: int = 0
 
 
-def _start_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 def simulated_windows(
     hours: float, hosts: int, seed: int, start: str, anomalies_per_host_per_hour: float
 ) -> tuple[list[FeatureWindow], list[AnomalyLabel]]:
@@ -51,7 +51,7 @@ def simulated_windows(
             duration_s=hours * 3600.0,
             seed=seed,
             anomalies_per_host_per_hour=anomalies_per_host_per_hour,
-            start_ms=_start_ms(start),
+            start_ms=parse_rfc3339_ms(start),
         )
     )
     engine = FeatureEngine(FeatureConfig(), capacity=hosts * 16)

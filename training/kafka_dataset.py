@@ -1,12 +1,13 @@
 """Training series from a Kafka topic replay: the series the served forecaster sees in the flow.
 
 Reads the records of a metrics topic whose Kafka timestamps lie in [from, to] (the replay's
-own partition reader, `novacron_ml.replay`), parses them with the flow's parser (JSON, JSON
-arrays or line protocol; a bad record is counted by reason and skipped, never fatal), keeps the
-events whose event time lies in the range, and averages every (cluster, host, metric) over the
-flow's epoch-aligned windows of `window_s`. Edge windows holding under half the usual number
-of samples are dropped; missing windows inside a series are filled by linear interpolation
-with a note (the CSV loader's repair). Needs no torch: `forecast-train --kafka-topic` uses it.
+own partition reader, `novacron_ml.core.kafka.RangeReader`), parses them with the flow's
+parser (JSON, JSON arrays or line protocol; a bad record is counted by reason and skipped,
+never fatal), keeps the events whose event time lies in the range, and averages every
+(cluster, host, metric) over the flow's epoch-aligned windows of `window_s`. Edge windows
+holding under half the usual number of samples are dropped; missing windows inside a series
+are filled by linear interpolation with a note (the CSV loader's repair). Needs no torch:
+`forecast-train --kafka-topic` uses it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from novacron_ml.replay import RangePartition, plan
-from novacron_ml.schema import MetricEvent, rfc3339_ms
-from operators.deadletter import DeadLetter
-from operators.parse import MessageParser, ParseLimits
+from novacron_ml.core.deadletter import DeadLetter
+from novacron_ml.core.kafka import RangeReader, plan
+from novacron_ml.core.schema import MetricEvent, rfc3339_ms
+from operators.ingest.parse import MessageParser, ParseLimits
 from training.series_io import Series, regularise
 
 
@@ -94,7 +95,7 @@ def kafka_series(
     parts = plan(bootstrap, topic, from_ms, to_ms)
     planned = sum(p.end - p.start for p in parts)
     for part in parts:
-        reader = RangePartition(bootstrap, topic, part, to_ms, None)
+        reader = RangeReader(bootstrap, topic, part, to_ms, None)
         try:
             while True:
                 try:

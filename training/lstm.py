@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from novacron_ml.models import FORECASTER_INPUTS, forecaster_inputs
+from operators.forecast.model import FORECASTER_INPUTS, forecaster_inputs
 
 REL_FLOOR = 0.01
 """The per-window scale is at least 1% of the window's |mean| (flat series stay stable)."""

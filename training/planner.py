@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.settings import CapacitySettings, Settings
-from operators.suppression import Rule
+from novacron_ml.core.schema import parse_rfc3339_ms
+from novacron_ml.core.settings import CapacitySettings, Settings
+from operators.alerting.suppression import Rule, rules_from_settings
 from training.capacity import ModelOptions, backtest, forecast
 from training.series_io import Series, SeriesError
 
@@ -182,10 +183,9 @@ def plan_all(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[SeriesPlan], list[str]]:
     """Plan every series in parallel processes; problems come back as one-line messages."""
-    from dataflows.detect import suppression_rules
 
     cfg = settings.capacity
-    rules = suppression_rules(settings)
+    rules = rules_from_settings(settings.suppression)
     jobs = [(h, cfg, rules) for h in histories]
     n_workers = workers if workers is not None else (cfg.workers or os.cpu_count() or 1)
     plans: list[SeriesPlan] = []
@@ -304,10 +304,7 @@ def read_hourly_csv(path: Path) -> list[HourlyHistory]:
 
 
 def _epoch(text: str) -> float:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return parse_rfc3339_ms(text) / 1000
 
 
 def write_hourly_csv(path: Path, histories: Iterable[HourlyHistory], wide: bool = False) -> int:

@@ -1,0 +1,132 @@
+"""The detect flow's configuration: settings resolved once, before any step is built.
+
+Every translation from `novacron_ml.core.settings` to an operator's own configuration lives
+here, so steps receive finished objects and a bad model or setting fails the flow at build
+time with its cause, not in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from novacron_ml.core.features import FeatureConfig
+from novacron_ml.core.manifest import resolve_model_path
+from novacron_ml.core.settings import Settings, TopicSettings
+from operators.alerting.suppression import Rule, rules_from_settings
+from operators.detection.calibration import CalibrationConfig
+from operators.detection.iforest import IsolationForestTier, load_iforest
+from operators.detection.novelty import NoveltyConfig
+from operators.detection.river import RiverConfig
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import CombineConfig
+from operators.forecast.forecaster import ForecastConfig, SeriesForecaster
+from operators.forecast.model import load_forecaster
+from operators.ingest.parse import ParseLimits
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """What the detect flow's steps are built from (`resolve(settings)`)."""
+
+    parse_limits: ParseLimits
+    shards: int
+    features: FeatureConfig
+    robust_z: RobustZConfig
+    combine: CombineConfig
+    rules: tuple[Rule, ...]
+    topics: TopicSettings
+    hourly_lateness_ms: int
+    forecaster: SeriesForecaster | None = None
+    """A fresh forecaster state (each shard starts from a copy), None when disabled."""
+    model_path: str = ""
+    """The forecaster's manifest; the ONNX session itself is per process, not state."""
+    iforest: IsolationForestTier | None = None
+
+    def new_forecaster(self) -> SeriesForecaster | None:
+        return copy.deepcopy(self.forecaster)
+
+
+def resolve(settings: Settings) -> FlowConfig:
+    """Every setting the flow uses, translated and checked once (models opened)."""
+    forecaster, model_path = forecaster_for(settings)
+    window = settings.window
+    return FlowConfig(
+        parse_limits=ParseLimits.from_settings(settings.ingest),
+        shards=settings.features.shards,
+        features=settings.feature_config(),
+        robust_z=detector_config(settings),
+        combine=combine_config(settings),
+        rules=tuple(rules_from_settings(settings.suppression)),
+        topics=settings.topics,
+        hourly_lateness_ms=int(max(window.allowed_lateness_s, window.length_s) * 1000),
+        forecaster=forecaster,
+        model_path=model_path,
+        iforest=iforest_for(settings),
+    )
+
+
+def detector_config(settings: Settings) -> RobustZConfig:
+    d = settings.detector
+    return RobustZConfig(
+        z_threshold=d.z_threshold,
+        history_windows=d.history_windows,
+        min_history=d.min_history,
+        relative_floor=d.relative_floor,
+        adapt_after_windows=d.adapt_after_windows,
+    )
+
+
+def combine_config(settings: Settings) -> CombineConfig:
+    d = settings.detector
+    return CombineConfig(
+        tiers=tuple(d.probability_tiers),
+        fire_probability=d.fire_probability,
+        cooldown_windows=d.cooldown_windows,
+        bigger_event=d.bigger_event,
+        min_novelty=d.min_novelty,
+        novelty=NoveltyConfig(scales=tuple(d.novelty_scales), history=d.novelty_history),
+        calibration=CalibrationConfig(history=d.calibration_history),
+        river=RiverConfig() if d.river else None,
+    )
+
+
+def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
+    """The forecaster state and the model's manifest path, or (None, '') when disabled.
+
+    Loads the model once here, so a missing or altered model fails the flow at build time
+    with the manifest's path in the message."""
+    fs = settings.forecast
+    if not fs.enabled:
+        return None, ""
+    path = resolve_model_path(fs.model)
+    model = load_forecaster(str(path))
+    step_ms = int((settings.window.slide_s or settings.window.length_s) * 1000)
+    if abs(model.manifest.step_s * 1000 - step_ms) > 1:
+        raise ValueError(
+            f"{path}: the model forecasts {model.manifest.step_s:g} s steps but windows slide"
+            f" every {step_ms / 1000:g} s"
+        )
+    config = ForecastConfig(
+        step_ms=step_ms,
+        residual_threshold=fs.residual_threshold,
+        min_residuals=fs.min_residuals,
+        slo=dict(fs.slo),
+        model_name=f"{model.manifest.name}@{model.manifest.version}",
+    )
+    return SeriesForecaster(config, model.input_len), str(path)
+
+
+def iforest_for(settings: Settings) -> IsolationForestTier | None:
+    """The Isolation Forest tier when `detector.iforest_models` names a directory with models;
+    every model is opened (sha256 and inputs checked) at build time."""
+    directory = settings.detector.iforest_models
+    if not directory:
+        return None
+    path = resolve_model_path(directory)
+    manifests = sorted(path.glob("iforest_*.json"))
+    if not manifests:
+        return None
+    for manifest in manifests:  # a missing or altered model fails here, not mid-stream
+        load_iforest(str(manifest.resolve()))
+    return IsolationForestTier(str(path.resolve()))

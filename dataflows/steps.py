@@ -1,0 +1,358 @@
+"""The detect flow's steps: Bytewax logic around the pure operators, one class or factory each.
+
+Nothing here decides anything: parsing, features, detection and suppression are operators'
+(`operators/`); this module gives them Bytewax's shapes (batch functions, stateful logic
+with picklable snapshots) and counts what passes (`novacron_ml.core.metrics`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+import time
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.operators import StatefulBatchLogic, StatefulLogic
+
+from dataflows.config import FlowConfig
+from novacron_ml.core import metrics as obs
+from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.schema import Alert, MetricEvent, rfc3339_ms
+from operators.aggregate.hourly import HourlyAggregate, HourlyAggregator
+from operators.alerting.suppression import Rule, suppression_for
+from operators.detection.feedback import Feedback, parse_feedback
+from operators.detection.iforest import IsolationForestTier
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import (
+    CombineConfig,
+    SeriesState,
+    WindowScore,
+    apply_series_feedback,
+    detect_window,
+    new_series_state,
+)
+from operators.features.cross import CrossMetricJoiner, HostWindow
+from operators.features.engine import FeatureEngine, LateEvent
+from operators.forecast.forecaster import SeriesForecast, SeriesForecaster
+from operators.forecast.model import load_forecaster
+from operators.ingest.parse import MessageParser, wall_clock_ms
+
+Output = Alert | DeadLetter
+_JSON = msgspec.json.Encoder()
+
+
+def source_of(msg: KafkaSourceMessage[Any, Any]) -> str:
+    """Where a record came from, `topic:partition:offset`, for dead letters."""
+    if msg.topic is None:
+        return ""
+    return f"{msg.topic}:{msg.partition}:{msg.offset}"
+
+
+def kafka_error_dead_letter(err: KafkaError[Any, Any]) -> DeadLetter:
+    """A consumer error as the dead letter of the record it came with (every input's)."""
+    inner = err.msg
+    return DeadLetter(
+        Reason.KAFKA_ERROR, str(err.err), inner.value or b"", inner.key, source_of(inner)
+    )
+
+
+def parse_feedback_message(msg: Any) -> Feedback | DeadLetter:
+    if isinstance(msg, KafkaError):
+        return kafka_error_dead_letter(msg)
+    return parse_feedback(msg.value, msg.key, source_of(msg))
+
+
+ShardBatch = tuple[str, list[MetricEvent]]
+"""Valid events of one input batch that belong to one feature shard, keyed by the shard."""
+
+
+class ShardRouter:
+    """Groups events by shard, once per batch: Bytewax then routes one item per shard instead
+    of one per event. All series of a host share a shard (cross-metric features need that)."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self._cache: dict[str, str] = {}
+
+    def shard_of(self, host: str) -> str:
+        shard = self._cache.get(host)
+        if shard is None:
+            shard = str(zlib.crc32(host.encode()) % self.shards)
+            self._cache[host] = shard
+        return shard
+
+    def group(self, events: list[MetricEvent]) -> list[ShardBatch]:
+        groups: dict[str, list[MetricEvent]] = {}
+        cache = self._cache
+        for e in events:
+            shard = cache.get(e.host) or self.shard_of(e.host)
+            group = groups.get(shard)
+            if group is None:
+                groups[shard] = [e]
+            else:
+                group.append(e)
+        return list(groups.items())
+
+
+def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
+    """Batch step: raw Kafka messages (or consumer errors) to shard batches and dead letters."""
+
+    def parse_batch(batch: list[Any]) -> list[ShardBatch | DeadLetter]:
+        with obs.PARSE_BATCH_SECONDS.time():
+            valid: list[MetricEvent] = []
+            out: list[ShardBatch | DeadLetter] = []
+            dead: list[DeadLetter] = []
+            reasons: Counter[str] = Counter()
+            now = wall_clock_ms()
+            for msg in batch:
+                if isinstance(msg, KafkaError):
+                    dl = kafka_error_dead_letter(msg)
+                    out.append(dl)
+                    reasons[dl.reason] += 1
+                    continue
+                n_dead = len(dead)
+                parser.parse_into(msg.value, msg.key, "", now, valid, dead)
+                if len(dead) > n_dead:  # where it came from, only for what goes to the DLQ
+                    source = source_of(msg)
+                    for i in range(n_dead, len(dead)):
+                        dead[i] = msgspec.structs.replace(dead[i], source=source)
+                        reasons[dead[i].reason] += 1
+            out.extend(dead)
+            obs.MESSAGES.inc(len(batch))
+            obs.EVENTS.inc(len(valid))
+            for reason, n in reasons.items():
+                obs.DEAD_LETTERS.labels(reason=reason).inc(n)
+            out.extend(router.group(valid))
+            return out
+
+    return parse_batch
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class FeatureState:
+    """One shard's state in recovery snapshots: the engine and, if enabled, the host joiner."""
+
+    engine: FeatureEngine
+    joiner: CrossMetricJoiner | None = None
+    forecaster: SeriesForecaster | None = None
+    model_path: str = ""
+    """The forecaster's manifest; the ONNX session itself is per process, not state."""
+    iforest: IsolationForestTier | None = None
+    """Scores each batch's closed windows (sessions are per process, not state)."""
+
+
+FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
+
+
+class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
+    """Bytewax glue around one shard's `FeatureEngine`; all logic lives in operators/."""
+
+    NOTIFY_EVERY = timedelta(milliseconds=100)
+    """How often system time closes windows of series that went quiet, when `exact_notify`
+    is off: bounds the delay from a window's close (end + allowed lateness) to its scoring
+    (bench_latency.py)."""
+    NOTIFY_AT_MOST_MS = 1000
+    """With `exact_notify`: the longest sleep (idle series are still evicted on time)."""
+    exact_notify = True
+    """Wake when the next window can close (`FeatureEngine.next_close_ms`), not on a cadence."""
+
+    def __init__(self, state: FeatureState) -> None:
+        self.state = state
+
+    def _emit(
+        self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
+    ) -> list[FeatureOut]:
+        if windows and self.state.iforest is not None:
+            windows = self.state.iforest.score(windows)
+        out: list[FeatureOut] = list(windows)
+        if windows:
+            obs.WINDOWS.inc(len(windows))
+            obs.WINDOWED_EVENTS.inc(sum(w["count"] for w in windows))
+            if self.state.joiner is not None:
+                out.extend(self.state.joiner.add(windows))
+            if self.state.forecaster is not None:
+                model = load_forecaster(self.state.model_path)
+                out.extend(self.state.forecaster.add(windows, model))
+        for item in late or ():
+            out.append(
+                DeadLetter(
+                    Reason.LATE_EVENT,
+                    f"event older than its series' next open window "
+                    f"({rfc3339_ms(item.next_window_start_ms)})",
+                    _JSON.encode(item.event.to_wire()),
+                    item.series.encode(),
+                )
+            )
+        if late:
+            obs.DEAD_LETTERS.labels(reason=Reason.LATE_EVENT.value).inc(len(late))
+        return out
+
+    def on_batch(self, values: list[list[MetricEvent]]) -> tuple[list[FeatureOut], bool]:
+        events = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
+        windows, late = self.state.engine.ingest(events, _wall_ms())
+        return self._emit(windows, late), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[FeatureOut], bool]:
+        engine = self.state.engine
+        evicted = engine.evicted
+        out = self._emit(engine.advance(_wall_ms()))
+        if engine.evicted > evicted:
+            obs.SERIES_EVICTED.inc(engine.evicted - evicted)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[FeatureOut], bool]:
+        return self._emit(self.state.engine.flush()), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        engine = self.state.engine
+        if engine.n_series == 0:
+            return None
+        if not self.exact_notify:
+            return datetime.now(UTC) + self.NOTIFY_EVERY
+        now = _wall_ms()
+        due = engine.next_close_ms()
+        wake = now + self.NOTIFY_AT_MOST_MS if due is None else due
+        # at least 1 ms ahead (never a busy loop), at most NOTIFY_AT_MOST_MS
+        wake = min(max(wake, now + 1), now + self.NOTIFY_AT_MOST_MS)
+        return datetime.fromtimestamp(wake / 1000, UTC)
+
+    def snapshot(self) -> FeatureState:
+        return copy.deepcopy(self.state)
+
+
+def count_dead_letter(item: Any) -> DeadLetter:
+    assert isinstance(item, DeadLetter)
+    obs.DEAD_LETTERS.labels(reason=item.reason.value).inc()
+    return item
+
+
+def make_feature_builder(config: FlowConfig) -> Any:
+    publish = config.topics.features is not None
+
+    def build(resume: FeatureState | None) -> FeatureLogic:
+        if resume is None:
+            joiner = CrossMetricJoiner(config.features.window_ms) if publish else None
+            resume = FeatureState(
+                FeatureEngine(config.features),
+                joiner,
+                config.new_forecaster(),
+                config.model_path,
+                config.iforest,
+            )
+        else:
+            resume.iforest = config.iforest  # the settings of this run decide, not the snapshot's
+        return FeatureLogic(resume)
+
+    return build
+
+
+def count_and_suppress(alert: Alert, rules: Sequence[Rule]) -> Alert:
+    """Count a new alert and mark it suppressed if a maintenance window or silence matches."""
+    obs.ALERTS.labels(type=alert.type, severity=alert.severity).inc()
+    reason = suppression_for(alert, rules)
+    if reason is None:
+        return alert
+    obs.ALERTS_SUPPRESSED.labels(kind=reason.split(":", 1)[0]).inc()
+    return msgspec.structs.replace(alert, suppressed_by=reason)
+
+
+def make_detect_step(
+    config: RobustZConfig,
+    emit_scores: bool = False,
+    rules: Sequence[Rule] = (),
+    combine: CombineConfig | None = None,
+) -> Any:
+    active_rules = rules
+
+    def detect(
+        state: SeriesState | None, window: FeatureWindow | Feedback
+    ) -> tuple[SeriesState, list[Output | WindowScore]]:
+        if state is None:
+            state = new_series_state(window.series, config, combine)
+        if isinstance(window, Feedback):
+            apply_series_feedback(state, window)
+            obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
+            return state, []
+        result = detect_window(state, window)
+        out: list[Output | WindowScore] = []
+        if isinstance(result, DeadLetter):
+            obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
+        elif result is not None:
+            result = count_and_suppress(result, active_rules)
+        if result is not None:
+            out.append(result)
+        if emit_scores and not isinstance(result, DeadLetter):
+            out.append(WindowScore(window.series, window.start_ms, window.end_ms, state.last_score))
+        return state, out
+
+    return detect
+
+
+DetectIn = FeatureWindow | Feedback
+DetectOut = Output | WindowScore
+
+
+class DetectLogic(StatefulLogic[DetectIn, DetectOut, bytes]):
+    """One series' detection state around `make_detect_step`'s step.
+
+    Snapshots are the pickled state (bytes), not the deep copy `op.stateful_map` makes: Bytewax
+    snapshots every key a batch touched at each epoch's end, and deep copies of the River
+    trees (thousands of small objects per series) every epoch set off full garbage-collector
+    passes of 210-340 ms every ~10 s, the tail of the live latency (bench_latency). A bytes
+    object is one untracked allocation. Resumes from either form.
+    """
+
+    def __init__(self, step: Any, state: SeriesState | None) -> None:
+        self.step = step
+        self.state = state
+
+    def on_item(self, value: DetectIn) -> tuple[list[DetectOut], bool]:
+        self.state, out = self.step(self.state, value)
+        return out, StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def make_detect_builder(step: Any) -> Any:
+    def build(resume: bytes | SeriesState | None) -> DetectLogic:
+        state = pickle.loads(resume) if isinstance(resume, bytes) else resume
+        return DetectLogic(step, state)
+
+    return build
+
+
+class HourlyLogic(StatefulLogic[FeatureWindow, HourlyAggregate, HourlyAggregator]):
+    """Bytewax wrapper of `operators.aggregate.hourly.HourlyAggregator`: one (cluster, metric)."""
+
+    def __init__(self, state: HourlyAggregator) -> None:
+        self.state = state
+
+    def on_item(self, value: FeatureWindow) -> tuple[list[HourlyAggregate], bool]:
+        return self.state.add(value), False
+
+    def on_eof(self) -> tuple[list[HourlyAggregate], bool]:
+        return self.state.flush(), False
+
+    def snapshot(self) -> HourlyAggregator:
+        return copy.deepcopy(self.state)
+
+
+def make_hourly_builder(lateness_ms: int) -> Any:
+    def build(resume: HourlyAggregator | None) -> HourlyLogic:
+        return HourlyLogic(resume or HourlyAggregator(lateness_ms=lateness_ms))
+
+    return build

@@ -1,0 +1,63 @@
+"""The `novacron-ml` command line: one module per command group, each with `register(sub)`.
+
+Adding a command: a module in this package with its `cmd_*` functions and a `register`
+that adds its sub-parsers (each `set_defaults(func=...)`), then one line in `COMMAND_GROUPS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+
+from pydantic import ValidationError
+
+from novacron_ml import __version__
+from novacron_ml.cli.common import EPILOG
+
+COMMAND_GROUPS = (
+    "demo",
+    "run",
+    "produce",
+    "nab",
+    "replay",
+    "alerts",
+    "capacity",
+    "forecast",
+    "iforest",
+    "settings",
+)
+"""Modules of this package, in `--help` order; each is imported only to add its parsers
+(its heavy imports are inside its commands, so `--help` stays fast)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novacron-ml",
+        description="Streaming ML for distributed infrastructure: Bytewax dataflows over Kafka "
+        "that watch a fleet's metrics and publish alerts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"novacron-ml {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_GROUPS:
+        importlib.import_module(f"novacron_ml.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.invocation = "novacron-ml " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"novacron-ml: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"novacron-ml: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

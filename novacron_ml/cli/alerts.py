@@ -1,0 +1,158 @@
+"""`novacron-ml alerts tail | forward | feedback`: consuming the alert stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from novacron_ml.app.alertmanager import Deduper, IdleTimer, alert_consumer, decode_alerts
+    from novacron_ml.app.console import alert_line
+    from novacron_ml.core.settings import load_settings
+
+    settings = load_settings()
+    group = args.group or f"novacron-tail-{int(time.time() * 1000)}"
+    consumer = alert_consumer(
+        settings.kafka.bootstrap_servers, settings.topics.alerts, group, args.from_beginning
+    )
+    dedupe = Deduper()
+    shown = 0
+    idle = IdleTimer(args.timeout)
+    print(
+        f"{'window start':<19}  {'severity':<8} {'type':<20} {'cluster/host':<21} "
+        f"{'metric':<30} value / expected / z",
+        flush=True,
+    )
+    try:
+        while not idle.expired():
+            alerts = decode_alerts(consumer.consume(100, 0.5))
+            if alerts:
+                idle.touch()
+            for a in alerts:
+                if not dedupe.first_time(a.alert_id):
+                    continue
+                if a.suppressed_by is not None and not args.all:
+                    continue
+                if args.type and a.type not in args.type:
+                    continue
+                if args.severity and a.severity not in args.severity:
+                    continue
+                if args.host and a.host not in args.host:
+                    continue
+                print(alert_line(a), flush=True)
+                shown += 1
+                if args.max and shown >= args.max:
+                    return 0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_alerts_forward(args: argparse.Namespace) -> int:
+    from novacron_ml.app.alertmanager import WebhookSender, alert_consumer, forward
+    from novacron_ml.core.settings import load_settings
+
+    settings = load_settings()
+    consumer = alert_consumer(
+        settings.kafka.bootstrap_servers, settings.topics.alerts, args.group, True
+    )
+    sender = WebhookSender(args.url, max_backoff_s=args.max_backoff)
+    print(
+        f"forwarding {settings.topics.alerts} -> {args.url} (group {args.group})", file=sys.stderr
+    )
+    try:
+        stats = forward(consumer, sender, args.batch, args.idle_timeout)
+    except KeyboardInterrupt:
+        stats = sender.stats
+    finally:
+        consumer.close()
+    print(
+        f"delivered {stats.alerts} alerts in {stats.batches} batches "
+        f"({stats.failures} failed attempts retried)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_alerts_feedback(args: argparse.Namespace) -> int:
+    from novacron_ml.app.alertmanager import decode_alert
+    from novacron_ml.core import topics
+    from novacron_ml.core.kafka import iter_topic, produce
+    from novacron_ml.core.settings import load_settings
+    from operators.detection.feedback import Feedback, Verdict
+
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    found = None
+    for record in iter_topic(bootstrap, settings.topics.alerts, timeout_s=args.wait):
+        if record.key == args.alert_id.encode():
+            found = decode_alert(record.value) or found
+    if found is None:
+        print(
+            f"novacron-ml: alert {args.alert_id} not found on {settings.topics.alerts}",
+            file=sys.stderr,
+        )
+        return 2
+    verdict = Verdict.FALSE_POSITIVE if args.false_positive else Verdict.TRUE_POSITIVE
+    feedback = Feedback(found.alert_id, verdict, found.series, found.value)
+    topic = settings.topics.feedback or topics.ALERTS_FEEDBACK
+    produce(bootstrap, topic, [(found.alert_id.encode(), msgspec.json.encode(feedback))])
+    print(f"{verdict.value} for {found.alert_id} ({feedback.series}) -> {topic}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="consume the alert stream: tail, forward")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    p = alerts_sub.add_parser(
+        "tail",
+        help="follow the alerts topic as a readable table (deduplicated by alert_id)",
+        description="Print alerts as they arrive, one line each, each alert_id once.",
+    )
+    p.add_argument("--type", action="append", help="only these types (repeatable)")
+    p.add_argument("--severity", action="append", help="only these severities (repeatable)")
+    p.add_argument("--host", action="append", help="only these hosts (repeatable)")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
+    p.add_argument("--group", help="consumer group (default: a fresh one)")
+    p.add_argument("--all", action="store_true", help="also show suppressed alerts")
+    p.add_argument("--max", type=int, help="stop after this many alerts")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="stop after this many idle seconds (at least 30 before the first alert)",
+    )
+    p.set_defaults(func=cmd_alerts_tail)
+    p = alerts_sub.add_parser(
+        "forward",
+        help="forward alerts to an Alertmanager-compatible webhook (payload version 4)",
+        description="Consume the alerts topic and POST Alertmanager webhook v4 payloads to URL "
+        "in batches, retrying with exponential backoff; offsets are committed only after "
+        "the receiver accepted a batch, so nothing is lost while it is down.",
+    )
+    p.add_argument("--url", required=True, help="receiver URL")
+    p.add_argument("--group", default="novacron-alertmanager-bridge", help="consumer group")
+    p.add_argument("--batch", type=int, default=50, help="alerts per POST (50)")
+    p.add_argument("--max-backoff", type=float, default=30.0, help="retry backoff cap, s (30)")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    p.set_defaults(func=cmd_alerts_forward)
+    p = alerts_sub.add_parser(
+        "feedback",
+        help="mark an alert as a false or true positive (applied to its series by the flow)",
+        description="Look the alert up on the alerts topic and publish the verdict on the "
+        "feedback topic (topics.feedback, default alerts.feedback). A flow started with "
+        "topics.feedback set widens that series' threshold on false positives and learns "
+        "the value into its baseline; true positives narrow it back.",
+    )
+    p.add_argument("alert_id", help="the alert's alert_id")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--false-positive", action="store_true", help="not an anomaly")
+    verdict.add_argument("--true-positive", action="store_true", help="a real anomaly")
+    p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
+    p.set_defaults(func=cmd_alerts_feedback)

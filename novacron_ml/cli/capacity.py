@@ -1,0 +1,359 @@
+"""`novacron-ml capacity ...`: backtest, plan, report, simulate (needs the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from novacron_ml.cli.common import csv_series_args, require_train_extra
+
+if TYPE_CHECKING:
+    from training.planner import HourlyHistory
+
+
+def _require_train() -> None:
+    from training.logs import quiet_prophet
+
+    quiet_prophet()  # before prophet's import, which logs about plotly
+    require_train_extra("pandas", "prophet", "statsforecast")
+    quiet_prophet()  # prophet's import configures cmdstanpy's logger again
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="fit", file=sys.stderr, dynamic_ncols=True)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    _require_train()
+    from novacron_ml.app.console import table
+    from training.capacity import MODELS, ModelOptions, backtest, overall
+    from training.series_io import aggregate, load_series
+
+    models = args.models or list(MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(MODELS)})")
+    series = []
+    for path in args.csv:  # load and check everything before the first (slow) fit
+        for column in args.value_column:
+            s = load_series(
+                path,
+                column,
+                args.time_column,
+                step_s=args.step_s,
+                min_length=args.horizon + 2,
+                min_length_reason=f"horizon {args.horizon} plus training data",
+            )
+            if args.aggregate:
+                s = aggregate(s, args.aggregate)
+            for w in s.warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            series.append((f"{path}:{column}", s))
+    opts = ModelOptions(
+        level=args.level,
+        uncertainty_samples=args.uncertainty_samples,
+        changepoints=args.changepoints,
+        holidays_country=args.holidays,
+        season_override=args.season,
+    )
+    bar = _bar(len(series) * args.windows * len(models), "backtest")
+    results, files = [], {}
+    start = time.perf_counter()
+    try:
+        for name, s in series:
+            r = backtest(s, args.horizon, models, args.windows, opts, on_step=bar.update)
+            results.append(r)
+            files[name] = {"rows": len(s), "step_s": s.step_s, **r.summary()}
+    finally:
+        bar.close()
+    summary = overall(results)
+    report = {
+        "command": args.invocation,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "horizon": args.horizon,
+        "windows": args.windows,
+        "level": args.level,
+        "aggregate_s": args.aggregate,
+        "seconds": round(time.perf_counter() - start, 2),
+        "notes": "window 0 of each file is warm-up: interval calibration and the chosen model"
+        " of window k use windows < k only; metrics are means over the scored windows",
+        "files": files,
+        "overall": summary,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+
+    def f(x: float | None, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    rows = []
+    for name, r in zip(files, results, strict=True):
+        for m in models:
+            pm = r.per_model[m]
+            rows.append([name, m, f(pm["mase"]), f(pm["accuracy"], 2), f(pm["coverage"], 3)])
+        c = r.chosen
+        rows.append([name, "chosen", f(c["mase"]), f(c["accuracy"], 2), f(c["coverage"], 3)])
+    for m in [*models, "chosen"]:
+        o = summary[m]
+        rows.append(["OVERALL", m, f(o["mase"]), f(o["accuracy"], 2), f(o["coverage"], 3)])
+    print(table(rows, ["series", "model", "MASE", "accuracy %", "coverage"]))
+    print(f"wrote {args.json} ({report['seconds']} s)")
+    return 0
+
+
+def _histories(args: argparse.Namespace, settings: Any) -> list[HourlyHistory]:
+    from novacron_ml.core import kafka as kafka_io
+    from training.planner import histories_from_records, read_hourly_csv
+
+    if args.csv:
+        return read_hourly_csv(args.csv)
+    topic = settings.topics.hourly or "metrics.hourly"
+    bootstrap = settings.kafka.bootstrap_servers
+    kafka_io.wait_ready(bootstrap, args.wait)
+    records = [json.loads(r.value) for r in kafka_io.iter_topic(bootstrap, topic, args.wait)]
+    if not records:
+        raise ValueError(
+            f"topic {topic} holds no hourly aggregates (run the detect flow with"
+            " NOVACRON_TOPICS_HOURLY set, or pass --csv)"
+        )
+    return histories_from_records(records)
+
+
+def _plan(args: argparse.Namespace) -> tuple[Any, list[Any], list[str], str]:
+    _require_train()
+    from novacron_ml.core.settings import load_settings
+    from training.planner import plan_all
+
+    settings = load_settings()
+    histories = _histories(args, settings)
+    if args.resource:
+        histories = [h for h in histories if h.resource in set(args.resource)]
+    if not histories:
+        raise ValueError("no series to plan")
+    bar = _bar(len(histories), "plan")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        plans, problems = plan_all(histories, settings, workers=args.workers, progress=progress)
+    finally:
+        bar.close()
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    generated = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return settings, plans, problems, generated
+
+
+def _print_plans(plans: list[Any]) -> None:
+    from novacron_ml.app.console import table
+
+    rows = []
+    for p in plans:
+        days = p.days_to_exhaustion
+        rows.append(
+            [
+                p.key,
+                p.urgency or "-",
+                "-" if days is None else f"{days:.1f}",
+                f"{float(p.history[-1]):.4g}",
+                "-" if p.capacity is None else f"{p.capacity:.4g}",
+                p.model,
+            ]
+        )
+    print(table(rows, ["series", "urgency", "days left", "current", "capacity", "model"]))
+    counts = Counter(p.urgency for p in plans if p.urgency)
+    print(
+        "urgency: "
+        + ", ".join(f"{u} {counts.get(u, 0)}" for u in ("URGENT", "HIGH", "MEDIUM", "LOW"))
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from novacron_ml.core import kafka as kafka_io
+    from training.planner import alert_record, forecast_record
+
+    settings, plans, problems, generated = _plan(args)
+    _print_plans(plans)
+    if not args.no_publish:
+        bootstrap = settings.kafka.bootstrap_servers
+        t = settings.topics
+        kafka_io.ensure_topics(bootstrap, [t.capacity_forecasts, t.capacity_alerts])
+        fc = [(p.key.encode(), json.dumps(forecast_record(p, generated)).encode()) for p in plans]
+        al = [
+            (p.key.encode(), json.dumps(alert_record(p, generated)).encode())
+            for p in plans
+            if p.capacity is not None
+        ]
+        kafka_io.produce(bootstrap, t.capacity_forecasts, fc)
+        kafka_io.produce(bootstrap, t.capacity_alerts, al)
+        print(
+            f"published {len(fc)} forecasts -> {t.capacity_forecasts}, "
+            f"{len(al)} alerts -> {t.capacity_alerts}"
+        )
+    if args.report:
+        from training.capacity_report import write_report
+
+        print(f"report: {write_report(plans, args.report, problems)}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([alert_record(p, generated) for p in plans], indent=2)
+        )
+    return 0 if plans else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from training.capacity_report import write_report
+
+    _settings, plans, problems, _generated = _plan(args)
+    _print_plans(plans)
+    print(f"report: {write_report(plans, args.out, problems)}")
+    return 0 if plans else 1
+
+
+def simulate_hourly(days: float, hosts: int, clusters: int, seed: int) -> list[HourlyHistory]:
+    """Hourly history of a simulated fleet, made by the detect flow's own hourly branch."""
+    from bytewax.testing import run_main
+
+    from dataflows.detect import build_flow
+    from dataflows.io import CallbackSink, simulator_source
+    from novacron_ml.core.settings import load_settings
+    from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+    from operators.aggregate.hourly import HourlyAggregate
+    from training.planner import histories_from_records
+
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=hosts,
+            clusters=clusters,
+            step_s=300.0,
+            duration_s=days * 86_400.0,
+            seed=seed,
+            anomalies_per_host_per_hour=0.0,
+        )
+    )
+    settings = load_settings(
+        topics={"hourly": "metrics.hourly"},
+        ingest={"max_event_age_s": 0},
+        window={"length_s": 300.0},
+        features={"step_s": 300.0},
+    )
+    out: list[dict[str, Any]] = []
+
+    def collect(items: list[Any]) -> None:
+        out.extend(
+            {
+                "cluster": i.cluster,
+                "resource": i.resource,
+                "hour_start_ms": i.hour_start_ms,
+                "mean": i.mean,
+            }
+            for i in items
+            if isinstance(i, HourlyAggregate)
+        )
+
+    run_main(build_flow(settings, simulator_source(sim), CallbackSink(collect), kafka_output=False))
+    return histories_from_records(out)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from training.planner import write_hourly_csv
+
+    start = time.perf_counter()
+    histories = simulate_hourly(args.days, args.hosts, args.clusters, args.seed)
+    if args.resource:
+        histories = [h for h in histories if h.resource in set(args.resource)]
+    n = write_hourly_csv(args.out, histories, wide=args.wide)
+    print(
+        f"wrote {n} hourly points of {len(histories)} series to {args.out}"
+        f" ({time.perf_counter() - start:.1f} s)"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    cap = sub.add_parser(
+        "capacity",
+        help="capacity planning: backtest, plan, report, simulate (needs the train extra)",
+        description="Forecast resource usage with Prophet and statistical baselines, date "
+        "capacity exhaustion and rank it by urgency (settings group `capacity`).",
+    )
+    cs = cap.add_subparsers(dest="capacity_command", required=True, metavar="ACTION")
+
+    p = cs.add_parser(
+        "backtest",
+        help="rolling-origin CV of Prophet, SeasonalNaive, AutoETS and MSTL on CSV files",
+        description="For every CSV and value column: rolling-origin cross-validation "
+        "(--windows origins, --horizon steps apart) of each model; writes MASE (seasonal "
+        "naive scale), sMAPE, accuracy = 100 - MAPE and the coverage of the calibrated "
+        "interval per file, model and overall, plus the out-of-sample 'chosen' model (the one "
+        "earlier windows favoured). Bad input gets a one-line error naming the file.",
+    )
+    csv_series_args(p)
+    p.add_argument("--windows", type=int, default=6, help="rolling origins (6; first is warm-up)")
+    p.add_argument("--aggregate", type=float, help="average into buckets of this many seconds")
+    p.add_argument("--models", nargs="+", help="subset of prophet seasonal_naive auto_ets mstl")
+    p.add_argument("--season", type=int, help="season length in steps (default: daily)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (0.95)")
+    p.add_argument("--holidays", default="US", help="holiday country for Prophet (US)")
+    p.add_argument(
+        "--uncertainty-samples", type=int, default=100, help="Prophet trend samples (100)"
+    )
+    p.add_argument("--changepoints", type=int, default=10, help="Prophet changepoints (10)")
+    p.set_defaults(func=cmd_backtest)
+
+    def source_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--csv",
+            type=Path,
+            help="hourly history CSV (timestamp,cluster,resource,"
+            "value) instead of replaying topics.hourly",
+        )
+        p.add_argument("--resource", action="append", help="only these resources (repeatable)")
+        p.add_argument("--workers", type=int, help="fitting processes (default: settings)")
+        p.add_argument("--wait", type=float, default=30, help="seconds to wait for Kafka (30)")
+
+    p = cs.add_parser(
+        "plan",
+        help="the daily plan: forecast every series, publish capacity.forecasts/alerts",
+        description="Replay the hourly aggregates (topics.hourly) or read --csv, choose a "
+        "model per series by CV, forecast capacity.horizon_days with a calibrated interval, "
+        "date the exhaustion and publish forecasts and urgency alerts to Kafka.",
+    )
+    source_args(p)
+    p.add_argument("--no-publish", action="store_true", help="print only, publish nothing")
+    p.add_argument("--report", type=Path, help="also write the HTML/PNG report here")
+    p.add_argument("--json", help="also write the alert records as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = cs.add_parser(
+        "report",
+        help="write the planner's report: a plot per resource and an urgency table (HTML)",
+    )
+    source_args(p)
+    p.add_argument("--out", type=Path, required=True, help="directory for index.html and PNGs")
+    p.set_defaults(func=cmd_report)
+
+    p = cs.add_parser(
+        "simulate",
+        help="write the simulated fleet's hourly history as CSV (via the detect flow)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="CSV to write")
+    p.add_argument("--days", type=float, default=60, help="simulated days (60)")
+    p.add_argument("--hosts", type=int, default=6, help="hosts (6)")
+    p.add_argument("--clusters", type=int, default=2, help="clusters (2)")
+    p.add_argument("--seed", type=int, default=7, help="simulator seed (7)")
+    p.add_argument("--resource", action="append", help="only these resources (repeatable)")
+    p.add_argument(
+        "--wide", action="store_true", help="one column per cluster/resource (for backtest)"
+    )
+    p.set_defaults(func=cmd_simulate)

@@ -1,0 +1,118 @@
+"""What the command modules share: time arguments, the simulated fleet's arguments, the hint
+for commands that need the `train` extra."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from novacron_ml.core.schema import parse_rfc3339_ms
+
+if TYPE_CHECKING:
+    from novacron_ml.core.simulator import FleetConfig
+
+EPILOG = """\
+settings: every option of the flow is a typed setting read from NOVACRON_* environment
+variables and an optional TOML file (NOVACRON_CONFIG, default ./novacron.toml); see
+`novacron-ml settings` and the README. Kafka: KAFKA_BOOTSTRAP_SERVERS or
+NOVACRON_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092; scripts/kafka.sh starts one).
+"""
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339, epoch milliseconds, or 'now-6h' style offsets to epoch ms."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("now"):
+        rest = text[3:]
+        if not rest:
+            return int(time.time() * 1000)
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        sign = -1 if rest[0] == "-" else 1
+        amount, unit = rest[1:-1], rest[-1]
+        if rest[0] not in "+-" or unit not in units or not amount.replace(".", "").isdigit():
+            raise argparse.ArgumentTypeError(f"bad relative time {text!r} (try now-6h)")
+        return int((time.time() + sign * float(amount) * units[unit]) * 1000)
+    try:
+        return parse_rfc3339_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad time {text!r}: {exc}") from exc
+
+
+def fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
+    g = p.add_argument_group("simulated fleet")
+    g.add_argument("--hosts", type=int, default=12, help="hosts (default 12)")
+    g.add_argument("--clusters", type=int, default=3, help="clusters (default 3)")
+    g.add_argument(
+        "--hours", type=float, default=hours, help=f"simulated hours (default {hours:g})"
+    )
+    g.add_argument("--step", type=float, default=5.0, help="seconds between samples (default 5)")
+    g.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data")
+    g.add_argument(
+        "--start",
+        type=parse_time,
+        default=None,
+        help="first sample time: RFC 3339, epoch ms or now-6h (default: data ends now)",
+    )
+    g.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=0.5,
+        help="injected anomalies per host per hour (default 0.5)",
+    )
+    g.add_argument(
+        "--format",
+        choices=["json", "json-array", "line"],
+        default="json",
+        help="wire format: JSON object per message, JSON array per host and tick, "
+        "or InfluxDB line protocol (default json)",
+    )
+    g.add_argument(
+        "--bad-rate",
+        type=float,
+        default=0.001,
+        help="fraction of extra malformed messages mixed in (default 0.001)",
+    )
+
+
+def fleet_config(args: argparse.Namespace) -> FleetConfig:
+    from novacron_ml.core.simulator import FleetConfig
+
+    return FleetConfig(
+        hosts=args.hosts,
+        clusters=args.clusters,
+        step_s=args.step,
+        duration_s=args.hours * 3600,
+        start_ms=args.start,
+        seed=args.seed,
+        anomalies_per_host_per_hour=args.anomaly_rate,
+    )
+
+
+TRAIN_HINT = "this command needs the train extra: pip install -e '.[train]'"
+
+
+def require_train_extra(*modules: str) -> None:
+    """Import the `train` extra's `modules` (e.g. 'torch'), or fail with one line that says
+    how to install them: the streaming runtime installs without them."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RuntimeError(f"{TRAIN_HINT} ({exc})") from None
+
+
+def csv_series_args(p: argparse.ArgumentParser) -> None:
+    """The arguments naming series in CSV files (capacity backtest, forecast-eval)."""
+    p.add_argument("--csv", nargs="+", required=True, type=Path, metavar="FILE")
+    p.add_argument("--time-column", help="timestamps or seconds offsets (omit: use --step-s)")
+    p.add_argument(
+        "--value-column", action="append", required=True, help="value column (repeatable)"
+    )
+    p.add_argument("--horizon", type=int, required=True, help="forecast steps")
+    p.add_argument("--json", required=True, help="write the results here")
+    p.add_argument("--step-s", type=float, help="seconds between rows without a time column")

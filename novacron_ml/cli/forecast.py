@@ -1,0 +1,523 @@
+"""`novacron-ml forecast-eval` and `novacron-ml forecast-train` (need the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from novacron_ml.core.schema import parse_rfc3339_ms
+
+if TYPE_CHECKING:
+    from training.lstm import LSTMConfig
+    from training.series_io import Series
+
+from novacron_ml.cli.common import csv_series_args, parse_time, require_train_extra
+
+
+def _config(args: argparse.Namespace, horizon: int) -> LSTMConfig:
+    from training.lstm import LSTMConfig
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 (one per core) or more, not {args.workers}")
+    return LSTMConfig(
+        input_len=args.input_len,
+        horizon=horizon,
+        hidden=args.hidden,
+        layers=args.layers,
+        bidirectional=not args.unidirectional,
+        attention=not args.no_attention,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+
+
+def train_on(series: list[Series], cfg: LSTMConfig, quiet: bool, desc: str) -> Any:
+    """One model over the chronological training parts of all `series` (each series' loss
+    weighted by 1 / its training std), early-stopped on their validation parts."""
+    from tqdm import tqdm
+
+    from training.lstm import chronological_split, series_weight, train, windows
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xt", "yt", "wt", "xv", "yv", "wv")}
+    for s in series:
+        y = s.values.astype(np.float64)
+        tr, va, _ = chronological_split(len(y), cfg.input_len, cfg.horizon)
+        for (xk, yk, wk), idx in ((("xt", "yt", "wt"), tr), (("xv", "yv", "wv"), va)):
+            x, yy = windows(y, s.t_s, cfg.input_len, cfg.horizon, idx)
+            parts[xk].append(x)
+            parts[yk].append(yy)
+            parts[wk].append(series_weight(y[: int(len(y) * 0.7)], len(idx)))
+    joined = {k: np.concatenate(v) for k, v in parts.items()}
+    bar = tqdm(
+        total=cfg.max_epochs, desc=desc[:40], unit="epoch", file=sys.stderr, leave=False,
+        disable=quiet,
+    )  # fmt: skip
+
+    def progress(epoch: int, row: dict[str, float]) -> None:
+        bar.update()
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+
+    try:
+        return train(
+            joined["xt"], joined["yt"], joined["xv"], joined["yv"], cfg,
+            w_train=joined["wt"], w_val=joined["wv"], progress=progress,
+        )  # fmt: skip
+    finally:
+        bar.close()
+
+
+def _train_info(result: Any) -> dict[str, Any]:
+    return {
+        "train_windows": result.train_windows,
+        "val_windows": result.val_windows,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 2),
+    }
+
+
+def _test_predictions(model: Any, series: Series, cfg: LSTMConfig) -> tuple[np.ndarray, np.ndarray]:
+    from training.lstm import chronological_split, predict, windows
+
+    y = series.values.astype(np.float64)
+    _, _, te = chronological_split(len(y), cfg.input_len, cfg.horizon)
+    xs, _ = windows(y, series.t_s, cfg.input_len, cfg.horizon, te)
+    return te, predict(model, xs).astype(np.float64)
+
+
+def _lstm_fit_predict(
+    cfg: LSTMConfig, quiet: bool, shared: Any | None, histories: dict[str, list[dict[str, float]]]
+) -> Any:
+    """Per file (`shared` None: train on this file's first 70%) or with one shared model;
+    each per-file training's loss history goes into `histories` under the file's name."""
+
+    def fit_predict(series: Series, n_train: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        result = shared or train_on([series], cfg, quiet, Path(series.name).name)
+        if shared is None:
+            histories[series.name] = result.history
+        origins, pred = _test_predictions(result.model, series, cfg)
+        info = {"model": "shared" if shared else "per_file", **_train_info(result)}
+        return origins, pred, info
+
+    return fit_predict
+
+
+def cmd_forecast_eval(args: argparse.Namespace) -> int:
+    require_train_extra("torch")
+    from novacron_ml.app.console import table
+    from training.forecast_eval import evaluate_series, overall
+    from training.lstm import resolve
+    from training.series_io import SeriesError, load_series
+
+    if args.horizon < 1:
+        raise ValueError("--horizon must be at least 1")
+    cfg = _config(args, args.horizon)
+    loaded = []
+    todo = [(path, column) for path in args.csv for column in args.value_column]
+    for path, column in todo:  # check every file before the first (slow) training
+        s = load_series(path, column, args.time_column, step_s=args.step_s, min_length=2)
+        if len(args.value_column) > 1:
+            s.name = f"{path}:{column}"
+        n_train = int(len(s) * 0.7)
+        need_train = cfg.input_len + 2 * cfg.horizon + 20
+        if n_train < need_train or len(s) - n_train < cfg.horizon:
+            raise SeriesError(
+                f"{path}: {len(s)} rows is too short for --horizon {cfg.horizon} and "
+                f"--input-len {cfg.input_len}: the first 70% must hold {need_train} rows and "
+                f"the rest at least {cfg.horizon}"
+            )
+        for w in s.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        loaded.append(s)
+    start = time.perf_counter()
+    shared = None
+    if not args.per_file:
+        if not args.quiet:
+            print(f"training one model on the first 70% of {len(loaded)} series", file=sys.stderr)
+        shared = train_on(loaded, cfg, args.quiet, "train (shared)")
+    histories: dict[str, list[dict[str, float]]] = {}
+    if shared is not None:
+        histories["shared model"] = shared.history
+    fit_predict = _lstm_fit_predict(cfg, args.quiet, shared, histories)
+    results = []
+    for i, s in enumerate(loaded, 1):
+        if not args.quiet:
+            print(f"[{i}/{len(loaded)}] {s.name}", file=sys.stderr)
+        results.append(evaluate_series(s, cfg.horizon, fit_predict, args.season))
+    summary = overall(results)
+    report = {
+        "command": args.invocation,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "horizon": cfg.horizon,
+        "config": {k: v for k, v in resolve(cfg).__dict__.items()},
+        "training": "per file" if args.per_file else "one model over all series' training parts",
+        "seconds": round(time.perf_counter() - start, 2),
+        "files": {
+            r.name: {
+                "rows": r.rows,
+                "season": r.season,
+                "train_rows": r.n_train,
+                "test_origins": r.n_test_origins,
+                "training": r.train_info,
+                "warnings": r.warnings,
+                **r.metrics,
+            }
+            for r in results
+        },
+        "overall": summary,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+
+    def f(x: float | None, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    rows = []
+    for r in results:
+        for m in ("lstm", "seasonal_naive", "ewma"):
+            mm = r.metrics[m]
+            rows.append(
+                [Path(r.name).name, m, f(mm["mase"]), f(mm["smape"], 2), f(mm["within_5pct"])]
+            )
+    for m in ("lstm", "seasonal_naive", "ewma"):
+        o = summary[m]
+        rows.append(["OVERALL", m, f(o["mase"]), f(o["smape"], 2), f(o["within_5pct"])])
+    print(table(rows, ["file", "model", "MASE", "sMAPE %", "within 5%"]))
+    print(f"wrote {args.json} ({report['seconds']} s)")
+    if args.report:
+        args.report.mkdir(parents=True, exist_ok=True)
+        _loss_plot(args.report / "loss.png", histories)
+        _step_plot(args.report / "mase_by_step.png", summary)
+        print(f"wrote {args.report / 'loss.png'} and {args.report / 'mase_by_step.png'}")
+    return 0
+
+
+# -- forecast-train: the served model -----------------------------------------------------------
+SIM_START = "2026-01-05T00:00:00Z"
+"""Fixed start of the simulated training data (a Monday), so forecast-train is reproducible."""
+
+
+def simulator_series(
+    hours: float, hosts: int, seed: int, window_s: float, start: str = SIM_START
+) -> list[Series]:
+    """Steady-state simulated series (no injected anomalies) as the flow sees them: the mean
+    of each `window_s` window of every (host, metric)."""
+    from novacron_ml.core.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
+    from training.series_io import Series
+
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=hosts, clusters=min(3, hosts), step_s=5.0, duration_s=hours * 3600.0,
+            seed=seed, anomalies_per_host_per_hour=0.0,
+            start_ms=parse_rfc3339_ms(start),
+        )
+    )  # fmt: skip
+    t_parts, v_parts = [], []
+    for t_ms, v in sim.ticks():
+        t_parts.append(t_ms)
+        v_parts.append(v)
+    t_ms = np.concatenate(t_parts)
+    v = np.concatenate(v_parts)  # (T, hosts, metrics)
+    per = round(window_s / sim.config.step_s)
+    n = len(t_ms) // per
+    means = v[: n * per].reshape(n, per, *v.shape[1:]).mean(axis=1)
+    t_s = t_ms[: n * per : per] / 1000.0
+    out = []
+    for h, (cluster, host) in enumerate(sim.hosts):
+        for j, metric in enumerate(METRIC_NAMES):
+            out.append(Series(f"{cluster}/{host}/{metric}", t_s, means[:, h, j], window_s, True))
+    return out
+
+
+def _kafka_series(args: argparse.Namespace, cfg: LSTMConfig) -> Any:
+    """The --kafka-topic replay as training series (`training.kafka_dataset`)."""
+    from tqdm import tqdm
+
+    from novacron_ml.core.settings import load_settings
+    from operators.ingest.parse import ParseLimits
+    from training.kafka_dataset import kafka_series
+
+    settings = load_settings()
+    limits = ParseLimits.from_settings(settings.ingest, wall_clock_bounds=False)
+    bar = tqdm(desc=f"replay {args.kafka_topic}"[:40], unit="rec", file=sys.stderr, leave=False)
+
+    def progress(done: int, planned: int) -> None:
+        bar.total = planned
+        bar.update(done - bar.n)
+
+    try:
+        data = kafka_series(
+            settings.kafka.bootstrap_servers, args.kafka_topic, args.from_ms, args.to_ms,
+            args.window_s, min_windows=2 * (cfg.input_len + cfg.horizon), limits=limits,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    print(data.line(), file=sys.stderr)
+    for note in data.notes[:20]:
+        print(f"  {note}", file=sys.stderr)
+    if len(data.notes) > 20:
+        print(f"  ... and {len(data.notes) - 20} more notes", file=sys.stderr)
+    return data
+
+
+def cmd_forecast_train(args: argparse.Namespace) -> int:
+    require_train_extra("torch")
+    import torch
+
+    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+    from operators.forecast.model import FORECASTER_INPUTS
+    from training.forecast_eval import score
+    from training.lstm import architecture, export_onnx
+    from training.metrics import naive_scale
+    from training.series_io import load_series
+
+    cfg = _config(args, args.horizon)
+    series: list[Series] = []
+    if args.sim_hours > 0:
+        series += simulator_series(
+            args.sim_hours, args.sim_hosts, args.seed, args.window_s, args.sim_start
+        )
+    for path in args.csv or []:
+        series.append(load_series(path, args.value_column, args.time_column, step_s=args.step_s))
+    kafka = None
+    if args.kafka_topic:
+        from confluent_kafka import KafkaException
+
+        from novacron_ml.core.kafka import ReplayError
+
+        if args.from_ms is None:
+            print("novacron-ml forecast-train: --kafka-topic needs --from", file=sys.stderr)
+            return 2
+        if args.to_ms is None:
+            args.to_ms = int(time.time() * 1000)
+        try:
+            kafka = _kafka_series(args, cfg)
+        except (ReplayError, KafkaException) as exc:
+            print(f"novacron-ml forecast-train: {exc}", file=sys.stderr)
+            return 2
+    if kafka is not None:
+        series += kafka.series
+    if not series:
+        print(
+            "novacron-ml forecast-train: no training series (--sim-hours 0, no --csv, and "
+            "the Kafka replay gave none)", file=sys.stderr,
+        )  # fmt: skip
+        return 2
+    print(f"{len(series)} series", file=sys.stderr)
+    result = train_on(series, cfg, False, "train")
+    # held-out test: the last 30% of every series, never seen in training or early stopping
+    per_series = []
+    for s in series:
+        origins, pred = _test_predictions(result.model, s, cfg)
+        y = s.values.astype(np.float64)
+        targets = y[origins[:, None] + np.arange(cfg.horizon)[None, :]]
+        per_series.append(score(targets, pred, naive_scale(y[: int(len(y) * 0.7)], 1)))
+    test: dict[str, Any] = {
+        key: float(np.mean([p[key] for p in per_series if p[key] is not None]))
+        for key in ("mase", "smape", "within_5pct", "mape")
+    }
+    by_metric: dict[str, list[float]] = {}
+    for s, p in zip(series, per_series, strict=True):
+        by_metric.setdefault(s.name.rsplit("/", 1)[-1], []).append(p["within_5pct"])
+    test["within_5pct_by_metric"] = {m: float(np.mean(v)) for m, v in sorted(by_metric.items())}
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / f"{args.name}.onnx"
+    export_onnx(result.model, onnx_path)
+    manifest = ModelManifest(
+        name=args.name,
+        kind="lstm_forecaster",
+        version=args.version,
+        file=onnx_path.name,
+        sha256=sha256_of(onnx_path),
+        created_at=datetime.now(UTC).isoformat(),
+        command=args.invocation,
+        feature_order=list(FORECASTER_INPUTS),
+        input_len=cfg.input_len,
+        horizon=cfg.horizon,
+        step_s=args.window_s,
+        normalisation={
+            "method": "per-window mean and std inside the graph, std floored",
+            "std_floor": result.std_floor,
+        },
+        training_data={
+            "simulator": None if args.sim_hours <= 0 else {
+                "hours": args.sim_hours, "hosts": args.sim_hosts, "seed": args.seed,
+                "start": args.sim_start, "window_s": args.window_s, "anomalies": 0,
+            },
+            "csv": [str(p) for p in args.csv or []],
+            **({"kafka": kafka.summary()} if kafka is not None else {}),
+            "series": len(series),
+            "split": "per series chronological: first 70% train (last 15% of it validation),"
+            " rest test",
+            "train_windows": result.train_windows,
+            "val_windows": result.val_windows,
+        },
+        metrics={"test": test, "best_epoch": result.best_epoch,
+                 "train_seconds": round(result.seconds, 1)},
+        architecture=architecture(result.config),
+        framework={"torch": str(torch.__version__), "opset": "17"},
+    )  # fmt: skip
+    write_manifest(out_dir / f"{args.name}.json", manifest)
+    if args.report:
+        _training_report(args.report, result.history, test)
+    print(
+        f"wrote {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB) and its manifest; "
+        f"held-out test: MASE {test['mase']:.3f}, within 5% {test['within_5pct']:.3f}"
+    )
+    return 0
+
+
+def _training_report(out: Path, history: list[dict[str, float]], test: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _loss_plot(out / "loss.png", {"model": history})
+    (out / "metrics.json").write_text(json.dumps({"history": history, "test": test}, indent=2))
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _loss_plot(path: Path, histories: dict[str, list[dict[str, float]]]) -> None:
+    """Loss by epoch: train and validation for one training; validation per file for many."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if len(histories) == 1:
+        (history,) = histories.values()
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    else:
+        for name, history in histories.items():
+            ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history],
+                    label=Path(name).name[:30], lw=1)  # fmt: skip
+        ax.set_title("validation loss per file")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("loss (MAE / series std)")
+    ax.set_yscale("log")
+    if len(histories) <= 12:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _step_plot(path: Path, summary: dict[str, dict[str, Any]]) -> None:
+    """Overall MASE by forecast step, the LSTM and both baselines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for model, label in (("lstm", "LSTM"), ("seasonal_naive", "seasonal naive"), ("ewma", "EWMA")):
+        mase = summary[model]["by_step"]["mase"]
+        ax.plot(range(1, len(mase) + 1), [np.nan if m is None else m for m in mase],
+                marker="o", label=label)  # fmt: skip
+    ax.set_xlabel("forecast step")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("MASE (mean over files)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults: the seed's architecture, sized for CPU)")
+    g.add_argument("--input-len", type=int, default=48, help="history steps per input (48)")
+    g.add_argument("--hidden", type=int, default=32, help="LSTM units per direction (32)")
+    g.add_argument("--layers", type=int, default=3, help="stacked LSTM layers (3)")
+    g.add_argument("--unidirectional", action="store_true", help="no backward direction")
+    g.add_argument("--no-attention", action="store_true", help="last output instead")
+    g.add_argument("--epochs", type=int, default=40, help="max epochs (40; early stopping)")
+    g.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
+    g.add_argument("--batch-size", type=int, default=256, help="batch size (256)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    g.add_argument(
+        "--workers", type=int, default=0,
+        help="training threads, each on a part of every batch (0: one per core, parts of at "
+        "least 64 windows); results are reproducible for a given seed and number of workers",
+    )  # fmt: skip
+
+
+def register(sub: Any) -> None:
+
+    p = sub.add_parser(
+        "forecast-eval",
+        help="train the LSTM forecaster per CSV and compare it with baselines",
+        description="Train the LSTM on the first 70% of every series (chronologically; "
+        "the last 15% of that for early stopping; one model for all files unless "
+        "--per-file), forecast --horizon steps from "
+        "every origin in the remaining 30%, and write per file and overall MASE (seasonal "
+        "naive scale), sMAPE, RMSE, MAE, R², MAPE (null where undefined) and the fraction "
+        "within 5%, for the LSTM and, in the same run, seasonal naive and EWMA.",
+    )
+    csv_series_args(p)
+    p.add_argument("--season", type=int, help="season in steps for MASE/seasonal naive")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write loss.png (training curves) and mase_by_step.png (LSTM vs baselines)",
+    )
+    p.add_argument(
+        "--per-file",
+        action="store_true",
+        help="train one model per file (default: one model over every file's first 70%%)",
+    )
+    _model_args(p)
+    p.set_defaults(func=cmd_forecast_eval)
+
+    p = sub.add_parser(
+        "forecast-train",
+        help="train the served LSTM forecaster and export it to models/onnx/ with a manifest",
+        description="Train on steady-state simulated window means, optional CSVs and an "
+        "optional replay of a Kafka metrics topic (the records stamped in --from..--to, parsed "
+        "by the flow's parser, bad records counted and skipped, averaged per series over "
+        "--window-s windows as the flow does), evaluate on each series' held-out last 30%, "
+        "export a single-file ONNX model with a dynamic batch dimension and write its "
+        "manifest (version, sha256, feature order, normalisation, training data, metrics, "
+        "this command).",
+    )
+    p.add_argument("--out", type=Path, default=Path("models/onnx"), help="registry directory")
+    p.add_argument("--name", default="lstm_forecaster", help="model name (lstm_forecaster)")
+    p.add_argument("--version", default="1", help="model version (1)")
+    p.add_argument("--horizon", type=int, default=12, help="forecast steps (12)")
+    p.add_argument("--window-s", type=float, default=60.0, help="step = flow window (60)")
+    p.add_argument(
+        "--sim-hours", type=float, default=24.0, help="simulated hours (24; 0: no simulator data)"
+    )
+    p.add_argument("--sim-hosts", type=int, default=6, help="simulated hosts (6)")
+    p.add_argument("--sim-start", default=SIM_START, help=f"simulated data start ({SIM_START})")
+    p.add_argument("--csv", nargs="*", type=Path, help="extra training CSVs")
+    p.add_argument("--time-column", help="time column of the extra CSVs")
+    p.add_argument("--value-column", default="value", help="value column of the extra CSVs")
+    p.add_argument("--step-s", type=float, help="row step of extra CSVs without a time column")
+    p.add_argument("--report", type=Path, help="write loss.png and metrics.json here")
+    g = p.add_argument_group(
+        "Kafka replay (training data from a metrics topic, as the flow windows it)"
+    )
+    g.add_argument("--kafka-topic", help="metrics topic to replay (bootstrap from settings)")
+    g.add_argument(
+        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
+    )
+    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
+    _model_args(p)
+    p.set_defaults(func=cmd_forecast_train)

@@ -1,0 +1,322 @@
+"""Small confluent-kafka helpers shared by the CLI, flows, training, tests and benchmarks.
+
+Also the time-range reader behind replays: Bytewax's Kafka source starts at an offset, not a
+time, and either tails or reads to the end. `plan` finds every partition's first offset at
+`offsets_for_times(from)` and `RangeReader` stops each partition at its first record stamped
+after `to` (or at the end offset seen when planned), so a replay reads exactly the records
+whose Kafka timestamps fall in the range. Producers should stamp records with event time
+(`novacron-ml produce` does)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from novacron_ml.core.schema import rfc3339_ms
+
+# Producer limit above the flow's default 1 MiB message limit, so oversized test messages reach
+# the flow (and its DLQ) instead of being refused by the client.
+PRODUCER_MAX_BYTES = "2097152"
+
+ORDERED_PRODUCER = {"enable.idempotence": "true"}
+"""Producer properties every novacron producer starts from. Without idempotence librdkafka may
+write a partition's batches out of order when a request is retried while later ones are in
+flight: into a broker's first minute, 5 of 8 four-day simulator replays landed with early
+hours after later ones, which the flow dead-letters as late events (bench/produce_order.py).
+Idempotence keeps the order (and drops retried duplicates); it needs acks=all, librdkafka's
+default."""
+
+
+def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
+    """Block until the cluster answers a metadata request."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.25)
+    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout_s}s: {last}")
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (idempotent) and wait until they are visible."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [n for n in dict.fromkeys(names) if n not in existing]
+    if wanted:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=10).topics
+        if all(n in topics and not topics[n].error for n in names):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics not visible: {list(names)}")
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.delete_topics(list(names), operation_timeout=30).values():
+        with contextlib.suppress(KafkaException):
+            fut.result()
+
+
+@dataclass
+class ProduceReport:
+    messages: int = 0
+    bytes: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]],
+    *,
+    rate: float = 0.0,
+    config: dict[str, str] | None = None,
+    progress: Callable[[ProduceReport], None] | None = None,
+) -> ProduceReport:
+    """Write (key, value[, timestamp ms]) messages; `rate` > 0 caps messages per second.
+
+    A third element sets the record's Kafka timestamp (the simulator passes event time, so that
+    replays by time select the right records). Raises on delivery failures.
+    """
+    conf = {
+        **ORDERED_PRODUCER,
+        "bootstrap.servers": bootstrap,
+        "linger.ms": "20",
+        "compression.type": "lz4",
+        "message.max.bytes": PRODUCER_MAX_BYTES,
+        "queue.buffering.max.messages": "500000",
+    }
+    conf.update(config or {})
+    producer = Producer(conf)
+    report = ProduceReport()
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            report.errors += 1
+            if len(failures) < 5:
+                failures.append(str(err))
+
+    start = time.monotonic()
+    last_progress = start
+    for message in messages:
+        key, value = message[0], message[1]
+        timestamp = message[2] if len(message) > 2 else 0
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=key, on_delivery=on_delivery, timestamp=timestamp
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        report.messages += 1
+        report.bytes += len(value)
+        if rate > 0:
+            ahead = report.messages / rate - (time.monotonic() - start)
+            if ahead > 0:
+                producer.poll(0)
+                time.sleep(ahead)
+        if report.messages % 1000 == 0:
+            producer.poll(0)
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= 1.0:
+                report.seconds = now - start
+                progress(report)
+                last_progress = now
+    producer.flush(60)
+    report.seconds = time.monotonic() - start
+    if report.errors:
+        raise RuntimeError(f"{report.errors} messages failed to deliver to {topic}: {failures}")
+    return report
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
+    """Every record currently in a topic (all partitions, from the start to the end offsets)."""
+    return list(iter_topic(bootstrap, topic, timeout_s))
+
+
+def iter_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[Record]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"novacron-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(meta.partitions)
+        ends = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} timed out")
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    continue
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                raw_headers = msg.headers() or []
+                pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+                headers = {
+                    k: v if isinstance(v, bytes) else str(v or "").encode() for k, v in pairs
+                }
+                key = msg.key()
+                value = msg.value()
+                yield Record(
+                    key if isinstance(key, bytes) or key is None else str(key).encode(),
+                    value if isinstance(value, bytes) else (value or "").encode(),
+                    headers,
+                    p,
+                    offset,
+                )
+                if offset + 1 >= ends[p]:
+                    done.add(p)
+    finally:
+        consumer.close()
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run: missing topic, empty or inverted range."""
+
+
+def _consumer(bootstrap: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "novacron-replay",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "false",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    partition: int
+    start: int
+    """First offset with a timestamp >= from."""
+    end: int
+    """Offset after the last record that existed when the replay was planned."""
+
+
+def plan(bootstrap: str, topic: str, from_ms: int, to_ms: int) -> list[PartitionRange]:
+    """Offsets to read per partition; raises ReplayError with a one-line reason."""
+    if from_ms > to_ms:
+        raise ReplayError(f"--from {rfc3339_ms(from_ms)} is after --to {rfc3339_ms(to_ms)}")
+    consumer = _consumer(bootstrap)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise ReplayError(f"topic {topic!r} does not exist on {bootstrap}")
+        parts = sorted(meta.partitions)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, from_ms) for p in parts], timeout=10
+        )
+        ranges = []
+        for tp in found:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=10
+            )
+            start = tp.offset if tp.offset >= 0 else high
+            ranges.append(PartitionRange(tp.partition, start, high))
+        return ranges
+    finally:
+        consumer.close()
+
+
+class RangeRecord(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    timestamp: tuple[int, int]
+
+
+class RangeReader:
+    """Reads one partition from `part.start` until a record stamped after `to_ms` or the end
+    offset planned: `next_batch` until StopIteration (the replay source and training both)."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, part: PartitionRange, to_ms: int, resume: int | None
+    ) -> None:
+        self._topic = topic
+        self._part = part
+        self._to_ms = to_ms
+        self.next_offset = part.start if resume is None else resume
+        self._done = self.next_offset >= part.end
+        self._consumer = _consumer(bootstrap)
+        if not self._done:
+            self._consumer.assign([TopicPartition(topic, part.partition, self.next_offset)])
+
+    def next_batch(self) -> list[RangeRecord]:
+        if self._done:
+            raise StopIteration
+        batch: list[RangeRecord] = []
+        for msg in self._consumer.consume(1000, 0.5):
+            if msg.error() is not None:
+                continue
+            offset = msg.offset() or 0
+            _kind, ts = msg.timestamp()
+            if ts > self._to_ms or offset >= self._part.end:
+                self._done = True
+                break
+            key, value = msg.key(), msg.value()
+            batch.append(
+                RangeRecord(
+                    key if isinstance(key, bytes) or key is None else str(key).encode(),
+                    value if isinstance(value, bytes) or value is None else value.encode(),
+                    self._part.partition,
+                    offset,
+                    (_kind, ts),
+                )
+            )
+            self.next_offset = offset + 1
+            if self.next_offset >= self._part.end:
+                self._done = True
+                break
+        return batch
+
+    def close(self) -> None:
+        self._consumer.close()

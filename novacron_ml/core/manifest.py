@@ -1,0 +1,68 @@
+"""The model manifest format and the registry in `models/onnx/` (one definition for every model).
+
+Each model is `<name>.onnx` with a `<name>.json` manifest beside it (`ModelManifest`): the
+flows check the file's sha256 against it before serving (`operators.serving.open_session`),
+`training/` writes it when it exports a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY = PROJECT_ROOT / "models" / "onnx"
+DEFAULT_FORECASTER = REGISTRY / "lstm_forecaster.json"
+
+
+class ModelManifest(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str
+    """'lstm_forecaster'."""
+    version: str
+    file: str
+    """ONNX file name, relative to the manifest."""
+    sha256: str
+    created_at: str
+    command: str
+    """The command that produced the model."""
+    feature_order: list[str]
+    input_len: int
+    horizon: int
+    step_s: float
+    normalisation: dict[str, Any]
+    training_data: dict[str, Any]
+    metrics: dict[str, Any]
+    architecture: dict[str, Any]
+    framework: dict[str, str]
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A configured model path: absolute as given; a relative one is looked up in the working
+    directory first (an image's /app), then in the project root (a source checkout)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    return p if p.exists() else PROJECT_ROOT / p
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(path: Path) -> ModelManifest:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ModelManifest)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ValueError(f"{path}: not a readable model manifest ({exc})") from None
+
+
+def write_manifest(path: Path, manifest: ModelManifest) -> None:
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")

@@ -1,0 +1,431 @@
+"""Typed, validated settings, read once at start-up.
+
+Sources, highest priority first: explicit arguments, environment variables, a TOML file
+(`NOVACRON_CONFIG`, default `./novacron.toml` when it exists), then the defaults below.
+Environment names derive from the settings path: `detector.z_threshold` is
+`NOVACRON_DETECTOR_Z_THRESHOLD`, `kafka.bootstrap_servers` is `NOVACRON_KAFKA_BOOTSTRAP_SERVERS`
+(the conventional `KAFKA_BOOTSTRAP_SERVERS` is honoured when that is unset).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from novacron_ml.core import topics
+from novacron_ml.core.features import FeatureConfig
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Max messages per consume().")
+    starting_offset: Literal["beginning", "end"] = Field(
+        "beginning", description="Where a flow without recovery state starts reading."
+    )
+    tail: bool = Field(
+        True, description="Keep waiting for new messages; false stops at the end of the topic."
+    )
+    consumer_config: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka consumer properties."
+    )
+    producer_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka producer properties, over the defaults "
+        "(enable.idempotence=true, linger.ms=5, compression.type=lz4).",
+    )
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+
+class TopicSettings(_Group):
+    metrics: str = Field(topics.METRICS, description="Input metric events.")
+    dlq: str = Field(topics.METRICS_DLQ, description="Dead letters with a reason header.")
+    alerts: str = Field(topics.ALERTS, description="Alerts keyed by alert_id.")
+    features: str | None = Field(
+        None,
+        description="If set, publish every window's features (and host cross features) here.",
+    )
+    feedback: str | None = Field(
+        None,
+        description="If set (e.g. alerts.feedback), read operator verdicts on alerts from here.",
+    )
+
+    hourly: str | None = Field(
+        None,
+        description="If set (e.g. metrics.hourly), publish hourly aggregates per (cluster, metric)"
+        " here: the capacity planner's history.",
+    )
+    forecasts: str | None = Field(
+        None, description="If set (e.g. metrics.forecasts), publish per-series LSTM forecasts."
+    )
+    capacity_forecasts: str = Field(
+        topics.CAPACITY_FORECASTS, description="Capacity planner: one forecast per series."
+    )
+    capacity_alerts: str = Field(
+        topics.CAPACITY_ALERTS, description="Capacity planner: exhaustion alerts with urgency."
+    )
+
+    @property
+    def in_use(self) -> list[str]:
+        """Every topic the detect flow reads or writes with these settings."""
+        optional = [t for t in (self.features, self.feedback, self.hourly, self.forecasts) if t]
+        return [self.metrics, self.dlq, self.alerts, *optional]
+
+
+class IngestSettings(_Group):
+    max_message_bytes: int = Field(
+        1_048_576, ge=64, description="Messages larger than this go to the DLQ as 'oversized'."
+    )
+    max_event_age_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="Events older than this (vs. wall clock) are dead-lettered; 0 disables.",
+    )
+    max_event_future_s: float = Field(
+        300.0, ge=0, description="Events further in the future are dead-lettered; 0 disables."
+    )
+    line_protocol_precision: Literal["ns", "us", "ms", "s"] = Field(
+        "ns", description="Timestamp unit of InfluxDB line protocol (Telegraf's default: ns)."
+    )
+
+
+class WindowSettings(_Group):
+    length_s: PositiveFloat = Field(60.0, description="Event-time window length.")
+    slide_s: PositiveFloat | None = Field(
+        None, description="Slide for sliding windows; unset means tumbling windows."
+    )
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="Out-of-order tolerance; later events are routed as late."
+    )
+
+    @model_validator(mode="after")
+    def _slide_fits(self) -> WindowSettings:
+        if self.slide_s is not None and self.slide_s > self.length_s:
+            raise ValueError("window.slide_s must not exceed window.length_s")
+        return self
+
+
+class FeatureSettings(_Group):
+    step_s: PositiveFloat = Field(
+        5.0, description="Sampling grid of the series (one value per step; the last one wins)."
+    )
+    lookback_s: PositiveFloat = Field(
+        3600.0, description="Look-back buffer for robust z and spectral features."
+    )
+    lookback_every: int = Field(
+        5, ge=1, description="Refresh look-back statistics every this many windows."
+    )
+    ewma_fast_span: PositiveFloat = Field(6.0, description="Fast EWMA span, in samples.")
+    ewma_slow_span: PositiveFloat = Field(60.0, description="Slow EWMA span, in samples.")
+    bucket_s: PositiveFloat = Field(
+        600.0, description="Resolution of the same-time-yesterday/last-week history."
+    )
+    history_days: int = Field(7, ge=1, le=28, description="Days of bucket history per series.")
+    idle_ttl_s: PositiveFloat = Field(
+        3600.0, description="Series without events this long (system time) are evicted."
+    )
+    shards: int = Field(
+        4,
+        ge=1,
+        le=65536,
+        description="State shards (keys) the series are spread over; use >= 2 per worker.",
+    )
+
+
+DETECTION_TIERS = ("robust_z", "novelty", "iforest", "river")
+
+
+class DetectorSettings(_Group):
+    z_threshold: PositiveFloat = Field(
+        6.0, description="Robust z-score (median/MAD) above which a window is anomalous."
+    )
+    history_windows: int = Field(
+        60, ge=4, le=10_000, description="Past windows per series the baseline is taken from."
+    )
+    min_history: int = Field(
+        12, ge=3, description="Windows a series needs before it can alert (warm-up)."
+    )
+    relative_floor: float = Field(
+        0.01,
+        ge=0,
+        description="Lower bound of the scale as a fraction of |median|: ignores tiny wiggles.",
+    )
+    adapt_after_windows: int = Field(
+        30,
+        ge=1,
+        description="After this many anomalous windows in a row the new level is learned.",
+    )
+    novelty_scales: list[int] = Field(
+        default_factory=lambda: [1, 2, 4],
+        min_length=1,
+        description="Shape lengths (window means) the novelty (nearest-shape) tier compares at; "
+        "its score is the mean of the scales' calibrated scores.",
+    )
+    min_novelty: float = Field(
+        0.05,
+        ge=0,
+        description="The novelty tier scores 0 unless a shape is this fraction of the series' "
+        "range away from every earlier one.",
+    )
+    novelty_history: int = Field(
+        1440,
+        ge=101,
+        le=100_000,
+        description="Past shapes per series the novelty tier searches (more than the 100 it "
+        "needs before it scores).",
+    )
+    calibration_history: int = Field(
+        1440,
+        ge=10,
+        le=100_000,
+        description="Past raw scores per series and tier that a score is ranked against.",
+    )
+    probability_tiers: list[str] = Field(
+        default_factory=lambda: ["novelty"],
+        min_length=1,
+        description="Tiers whose calibrated scores make the anomaly probability (their max); "
+        "any of robust_z, novelty, iforest, river.",
+    )
+    river: bool = Field(
+        True, description="Run the River tier (HalfSpaceTrees per series on feature vectors)."
+    )
+    iforest_models: str = Field(
+        "models/onnx",
+        description="Directory with iforest_<family>.json manifests (a relative path is "
+        "looked up in the working directory, then the project root); empty disables the "
+        "Isolation Forest tier.",
+    )
+    fire_probability: float = Field(
+        0.985, gt=0, le=1, description="Probability at which a series' cooldown starts."
+    )
+    cooldown_windows: int = Field(
+        100, ge=0, description="Windows after a firing whose probability is held at 0."
+    )
+    bigger_event: float = Field(
+        3.0,
+        ge=1,
+        description="During a cooldown a window passes when its novelty distance is this many "
+        "times the one that fired.",
+    )
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> DetectorSettings:
+        if self.min_history > self.history_windows:
+            raise ValueError("detector.min_history must not exceed detector.history_windows")
+        unknown = sorted(set(self.probability_tiers) - set(DETECTION_TIERS))
+        if unknown:
+            raise ValueError(
+                f"detector.probability_tiers: unknown tier(s) {unknown}; "
+                f"choose from {list(DETECTION_TIERS)}"
+            )
+        scales = self.novelty_scales
+        if len(set(scales)) != len(scales) or not all(1 <= s <= 64 for s in scales):
+            raise ValueError(
+                f"detector.novelty_scales must be distinct integers from 1 to 64: {scales}"
+            )
+        return self
+
+
+class SuppressionRule(_Group):
+    name: str = Field(min_length=1, description="Shown in the alert's suppressed_by.")
+    start: datetime = Field(description="RFC 3339 start (with offset).")
+    end: datetime = Field(description="RFC 3339 end (exclusive).")
+    weekly: bool = Field(False, description="Repeat every week from start.")
+    clusters: list[str] | None = Field(None, description="Only these clusters (default all).")
+    hosts: list[str] | None = Field(None, description="Only these hosts (default all).")
+    types: list[str] | None = Field(None, description="Only these alert types.")
+    metrics: list[str] | None = Field(None, description="Only these metrics.")
+    severities: list[str] | None = Field(None, description="Only these severities.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SuppressionRule:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("suppression start/end need a UTC offset")
+        if self.end <= self.start:
+            raise ValueError(f"suppression {self.name!r}: end must be after start")
+        if self.weekly and self.end - self.start > timedelta(days=7):
+            raise ValueError(f"suppression {self.name!r}: a weekly window is at most 7 days")
+        return self
+
+
+class SuppressionSettings(_Group):
+    maintenance: list[SuppressionRule] = Field(
+        default_factory=list,
+        description="Maintenance windows (shared with the capacity planner).",
+    )
+    silences: list[SuppressionRule] = Field(
+        default_factory=list, description="Silences: suppress matching alerts for a while."
+    )
+
+
+class ForecastSettings(_Group):
+    enabled: bool = Field(
+        False,
+        description="Serve the ONNX LSTM forecaster in the detect flow: per-series forecasts,"
+        " prediction-error alerts from its residuals, SLO degradation alerts.",
+    )
+    model: str = Field(
+        "models/onnx/lstm_forecaster.json",
+        description="Manifest of the served model (relative paths: from the project root).",
+    )
+    residual_threshold: PositiveFloat = Field(
+        8.0,
+        description="prediction_error alert when |actual - forecast| exceeds this many times"
+        " the series' EW mean absolute residual.",
+    )
+    min_residuals: int = Field(
+        60, ge=1, description="Residuals a series needs before it can raise prediction_error."
+    )
+    slo: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per metric: degradation alert when the forecast crosses this value within"
+        " the horizon (upwards, or downwards for lower-is-worse metrics), e.g."
+        ' {"latency_p99_ms": 250}.',
+    )
+
+
+class CapacitySettings(_Group):
+    horizon_days: int = Field(30, ge=1, le=365, description="Forecast horizon of the planner.")
+    capacity: dict[str, float] = Field(
+        default_factory=lambda: {
+            "cpu_util": 0.85,
+            "memory_util": 0.90,
+            "network_util": 0.80,
+        },
+        description="Capacity per resource (metric name), in the metric's unit; resources not"
+        " listed get forecasts but no exhaustion alerts.",
+    )
+    urgent_days: float = Field(7, gt=0, description="URGENT when exhaustion is this close.")
+    high_days: float = Field(14, gt=0, description="HIGH when exhaustion is this close.")
+    medium_days: float = Field(30, gt=0, description="MEDIUM when this close; LOW beyond.")
+    interval: float = Field(0.95, gt=0, lt=1, description="Nominal prediction interval.")
+    uncertainty_samples: int = Field(
+        100,
+        ge=0,
+        description="Prophet's simulated trend paths per fit (its default, 1000, is 10x slower);"
+        " the interval is calibrated from cross-validation either way.",
+    )
+    changepoints: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Prophet trend changepoints (its default, 25, doubles the fit time on"
+        " 60 days of hours; the fit has a ~0.25 s floor of cmdstan process start-up here).",
+    )
+    holidays_country: str | None = Field(
+        "US", description="Country for Prophet's holiday features (holidays package); unset: none."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["prophet", "seasonal_naive", "auto_ets", "mstl"],
+        description="Candidate models; the planner keeps, per series, the one CV favours.",
+    )
+    cv_windows: int = Field(3, ge=1, le=50, description="Rolling origins used to choose a model.")
+    min_history_days: float = Field(
+        7, gt=0, description="Series with less hourly history are skipped with a warning."
+    )
+    workers: int = Field(
+        0, ge=0, description="Processes fitting series in parallel (0: one per CPU core)."
+    )
+
+
+class ObservabilitySettings(_Group):
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of novacron-ml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NOVACRON_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    window: WindowSettings = Field(default_factory=WindowSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+
+    @model_validator(mode="after")
+    def _windows_fit_the_grid(self) -> Settings:
+        try:
+            self.feature_config()
+        except ValueError as exc:
+            raise ValueError(f"window/features settings do not fit together: {exc}") from exc
+        return self
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature engine's configuration from the window and features groups."""
+        w, f = self.window, self.features
+        return FeatureConfig(
+            window_s=w.length_s,
+            slide_s=w.slide_s,
+            step_s=f.step_s,
+            lookback_s=f.lookback_s,
+            lateness_s=w.allowed_lateness_s,
+            idle_ttl_s=f.idle_ttl_s,
+            ewma_fast_span=f.ewma_fast_span,
+            ewma_slow_span=f.ewma_slow_span,
+            bucket_s=f.bucket_s,
+            history_days=f.history_days,
+            lookback_every=f.lookback_every,
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("NOVACRON_CONFIG", "novacron.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and config file, with explicit overrides on top."""
+    config = os.environ.get("NOVACRON_CONFIG")
+    if config and not Path(config).is_file():
+        raise FileNotFoundError(f"NOVACRON_CONFIG points to a missing file: {config}")
+    if "NOVACRON_KAFKA_BOOTSTRAP_SERVERS" not in os.environ and "KAFKA_BOOTSTRAP_SERVERS" in (
+        os.environ
+    ):
+        kafka = dict(overrides.pop("kafka", {}) or {})
+        kafka.setdefault("bootstrap_servers", os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+        overrides["kafka"] = kafka
+    return Settings(**overrides)

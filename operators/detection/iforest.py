@@ -1,0 +1,118 @@
+"""Isolation Forest tier: per metric family, trained offline, scored with ONNX Runtime.
+
+`training/iforest.py` fits one scikit-learn IsolationForest per metric family on feature
+vectors the flow's own engine computed, exports it as one ONNX TreeEnsembleRegressor to
+`models/onnx/iforest_<family>.onnx` with a manifest (`novacron_ml.models.ModelManifest`, kind
+`isolation_forest`). The flow scores every closed window of a feature-shard batch in one ORT
+call per family (`IsolationForestTier.score`, micro-batches) and attaches the raw score (the
+negated decision function: higher is more anomalous) to the window as
+`raw_scores["iforest"]`; the per-series step calibrates it like every other tier.
+
+The model never sees units: `iforest_inputs` turns the feature vector into scale-free inputs
+(ratios to the series' level and spread, shape statistics), so one model per family serves
+every host. Runtime side: numpy + onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.manifest import ModelManifest, read_manifest
+from novacron_ml.core.schema import AnomalyType, spec_for, split_series_key
+from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
+from operators.serving import open_session
+
+FAMILIES: dict[AnomalyType, str] = {
+    AnomalyType.LATENCY_SPIKE: "latency",
+    AnomalyType.CONSENSUS_DELAY: "protocol",
+    AnomalyType.COMPRESSION_FAILURE: "protocol",
+    AnomalyType.PREDICTION_ERROR: "protocol",
+    AnomalyType.THROUGHPUT_DROP: "throughput",
+    AnomalyType.ERROR_BURST: "errors",
+    AnomalyType.RESOURCE_EXHAUSTION: "resources",
+    AnomalyType.UNCLASSIFIED: "generic",
+}
+"""Metric family of each anomaly type; `generic` (trained on every family) serves the rest."""
+
+def family_of(series: str) -> str:
+    _, _, metric = split_series_key(series)
+    return FAMILIES.get(spec_for(metric).anomaly_type, "generic")
+
+
+class OnnxIsolationForest:
+    """One family's exported forest: (n, len(IFOREST_INPUTS)) -> raw anomaly scores (n,)."""
+
+    def __init__(self, manifest_path: Path) -> None:
+        self.manifest: ModelManifest = read_manifest(manifest_path)
+        if self.manifest.feature_order != list(IFOREST_INPUTS):
+            raise ValueError(
+                f"{manifest_path}: inputs {self.manifest.feature_order} differ from this "
+                f"code's IFOREST_INPUTS; retrain with `novacron-ml iforest-train`"
+            )
+        self.session = open_session(manifest_path, self.manifest)
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.score_index = names.index("scores") if "scores" in names else len(names) - 1
+
+    def raw_scores(self, x: np.ndarray) -> np.ndarray:
+        """Negated decision function (sklearn's convention flipped): higher = more anomalous."""
+        if len(x) == 0:
+            return np.zeros(0)
+        out = self.session.run(None, {self.input_name: x})[self.score_index]
+        return -np.asarray(out, np.float64).reshape(-1)
+
+
+@lru_cache(maxsize=16)
+def load_iforest(manifest_path: str) -> OnnxIsolationForest:
+    """One session per process and model."""
+    return OnnxIsolationForest(Path(manifest_path))
+
+
+@lru_cache(maxsize=64)
+def _manifest_for(directory: str, family: str) -> Path | None:
+    """The family's model, else `generic`; looked up once per process (models are checked when
+    the flow is built), not on every batch."""
+    for name in (family, "generic"):
+        path = Path(directory) / f"iforest_{name}.json"
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class IsolationForestTier:
+    """The registry directory holding `iforest_<family>.json`; picklable (paths only)."""
+
+    directory: str
+
+    def manifest_for(self, family: str) -> Path | None:
+        return _manifest_for(self.directory, family)
+
+    def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
+        """The same windows with `raw_scores["iforest"]`, one ORT call per family present."""
+        if not windows:
+            return windows
+        groups: dict[Path, list[int]] = {}
+        paths: dict[str, Path | None] = {}
+        for i, w in enumerate(windows):
+            family = family_of(w.series)
+            if family not in paths:
+                paths[family] = self.manifest_for(family)
+            path = paths[family]
+            if path is not None:
+                groups.setdefault(path, []).append(i)
+        out = list(windows)
+        for path, idx in groups.items():
+            model = load_iforest(str(path))
+            x = iforest_inputs(np.stack([windows[i].features for i in idx]))
+            for i, raw in zip(idx, model.raw_scores(x).tolist(), strict=True):
+                w = windows[i]
+                scores = dict(w.raw_scores or {})
+                scores["iforest"] = raw
+                out[i] = dataclasses.replace(w, raw_scores=scores)
+        return out

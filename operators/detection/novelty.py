@@ -1,0 +1,113 @@
+"""Novelty tier: how far the series' latest shapes are from everything it has shown before.
+
+Each window contributes its mean. At each scale s (`NoveltyConfig.scales`, default 1, 2 and 4
+windows) the last s means form the series' current shape, and the scale's raw score is the
+distance from that shape to its nearest neighbour among the series' earlier shapes (root mean
+square difference, divided by the range of values the series has shown so far): the discord
+measure behind nearest-neighbour detectors such as KNN-CAD, taken at several resolutions. A
+lone spike is far from every earlier value (scale 1); a changed rhythm is far only as a shape
+(scales 2 and 4). Each scale's raw score is calibrated on its own (`RankCalibrator`: the share
+of the series' recent raw scores at that scale below the current one) and the tier's score is
+the mean of the scales' ranks, so a window must look new at several resolutions to score near
+1. Shapes that overlap the current one at a scale are not its candidates, so a window is never
+compared with itself.
+
+Cost per window: one `history` × max(scales) difference, summed per scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NoveltyConfig:
+    scales: tuple[int, ...] = (1, 2, 4)
+    """Window means per shape, one shape (and one raw score) per scale."""
+    history: int = 1440
+    """Past shapes searched (the NAB runner uses 25,000: every row of a NAB file)."""
+    min_history: int = 100
+    """Shapes needed before scoring (None until then)."""
+
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) < 1 or len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"novelty scales must be distinct positive integers: {self.scales}")
+        if self.min_history < max(self.scales) or self.history <= self.min_history:
+            raise ValueError("novelty needs largest scale <= min_history < history")
+
+    @property
+    def longest(self) -> int:
+        return max(self.scales)
+
+
+class NoveltyDetector:
+    """Per-series state: a ring buffer of past shapes (the longest scale's; shorter scales use
+    their last columns) and the running range. Picklable."""
+
+    __slots__ = ("_filled", "_hi", "_lo", "_pos", "_recent", "_shapes", "config")
+
+    def __init__(self, config: NoveltyConfig | None = None) -> None:
+        self.config = c = config or NoveltyConfig()
+        self._shapes = np.zeros((c.longest, c.history), np.float64)
+        self._filled = 0
+        self._pos = 0
+        self._recent: list[float] = []
+        self._lo = np.inf
+        self._hi = -np.inf
+
+    def observe(self, value: float) -> tuple[float, ...] | None:
+        """Raw score per scale of the window mean `value`, in `config.scales` order (None
+        while warming up), then learn its shape."""
+        c = self.config
+        self._lo = min(self._lo, value)
+        self._hi = max(self._hi, value)
+        if not self._recent:
+            self._recent = [value] * c.longest
+        else:
+            self._recent.append(value)
+            del self._recent[0]
+        shape = np.array(self._recent)
+        raws: tuple[float, ...] | None = None
+        if self._filled >= c.min_history:
+            span = self._hi - self._lo
+            scale = span if span > 0 else 1.0
+            past = self._shapes[:, : self._filled]  # one contiguous row per position in a shape
+            wanted = set(c.scales)
+            found: dict[int, float] = {}
+            total = np.zeros(self._filled)
+            # add the squared differences position by position from the newest: after k
+            # positions, `total` is every past shape's squared distance over its last k means
+            for k in range(1, c.longest + 1):
+                row = past[c.longest - k] - shape[c.longest - k]
+                total += row * row
+                if k in wanted:
+                    d = total
+                    if k > 1:  # the k - 1 latest shapes overlap the current one at this scale
+                        d = total.copy()
+                        d[(self._pos - np.arange(1, k)) % c.history] = np.inf
+                    found[k] = float(np.sqrt(d.min() / k)) / scale
+            raws = tuple(found[s] for s in c.scales)
+        self._shapes[:, self._pos] = shape
+        self._pos = (self._pos + 1) % c.history
+        self._filled = min(self._filled + 1, c.history)
+        return raws
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        if len(state) != len(self.__slots__):
+            # a snapshot from before the multi-scale tier (one `embed`, a pending queue): its
+            # shapes do not fit; start over with its history sizes (relearns in min_history)
+            old = state[-1]
+            self.__init__(  # type: ignore[misc]
+                NoveltyConfig(
+                    history=getattr(old, "history", 1440),
+                    min_history=getattr(old, "min_history", 100),
+                )
+            )
+            return
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)

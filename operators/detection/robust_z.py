@@ -1,0 +1,150 @@
+"""The statistical tier: a robust z-score of each window's mean against the series' own past.
+
+The baseline is the median of the last `history_windows` window means and the scale is
+1.4826 × MAD (the normal-consistent median absolute deviation), floored at `relative_floor` ×
+|median| so that near-constant series do not alert on rounding noise. Anomalous windows are
+kept out of the baseline (River's AnomalyFilter semantics) until `adapt_after_windows` of them
+in a row show the level has really moved, at which point it is learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from novacron_ml.core.schema import Severity
+
+MAD_TO_SIGMA = 1.4826
+_ABS_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class RobustZConfig:
+    z_threshold: float = 6.0
+    history_windows: int = 60
+    min_history: int = 12
+    relative_floor: float = 0.01
+    adapt_after_windows: int = 30
+
+
+@dataclass(frozen=True)
+class Score:
+    z: float
+    """Signed robust z of the value against the baseline."""
+    expected: float
+    """The baseline (median of past window means)."""
+    anomalous: bool
+
+
+class RobustZDetector:
+    """Per-series state: a ring buffer of past window means. Picklable for snapshots."""
+
+    __slots__ = (
+        "_filled",
+        "_history",
+        "_pos",
+        "_streak",
+        "config",
+        "direction",
+        "threshold_scale",
+    )
+
+    def __init__(self, config: RobustZConfig, direction: int = 0) -> None:
+        self.config = config
+        self.direction = direction
+        self._history = np.zeros(config.history_windows, dtype=np.float64)
+        self._filled = 0
+        self._pos = 0
+        self._streak = 0
+        self.threshold_scale = 1.0
+        """Operator feedback widens (false positives) or restores the threshold per series."""
+
+    @property
+    def threshold(self) -> float:
+        return self.config.z_threshold * self.threshold_scale
+
+    @property
+    def warm(self) -> bool:
+        return self._filled >= self.config.min_history
+
+    def score(self, value: float) -> Score | None:
+        """Score without learning; None while the series is still warming up."""
+        if not self.warm:
+            return None
+        past = self._history[: self._filled]
+        median = _median(past)
+        mad = _median(np.abs(past - median))
+        scale = max(MAD_TO_SIGMA * mad, self.config.relative_floor * abs(median), _ABS_FLOOR)
+        z = (value - median) / scale
+        if self.direction > 0:
+            anomalous = z > self.threshold
+        elif self.direction < 0:
+            anomalous = z < -self.threshold
+        else:
+            anomalous = abs(z) > self.threshold
+        return Score(z, median, anomalous)
+
+    def learn(self, value: float, anomalous: bool) -> None:
+        """Add a window to the baseline unless it was anomalous (and the level has not moved)."""
+        if anomalous:
+            self._streak += 1
+            if self._streak < self.config.adapt_after_windows:
+                return
+        else:
+            self._streak = 0
+        self._history[self._pos] = value
+        self._pos = (self._pos + 1) % self.config.history_windows
+        self._filled = min(self._filled + 1, self.config.history_windows)
+
+    def observe(self, value: float) -> Score | None:
+        """Score, then learn: the per-window step of the flow."""
+        result = self.score(value)
+        self.learn(value, result is not None and result.anomalous)
+        return result
+
+    def __getstate__(self) -> tuple[RobustZConfig, int, np.ndarray, int, int, int, float]:
+        return (
+            self.config,
+            self.direction,
+            self._history,
+            self._filled,
+            self._pos,
+            self._streak,
+            self.threshold_scale,
+        )
+
+    def __setstate__(
+        self, state: tuple[RobustZConfig, int, np.ndarray, int, int, int, float]
+    ) -> None:
+        (
+            self.config,
+            self.direction,
+            self._history,
+            self._filled,
+            self._pos,
+            self._streak,
+            self.threshold_scale,
+        ) = state
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median without its overhead (no NaN handling needed: the history is finite)."""
+    n = len(values)
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    part = np.partition(values, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2)
+
+
+def severity_for(z: float, threshold: float) -> Severity:
+    """Severity band by how far past the threshold the score is."""
+    ratio = abs(z) / threshold
+    if ratio >= 4.0:
+        return Severity.CRITICAL
+    if ratio >= 2.5:
+        return Severity.HIGH
+    if ratio >= 1.5:
+        return Severity.MEDIUM
+    return Severity.LOW

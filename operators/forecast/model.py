@@ -1,0 +1,63 @@
+"""The served forecaster: its input contract and its ONNX session (runtime side: no torch).
+
+`FORECASTER_INPUTS` and `forecaster_inputs` are the one definition of what the LSTM sees per
+step; `training/lstm.py` builds its training windows with the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from novacron_ml.core.manifest import read_manifest
+from operators.serving import open_session
+
+DAY_S = 86_400.0
+
+FORECASTER_INPUTS: tuple[str, ...] = ("value", "time_of_day_sin", "time_of_day_cos")
+"""Per-step input channels of the forecaster, in order (the manifest's feature_order)."""
+
+
+def time_features(t_s: np.ndarray) -> np.ndarray:
+    """(..., 2) sin/cos of the UTC time of day: the forecaster's calendar channels."""
+    phase = 2 * math.pi * (np.asarray(t_s, dtype=np.float64) % DAY_S) / DAY_S
+    return np.stack([np.sin(phase), np.cos(phase)], axis=-1)
+
+
+def forecaster_inputs(values: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    """(B, L) values and their (B, L) times -> (B, L, 3) float32 model input."""
+    x = np.empty((*values.shape, len(FORECASTER_INPUTS)), dtype=np.float32)
+    x[..., 0] = values
+    x[..., 1:] = time_features(t_s)
+    return x
+
+
+class OnnxForecaster:
+    """An ONNX forecaster: (B, input_len, 3) raw values + time channels -> (B, horizon)."""
+
+    def __init__(self, manifest_path: Path) -> None:
+        self.manifest_path = manifest_path
+        self.manifest = read_manifest(manifest_path)
+        self.session = open_session(manifest_path, self.manifest)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_len = self.manifest.input_len
+        self.horizon = self.manifest.horizon
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 3 or x.shape[1:] != (self.input_len, len(FORECASTER_INPUTS)):
+            raise ValueError(
+                f"expected input (batch, {self.input_len}, {len(FORECASTER_INPUTS)}), got {x.shape}"
+            )
+        if len(x) == 0:
+            return np.empty((0, self.horizon), dtype=np.float32)
+        out = self.session.run(None, {self.input_name: x.astype(np.float32, copy=False)})
+        return np.asarray(out[0])
+
+
+@lru_cache(maxsize=8)
+def load_forecaster(manifest_path: str) -> OnnxForecaster:
+    """One session per process and model (the flow's workers share it)."""
+    return OnnxForecaster(Path(manifest_path))
