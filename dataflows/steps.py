@@ -39,6 +39,7 @@ from operators.detection.series import (
     apply_series_feedback,
     detect_window,
     new_series_state,
+    tiers_for,
 )
 from operators.features.cross import CrossMetricJoiner, HostWindow
 from operators.features.engine import FeatureEngine, LateEvent
@@ -276,6 +277,7 @@ def make_detect_step(
     combine: CombineConfig | None = None,
 ) -> Any:
     active_rules = rules
+    tiers = tiers_for(config, combine or CombineConfig())
 
     def detect(
         state: SeriesState | None, window: FeatureWindow | Feedback
@@ -286,7 +288,7 @@ def make_detect_step(
             apply_series_feedback(state, window)
             obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
             return state, []
-        result = detect_window(state, window)
+        result = detect_window(state, window, tiers)
         out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()

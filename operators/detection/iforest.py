@@ -16,14 +16,17 @@ every host. Runtime side: numpy + onnxruntime only.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
 from novacron_ml.core.schema import AnomalyType, spec_for, split_series_key
+from operators.detection.base import register
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import open_session
 
@@ -38,6 +41,7 @@ FAMILIES: dict[AnomalyType, str] = {
     AnomalyType.UNCLASSIFIED: "generic",
 }
 """Metric family of each anomaly type; `generic` (trained on every family) serves the rest."""
+
 
 def family_of(series: str) -> str:
     _, _, metric = split_series_key(series)
@@ -84,19 +88,27 @@ def _manifest_for(directory: str, family: str) -> Path | None:
     return None
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class IsolationForestTier:
-    """The registry directory holding `iforest_<family>.json`; picklable (paths only)."""
+    """The forests as a `Detector`: stateless per series (the models are per process), one
+    ORT call per family present in a batch. The registry directory holding
+    `iforest_<family>.json`; picklable (paths only)."""
 
+    name: ClassVar[str] = "iforest"
     directory: str
 
     def manifest_for(self, family: str) -> Path | None:
         return _manifest_for(self.directory, family)
 
-    def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
-        """The same windows with `raw_scores["iforest"]`, one ORT call per family present."""
-        if not windows:
-            return windows
+    def new_state(self, series: str) -> None:
+        return None
+
+    def score_batch(
+        self, states: Sequence[None], windows: Sequence[FeatureWindow]
+    ) -> list[float | None]:
+        """Each window's raw score; None where no model serves its family."""
+        out: list[float | None] = [None] * len(windows)
         groups: dict[Path, list[int]] = {}
         paths: dict[str, Path | None] = {}
         for i, w in enumerate(windows):
@@ -106,11 +118,33 @@ class IsolationForestTier:
             path = paths[family]
             if path is not None:
                 groups.setdefault(path, []).append(i)
-        out = list(windows)
         for path, idx in groups.items():
             model = load_iforest(str(path))
             x = iforest_inputs(np.stack([windows[i].features for i in idx]))
             for i, raw in zip(idx, model.raw_scores(x).tolist(), strict=True):
+                out[i] = raw
+        return out
+
+    def learn_batch(
+        self,
+        states: Sequence[None],
+        windows: Sequence[FeatureWindow],
+        scores: Sequence[float | None],
+        flagged: Sequence[bool],
+    ) -> None:
+        """Trained offline (`novacron-ml iforest-train`): nothing to learn per window."""
+
+    def raw(self, score: float | None) -> float | None:
+        return score
+
+    def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
+        """The same windows with `raw_scores["iforest"]`: the feature step scores a shard's
+        closed windows here, one batch, and the per-series step calibrates the raw score."""
+        if not windows:
+            return windows
+        out = list(windows)
+        for i, raw in enumerate(self.score_batch([None] * len(windows), windows)):
+            if raw is not None:
                 w = windows[i]
                 scores = dict(w.raw_scores or {})
                 scores["iforest"] = raw

@@ -17,9 +17,14 @@ Cost per window: one `history` × max(scales) difference, summed per scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from novacron_ml.core.features import FeatureWindow
+from operators.detection.base import register
 
 
 @dataclass(frozen=True)
@@ -57,41 +62,52 @@ class NoveltyDetector:
         self._lo = np.inf
         self._hi = -np.inf
 
-    def observe(self, value: float) -> tuple[float, ...] | None:
-        """Raw score per scale of the window mean `value`, in `config.scales` order (None
-        while warming up), then learn its shape."""
-        c = self.config
-        self._lo = min(self._lo, value)
-        self._hi = max(self._hi, value)
+    def _next(self, value: float) -> tuple[float, float, list[float]]:
+        """The range and the latest means once `value` is added (nothing changes yet)."""
+        lo, hi = min(self._lo, value), max(self._hi, value)
         if not self._recent:
-            self._recent = [value] * c.longest
-        else:
-            self._recent.append(value)
-            del self._recent[0]
-        shape = np.array(self._recent)
-        raws: tuple[float, ...] | None = None
-        if self._filled >= c.min_history:
-            span = self._hi - self._lo
-            scale = span if span > 0 else 1.0
-            past = self._shapes[:, : self._filled]  # one contiguous row per position in a shape
-            wanted = set(c.scales)
-            found: dict[int, float] = {}
-            total = np.zeros(self._filled)
-            # add the squared differences position by position from the newest: after k
-            # positions, `total` is every past shape's squared distance over its last k means
-            for k in range(1, c.longest + 1):
-                row = past[c.longest - k] - shape[c.longest - k]
-                total += row * row
-                if k in wanted:
-                    d = total
-                    if k > 1:  # the k - 1 latest shapes overlap the current one at this scale
-                        d = total.copy()
-                        d[(self._pos - np.arange(1, k)) % c.history] = np.inf
-                    found[k] = float(np.sqrt(d.min() / k)) / scale
-            raws = tuple(found[s] for s in c.scales)
-        self._shapes[:, self._pos] = shape
+            return lo, hi, [value] * self.config.longest
+        return lo, hi, [*self._recent[1:], value]
+
+    def score(self, value: float) -> tuple[float, ...] | None:
+        """Raw score per scale of the window mean `value`, in `config.scales` order (None
+        while warming up); learns nothing."""
+        c = self.config
+        if self._filled < c.min_history:
+            return None
+        lo, hi, recent = self._next(value)
+        shape = np.array(recent)
+        span = hi - lo
+        scale = span if span > 0 else 1.0
+        past = self._shapes[:, : self._filled]  # one contiguous row per position in a shape
+        wanted = set(c.scales)
+        found: dict[int, float] = {}
+        total = np.zeros(self._filled)
+        # add the squared differences position by position from the newest: after k
+        # positions, `total` is every past shape's squared distance over its last k means
+        for k in range(1, c.longest + 1):
+            row = past[c.longest - k] - shape[c.longest - k]
+            total += row * row
+            if k in wanted:
+                d = total
+                if k > 1:  # the k - 1 latest shapes overlap the current one at this scale
+                    d = total.copy()
+                    d[(self._pos - np.arange(1, k)) % c.history] = np.inf
+                found[k] = float(np.sqrt(d.min() / k)) / scale
+        return tuple(found[s] for s in c.scales)
+
+    def learn(self, value: float) -> None:
+        """Add the window mean `value`: the range, the latest shape, the ring of shapes."""
+        c = self.config
+        self._lo, self._hi, self._recent = self._next(value)
+        self._shapes[:, self._pos] = self._recent
         self._pos = (self._pos + 1) % c.history
         self._filled = min(self._filled + 1, c.history)
+
+    def observe(self, value: float) -> tuple[float, ...] | None:
+        """Score, then learn: the per-window step."""
+        raws = self.score(value)
+        self.learn(value)
         return raws
 
     def __getstate__(self) -> tuple[object, ...]:
@@ -111,3 +127,34 @@ class NoveltyDetector:
             return
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+
+
+@register
+@dataclass(frozen=True)
+class NoveltyTier:
+    """The novelty tier as a `Detector`: raw distances per scale; learns every window."""
+
+    name: ClassVar[str] = "novelty"
+    config: NoveltyConfig = field(default_factory=NoveltyConfig)
+
+    def new_state(self, series: str) -> NoveltyDetector:
+        return NoveltyDetector(self.config)
+
+    def score_batch(
+        self, states: Sequence[NoveltyDetector], windows: Sequence[FeatureWindow]
+    ) -> list[tuple[float, ...] | None]:
+        return [s.score(w["mean"]) for s, w in zip(states, windows, strict=True)]
+
+    def learn_batch(
+        self,
+        states: Sequence[NoveltyDetector],
+        windows: Sequence[FeatureWindow],
+        scores: Sequence[tuple[float, ...] | None],
+        flagged: Sequence[bool],
+    ) -> None:
+        for s, w in zip(states, windows, strict=True):
+            s.learn(w["mean"])
+
+    def raw(self, score: tuple[float, ...] | None) -> float | None:
+        """The novelty distance: the largest scale's raw score."""
+        return None if score is None else max(score)

@@ -12,11 +12,15 @@ with the defaults below (10 trees of height 6, reference window 250).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from river import anomaly, compose, preprocessing
 
+from novacron_ml.core.features import FeatureWindow
+from operators.detection.base import register
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 
 
@@ -28,8 +32,8 @@ class RiverConfig:
     seed: int = 0
 
 
-class RiverTier:
-    """Per-series River pipeline. Picklable (River models are)."""
+class RiverModel:
+    """Per-series River pipeline (a `RiverTier` state). Picklable (River models are)."""
 
     __slots__ = ("model",)
 
@@ -42,11 +46,6 @@ class RiverTier:
             ),
         )
 
-    @staticmethod
-    def inputs(features: np.ndarray) -> dict[str, float]:
-        row = iforest_inputs(features)[0]
-        return dict(zip(IFOREST_INPUTS, row.tolist(), strict=True))
-
     def score(self, x: dict[str, float]) -> float:
         return float(self.model.score_one(x))
 
@@ -58,3 +57,49 @@ class RiverTier:
 
     def __setstate__(self, state: compose.Pipeline) -> None:
         self.model = state
+
+
+class RiverScore(NamedTuple):
+    raw: float
+    x: dict[str, float]
+    """The inputs it scored (learned later, or held for operator feedback)."""
+
+
+def river_inputs(windows: Sequence[FeatureWindow]) -> list[dict[str, float]]:
+    """The scale-free inputs of a batch of windows, one numpy pass, as River's dicts."""
+    rows = iforest_inputs(np.stack([w.features for w in windows])).tolist()
+    return [dict(zip(IFOREST_INPUTS, row, strict=True)) for row in rows]
+
+
+@register
+@dataclass(frozen=True)
+class RiverTier:
+    """HalfSpaceTrees as a `Detector`; learns only windows the decision did not flag."""
+
+    name: ClassVar[str] = "river"
+    config: RiverConfig = field(default_factory=RiverConfig)
+
+    def new_state(self, series: str) -> RiverModel:
+        return RiverModel(self.config)
+
+    def score_batch(
+        self, states: Sequence[RiverModel], windows: Sequence[FeatureWindow]
+    ) -> list[RiverScore]:
+        if not windows:
+            return []
+        xs = river_inputs(windows)
+        return [RiverScore(s.score(x), x) for s, x in zip(states, xs, strict=True)]
+
+    def learn_batch(
+        self,
+        states: Sequence[RiverModel],
+        windows: Sequence[FeatureWindow],
+        scores: Sequence[RiverScore],
+        flagged: Sequence[bool],
+    ) -> None:
+        for s, score, bad in zip(states, scores, flagged, strict=True):
+            if not bad:  # AnomalyFilter: anomalies never become the reference
+                s.learn(score.x)
+
+    def raw(self, score: RiverScore) -> float:
+        return score.raw

@@ -9,11 +9,15 @@ in a row show the level has really moved, at which point it is learned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from novacron_ml.core.schema import Severity
+from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.schema import Severity, spec_for, split_series_key
+from operators.detection.base import register
 
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
@@ -35,6 +39,8 @@ class Score:
     expected: float
     """The baseline (median of past window means)."""
     anomalous: bool
+    bad: float = 0.0
+    """How far in the bad direction: |z| for two-sided metrics, else z past 0 that way."""
 
 
 class RobustZDetector:
@@ -83,7 +89,8 @@ class RobustZDetector:
             anomalous = z < -self.threshold
         else:
             anomalous = abs(z) > self.threshold
-        return Score(z, median, anomalous)
+        bad = abs(z) if self.direction == 0 else max(self.direction * z, 0.0)
+        return Score(z, median, anomalous, bad)
 
     def learn(self, value: float, anomalous: bool) -> None:
         """Add a window to the baseline unless it was anomalous (and the level has not moved)."""
@@ -148,3 +155,35 @@ def severity_for(z: float, threshold: float) -> Severity:
     if ratio >= 1.5:
         return Severity.MEDIUM
     return Severity.LOW
+
+
+@register
+@dataclass(frozen=True)
+class RobustZTier:
+    """The statistical tier as a `Detector`: robust z of the window mean, per series."""
+
+    name: ClassVar[str] = "robust_z"
+    config: RobustZConfig = field(default_factory=RobustZConfig)
+
+    def new_state(self, series: str) -> RobustZDetector:
+        _, _, metric = split_series_key(series)
+        return RobustZDetector(self.config, spec_for(metric).bad_direction)
+
+    def score_batch(
+        self, states: Sequence[RobustZDetector], windows: Sequence[FeatureWindow]
+    ) -> list[Score | None]:
+        return [s.score(w["mean"]) for s, w in zip(states, windows, strict=True)]
+
+    def learn_batch(
+        self,
+        states: Sequence[RobustZDetector],
+        windows: Sequence[FeatureWindow],
+        scores: Sequence[Score | None],
+        flagged: Sequence[bool],
+    ) -> None:
+        # its own filter: a window past its threshold stays out (until the level has moved)
+        for s, w, score in zip(states, windows, scores, strict=True):
+            s.learn(w["mean"], score is not None and score.anomalous)
+
+    def raw(self, score: Score | None) -> float | None:
+        return None if score is None else score.bad

@@ -7,6 +7,7 @@ tested alone. Its state (`SeriesState`) is what goes into Bytewax recovery snaps
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import msgspec
 import numpy as np
@@ -14,12 +15,13 @@ import numpy as np
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms, spec_for, split_series_key
+from operators.detection.base import learn_one, score_one
 from operators.detection.calibration import CalibrationConfig, RankCalibrator
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict, apply_feedback
-from operators.detection.novelty import NoveltyConfig, NoveltyDetector
-from operators.detection.river import RiverConfig, RiverTier
-from operators.detection.robust_z import RobustZConfig, RobustZDetector, severity_for
+from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyTier
+from operators.detection.river import RiverConfig, RiverModel, RiverTier
+from operators.detection.robust_z import RobustZConfig, RobustZDetector, RobustZTier, severity_for
 
 DETECTOR_NAME = "robust_z"
 HELD_ALERTS = 16
@@ -67,7 +69,7 @@ class SeriesState:
     """Per tier with a raw score: the series' recent raw scores."""
     baseline: FeatureBaseline | None = None
     """The series' normal feature vector, for alert explanations."""
-    river: RiverTier | None = None
+    river: RiverModel | None = None
     held: dict[str, HeldWindow] | None = None
     """The last `HELD_ALERTS` alerted windows by alert_id, kept out of learning until an
     operator calls one a false positive (then learned) or a true positive (then dropped)."""
@@ -95,17 +97,34 @@ def anomaly_score(z: float, direction: int, threshold: float) -> float:
     return bad / (bad + threshold)
 
 
+@dataclass(frozen=True)
+class Tiers:
+    """The per-series step's detectors (`operators.detection.base.Detector`), built once per
+    configuration: robust z decides alerts, novelty (and River when on) enter the probability
+    with every raw score scored upstream in batches (the Isolation Forest's)."""
+
+    robust_z: RobustZTier
+    novelty: NoveltyTier
+    river: RiverTier | None
+
+
+@lru_cache(maxsize=32)
+def tiers_for(config: RobustZConfig, combine: CombineConfig) -> Tiers:
+    river = RiverTier(combine.river) if combine.river is not None else None
+    return Tiers(RobustZTier(config), NoveltyTier(combine.novelty), river)
+
+
 def new_series_state(
     series: str, config: RobustZConfig, combine: CombineConfig | None = None
 ) -> SeriesState:
-    _, _, metric = split_series_key(series)
     combine = combine or CombineConfig()
+    tiers = tiers_for(config, combine)
     return SeriesState(
-        RobustZDetector(config, spec_for(metric).bad_direction),
-        novelty=NoveltyDetector(combine.novelty),
+        tiers.robust_z.new_state(series),
+        novelty=tiers.novelty.new_state(series),
         combine=combine,
         baseline=FeatureBaseline(),
-        river=RiverTier(combine.river) if combine.river is not None else None,
+        river=tiers.river.new_state(series) if tiers.river is not None else None,
     )
 
 
@@ -144,8 +163,11 @@ def combine_scores(state: SeriesState, tiers: dict[str, float], size: float = 0.
     return probability
 
 
-def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLetter | None:
-    """Score one closed window of one series; update the state in place.
+def detect_window(
+    state: SeriesState, window: FeatureWindow, detectors: Tiers | None = None
+) -> Alert | DeadLetter | None:
+    """Score one closed window of one series; update the state in place. `detectors`: the
+    detectors of the state's configuration (`tiers_for`; the flow's step passes them).
 
     A window starting at or before the last one scored is never scored twice: it is routed as
     a `late_window` dead letter (defence in depth; the feature operator already emits each
@@ -168,8 +190,9 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
         )
     state.last_window_start_ms = window.start_ms
     mean = window["mean"]
-    score = state.detector.observe(mean)
     det = state.detector
+    t = detectors or tiers_for(det.config, state.combine)
+    score = score_one(t.robust_z, det, window)
     tiers = {
         "robust_z": 0.0
         if score is None
@@ -178,21 +201,25 @@ def detect_window(state: SeriesState, window: FeatureWindow) -> Alert | DeadLett
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
     if state.novelty is not None:
-        raws = state.novelty.observe(mean)
+        raws = score_one(t.novelty, state.novelty, window)
         if raws is not None:
             tiers["novelty"], size = _novelty_score(state, raws)
-    river_x = None
-    if state.river is not None:
-        river_x = state.river.inputs(window.features)
-        raw_scores["river"] = state.river.score(river_x)
+    river = None
+    if state.river is not None and t.river is not None:
+        river = score_one(t.river, state.river, window)
+        raw_scores["river"] = t.river.raw(river)
     for name, raw in raw_scores.items():
         tiers[name] = _calibrate(state, name, raw)
     state.tier_scores = tiers
     state.last_score = combine_scores(state, tiers, size)
     anomalous = score is not None and score.anomalous
     flagged = anomalous or max(tiers.values()) >= fire_level(state)
-    if state.river is not None and river_x is not None and not flagged:
-        state.river.learn(river_x)  # AnomalyFilter: anomalies never become the reference
+    learn_one(t.robust_z, det, window, score, anomalous)
+    if state.novelty is not None:
+        learn_one(t.novelty, state.novelty, window, raws, flagged)
+    if river is not None and t.river is not None:
+        learn_one(t.river, state.river, window, river, flagged)
+    river_x = river.x if river is not None else None
     explanation = None
     if state.baseline is not None:
         if anomalous:

@@ -18,7 +18,7 @@ from novacron_ml.core.schema import WireEvent
 from novacron_ml.core.settings import Settings
 from training.features import feature_matrix
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab" / "data"
 NAB_FILE = DATA / "realAWSCloudwatch" / "ec2_cpu_utilization_24ae8d.csv"
 
 

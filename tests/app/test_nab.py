@@ -15,7 +15,7 @@ import pytest
 from novacron_ml.app.nab import MAX_TP, PROFILES, load_profiles, score_corpus
 from novacron_ml.app.nab_runner import plot_rows
 
-NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+NAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
 needs_nab = pytest.mark.skipif(not (NAB / "results").exists(), reason="shared NAB data absent")
 
 

@@ -31,7 +31,7 @@ from training.planner import (
 )
 from training.series_io import Series, SeriesError, aggregate, load_series
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _csv(tmp_path: Path, text: str, name: str = "s.csv") -> Path:

@@ -1,0 +1,82 @@
+"""The detector interface: every detection tier is one small class behind `Detector`.
+
+In the spirit of River's two verbs, batch-first: a tier scores a batch of closed windows
+from many series at once, each with its series' own state, then learns them. The tier
+object itself is configuration only (frozen, picklable, shared by every series); the
+per-series state it creates with `new_state` is what goes into recovery snapshots.
+
+    score_batch(states, windows) -> one score per window (None while the series warms up)
+    learn_batch(states, windows, scores, flagged)   # flagged: the decision called it anomalous
+
+`score_batch` never changes a state; `learn_batch` is told the scores it returned and which
+windows the decision flagged, so a tier can keep anomalies out of its reference (River's
+AnomalyFilter) or learn every window. `raw(score)` is the one number the combined
+probability ranks (`operators.detection.calibration`).
+
+Adding a detector: a module in this package with a `@register`ed class, its name in
+`novacron_ml.core.settings.DETECTION_TIERS`; `tests/operators/test_detector_conformance.py`
+then runs the conformance checks on it (pickle round-trip, resume from a snapshot, a batch
+equals the same windows one by one, bounded state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from novacron_ml.core.features import FeatureWindow
+
+
+class Detector(Protocol):
+    name: ClassVar[str]
+
+    def new_state(self, series: str) -> Any:
+        """A new series' state (None for a stateless tier)."""
+        ...
+
+    def score_batch(self, states: Sequence[Any], windows: Sequence[FeatureWindow]) -> list[Any]:
+        """One score per window, each against its own series' state; no state changes."""
+        ...
+
+    def learn_batch(
+        self,
+        states: Sequence[Any],
+        windows: Sequence[FeatureWindow],
+        scores: Sequence[Any],
+        flagged: Sequence[bool],
+    ) -> None:
+        """Learn the windows just scored (`scores` as `score_batch` returned them)."""
+        ...
+
+    def raw(self, score: Any) -> float | None:
+        """The score as one raw number (higher = more anomalous), None while warming up."""
+        ...
+
+
+DETECTORS: dict[str, type] = {}
+"""Every detector class by its `name` (the registry the conformance test walks)."""
+
+D = TypeVar("D", bound=type)
+
+
+def register(cls: D) -> D:
+    """Class decorator: add a detector to `DETECTORS` under its `name`."""
+    name = cls.name  # type: ignore[attr-defined]
+    if name in DETECTORS and DETECTORS[name] is not cls:
+        raise ValueError(f"detector {name!r} is registered twice")
+    DETECTORS[name] = cls
+    return cls
+
+
+def score_one(detector: Detector, state: Any, window: FeatureWindow) -> Any:
+    """`score_batch` on a batch of one (the per-series step)."""
+    return detector.score_batch((state,), (window,))[0]
+
+
+def learn_one(
+    detector: Detector, state: Any, window: FeatureWindow, score: Any, flagged: bool
+) -> None:
+    detector.learn_batch((state,), (window,), (score,), (flagged,))
+
+
+Factory = Callable[..., Detector]
