@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bytewax.testing import run_main
-
-from dataflows.detect import build_flow
-from dataflows.io import CallbackSink, MessageSource
+from dataflows.inprocess import run_in_process
+from dataflows.io import MessageSource
 from novacron_ml.app.console import alert_line, paint, table
 from novacron_ml.app.evaluation import Evaluation, evaluate
 from novacron_ml.app.malformed import with_malformed
-from novacron_ml.core import metrics as obs
-from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.deadletter import Reason
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
@@ -56,22 +52,16 @@ def run_demo(
     def messages() -> Any:
         return with_malformed(sim.messages(fmt), bad_rate, fleet.seed, wall_clock_ms, note)
 
-    alerts: list[Alert] = []
-    dead: Counter[str] = Counter()
     shown = 0
 
-    def collect(items: list[Alert | DeadLetter]) -> None:
+    def show(items: list[object]) -> None:
         nonlocal shown
         for item in items:
-            if isinstance(item, Alert):
-                alerts.append(item)
-                if not quiet and shown < show_alerts:
-                    print(alert_line(item), flush=True)
-                    shown += 1
-                    if shown == show_alerts:
-                        print(paint("... further alerts are counted in the summary", "2"))
-            else:
-                dead[item.reason.value] += 1
+            if isinstance(item, Alert) and not quiet and shown < show_alerts:
+                print(alert_line(item), flush=True)
+                shown += 1
+                if shown == show_alerts:
+                    print(paint("... further alerts are counted in the summary", "2"))
 
     if not quiet:
         hours = fleet.duration_s / 3600
@@ -84,24 +74,16 @@ def run_demo(
             + (" + ONNX LSTM forecaster" if settings.forecast.enabled else "")
             + " -> alerts\n"
         )
-    events_before = obs.counter_value(obs.EVENTS)
-    messages_before = obs.counter_value(obs.MESSAGES)
-    windows_before = obs.counter_value(obs.WINDOWS)
-    flow = build_flow(
-        settings, MessageSource(messages, 2000), CallbackSink(collect), kafka_output=False
-    )
-    start = time.perf_counter()
-    run_main(flow)
-    seconds = time.perf_counter() - start
+    run = run_in_process(settings, MessageSource(messages, 2000), on_items=show)
     return DemoResult(
-        events=int(obs.counter_value(obs.EVENTS) - events_before),
-        messages=int(obs.counter_value(obs.MESSAGES) - messages_before),
-        seconds=seconds,
-        alerts=alerts,
-        dead_letters=dead,
+        events=run.events,
+        messages=run.messages,
+        seconds=run.seconds,
+        alerts=run.alerts,
+        dead_letters=Counter(d.reason.value for d in run.dead_letters),
         injected_bad=injected,
-        evaluation=evaluate(alerts, sim.labels),
-        windows=int(obs.counter_value(obs.WINDOWS) - windows_before),
+        evaluation=evaluate(run.alerts, sim.labels),
+        windows=run.windows_scored,
     )
 
 

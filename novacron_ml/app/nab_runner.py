@@ -21,15 +21,13 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
-from bytewax.testing import run_main
 
-from dataflows.detect import build_flow
-from dataflows.io import CallbackSink, MessageSource
+from dataflows.inprocess import run_in_process
+from dataflows.io import MessageSource
 from novacron_ml.app.nab import PROFILES, CorpusScore, Profile, score_corpus
 from novacron_ml.app.plots import SeriesPlot, html_report
 from novacron_ml.core.schema import WireEvent
 from novacron_ml.core.settings import Settings
-from operators.detection.series import WindowScore
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S")
 
@@ -147,22 +145,13 @@ def score_series(series: SeriesFile, base: Settings | None = None) -> np.ndarray
         (b"", enc.encode(WireEvent(int(t), "series", "nab", "value", float(v))))
         for t, v in zip(series.ts_ms.tolist(), series.values.tolist(), strict=True)
     ]
-    by_window: dict[int, float] = {}
-
-    def collect(items: list[object]) -> None:
-        for item in items:
-            if isinstance(item, WindowScore):
-                by_window[item.start_ms] = item.anomaly_score
-
-    flow = build_flow(
+    run = run_in_process(
         settings,
         MessageSource(lambda: iter(messages), 2000),
-        CallbackSink(collect),
-        kafka_output=False,
         emit_scores=True,
         flow_id="novacron_nab",
     )
-    run_main(flow)
+    by_window = {item.start_ms: item.anomaly_score for item in run.scores}
     step_ms = step_s * 1000
     starts = (series.ts_ms // step_ms) * step_ms
     return np.array([by_window.get(int(s), 0.0) for s in starts.tolist()])

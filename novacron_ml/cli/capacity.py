@@ -222,13 +222,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def simulate_hourly(days: float, hosts: int, clusters: int, seed: int) -> list[HourlyHistory]:
     """Hourly history of a simulated fleet, made by the detect flow's own hourly branch."""
-    from bytewax.testing import run_main
-
-    from dataflows.detect import build_flow
-    from dataflows.io import CallbackSink, simulator_source
+    from dataflows.inprocess import run_in_process
+    from dataflows.io import simulator_source
     from novacron_ml.core.settings import load_settings
     from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-    from operators.aggregate.hourly import HourlyAggregate
     from training.planner import histories_from_records
 
     sim = FleetSimulator(
@@ -247,21 +244,16 @@ def simulate_hourly(days: float, hosts: int, clusters: int, seed: int) -> list[H
         window={"length_s": 300.0},
         features={"step_s": 300.0},
     )
-    out: list[dict[str, Any]] = []
-
-    def collect(items: list[Any]) -> None:
-        out.extend(
-            {
-                "cluster": i.cluster,
-                "resource": i.resource,
-                "hour_start_ms": i.hour_start_ms,
-                "mean": i.mean,
-            }
-            for i in items
-            if isinstance(i, HourlyAggregate)
-        )
-
-    run_main(build_flow(settings, simulator_source(sim), CallbackSink(collect), kafka_output=False))
+    hourly = run_in_process(settings, simulator_source(sim)).hourly
+    out = [
+        {
+            "cluster": i.cluster,
+            "resource": i.resource,
+            "hour_start_ms": i.hour_start_ms,
+            "mean": i.mean,
+        }
+        for i in hourly
+    ]
     return histories_from_records(out)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,13 @@ from novacron_ml.cli.common import parse_time
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bytewax.testing import run_main
-
-    from dataflows.detect import build_flow
-    from dataflows.io import CallbackSink, TimeRangeKafkaSource
+    from dataflows.inprocess import run_in_process
+    from dataflows.io import TimeRangeKafkaSource
     from novacron_ml.app.plots import html_report
     from novacron_ml.app.replay import affected_plots, labels_in_range, report
-    from novacron_ml.core import metrics as obs
-    from novacron_ml.core.deadletter import DeadLetter
-    from novacron_ml.core.features import FeatureWindow
     from novacron_ml.core.kafka import ReplayError, produce
     from novacron_ml.core.labels import read_labels
-    from novacron_ml.core.schema import Alert
     from novacron_ml.core.settings import load_settings
-    from operators.detection.series import WindowScore
 
     settings = load_settings()
     # A replay is explicit about its time range: no wall-clock age bounds.
@@ -49,31 +41,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ReplayError as exc:
         print(f"novacron-ml replay: {exc}", file=sys.stderr)
         return 2
-    alerts: list[Alert] = []
-    dead: list[DeadLetter] = []
-    windows: list[FeatureWindow] = []
-    scores: list[WindowScore] = []
-
-    def collect(items: list[object]) -> None:
-        for item in items:
-            if isinstance(item, Alert):
-                alerts.append(item)
-            elif isinstance(item, DeadLetter):
-                dead.append(item)
-            elif isinstance(item, FeatureWindow):
-                windows.append(item)
-            elif isinstance(item, WindowScore):
-                scores.append(item)
-
-    messages_before = obs.counter_value(obs.MESSAGES)
-    events_before = obs.counter_value(obs.EVENTS)
-    start = time.perf_counter()
-    run_main(
-        build_flow(settings, source, CallbackSink(collect), kafka_output=False, emit_scores=True)
-    )
-    seconds = time.perf_counter() - start
-    messages = int(obs.counter_value(obs.MESSAGES) - messages_before)
-    events = int(obs.counter_value(obs.EVENTS) - events_before)
+    run = run_in_process(settings, source, emit_scores=True)
+    alerts, dead, windows, scores = run.alerts, run.dead_letters, run.windows, run.scores
+    seconds, messages, events = run.seconds, run.messages, run.events
     enc = msgspec.json.Encoder()
     if args.out:
         with open(args.out, "wb") as f:
