@@ -1,7 +1,7 @@
 """Cost per feature vector of the per-series detector stack, side by side (issue 4).
 
 Feature windows of simulated series (the flow's own feature engine) go through
-`operators.series.detect_window` four ways, in one run on the same windows: the naive
+`operators.detection.series.detect_window` four ways, in one run on the same windows: the naive
 baseline (robust z only, the foundation detector); robust z + novelty with the combined
 probability, cooldown and explanations; the same + the River tier (the flow's default); and
 that with the NAB runner's 25,000-window histories. Prints µs per window (median of
@@ -31,7 +31,14 @@ from operators.detection.calibration import CalibrationConfig
 from operators.detection.iforest import IsolationForestTier
 from operators.detection.novelty import NoveltyConfig
 from operators.detection.robust_z import RobustZConfig
-from operators.detection.series import CombineConfig, SeriesState, detect_window, new_series_state
+from operators.detection.series import (
+    CombineConfig,
+    SeriesState,
+    Tiers,
+    detect_window,
+    new_series_state,
+    tiers_for,
+)
 from training.features import feature_windows
 
 
@@ -46,14 +53,18 @@ def simulated_windows(n_series: int, n_windows: int, seed: int) -> list[list[Fea
     return out
 
 
-def run(states: list[SeriesState], series: list[list[FeatureWindow]]) -> tuple[float, np.ndarray]:
+def run(
+    states: list[SeriesState], series: list[list[FeatureWindow]], detectors: Tiers
+) -> tuple[float, np.ndarray]:
+    """Every window through `detect_window`, with its detectors built once, as the flow's
+    detect step does (`dataflows.steps.make_detect_step`)."""
     times = []
     start = time.perf_counter()
     for i in range(max(len(w) for w in series)):
         for state, windows in zip(states, series, strict=True):
             if i < len(windows):
                 t0 = time.perf_counter_ns()
-                detect_window(state, windows[i])
+                detect_window(state, windows[i], detectors)
                 times.append(time.perf_counter_ns() - t0)
     total = time.perf_counter() - start
     return total, np.array(times) / 1000.0
@@ -88,7 +99,7 @@ def main() -> None:
                     st.novelty = None
                     st.baseline = None
                     st.river = None
-            total, times = run(states, series)
+            total, times = run(states, series, tiers_for(rz, combine or CombineConfig()))
             totals.append(total)
             p50.append(np.percentile(times, 50))
             p99.append(np.percentile(times, 99))

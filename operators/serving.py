@@ -13,11 +13,20 @@ from typing import Any
 from novacron_ml.core.manifest import ModelManifest, sha256_of
 
 
-def open_session(manifest_path: Path, manifest: ModelManifest) -> Any:
-    """An ONNX Runtime session on the manifest's model, after checking its sha256; one
-    intra-op thread and no spinning (the flow runs one worker per core)."""
+def open_session(
+    manifest_path: Path, manifest: ModelManifest, inputs: tuple[str, ...], retrain: str
+) -> Any:
+    """An ONNX Runtime session on the manifest's model, after checking its input contract
+    (`inputs`: this code's input columns, in order; `retrain`: the command that makes a model
+    that fits) and its sha256; one intra-op thread and no spinning (the flow runs one worker
+    per core)."""
     import onnxruntime as ort
 
+    if manifest.feature_order != list(inputs):
+        raise ValueError(
+            f"{manifest_path}: inputs {manifest.feature_order} differ from this code's "
+            f"{list(inputs)}; retrain with `{retrain}`"
+        )
     model_path = manifest_path.parent / manifest.file
     if not model_path.is_file():
         raise ValueError(f"{manifest_path}: model file {model_path} is missing")

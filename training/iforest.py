@@ -19,16 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.core.features import FEATURE_VERSION, FeatureConfig, FeatureWindow
+from novacron_ml.core.features import FEATURE_VERSION, FeatureWindow
 from novacron_ml.core.labels import AnomalyLabel
 from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
-from novacron_ml.core.schema import parse_rfc3339_ms
-from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection.iforest import family_of
-from operators.features.engine import FeatureEngine
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
+from training.features import SIM_START, simulated_windows
 
-SIM_START = "2026-01-05T00:00:00Z"
 SIM_EVAL_START = "2026-02-02T00:00:00Z"
 
 
@@ -38,34 +35,6 @@ class IForestConfig:
     contamination: float = 0.05
     max_samples: int = 256
     seed: int = 0
-
-
-def simulated_windows(
-    hours: float, hosts: int, seed: int, start: str, anomalies_per_host_per_hour: float
-) -> tuple[list[FeatureWindow], list[AnomalyLabel]]:
-    """Every closed feature window of a simulated fleet, and the injected anomalies."""
-    sim = FleetSimulator(
-        FleetConfig(
-            hosts=hosts,
-            clusters=min(3, hosts),
-            duration_s=hours * 3600.0,
-            seed=seed,
-            anomalies_per_host_per_hour=anomalies_per_host_per_hour,
-            start_ms=parse_rfc3339_ms(start),
-        )
-    )
-    engine = FeatureEngine(FeatureConfig(), capacity=hosts * 16)
-    windows: list[FeatureWindow] = []
-    batch = []
-    for event in sim.events():
-        batch.append(event)
-        if len(batch) >= 50_000:
-            windows.extend(engine.ingest(batch, now_ms=0)[0])
-            batch = []
-    if batch:
-        windows.extend(engine.ingest(batch, now_ms=0)[0])
-    windows.extend(engine.flush())
-    return windows, sim.labels
 
 
 def anomalous_mask(windows: list[FeatureWindow], labels: list[AnomalyLabel]) -> np.ndarray:
@@ -276,7 +245,8 @@ def train_and_export(
             horizon=0,
             step_s=60.0,
             normalisation={
-                "method": "operators.iforest.iforest_inputs: scale-free ratios, signed log1p",
+                "method": "operators.features.scale_free.iforest_inputs: scale-free ratios, "
+                "signed log1p",
                 "feature_version": FEATURE_VERSION,
             },
             training_data={

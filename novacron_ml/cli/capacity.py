@@ -220,48 +220,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if plans else 1
 
 
-def simulate_hourly(days: float, hosts: int, clusters: int, seed: int) -> list[HourlyHistory]:
-    """Hourly history of a simulated fleet, made by the detect flow's own hourly branch."""
-    from dataflows.inprocess import run_in_process
-    from dataflows.io import simulator_source
-    from novacron_ml.core.settings import load_settings
-    from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-    from training.planner import histories_from_records
-
-    sim = FleetSimulator(
-        FleetConfig(
-            hosts=hosts,
-            clusters=clusters,
-            step_s=300.0,
-            duration_s=days * 86_400.0,
-            seed=seed,
-            anomalies_per_host_per_hour=0.0,
-        )
-    )
-    settings = load_settings(
-        topics={"hourly": "metrics.hourly"},
-        ingest={"max_event_age_s": 0},
-        window={"length_s": 300.0},
-        features={"step_s": 300.0},
-    )
-    hourly = run_in_process(settings, simulator_source(sim)).hourly
-    out = [
-        {
-            "cluster": i.cluster,
-            "resource": i.resource,
-            "hour_start_ms": i.hour_start_ms,
-            "mean": i.mean,
-        }
-        for i in hourly
-    ]
-    return histories_from_records(out)
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from training.planner import write_hourly_csv
 
     start = time.perf_counter()
-    histories = simulate_hourly(args.days, args.hosts, args.clusters, args.seed)
+    from novacron_ml.app.capacity import simulated_hourly_records
+    from training.planner import histories_from_records
+
+    records = simulated_hourly_records(args.days, args.hosts, args.clusters, args.seed)
+    histories = histories_from_records(records)
     if args.resource:
         histories = [h for h in histories if h.resource in set(args.resource)]
     n = write_hourly_csv(args.out, histories, wide=args.wide)

@@ -10,15 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from novacron_ml.core.schema import parse_rfc3339_ms
-
 if TYPE_CHECKING:
     from training.lstm import LSTMConfig
     from training.series_io import Series
 
 from novacron_ml.cli.common import csv_series_args, parse_time, require_train_extra
+from training import SIM_START
 
 
 def _config(args: argparse.Namespace, horizon: int) -> LSTMConfig:
@@ -41,81 +38,11 @@ def _config(args: argparse.Namespace, horizon: int) -> LSTMConfig:
     )
 
 
-def train_on(series: list[Series], cfg: LSTMConfig, quiet: bool, desc: str) -> Any:
-    """One model over the chronological training parts of all `series` (each series' loss
-    weighted by 1 / its training std), early-stopped on their validation parts."""
-    from tqdm import tqdm
-
-    from training.lstm import chronological_split, series_weight, train, windows
-
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xt", "yt", "wt", "xv", "yv", "wv")}
-    for s in series:
-        y = s.values.astype(np.float64)
-        tr, va, _ = chronological_split(len(y), cfg.input_len, cfg.horizon)
-        for (xk, yk, wk), idx in ((("xt", "yt", "wt"), tr), (("xv", "yv", "wv"), va)):
-            x, yy = windows(y, s.t_s, cfg.input_len, cfg.horizon, idx)
-            parts[xk].append(x)
-            parts[yk].append(yy)
-            parts[wk].append(series_weight(y[: int(len(y) * 0.7)], len(idx)))
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
-    bar = tqdm(
-        total=cfg.max_epochs, desc=desc[:40], unit="epoch", file=sys.stderr, leave=False,
-        disable=quiet,
-    )  # fmt: skip
-
-    def progress(epoch: int, row: dict[str, float]) -> None:
-        bar.update()
-        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
-
-    try:
-        return train(
-            joined["xt"], joined["yt"], joined["xv"], joined["yv"], cfg,
-            w_train=joined["wt"], w_val=joined["wv"], progress=progress,
-        )  # fmt: skip
-    finally:
-        bar.close()
-
-
-def _train_info(result: Any) -> dict[str, Any]:
-    return {
-        "train_windows": result.train_windows,
-        "val_windows": result.val_windows,
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "train_seconds": round(result.seconds, 2),
-    }
-
-
-def _test_predictions(model: Any, series: Series, cfg: LSTMConfig) -> tuple[np.ndarray, np.ndarray]:
-    from training.lstm import chronological_split, predict, windows
-
-    y = series.values.astype(np.float64)
-    _, _, te = chronological_split(len(y), cfg.input_len, cfg.horizon)
-    xs, _ = windows(y, series.t_s, cfg.input_len, cfg.horizon, te)
-    return te, predict(model, xs).astype(np.float64)
-
-
-def _lstm_fit_predict(
-    cfg: LSTMConfig, quiet: bool, shared: Any | None, histories: dict[str, list[dict[str, float]]]
-) -> Any:
-    """Per file (`shared` None: train on this file's first 70%) or with one shared model;
-    each per-file training's loss history goes into `histories` under the file's name."""
-
-    def fit_predict(series: Series, n_train: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        result = shared or train_on([series], cfg, quiet, Path(series.name).name)
-        if shared is None:
-            histories[series.name] = result.history
-        origins, pred = _test_predictions(result.model, series, cfg)
-        info = {"model": "shared" if shared else "per_file", **_train_info(result)}
-        return origins, pred, info
-
-    return fit_predict
-
-
 def cmd_forecast_eval(args: argparse.Namespace) -> int:
     require_train_extra("torch")
     from novacron_ml.app.console import table
     from training.forecast_eval import evaluate_series, overall
+    from training.forecast_train import loss_plot, lstm_fit_predict, step_plot, train_on
     from training.lstm import resolve
     from training.series_io import SeriesError, load_series
 
@@ -148,7 +75,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     histories: dict[str, list[dict[str, float]]] = {}
     if shared is not None:
         histories["shared model"] = shared.history
-    fit_predict = _lstm_fit_predict(cfg, args.quiet, shared, histories)
+    fit_predict = lstm_fit_predict(cfg, args.quiet, shared, histories)
     results = []
     for i, s in enumerate(loaded, 1):
         if not args.quiet:
@@ -196,49 +123,13 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     print(f"wrote {args.json} ({report['seconds']} s)")
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)
-        _loss_plot(args.report / "loss.png", histories)
-        _step_plot(args.report / "mase_by_step.png", summary)
+        loss_plot(args.report / "loss.png", histories)
+        step_plot(args.report / "mase_by_step.png", summary)
         print(f"wrote {args.report / 'loss.png'} and {args.report / 'mase_by_step.png'}")
     return 0
 
 
 # -- forecast-train: the served model -----------------------------------------------------------
-SIM_START = "2026-01-05T00:00:00Z"
-"""Fixed start of the simulated training data (a Monday), so forecast-train is reproducible."""
-
-
-def simulator_series(
-    hours: float, hosts: int, seed: int, window_s: float, start: str = SIM_START
-) -> list[Series]:
-    """Steady-state simulated series (no injected anomalies) as the flow sees them: the mean
-    of each `window_s` window of every (host, metric)."""
-    from novacron_ml.core.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
-    from training.series_io import Series
-
-    sim = FleetSimulator(
-        FleetConfig(
-            hosts=hosts, clusters=min(3, hosts), step_s=5.0, duration_s=hours * 3600.0,
-            seed=seed, anomalies_per_host_per_hour=0.0,
-            start_ms=parse_rfc3339_ms(start),
-        )
-    )  # fmt: skip
-    t_parts, v_parts = [], []
-    for t_ms, v in sim.ticks():
-        t_parts.append(t_ms)
-        v_parts.append(v)
-    t_ms = np.concatenate(t_parts)
-    v = np.concatenate(v_parts)  # (T, hosts, metrics)
-    per = round(window_s / sim.config.step_s)
-    n = len(t_ms) // per
-    means = v[: n * per].reshape(n, per, *v.shape[1:]).mean(axis=1)
-    t_s = t_ms[: n * per : per] / 1000.0
-    out = []
-    for h, (cluster, host) in enumerate(sim.hosts):
-        for j, metric in enumerate(METRIC_NAMES):
-            out.append(Series(f"{cluster}/{host}/{metric}", t_s, means[:, h, j], window_s, True))
-    return out
-
-
 def _kafka_series(args: argparse.Namespace, cfg: LSTMConfig) -> Any:
     """The --kafka-topic replay as training series (`training.kafka_dataset`)."""
     from tqdm import tqdm
@@ -277,9 +168,9 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
 
     from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
     from operators.forecast.model import FORECASTER_INPUTS
-    from training.forecast_eval import score
+    from training.features import simulator_series
+    from training.forecast_train import held_out_test, train_on, training_report
     from training.lstm import architecture, export_onnx
-    from training.metrics import naive_scale
     from training.series_io import load_series
 
     cfg = _config(args, args.horizon)
@@ -316,21 +207,7 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         return 2
     print(f"{len(series)} series", file=sys.stderr)
     result = train_on(series, cfg, False, "train")
-    # held-out test: the last 30% of every series, never seen in training or early stopping
-    per_series = []
-    for s in series:
-        origins, pred = _test_predictions(result.model, s, cfg)
-        y = s.values.astype(np.float64)
-        targets = y[origins[:, None] + np.arange(cfg.horizon)[None, :]]
-        per_series.append(score(targets, pred, naive_scale(y[: int(len(y) * 0.7)], 1)))
-    test: dict[str, Any] = {
-        key: float(np.mean([p[key] for p in per_series if p[key] is not None]))
-        for key in ("mase", "smape", "within_5pct", "mape")
-    }
-    by_metric: dict[str, list[float]] = {}
-    for s, p in zip(series, per_series, strict=True):
-        by_metric.setdefault(s.name.rsplit("/", 1)[-1], []).append(p["within_5pct"])
-    test["within_5pct_by_metric"] = {m: float(np.mean(v)) for m, v in sorted(by_metric.items())}
+    test = held_out_test(result, series, cfg)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{args.name}.onnx"
@@ -371,71 +248,12 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     write_manifest(out_dir / f"{args.name}.json", manifest)
     if args.report:
-        _training_report(args.report, result.history, test)
+        training_report(args.report, result.history, test)
     print(
         f"wrote {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB) and its manifest; "
         f"held-out test: MASE {test['mase']:.3f}, within 5% {test['within_5pct']:.3f}"
     )
     return 0
-
-
-def _training_report(out: Path, history: list[dict[str, float]], test: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    _loss_plot(out / "loss.png", {"model": history})
-    (out / "metrics.json").write_text(json.dumps({"history": history, "test": test}, indent=2))
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _loss_plot(path: Path, histories: dict[str, list[dict[str, float]]]) -> None:
-    """Loss by epoch: train and validation for one training; validation per file for many."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if len(histories) == 1:
-        (history,) = histories.values()
-        epochs = [h["epoch"] for h in history]
-        ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-        ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    else:
-        for name, history in histories.items():
-            ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history],
-                    label=Path(name).name[:30], lw=1)  # fmt: skip
-        ax.set_title("validation loss per file")
-    ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("loss (MAE / series std)")
-    ax.set_yscale("log")
-    if len(histories) <= 12:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _step_plot(path: Path, summary: dict[str, dict[str, Any]]) -> None:
-    """Overall MASE by forecast step, the LSTM and both baselines."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for model, label in (("lstm", "LSTM"), ("seasonal_naive", "seasonal naive"), ("ewma", "EWMA")):
-        mase = summary[model]["by_step"]["mase"]
-        ax.plot(range(1, len(mase) + 1), [np.nan if m is None else m for m in mase],
-                marker="o", label=label)  # fmt: skip
-    ax.set_xlabel("forecast step")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("MASE (mean over files)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -13,16 +13,19 @@ windows the decision flagged, so a tier can keep anomalies out of its reference 
 AnomalyFilter) or learn every window. `raw(score)` is the one number the combined
 probability ranks (`operators.detection.calibration`).
 
-Adding a detector: a module in this package with a `@register`ed class, its name in
-`novacron_ml.core.settings.DETECTION_TIERS`; `tests/operators/test_detector_conformance.py`
-then runs the conformance checks on it (pickle round-trip, resume from a snapshot, a batch
-equals the same windows one by one, bounded state).
+Adding a detector: a module in this package with a class implementing `Detector`, and its
+registration line in `operators.detection.registry.DETECTORS`;
+`tests/operators/test_detector_conformance.py` then runs the conformance checks on it
+(score is pure, pickle round-trip and resume from a snapshot, a batch equals the same windows
+one by one, bounded state). Where it runs: per series in `operators.detection.series.Tiers`
+(robust z, novelty, River), or upstream on a shard's batch like the Isolation Forest; its
+name in `novacron_ml.core.settings.DETECTION_TIERS` lets settings combine its score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 from novacron_ml.core.features import FeatureWindow
 
@@ -53,21 +56,6 @@ class Detector(Protocol):
         ...
 
 
-DETECTORS: dict[str, type] = {}
-"""Every detector class by its `name` (the registry the conformance test walks)."""
-
-D = TypeVar("D", bound=type)
-
-
-def register(cls: D) -> D:
-    """Class decorator: add a detector to `DETECTORS` under its `name`."""
-    name = cls.name  # type: ignore[attr-defined]
-    if name in DETECTORS and DETECTORS[name] is not cls:
-        raise ValueError(f"detector {name!r} is registered twice")
-    DETECTORS[name] = cls
-    return cls
-
-
 def score_one(detector: Detector, state: Any, window: FeatureWindow) -> Any:
     """`score_batch` on a batch of one (the per-series step)."""
     return detector.score_batch((state,), (window,))[0]
@@ -77,6 +65,3 @@ def learn_one(
     detector: Detector, state: Any, window: FeatureWindow, score: Any, flagged: bool
 ) -> None:
     detector.learn_batch((state,), (window,), (score,), (flagged,))
-
-
-Factory = Callable[..., Detector]

@@ -3,8 +3,9 @@
 A false positive widens that series' alert threshold (×1.25 per report, at most ×4) and
 teaches its baseline the reported value, so the same level stops alerting; a true positive
 narrows a widened threshold back (÷1.25, never below the configured one). Feedback is keyed
-by series, so it reaches the same state as the series' windows; `operators.series.
-apply_series_feedback` applies this and carries the verdict to the other tiers.
+by series, so it reaches the same state as the series' windows;
+`operators.detection.series.apply_series_feedback` applies this and carries the verdict to
+the other tiers.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ import numpy as np
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
 from novacron_ml.core.schema import AnomalyType, spec_for, split_series_key
-from operators.detection.base import register
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import open_session
 
@@ -53,12 +52,9 @@ class OnnxIsolationForest:
 
     def __init__(self, manifest_path: Path) -> None:
         self.manifest: ModelManifest = read_manifest(manifest_path)
-        if self.manifest.feature_order != list(IFOREST_INPUTS):
-            raise ValueError(
-                f"{manifest_path}: inputs {self.manifest.feature_order} differ from this "
-                f"code's IFOREST_INPUTS; retrain with `novacron-ml iforest-train`"
-            )
-        self.session = open_session(manifest_path, self.manifest)
+        self.session = open_session(
+            manifest_path, self.manifest, IFOREST_INPUTS, "novacron-ml iforest-train"
+        )
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         self.score_index = names.index("scores") if "scores" in names else len(names) - 1
@@ -88,7 +84,6 @@ def _manifest_for(directory: str, family: str) -> Path | None:
     return None
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class IsolationForestTier:
     """The forests as a `Detector`: stateless per series (the models are per process), one

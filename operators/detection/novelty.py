@@ -24,7 +24,6 @@ from typing import ClassVar
 import numpy as np
 
 from novacron_ml.core.features import FeatureWindow
-from operators.detection.base import register
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,6 @@ class NoveltyDetector:
             setattr(self, name, value)
 
 
-@register
 @dataclass(frozen=True)
 class NoveltyTier:
     """The novelty tier as a `Detector`: raw distances per scale; learns every window."""

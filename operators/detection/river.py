@@ -1,6 +1,6 @@
 """River tier: HalfSpaceTrees per series on the window's scale-free feature vector.
 
-The inputs are the Isolation Forest's (`operators.iforest.iforest_inputs`: ratios to the
+The inputs are the Isolation Forest's (`operators.features.scale_free.iforest_inputs`: ratios to the
 series' level and spread, shape statistics), scaled online into [0, 1] by River's
 `MinMaxScaler` as HalfSpaceTrees requires. The raw score is HalfSpaceTrees' (0 while its first
 reference window fills); the per-series step calibrates it like every tier and, with River's
@@ -20,7 +20,6 @@ import numpy as np
 from river import anomaly, compose, preprocessing
 
 from novacron_ml.core.features import FeatureWindow
-from operators.detection.base import register
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 
 
@@ -71,7 +70,6 @@ def river_inputs(windows: Sequence[FeatureWindow]) -> list[dict[str, float]]:
     return [dict(zip(IFOREST_INPUTS, row, strict=True)) for row in rows]
 
 
-@register
 @dataclass(frozen=True)
 class RiverTier:
     """HalfSpaceTrees as a `Detector`; learns only windows the decision did not flag."""

@@ -17,7 +17,6 @@ import numpy as np
 
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.schema import Severity, spec_for, split_series_key
-from operators.detection.base import register
 
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
@@ -157,7 +156,6 @@ def severity_for(z: float, threshold: float) -> Severity:
     return Severity.LOW
 
 
-@register
 @dataclass(frozen=True)
 class RobustZTier:
     """The statistical tier as a `Detector`: robust z of the window mean, per series."""

@@ -14,7 +14,8 @@ import numpy as np
 
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms, spec_for, split_series_key
+from novacron_ml.core.schema import Alert, rfc3339_ms, spec_for, split_series_key
+from operators.alerting.alerts import window_alert
 from operators.detection.base import learn_one, score_one
 from operators.detection.calibration import CalibrationConfig, RankCalibrator
 from operators.detection.explain import FeatureBaseline
@@ -228,19 +229,10 @@ def detect_window(
             state.baseline.learn(window.features)  # anomalies stay out of the baseline
     if score is None or not score.anomalous:
         return None
-    cluster, host, metric = split_series_key(series)
-    kind = spec_for(metric).anomaly_type.value
-    alert_id = alert_id_for(series, window.start_ms, kind)
-    _hold(state, alert_id, HeldWindow(mean, np.array(window.features), river_x))
-    return Alert(
-        alert_id=alert_id,
-        type=kind,
-        severity=severity_for(score.z, state.detector.config.z_threshold),
-        host=host,
-        cluster=cluster,
-        metric=metric,
-        window_start=rfc3339_ms(window.start_ms),
-        window_end=rfc3339_ms(window.end_ms),
+    alert = window_alert(
+        window,
+        spec_for(split_series_key(series)[2]).anomaly_type,
+        severity_for(score.z, state.detector.config.z_threshold),
         value=mean,
         expected=score.expected,
         score=score.z,
@@ -249,6 +241,8 @@ def detect_window(
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
     )
+    _hold(state, alert.alert_id, HeldWindow(mean, np.array(window.features), river_x))
+    return alert
 
 
 def _calibrate(state: SeriesState, name: str, raw: float) -> float:

@@ -30,11 +30,11 @@ from novacron_ml.core.schema import (
     Alert,
     AnomalyType,
     Severity,
-    alert_id_for,
     rfc3339_ms,
     spec_for,
     split_series_key,
 )
+from operators.alerting.alerts import window_alert
 from operators.detection.robust_z import severity_for
 from operators.forecast.model import forecaster_inputs
 
@@ -254,19 +254,8 @@ def _alert(
     detector: str,
     suffix: str = "",
 ) -> Alert:
-    cluster, host, metric = split_series_key(w.series)
     id_kind = f"{kind.value}:{suffix}" if suffix else f"{kind.value}:{detector}"
-    return Alert(
-        alert_id=alert_id_for(w.series, w.start_ms, id_kind),
-        type=kind.value,
-        severity=severity.value,
-        host=host,
-        cluster=cluster,
-        metric=metric,
-        window_start=rfc3339_ms(w.start_ms),
-        window_end=rfc3339_ms(w.end_ms),
-        value=value,
-        expected=expected,
-        score=score,
-        detector=detector,
-    )
+    return window_alert(
+        w, kind, severity, value=value, expected=expected, score=score, detector=detector,
+        id_kind=id_kind,
+    )  # fmt: skip

@@ -41,7 +41,9 @@ class OnnxForecaster:
     def __init__(self, manifest_path: Path) -> None:
         self.manifest_path = manifest_path
         self.manifest = read_manifest(manifest_path)
-        self.session = open_session(manifest_path, self.manifest)
+        self.session = open_session(
+            manifest_path, self.manifest, FORECASTER_INPUTS, "novacron-ml forecast-train"
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.input_len = self.manifest.input_len
         self.horizon = self.manifest.horizon

@@ -13,9 +13,10 @@ import pytest
 from novacron_ml.core.features import FeatureConfig, FeatureWindow
 from novacron_ml.core.manifest import REGISTRY
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-from operators.detection.base import DETECTORS, Detector
+from operators.detection.base import Detector
 from operators.detection.iforest import IsolationForestTier
 from operators.detection.novelty import NoveltyConfig, NoveltyTier
+from operators.detection.registry import DETECTORS
 from operators.detection.river import RiverConfig, RiverTier
 from operators.detection.robust_z import RobustZConfig, RobustZTier
 from operators.features.engine import FeatureEngine

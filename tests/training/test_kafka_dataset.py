@@ -20,7 +20,7 @@ HOUR = 3_600_000
 
 
 def _fleet(start_ms: int) -> FleetConfig:
-    # exactly what forecast_cli.simulator_series builds for 2 hosts, 1.5 h, seed 5
+    # exactly what training.features.simulator_series builds for 2 hosts, 1.5 h, seed 5
     return FleetConfig(
         hosts=2, clusters=2, step_s=5.0, duration_s=1.5 * 3600, seed=5,
         anomalies_per_host_per_hour=0.0, start_ms=start_ms,
@@ -45,8 +45,8 @@ def replayed(kafka_bootstrap: str, kafka_topics: dict[str, str]) -> tuple[str, i
 def test_replay_gives_the_flows_window_means_and_counts_bad_records(
     kafka_bootstrap: str, replayed: tuple[str, int]
 ) -> None:
-    pytest.importorskip("torch")  # forecast_cli's simulator series live with the trainer
-    from novacron_ml.cli.forecast import simulator_series
+    pytest.importorskip("pandas")  # training series (series_io) are pandas-backed
+    from training.features import simulator_series
 
     topic, start = replayed
     data = kafka_series(kafka_bootstrap, topic, start, start + 2 * HOUR, 60.0)
