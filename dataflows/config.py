@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue, catalogue_for
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.manifest import resolve_model_path
 from novacron_ml.core.settings import Settings, TopicSettings
+from operators.alerting.episodes import EpisodeConfig
 from operators.alerting.suppression import Rule, rules_from_settings
 from operators.detection.calibration import CalibrationConfig
 from operators.detection.iforest import IsolationForestTier, load_iforest
@@ -22,6 +24,7 @@ from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import CombineConfig
 from operators.forecast.forecaster import ForecastConfig, SeriesForecaster
 from operators.forecast.model import load_forecaster
+from operators.ingest.counters import CounterRates
 from operators.ingest.parse import ParseLimits
 
 
@@ -29,12 +32,15 @@ from operators.ingest.parse import ParseLimits
 class FlowConfig:
     """What the detect flow's steps are built from (`resolve(settings)`)."""
 
+    catalogue: Catalogue
+    """What each metric means (bad direction, type, counter); the settings' entries first."""
     parse_limits: ParseLimits
     shards: int
     features: FeatureConfig
     robust_z: RobustZConfig
     combine: CombineConfig
     rules: tuple[Rule, ...]
+    episodes: EpisodeConfig
     topics: TopicSettings
     hourly_lateness_ms: int
     forecaster: SeriesForecaster | None = None
@@ -46,23 +52,29 @@ class FlowConfig:
     def new_forecaster(self) -> SeriesForecaster | None:
         return copy.deepcopy(self.forecaster)
 
+    def new_counter_rates(self) -> CounterRates:
+        return CounterRates(self.catalogue, int(self.features.idle_ttl_s * 1000))
+
 
 def resolve(settings: Settings) -> FlowConfig:
     """Every setting the flow uses, translated and checked once (models opened)."""
-    forecaster, model_path = forecaster_for(settings)
+    catalogue = catalogue_for(settings.catalogue)
+    forecaster, model_path = forecaster_for(settings, catalogue)
     window = settings.window
     return FlowConfig(
+        catalogue=catalogue,
         parse_limits=ParseLimits.from_settings(settings.ingest),
         shards=settings.features.shards,
         features=settings.feature_config(),
         robust_z=detector_config(settings),
         combine=combine_config(settings),
         rules=tuple(rules_from_settings(settings.suppression)),
+        episodes=EpisodeConfig(settings.detector.resolve_after_windows),
         topics=settings.topics,
         hourly_lateness_ms=int(max(window.allowed_lateness_s, window.length_s) * 1000),
         forecaster=forecaster,
         model_path=model_path,
-        iforest=iforest_for(settings),
+        iforest=iforest_for(settings, catalogue),
     )
 
 
@@ -91,7 +103,9 @@ def combine_config(settings: Settings) -> CombineConfig:
     )
 
 
-def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
+def forecaster_for(
+    settings: Settings, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> tuple[SeriesForecaster | None, str]:
     """The forecaster state and the model's manifest path, or (None, '') when disabled.
 
     Loads the model once here, so a missing or altered model fails the flow at build time
@@ -113,11 +127,14 @@ def forecaster_for(settings: Settings) -> tuple[SeriesForecaster | None, str]:
         min_residuals=fs.min_residuals,
         slo=dict(fs.slo),
         model_name=f"{model.manifest.name}@{model.manifest.version}",
+        catalogue=catalogue,
     )
     return SeriesForecaster(config, model.input_len), str(path)
 
 
-def iforest_for(settings: Settings) -> IsolationForestTier | None:
+def iforest_for(
+    settings: Settings, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> IsolationForestTier | None:
     """The Isolation Forest tier when `detector.iforest_models` names a directory with models;
     every model is opened (sha256 and inputs checked) at build time."""
     directory = settings.detector.iforest_models
@@ -129,4 +146,4 @@ def iforest_for(settings: Settings) -> IsolationForestTier | None:
         return None
     for manifest in manifests:  # a missing or altered model fails here, not mid-stream
         load_iforest(str(manifest.resolve()))
-    return IsolationForestTier(str(path.resolve()))
+    return IsolationForestTier(str(path.resolve()), catalogue)

@@ -139,7 +139,14 @@ def build_flow(
         keyed_fb = op.key_on("feedback_by_series", split_fb.trues, _series_of_feedback)
         by_series = op.merge("windows_and_feedback", by_series, keyed_fb)
         feedback_dead = op.map("count_bad_feedback", split_fb.falses, count_dead_letter)
-    detect_step = make_detect_step(config.robust_z, emit_scores, config.rules, config.combine)
+    detect_step = make_detect_step(
+        config.robust_z,
+        emit_scores,
+        config.rules,
+        config.combine,
+        config.catalogue,
+        config.episodes,
+    )
     detected = op.stateful("detect", by_series, make_detect_builder(detect_step))
     results = op.map("drop_keys", detected, _value)
     late = late_or_rest.trues

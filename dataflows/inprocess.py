@@ -27,6 +27,9 @@ class FlowOutputs:
     """What one in-process run produced, by kind, in arrival order."""
 
     alerts: list[Alert] = field(default_factory=list)
+    """Firing alerts (what fires, what evaluations score)."""
+    resolved: list[Alert] = field(default_factory=list)
+    """The `resolved` records that close alert episodes."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: list[FeatureWindow] = field(default_factory=list)
     scores: list[WindowScore] = field(default_factory=list)
@@ -41,7 +44,7 @@ class FlowOutputs:
     def add(self, items: list[Any]) -> None:
         for item in items:
             if isinstance(item, Alert):
-                self.alerts.append(item)
+                (self.resolved if item.status == "resolved" else self.alerts).append(item)
             elif isinstance(item, DeadLetter):
                 self.dead_letters.append(item)
             elif isinstance(item, FeatureWindow):

@@ -24,10 +24,12 @@ from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from dataflows.config import FlowConfig
 from novacron_ml.core import metrics as obs
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.features import FeatureConfig, FeatureWindow
 from novacron_ml.core.schema import Alert, MetricEvent, rfc3339_ms
 from operators.aggregate.hourly import HourlyAggregate, HourlyAggregator
+from operators.alerting.episodes import RESOLVED, EpisodeConfig, on_alert, on_quiet
 from operators.alerting.suppression import Rule, suppression_for
 from operators.detection.feedback import Feedback, parse_feedback
 from operators.detection.iforest import IsolationForestTier
@@ -45,6 +47,7 @@ from operators.features.cross import CrossMetricJoiner, HostWindow
 from operators.features.engine import FeatureEngine, LateEvent
 from operators.forecast.forecaster import SeriesForecast, SeriesForecaster
 from operators.forecast.model import load_forecaster
+from operators.ingest.counters import CounterRates
 from operators.ingest.parse import MessageParser, wall_clock_ms
 
 Output = Alert | DeadLetter
@@ -128,6 +131,10 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
                         dead[i] = msgspec.structs.replace(dead[i], source=source)
                         reasons[dead[i].reason] += 1
             out.extend(dead)
+            if parser.skipped:
+                for reason, n in parser.skipped.items():
+                    obs.FIELDS_SKIPPED.labels(reason=reason).inc(n)
+                parser.skipped.clear()
             obs.MESSAGES.inc(len(batch))
             obs.EVENTS.inc(len(valid))
             for reason, n in reasons.items():
@@ -136,6 +143,16 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
             return out
 
     return parse_batch
+
+
+def series_limit_dead_letter(event: MetricEvent, config: FeatureConfig) -> DeadLetter:
+    return DeadLetter(
+        Reason.SERIES_LIMIT,
+        f"new series refused: a shard holds at most {config.max_series} series and a host "
+        f"{config.max_series_per_host} (features.max_series, features.max_series_per_host)",
+        _JSON.encode(event.to_wire()),
+        event.series.encode(),
+    )
 
 
 def _wall_ms() -> int:
@@ -153,6 +170,8 @@ class FeatureState:
     """The forecaster's manifest; the ONNX session itself is per process, not state."""
     iforest: IsolationForestTier | None = None
     """Scores each batch's closed windows (sessions are per process, not state)."""
+    counters: CounterRates | None = None
+    """Cumulative counters' last samples, to turn them into rates before the engine."""
 
 
 FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
@@ -187,6 +206,11 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
             if self.state.forecaster is not None:
                 model = load_forecaster(self.state.model_path)
                 out.extend(self.state.forecaster.add(windows, model))
+        engine = self.state.engine
+        if engine.over_limit:
+            out.extend(series_limit_dead_letter(e, engine.config) for e in engine.over_limit)
+            obs.DEAD_LETTERS.labels(reason=Reason.SERIES_LIMIT.value).inc(len(engine.over_limit))
+            engine.over_limit.clear()
         for item in late or ():
             out.append(
                 DeadLetter(
@@ -203,6 +227,15 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
 
     def on_batch(self, values: list[list[MetricEvent]]) -> tuple[list[FeatureOut], bool]:
         events = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
+        counters = self.state.counters
+        if counters is not None:
+            events = counters.convert(events)
+            if counters.skipped or counters.resets:  # exported, then counted afresh
+                for reason, n in counters.skipped.items():
+                    obs.COUNTER_SAMPLES_SKIPPED.labels(reason=reason).inc(n)
+                obs.COUNTER_RESETS.inc(counters.resets)
+                counters.skipped.clear()
+                counters.resets = 0
         windows, late = self.state.engine.ingest(events, _wall_ms())
         return self._emit(windows, late), StatefulBatchLogic.RETAIN
 
@@ -252,6 +285,7 @@ def make_feature_builder(config: FlowConfig) -> Any:
                 config.new_forecaster(),
                 config.model_path,
                 config.iforest,
+                config.new_counter_rates(),
             )
         else:
             resume.iforest = config.iforest  # the settings of this run decide, not the snapshot's
@@ -261,8 +295,12 @@ def make_feature_builder(config: FlowConfig) -> Any:
 
 
 def count_and_suppress(alert: Alert, rules: Sequence[Rule]) -> Alert:
-    """Count a new alert and mark it suppressed if a maintenance window or silence matches."""
-    obs.ALERTS.labels(type=alert.type, severity=alert.severity).inc()
+    """Count a new alert and mark it suppressed if a maintenance window or silence matches
+    (a `resolved` record is marked like its episode's alerts, and counted apart)."""
+    if alert.status == RESOLVED:
+        obs.EPISODES_RESOLVED.labels(type=alert.type).inc()
+    else:
+        obs.ALERTS.labels(type=alert.type, severity=alert.severity).inc()
     reason = suppression_for(alert, rules)
     if reason is None:
         return alert
@@ -275,15 +313,18 @@ def make_detect_step(
     emit_scores: bool = False,
     rules: Sequence[Rule] = (),
     combine: CombineConfig | None = None,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+    episodes: EpisodeConfig | None = None,
 ) -> Any:
     active_rules = rules
-    tiers = tiers_for(config, combine or CombineConfig())
+    tiers = tiers_for(config, combine or CombineConfig(), catalogue)
+    episode_config = episodes or EpisodeConfig()
 
     def detect(
         state: SeriesState | None, window: FeatureWindow | Feedback
     ) -> tuple[SeriesState, list[Output | WindowScore]]:
         if state is None:
-            state = new_series_state(window.series, config, combine)
+            state = new_series_state(window.series, config, combine, tiers)
         if isinstance(window, Feedback):
             apply_series_feedback(state, window)
             obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
@@ -292,12 +333,18 @@ def make_detect_step(
         out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
-        elif result is not None:
-            result = count_and_suppress(result, active_rules)
-        if result is not None:
             out.append(result)
-        if emit_scores and not isinstance(result, DeadLetter):
-            out.append(WindowScore(window.series, window.start_ms, window.end_ms, state.last_score))
+        else:
+            if result is not None:
+                state.episode, records = on_alert(state.episode, result)
+            else:
+                state.episode, resolved = on_quiet(state.episode, episode_config)
+                records = [resolved] if resolved is not None else []
+            out.extend(count_and_suppress(r, active_rules) for r in records)
+            if emit_scores:
+                out.append(
+                    WindowScore(window.series, window.start_ms, window.end_ms, state.last_score)
+                )
         return state, out
 
     return detect

@@ -22,6 +22,7 @@ import numpy as np
 from novacron_ml.core.features import FEATURE_VERSION, FeatureWindow
 from novacron_ml.core.labels import AnomalyLabel
 from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+from novacron_ml.core.schema import split_series_key
 from operators.detection.iforest import family_of
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from training.features import SIM_START, simulated_windows
@@ -45,7 +46,7 @@ def anomalous_mask(windows: list[FeatureWindow], labels: list[AnomalyLabel]) -> 
             by_key.setdefault((label.host, metric), []).append((label.start_ms, label.end_ms))
     out = np.zeros(len(windows), bool)
     for i, w in enumerate(windows):
-        _, host, metric = w.series.split("/", 2)
+        _, host, metric = split_series_key(w.series)
         for lo, hi in by_key.get((host, metric), ()):
             if w.start_ms < hi and w.end_ms > lo:
                 out[i] = True

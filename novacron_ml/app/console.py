@@ -22,6 +22,13 @@ def paint(text: str, code: str) -> str:
 def alert_line(alert: Alert) -> str:
     when = alert.window_start.replace("T", " ")[:19]
     severity = paint(f"{alert.severity.upper():<8}", _SEVERITY_COLOUR.get(alert.severity, "0"))
+    if alert.status == "resolved":
+        until = (alert.ends_at or alert.window_end).replace("T", " ")[:19]
+        when = (alert.episode_start or alert.window_start).replace("T", " ")[:19]
+        return (
+            f"{when}  {paint('RESOLVED', '32')} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
+            f"{alert.metric:<30} episode ended {until}"
+        )
     return (
         f"{when}  {severity} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
         f"{alert.metric:<30} value={alert.value:<10.4g} expected={alert.expected:<10.4g} "

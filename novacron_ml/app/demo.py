@@ -57,7 +57,9 @@ def run_demo(
     def show(items: list[object]) -> None:
         nonlocal shown
         for item in items:
-            if isinstance(item, Alert) and not quiet and shown < show_alerts:
+            if not isinstance(item, Alert) or item.status == "resolved":
+                continue
+            if not quiet and shown < show_alerts:
                 print(alert_line(item), flush=True)
                 shown += 1
                 if shown == show_alerts:

@@ -67,8 +67,9 @@ class Evaluation:
 
 
 def evaluate(alerts: Iterable[Alert], labels: Iterable[AnomalyLabel]) -> Evaluation:
-    """Match alerts to labels by host and overlapping time."""
-    alert_list = list(alerts)
+    """Match alerts to labels by host and overlapping time (the `resolved` records that close
+    episodes are not alerts: they are left out)."""
+    alert_list = [a for a in alerts if a.status != "resolved"]
     label_list = list(labels)
     by_host: dict[str, list[AnomalyLabel]] = defaultdict(list)
     for label in label_list:

@@ -46,8 +46,9 @@ MALFORMED: tuple[tuple[Reason, Builder], ...] = (
         lambda now: b"cpu_util,host=h1,cluster=c1 value= %d" % (now * 10**6),
     ),
     (Reason.NON_FINITE, lambda now: b"cpu_util,host=h1,cluster=c1 value=NaN %d" % (now * 10**6)),
-    (Reason.MISSING_FIELD, lambda now: b"cpu_util,host=h1 value=1 %d" % (now * 10**6)),
-    (Reason.WRONG_TYPE, lambda now: b'cpu_util,host=h1,cluster=c1 state="on" %d' % (now * 10**6)),
+    (Reason.MISSING_FIELD, lambda now: b"cpu_util,cluster=c1 value=1 %d" % (now * 10**6)),
+    (Reason.MISSING_FIELD, lambda now: b"cpu_util,host=h1,cluster=c1 value=1"),
+    (Reason.BAD_TIMESTAMP, lambda now: b"cpu_util,host=h1,cluster=c1 value=1 %d" % (10**400)),
 )
 """(expected reason, builder(now_ms) -> payload) for each kind of bad message."""
 

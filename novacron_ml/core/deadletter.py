@@ -27,6 +27,7 @@ class Reason(enum.StrEnum):
     LATE_WINDOW = "late_window"
     KAFKA_ERROR = "kafka_error"
     BAD_FEEDBACK = "bad_feedback"
+    SERIES_LIMIT = "series_limit"
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -85,6 +85,10 @@ class FeatureConfig:
     write_ahead_s: float = 600.0
     """Ring room beyond look-back + window + lateness; batches are cut into spans this long."""
     max_tombstones: int = 100_000
+    max_series: int = 0
+    """Live series at most (this engine: one shard); 0: no bound."""
+    max_series_per_host: int = 0
+    """Live series of one host at most; 0: no bound."""
 
     def __post_init__(self) -> None:
         step = self.step_ms

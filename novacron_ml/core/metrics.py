@@ -9,6 +9,17 @@ EVENTS = Counter("novacron_events", "Valid metric events parsed from input messa
 DEAD_LETTERS = Counter(
     "novacron_dead_letters", "Records sent to the dead-letter topic, by reason.", ["reason"]
 )
+FIELDS_SKIPPED = Counter(
+    "novacron_fields_skipped",
+    "Fields of valid samples that are not numbers (string_field, boolean_field), skipped.",
+    ["reason"],
+)
+COUNTER_SAMPLES_SKIPPED = Counter(
+    "novacron_counter_samples_skipped",
+    "Counter samples that gave no rate: a series' first, or not after the last one.",
+    ["reason"],
+)
+COUNTER_RESETS = Counter("novacron_counter_resets", "Counter resets seen (rates still given).")
 WINDOWS = Counter("novacron_windows", "Series windows closed and scored.")
 WINDOWED_EVENTS = Counter(
     "novacron_windowed_events", "Valid events folded into a closed window (not late)."
@@ -17,6 +28,9 @@ SERIES_EVICTED = Counter(
     "novacron_series_evicted", "Series whose feature state was evicted after idle_ttl_s."
 )
 ALERTS = Counter("novacron_alerts", "Alerts published, by type and severity.", ["type", "severity"])
+EPISODES_RESOLVED = Counter(
+    "novacron_episodes_resolved", "Alert episodes closed with a resolved record, by type.", ["type"]
+)
 ALERTS_SUPPRESSED = Counter(
     "novacron_alerts_suppressed",
     "Alerts published with suppressed_by set, by rule kind (maintenance, silence).",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -47,20 +47,70 @@ class MetricEvent(msgspec.Struct, frozen=True):
 
     @property
     def series(self) -> str:
-        return series_key(self.cluster, self.host, self.metric)
+        return series_key(self.cluster, self.host, self.metric, self.labels)
 
     def to_wire(self) -> WireEvent:
         return WireEvent(self.ts_ms, self.host, self.cluster, self.metric, self.value, self.labels)
 
 
-def series_key(cluster: str, host: str, metric: str) -> str:
-    """The key a series is partitioned and windowed by."""
-    return f"{cluster}/{host}/{metric}"
+_NAME_SPECIAL = "%/{}"
+_TAG_SPECIAL = "%{},="
+_NAME_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in _NAME_SPECIAL})
+_TAG_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in _TAG_SPECIAL})
+_ESCAPED = re.compile(r"%([0-9A-F]{2})")
+
+
+def _escape(text: str, special: str, table: dict[int, str]) -> str:
+    return text.translate(table) if any(c in text for c in special) else text
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text) if "%" in text else text
+
+
+def plain_key(key: str) -> bool:
+    """Whether `cluster/host/metric` made by plain joining is already the series key (no
+    character of any part needs escaping): the hot path's check before `series_key`."""
+    return key.count("/") == 2 and "%" not in key and "{" not in key and "}" not in key
+
+
+def series_key(cluster: str, host: str, metric: str, labels: dict[str, str] | None = None) -> str:
+    """The key a series is partitioned and windowed by: `cluster/host/metric`, then its other
+    tags as `{k=v,...}` sorted by name. `%/{}` in a name and `%{},=` in a tag are
+    percent-escaped, so every key splits back into exactly the parts it was made of
+    (docs/MESSAGES.md); a plain fleet's keys stay `cluster/host/metric`."""
+    key = f"{cluster}/{host}/{metric}"
+    if not plain_key(key):
+        n, t = _NAME_SPECIAL, _NAME_ESCAPES
+        key = f"{_escape(cluster, n, t)}/{_escape(host, n, t)}/{_escape(metric, n, t)}"
+    if not labels:
+        return key
+    tags = ",".join(
+        f"{_escape(k, _TAG_SPECIAL, _TAG_ESCAPES)}={_escape(labels[k], _TAG_SPECIAL, _TAG_ESCAPES)}"
+        for k in sorted(labels)
+    )
+    return f"{key}{{{tags}}}"
 
 
 def split_series_key(key: str) -> tuple[str, str, str]:
-    cluster, host, metric = key.split("/", 2)
+    """(cluster, host, metric) of a `series_key`; its tags are `series_labels(key)`."""
+    head = key.split("{", 1)[0]
+    cluster, host, metric = head.split("/")
+    if "%" in head:
+        return _unescape(cluster), _unescape(host), _unescape(metric)
     return cluster, host, metric
+
+
+def series_labels(key: str) -> dict[str, str] | None:
+    """The tags of a `series_key` beyond cluster, host and metric (None without any)."""
+    brace = key.find("{")
+    if brace < 0:
+        return None
+    labels = {}
+    for pair in key[brace + 1 : -1].split(","):
+        k, _, v = pair.partition("=")
+        labels[_unescape(k)] = _unescape(v)
+    return labels
 
 
 class AnomalyType(enum.StrEnum):
@@ -81,68 +131,6 @@ class Severity(enum.StrEnum):
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What a metric means for detection: which direction is bad and what it indicates."""
-
-    name: str
-    unit: str
-    bad_direction: int
-    """+1: only rises are anomalous, -1: only drops, 0: both."""
-    anomaly_type: AnomalyType
-    description: str
-
-
-DWCP_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("latency_p50_ms", "ms", +1, AnomalyType.LATENCY_SPIKE, "median request latency"),
-    MetricSpec("latency_p99_ms", "ms", +1, AnomalyType.LATENCY_SPIKE, "99th percentile latency"),
-    MetricSpec(
-        "throughput_mbps", "Mbit/s", -1, AnomalyType.THROUGHPUT_DROP, "delivered throughput"
-    ),
-    MetricSpec("error_rate", "ratio", +1, AnomalyType.ERROR_BURST, "failed / all requests"),
-    MetricSpec("cpu_util", "ratio", +1, AnomalyType.RESOURCE_EXHAUSTION, "CPU utilisation"),
-    MetricSpec("memory_util", "ratio", +1, AnomalyType.RESOURCE_EXHAUSTION, "memory utilisation"),
-    MetricSpec("network_util", "ratio", +1, AnomalyType.RESOURCE_EXHAUSTION, "NIC utilisation"),
-    MetricSpec(
-        "compression_ratio", "x", -1, AnomalyType.COMPRESSION_FAILURE, "HDE compression ratio"
-    ),
-    MetricSpec(
-        "bandwidth_prediction_accuracy",
-        "ratio",
-        -1,
-        AnomalyType.PREDICTION_ERROR,
-        "PBA bandwidth prediction accuracy",
-    ),
-    MetricSpec("consensus_time_ms", "ms", +1, AnomalyType.CONSENSUS_DELAY, "ACP consensus round"),
-)
-METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in DWCP_METRICS}
-
-_NAME_HINTS: tuple[tuple[str, AnomalyType, int], ...] = (
-    ("latency", AnomalyType.LATENCY_SPIKE, +1),
-    ("consensus", AnomalyType.CONSENSUS_DELAY, +1),
-    ("error", AnomalyType.ERROR_BURST, +1),
-    ("compression", AnomalyType.COMPRESSION_FAILURE, -1),
-    ("accuracy", AnomalyType.PREDICTION_ERROR, -1),
-    ("throughput", AnomalyType.THROUGHPUT_DROP, -1),
-    ("cpu", AnomalyType.RESOURCE_EXHAUSTION, +1),
-    ("mem", AnomalyType.RESOURCE_EXHAUSTION, +1),
-    ("disk", AnomalyType.RESOURCE_EXHAUSTION, +1),
-    ("net", AnomalyType.RESOURCE_EXHAUSTION, +1),
-)
-
-
-def spec_for(metric: str) -> MetricSpec:
-    """The catalogue entry for a metric, or one inferred from its name (two-sided if unknown)."""
-    spec = METRIC_SPECS.get(metric)
-    if spec is not None:
-        return spec
-    lowered = metric.lower()
-    for hint, kind, direction in _NAME_HINTS:
-        if hint in lowered:
-            return MetricSpec(metric, "", direction, kind, "inferred from the metric name")
-    return MetricSpec(metric, "", 0, AnomalyType.UNCLASSIFIED, "not in the catalogue")
 
 
 class Contribution(msgspec.Struct, frozen=True):
@@ -178,10 +166,20 @@ class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Each detection tier's calibrated score in [0, 1] for the window."""
     explanation: list[Contribution] | None = None
     """The features that moved most against the series' baseline, largest |z| first."""
+    labels: dict[str, str] | None = None
+    """The series' tags beyond cluster, host and metric (Telegraf's `cpu`, `device`, ...)."""
+    status: str = "firing"
+    """`firing`, or `resolved` for the record that closes an episode (docs/MESSAGES.md)."""
+    episode_id: str | None = None
+    """The episode (series and type, from its first alert) this record belongs to."""
+    episode_start: str | None = None
+    """Window start of the episode's first alert."""
+    ends_at: str | None = None
+    """On a `resolved` record: the end of the episode's last anomalous window."""
 
     @property
     def series(self) -> str:
-        return series_key(self.cluster, self.host, self.metric)
+        return series_key(self.cluster, self.host, self.metric, self.labels)
 
 
 def alert_id_for(series: str, window_start_ms: int, kind: str) -> str:

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from novacron_ml.core import topics
 from novacron_ml.core.features import FeatureConfig
+from novacron_ml.core.schema import AnomalyType
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -107,6 +108,27 @@ class IngestSettings(_Group):
     line_protocol_precision: Literal["ns", "us", "ms", "s"] = Field(
         "ns", description="Timestamp unit of InfluxDB line protocol (Telegraf's default: ns)."
     )
+    telegraf_json_precision: Literal["ns", "us", "ms", "s"] = Field(
+        "s", description="Timestamp unit of Telegraf's JSON output (its json_timestamp_units)."
+    )
+    host_tags: list[str] = Field(
+        ["host", "instance", "host.name"],
+        min_length=1,
+        description="Tags (labels, resource attributes) naming the host, first present wins.",
+    )
+    cluster_tags: list[str] = Field(
+        ["cluster", "k8s.cluster.name"],
+        description="Tags naming the cluster, first present wins.",
+    )
+    default_cluster: str = Field(
+        "default",
+        max_length=128,
+        description="Cluster of samples without a cluster tag (Telegraf sends none unless "
+        "[global_tags] sets one); empty: such samples are dead-lettered.",
+    )
+    ignore_tags: list[str] = Field(
+        [], description="Tags left out of a series' identity (and of its alerts' labels)."
+    )
 
 
 class WindowSettings(_Group):
@@ -149,6 +171,18 @@ class FeatureSettings(_Group):
         ge=1,
         le=65536,
         description="State shards (keys) the series are spread over; use >= 2 per worker.",
+    )
+    max_series: int = Field(
+        100_000,
+        ge=1,
+        description="Live series at most (split evenly over the shards); events of a new "
+        "series beyond it are dead-lettered as 'series_limit'.",
+    )
+    max_series_per_host: int = Field(
+        5_000,
+        ge=1,
+        description="Live series of one host at most (a label explosion stays bounded); "
+        "beyond it: 'series_limit' dead letters.",
     )
 
 
@@ -220,6 +254,12 @@ class DetectorSettings(_Group):
     )
     cooldown_windows: int = Field(
         100, ge=0, description="Windows after a firing whose probability is held at 0."
+    )
+    resolve_after_windows: int = Field(
+        5,
+        ge=1,
+        description="Scored windows in a row without an alert that end a series' alert "
+        "episode (a 'resolved' record follows on the alerts topic).",
     )
     bigger_event: float = Field(
         3.0,
@@ -348,6 +388,23 @@ class CapacitySettings(_Group):
     )
 
 
+class CatalogueEntry(_Group):
+    name: str = Field(min_length=1, max_length=256, description="Metric name or pattern (*, ?).")
+    type: AnomalyType = Field(AnomalyType.UNCLASSIFIED, description="Anomaly type of alerts.")
+    bad: Literal["up", "down", "both"] = Field("both", description="Which direction is bad.")
+    counter: bool = Field(False, description="A cumulative counter, scored as a per-second rate.")
+    unit: str = ""
+
+
+class CatalogueSettings(_Group):
+    entries: list[CatalogueEntry] = Field(
+        [],
+        description="Metric catalogue entries tried before the built-in ones "
+        "(docs/CATALOGUE.md), e.g. [{name = 'app_queue_depth', type = 'resource_exhaustion', "
+        "bad = 'up'}].",
+    )
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -375,6 +432,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:
@@ -399,6 +457,8 @@ class Settings(BaseSettings):
             bucket_s=f.bucket_s,
             history_days=f.history_days,
             lookback_every=f.lookback_every,
+            max_series=-(-f.max_series // f.shards),  # the bound is the flow's, per shard
+            max_series_per_host=f.max_series_per_host,
         )
 
     @classmethod

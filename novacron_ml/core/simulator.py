@@ -1,6 +1,6 @@
 """Deterministic fleet simulator: DWCP metrics for N hosts in M clusters, with labelled anomalies.
 
-Every host reports the ten DWCP metrics (`schema.DWCP_METRICS`) every `step_s` seconds. The
+Every host reports the ten DWCP metrics (`catalogue.DWCP_METRICS`) every `step_s` seconds. The
 values follow a shared per-host load with a daily cycle (per-cluster time zone), a weekend dip,
 a slow trend and AR(1) noise; the metrics are correlated through that load (CPU, network and
 throughput rise with it, latency rises with CPU, consensus time with network). Anomalies of the
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
+from novacron_ml.core.catalogue import DWCP_METRICS
 from novacron_ml.core.labels import AnomalyLabel
-from novacron_ml.core.schema import DWCP_METRICS, AnomalyType, MetricEvent
+from novacron_ml.core.schema import AnomalyType, MetricEvent
 
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in DWCP_METRICS)
 _IDX = {name: i for i, name in enumerate(METRIC_NAMES)}

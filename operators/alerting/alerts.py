@@ -15,6 +15,7 @@ from novacron_ml.core.schema import (
     Severity,
     alert_id_for,
     rfc3339_ms,
+    series_labels,
     split_series_key,
 )
 
@@ -52,4 +53,5 @@ def window_alert(
         probability=probability,
         tiers=tiers,
         explanation=explanation,
+        labels=series_labels(window.series),
     )

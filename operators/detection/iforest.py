@@ -23,9 +23,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
-from novacron_ml.core.schema import AnomalyType, spec_for, split_series_key
+from novacron_ml.core.schema import AnomalyType, split_series_key
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import open_session
 
@@ -42,9 +43,9 @@ FAMILIES: dict[AnomalyType, str] = {
 """Metric family of each anomaly type; `generic` (trained on every family) serves the rest."""
 
 
-def family_of(series: str) -> str:
+def family_of(series: str, catalogue: Catalogue = DEFAULT_CATALOGUE) -> str:
     _, _, metric = split_series_key(series)
-    return FAMILIES.get(spec_for(metric).anomaly_type, "generic")
+    return FAMILIES.get(catalogue.spec_for(metric).anomaly_type, "generic")
 
 
 class OnnxIsolationForest:
@@ -92,6 +93,8 @@ class IsolationForestTier:
 
     name: ClassVar[str] = "iforest"
     directory: str
+    catalogue: Catalogue = DEFAULT_CATALOGUE
+    """Which family's forest scores a metric (by its anomaly type)."""
 
     def manifest_for(self, family: str) -> Path | None:
         return _manifest_for(self.directory, family)
@@ -107,7 +110,7 @@ class IsolationForestTier:
         groups: dict[Path, list[int]] = {}
         paths: dict[str, Path | None] = {}
         for i, w in enumerate(windows):
-            family = family_of(w.series)
+            family = family_of(w.series, self.catalogue)
             if family not in paths:
                 paths[family] = self.manifest_for(family)
             path = paths[family]

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Severity, spec_for, split_series_key
+from novacron_ml.core.schema import Severity, split_series_key
 
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
@@ -162,10 +163,12 @@ class RobustZTier:
 
     name: ClassVar[str] = "robust_z"
     config: RobustZConfig = field(default_factory=RobustZConfig)
+    catalogue: Catalogue = DEFAULT_CATALOGUE
+    """Which direction of each metric is bad."""
 
     def new_state(self, series: str) -> RobustZDetector:
         _, _, metric = split_series_key(series)
-        return RobustZDetector(self.config, spec_for(metric).bad_direction)
+        return RobustZDetector(self.config, self.catalogue.spec_for(metric).bad_direction)
 
     def score_batch(
         self, states: Sequence[RobustZDetector], windows: Sequence[FeatureWindow]

@@ -12,10 +12,12 @@ from functools import lru_cache
 import msgspec
 import numpy as np
 
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Alert, rfc3339_ms, spec_for, split_series_key
+from novacron_ml.core.schema import Alert, rfc3339_ms, split_series_key
 from operators.alerting.alerts import window_alert
+from operators.alerting.episodes import Episode
 from operators.detection.base import learn_one, score_one
 from operators.detection.calibration import CalibrationConfig, RankCalibrator
 from operators.detection.explain import FeatureBaseline
@@ -74,6 +76,8 @@ class SeriesState:
     held: dict[str, HeldWindow] | None = None
     """The last `HELD_ALERTS` alerted windows by alert_id, kept out of learning until an
     operator calls one a false positive (then learned) or a true positive (then dropped)."""
+    episode: Episode | None = None
+    """The series' open alert episode (`operators.alerting.episodes`)."""
 
 
 @dataclass
@@ -110,16 +114,21 @@ class Tiers:
 
 
 @lru_cache(maxsize=32)
-def tiers_for(config: RobustZConfig, combine: CombineConfig) -> Tiers:
+def tiers_for(
+    config: RobustZConfig, combine: CombineConfig, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> Tiers:
     river = RiverTier(combine.river) if combine.river is not None else None
-    return Tiers(RobustZTier(config), NoveltyTier(combine.novelty), river)
+    return Tiers(RobustZTier(config, catalogue), NoveltyTier(combine.novelty), river)
 
 
 def new_series_state(
-    series: str, config: RobustZConfig, combine: CombineConfig | None = None
+    series: str,
+    config: RobustZConfig,
+    combine: CombineConfig | None = None,
+    detectors: Tiers | None = None,
 ) -> SeriesState:
     combine = combine or CombineConfig()
-    tiers = tiers_for(config, combine)
+    tiers = detectors or tiers_for(config, combine)
     return SeriesState(
         tiers.robust_z.new_state(series),
         novelty=tiers.novelty.new_state(series),
@@ -231,7 +240,7 @@ def detect_window(
         return None
     alert = window_alert(
         window,
-        spec_for(split_series_key(series)[2]).anomaly_type,
+        t.robust_z.catalogue.spec_for(split_series_key(series)[2]).anomaly_type,
         severity_for(score.z, state.detector.config.z_threshold),
         value=mean,
         expected=score.expected,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,7 +37,7 @@ from novacron_ml.core.features import (
     FeatureConfig,
     FeatureWindow,
 )
-from novacron_ml.core.schema import MetricEvent
+from novacron_ml.core.schema import MetricEvent, split_series_key
 
 WEEK_MS = 7 * DAY_MS
 _LAP_MASK = 0xFFFF
@@ -63,6 +63,11 @@ class FeatureEngine:
         self._tombstones: OrderedDict[str, int] = OrderedDict()
         self.evicted = 0
         """Series evicted so far (for metrics)."""
+        self._per_host: Counter[str] = Counter()
+        """Live series per host (for `max_series_per_host`)."""
+        self.over_limit: list[MetricEvent] = []
+        """Events of new series refused by `max_series` / `max_series_per_host` since the
+        caller last emptied it (the flow dead-letters them as `series_limit`)."""
         n = 0
         self._values = np.zeros((n, c.n_slots), np.float64)
         self._laps = np.full((n, c.n_slots), _LAP_MASK, np.uint16)
@@ -109,7 +114,17 @@ class FeatureEngine:
         self._names.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))
 
+    def _admits(self, series: str) -> bool:
+        """Whether a new series fits the bounds (so a label explosion cannot exhaust memory)."""
+        c = self.config
+        if c.max_series and len(self._index) >= c.max_series:
+            return False
+        if c.max_series_per_host:
+            return self._per_host[split_series_key(series)[1]] < c.max_series_per_host
+        return True
+
     def _allocate(self, series: str, first_ts: int) -> int:
+        self._per_host[split_series_key(series)[1]] += 1
         if not self._free:
             self._grow(max(16, 2 * len(self._max_ts)))
         row = self._free.pop()
@@ -136,6 +151,10 @@ class FeatureEngine:
     def _evict(self, row: int) -> None:
         name = self._names[row]
         if name is not None:
+            host = split_series_key(name)[1]
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
             self._index.pop(name, None)
             self._tombstones[name] = int(self._next_start[row])
             while len(self._tombstones) > self.config.max_tombstones:
@@ -179,8 +198,12 @@ class FeatureEngine:
         if not events:
             return [], []
         c = self.config
-        # schema.series_key, inlined: this runs once per event
+        # schema.series_key, inlined for the common case: this runs once per event
         keys = [f"{e.cluster}/{e.host}/{e.metric}" for e in events]
+        if any(e.labels for e in events) or not all(
+            k.count("/") == 2 and "%" not in k and "{" not in k and "}" not in k for k in keys
+        ):  # tags or characters to escape (`plain_key`): the full key
+            keys = [e.series for e in events]
         index = self._index
         rows_list = [index.get(k, -1) for k in keys]
         out: list[FeatureWindow] = []
@@ -192,18 +215,24 @@ class FeatureEngine:
                 if r == -1:
                     first_ts[key] = min(first_ts.get(key, e.ts_ms), e.ts_ms)
                     last_ts[key] = max(last_ts.get(key, e.ts_ms), e.ts_ms)
+            refused: set[str] = set()
             for key, t in first_ts.items():
                 stone = self._tombstones.get(key)
                 if stone is None or last_ts[key] >= stone:  # else: all late, keep no state
-                    self._allocate(key, t)
+                    if self._admits(key):
+                        self._allocate(key, t)
+                    else:
+                        refused.add(key)
             rows_list = [index.get(k, -1) for k in keys]
-            if -1 in rows_list:  # late events of evicted series
+            if -1 in rows_list:  # late events of evicted series, or refused new ones
                 keep_idx = []
                 for i, r in enumerate(rows_list):
-                    if r == -1:
-                        late.append(LateEvent(keys[i], events[i], self._tombstones[keys[i]]))
-                    else:
+                    if r != -1:
                         keep_idx.append(i)
+                    elif keys[i] in refused:
+                        self.over_limit.append(events[i])
+                    else:
+                        late.append(LateEvent(keys[i], events[i], self._tombstones[keys[i]]))
                 events = [events[i] for i in keep_idx]
                 keys = [keys[i] for i in keep_idx]
                 rows_list = [rows_list[i] for i in keep_idx]

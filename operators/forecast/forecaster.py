@@ -25,13 +25,13 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
+from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.schema import (
     Alert,
     AnomalyType,
     Severity,
     rfc3339_ms,
-    spec_for,
     split_series_key,
 )
 from operators.alerting.alerts import window_alert
@@ -74,6 +74,8 @@ class ForecastConfig:
     """After this many suspect windows in a row the new level is accepted as normal."""
     slo: Mapping[str, float] = field(default_factory=dict)
     model_name: str = "lstm_forecaster"
+    catalogue: Catalogue = DEFAULT_CATALOGUE
+    """Which way an SLO is crossed (the metric's bad direction)."""
 
 
 @dataclass
@@ -227,7 +229,7 @@ class SeriesForecaster:
         slo = self.config.slo.get(metric)
         if slo is None:
             return None
-        spec = spec_for(metric)
+        spec = self.config.catalogue.spec_for(metric)
         sign = -1.0 if spec.bad_direction < 0 else 1.0  # lower-is-worse metrics cross downwards
         now_ok = sign * (s.values[-1] - slo) < 0
         crossing = np.flatnonzero(sign * (pred - slo) >= 0)

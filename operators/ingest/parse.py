@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +22,13 @@ from datetime import datetime
 import msgspec
 
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.schema import MetricEvent, WireEvent
+from novacron_ml.core.schema import MetricEvent, WireEvent, parse_rfc3339_ms
 from novacron_ml.core.settings import IngestSettings
 
 _OBJECT = msgspec.json.Decoder(WireEvent)
 _ARRAY = msgspec.json.Decoder(list[WireEvent])
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_ANY = msgspec.json.Decoder()
 
 OVERSIZED_KEEP_BYTES = 65_536
 """An oversized message is dead-lettered with only this many leading bytes."""
@@ -36,16 +38,23 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _DIGITS_OR_DOT = frozenset("0123456789.")
 _NUMBER_START = frozenset("0123456789.+-")
+_BOOLEANS = frozenset(("t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"))
 
 
 @dataclass(frozen=True)
 class ParseLimits:
-    """Bounds a message must respect. Zero disables the timestamp bounds."""
+    """Bounds a message must respect (zero disables the timestamp bounds), and how tags map
+    to a series' identity."""
 
     max_message_bytes: int = 1_048_576
     max_event_age_ms: int = 7 * 86_400_000
     max_event_future_ms: int = 300_000
     line_protocol_precision: str = "ns"
+    telegraf_json_precision: str = "s"
+    host_tags: tuple[str, ...] = ("host", "instance", "host.name")
+    cluster_tags: tuple[str, ...] = ("cluster", "k8s.cluster.name")
+    default_cluster: str = "default"
+    ignore_tags: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(
@@ -58,6 +67,11 @@ class ParseLimits:
             max_event_age_ms=int(ingest.max_event_age_s * 1000) if wall_clock_bounds else 0,
             max_event_future_ms=int(ingest.max_event_future_s * 1000) if wall_clock_bounds else 0,
             line_protocol_precision=ingest.line_protocol_precision,
+            telegraf_json_precision=ingest.telegraf_json_precision,
+            host_tags=tuple(ingest.host_tags),
+            cluster_tags=tuple(ingest.cluster_tags),
+            default_cluster=ingest.default_cluster,
+            ignore_tags=frozenset(ingest.ignore_tags),
         )
 
 
@@ -94,6 +108,8 @@ class MessageParser:
     ):
         self.limits = limits or ParseLimits()
         self.now_ms = now_ms
+        self.skipped: Counter[str] = Counter()
+        """Fields skipped as not numbers, by reason (the flow exports them as a counter)."""
         self._lp_scale = _PRECISION_TO_MS[self.limits.line_protocol_precision]
 
     # -- entry point ---------------------------------------------------------------------------
@@ -191,7 +207,111 @@ class MessageParser:
             dead.append(DeadLetter(rej.reason, rej.detail, payload, key, source))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             reason, detail = self._decode_error(payload, exc)
+            # not our shape: perhaps another producer's (Telegraf JSON, the adapter's)
+            foreign = reason in (Reason.UNKNOWN_FIELD, Reason.MISSING_FIELD)
+            if foreign and self._parse_foreign(payload, key, source, now, events, dead):
+                return
             dead.append(DeadLetter(reason, detail, payload, key, source))
+
+    def _parse_foreign(
+        self,
+        payload: bytes,
+        key: bytes | None,
+        source: str,
+        now: int,
+        events: list[MetricEvent],
+        dead: list[DeadLetter],
+    ) -> bool:
+        """Other producers' JSON objects; False when it is none of them (the caller then
+        dead-letters it as our format's error). Each sample is judged alone."""
+        try:
+            doc = _ANY.decode(payload)
+        except msgspec.DecodeError:
+            return False
+        if not isinstance(doc, dict):
+            return False
+        if isinstance(doc.get("metrics"), list) and len(doc) == 1:  # Telegraf batch format
+            for i, metric in enumerate(doc["metrics"]):
+                element = msgspec.json.encode(metric)
+                try:
+                    events.extend(self._telegraf_json(metric, now))
+                except _Reject as rej:
+                    dead.append(DeadLetter(rej.reason, f"[{i}] {rej.detail}", element, key, source))
+            if not doc["metrics"]:
+                dead.append(DeadLetter(Reason.EMPTY, "no metrics", payload, key, source))
+            return True
+        kind = None
+        if "fields" in doc and "name" in doc:
+            kind = self._telegraf_json
+        elif "name" in doc and "value" in doc and "labels" in doc:
+            kind = self._prometheus_json
+        if kind is None:
+            return False
+        try:
+            events.extend(kind(doc, now))
+        except _Reject as rej:
+            dead.append(DeadLetter(rej.reason, rej.detail, payload, key, source))
+        return True
+
+    def _telegraf_json(self, doc: object, now: int) -> list[MetricEvent]:
+        """One metric of Telegraf's JSON serializer: {"name", "tags", "fields", "timestamp"}."""
+        if not isinstance(doc, dict):
+            raise _Reject(Reason.WRONG_TYPE, "a Telegraf metric must be an object")
+        name, tags, fields, ts = (doc.get(k) for k in ("name", "tags", "fields", "timestamp"))
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise _Reject(Reason.MISSING_FIELD, "Telegraf metric without a name")
+        if not isinstance(fields, dict) or (tags is not None and not isinstance(tags, dict)):
+            raise _Reject(Reason.WRONG_TYPE, "Telegraf metric: fields and tags must be objects")
+        if type(ts) is not int:
+            raise _Reject(Reason.BAD_TIMESTAMP, f"Telegraf timestamp {ts!r} is not an integer")
+        ts_ms = int(ts * _PRECISION_TO_MS[self.limits.telegraf_json_precision])
+        self._check_time(ts_ms, now)
+        str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        host, cluster, labels = self.identity(str_tags)
+        out = []
+        for field_key, value in fields.items():
+            if isinstance(value, bool):
+                self.skip("boolean_field")
+                continue
+            if isinstance(value, str):
+                self.skip("string_field")
+                continue
+            if not isinstance(value, (int, float)):
+                raise _Reject(Reason.WRONG_TYPE, f"field {str(field_key)[:40]!r} is not a number")
+            if not math.isfinite(value):
+                raise _Reject(Reason.NON_FINITE, f"field {str(field_key)[:40]!r} is not finite")
+            metric = name if field_key == "value" else f"{name}_{field_key}"
+            out.append(MetricEvent(ts_ms, host, cluster, metric, float(value), labels))
+        return out
+
+    def _prometheus_json(self, doc: object, now: int) -> list[MetricEvent]:
+        """One sample of prometheus-kafka-adapter's JSON: {"timestamp": RFC 3339, "value":
+        "1.5", "name", "labels"}; Prometheus' NaN staleness markers are skipped, counted."""
+        assert isinstance(doc, dict)
+        name, labels, value, ts = (doc.get(k) for k in ("name", "labels", "value", "timestamp"))
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise _Reject(Reason.MISSING_FIELD, "sample without a name")
+        if not isinstance(labels, dict) or not isinstance(value, str):
+            raise _Reject(Reason.WRONG_TYPE, "labels must be an object and value a string")
+        if not isinstance(ts, str):
+            raise _Reject(Reason.BAD_TIMESTAMP, "timestamp must be an RFC 3339 string")
+        try:
+            ts_ms = parse_rfc3339_ms(ts)
+        except ValueError:
+            raise _Reject(Reason.BAD_TIMESTAMP, f"timestamp {ts[:40]!r} is not RFC 3339") from None
+        self._check_time(ts_ms, now)
+        try:
+            number = float(value)
+        except ValueError:
+            raise _Reject(Reason.WRONG_TYPE, f"value {value[:40]!r} is not a number") from None
+        if math.isnan(number):
+            self.skip("stale_marker")
+            return []
+        if not math.isfinite(number):
+            raise _Reject(Reason.NON_FINITE, f"value {value!r} is not finite")
+        tags = {str(k): str(v) for k, v in labels.items() if k != "__name__"}
+        host, cluster, rest = self.identity(tags)
+        return [MetricEvent(ts_ms, host, cluster, name, number, rest)]
 
     def _parse_array(
         self,
@@ -264,57 +384,99 @@ class MessageParser:
         events: list[MetricEvent],
         dead: list[DeadLetter],
     ) -> None:
+        n_dead = len(dead)
         try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as ude:
-            dead.append(
-                DeadLetter(
-                    Reason.UNDECODABLE,
-                    f"not UTF-8: {ude.reason} at byte {ude.start}",
-                    payload,
-                    key,
-                    source,
-                )
-            )
-            return
-        for lineno, line in enumerate(text.splitlines(), 1):
+            lines: list[str | bytes] = list(payload.decode("utf-8").splitlines())
+        except UnicodeDecodeError:
+            lines = list(payload.splitlines())  # judged line by line: one bad line, one letter
+        parsed = 0
+        for lineno, raw_line in enumerate(lines, 1):
+            if isinstance(raw_line, bytes):
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as ude:
+                    detail = f"line {lineno}: not UTF-8: {ude.reason} at byte {ude.start}"
+                    dead.append(DeadLetter(Reason.UNDECODABLE, detail, raw_line, key, source))
+                    continue
+            else:
+                line = raw_line
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
             try:
                 events.extend(self._line_events(stripped, now))
+                parsed += 1
             except _Reject as rej:
                 dead.append(
                     DeadLetter(
                         rej.reason, f"line {lineno}: {rej.detail}", line.encode(), key, source
                     )
                 )
-        if not events and not dead:
+        if not parsed and len(dead) == n_dead:
             dead.append(DeadLetter(Reason.EMPTY, "no metric lines", payload, key, source))
+
+    def identity(self, tags: dict[str, str]) -> tuple[str, str, dict[str, str] | None]:
+        """(host, cluster, the other tags) of a sample's tags, which it consumes: the host
+        and cluster from the first configured tag present (the cluster else the default),
+        ignored tags dropped, every other tag part of the series' identity."""
+        limits = self.limits
+        host = cluster = None
+        for name in limits.host_tags:
+            value = tags.pop(name, None)
+            if value and host is None:
+                host = value
+        for name in limits.cluster_tags:
+            value = tags.pop(name, None)
+            if value and cluster is None:
+                cluster = value
+        cluster = cluster or limits.default_cluster
+        if not host or not cluster:
+            wanted = limits.host_tags if not host else limits.cluster_tags
+            raise _Reject(Reason.MISSING_FIELD, f"missing tag {' or '.join(map(repr, wanted))}")
+        for name in limits.ignore_tags:
+            tags.pop(name, None)
+        for name, value in (("host", host), ("cluster", cluster)):
+            if len(value) > 128:
+                raise _Reject(Reason.INVALID_VALUE, f"{name} longer than 128 characters")
+        for key, value in tags.items():
+            if len(key) > 128 or len(value) > 256:
+                raise _Reject(Reason.INVALID_VALUE, f"tag {key[:40]!r} too long")
+        return host, cluster, tags or None
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        """Count fields that are not numbers (string, boolean): skipped, never fatal."""
+        self.skipped[reason] += n
 
     def _line_events(self, line: str, now: int) -> list[MetricEvent]:
         measurement, tags, fields, ts_text = parse_line(line)
-        host = tags.pop("host", None)
-        cluster = tags.pop("cluster", None)
-        if not host or not cluster:
-            missing = "host" if not host else "cluster"
-            raise _Reject(Reason.MISSING_FIELD, f"missing tag '{missing}'")
+        host, cluster, labels = self.identity(tags)
         if ts_text is None:
             raise _Reject(Reason.MISSING_FIELD, "missing timestamp")
         if not (ts_text.isascii() and ts_text.isdigit()) and not _INTEGER.fullmatch(ts_text):
             raise _Reject(Reason.BAD_TIMESTAMP, f"timestamp {ts_text!r} is not an integer")
-        ts_ms = int(int(ts_text) * self._lp_scale)
+        try:
+            ts_ms = int(int(ts_text) * self._lp_scale)
+        except OverflowError:
+            raise _Reject(
+                Reason.BAD_TIMESTAMP, f"timestamp {ts_text[:40]!r} is out of range"
+            ) from None
         if ts_ms < 0:
             raise _Reject(Reason.BAD_TIMESTAMP, "negative timestamp")
         self._check_time(ts_ms, now)
-        for name in (host, cluster, measurement):
-            if len(name) > 128:
-                raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
-        labels = tags or None
+        if len(measurement) > 128:
+            raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
         out: list[MetricEvent] = []
         for field_key, raw in fields.items():
+            if raw[:1] == '"':
+                self.skip("string_field")
+                continue
+            if raw in _BOOLEANS:
+                self.skip("boolean_field")
+                continue
             value = _field_value(raw)
             metric = measurement if field_key == "value" else f"{measurement}_{field_key}"
+            if len(metric) > 128:
+                raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
             out.append(MetricEvent(ts_ms, host, cluster, metric, value, labels))
         return out
 
