@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/_python.sh
 venv="$(ensure_venv "[dev,train]")"
 scripts/kafka.sh fetch
+scripts/tools.sh
 "$venv/bin/ruff" check .
 "$venv/bin/mypy"
 "$venv/bin/lint-imports"

@@ -54,3 +54,98 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     ensure_topics(kafka_bootstrap, names.values())
     yield names
     delete_topics(kafka_bootstrap, names.values())
+
+
+class Alertmanager:
+    """A real Alertmanager (Debian's prometheus-alertmanager, scripts/tools.sh) on a free
+    loopback port, routing every alert by alertname and cluster to `webhook` (a local
+    receiver that records what Alertmanager notifies)."""
+
+    def __init__(self, tmp: Path) -> None:
+        import json
+        import shutil
+        import socket
+        import threading
+        import time
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            pytest.fail("Alertmanager is not installed: run scripts/tools.sh (Debian package)")
+        self.notifications: list[dict[str, object]] = []
+        outer = self
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.notifications.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=self.hook.serve_forever, daemon=True).start()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = tmp / "alertmanager.yml"
+        config.write_text(
+            "route:\n"
+            "  receiver: hook\n"
+            "  group_by: [alertname, cluster]\n"
+            "  group_wait: 1s\n"
+            "  group_interval: 1s\n"
+            "  repeat_interval: 1h\n"
+            "receivers:\n"
+            "  - name: hook\n"
+            "    webhook_configs:\n"
+            f"      - url: http://127.0.0.1:{self.hook.server_port}/\n"
+            "        send_resolved: true\n"
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = (tmp / "alertmanager.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Alertmanager did not start: {(tmp / 'alertmanager.log').read_text()}")
+            time.sleep(0.1)
+
+    def get(self, path: str) -> object:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.hook.shutdown()
+        self.log.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    am = Alertmanager(tmp_path)
+    yield am
+    am.close()

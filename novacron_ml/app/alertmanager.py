@@ -1,93 +1,233 @@
-"""Alert consumers: a readable live tail, and a bridge to Alertmanager-compatible webhooks.
+"""Alert consumers: a readable live tail, and the bridge to Alertmanager's API.
 
-The bridge posts Alertmanager's webhook payload (version 4) to any receiver that accepts it,
-in batches, retrying with exponential backoff. It commits its Kafka offsets only after a batch
-was accepted, so alerts are not lost while the receiver is down, nor when the bridge restarts
-(delivery is at-least-once; receivers dedupe by `fingerprint`, derived from `alert_id`).
+The bridge (`novacron-ml alerts forward`) does what Prometheus does for its own alerts: it
+POSTs a JSON array of alerts to Alertmanager's `/api/v2/alerts` (labels, annotations,
+startsAt, endsAt, generatorURL) and re-sends every firing alert each `resend_s` with endsAt a
+few intervals ahead, so Alertmanager keeps it firing, groups, inhibits and silences it, until
+its episode ends; then it sends it once more, resolved (endsAt in the past). An episode ends
+with its `resolved` record on the alerts topic (`operators.alerting.episodes`), or, for alerts
+that carry none (the forecaster's), `stale_s` after its last record.
+
+Delivery: a 2xx is delivered; a 4xx is Alertmanager refusing these alerts, which no retry
+changes: they go to a dead-letter topic with the status and the answer's body, are counted,
+and the bridge goes on; a 5xx or a connection error is retried with capped exponential
+backoff. Kafka offsets are committed only after a batch was delivered or dead-lettered, so a
+bridge that stops (or an Alertmanager that is down) loses nothing; `idle_timeout_s` is time
+without new alerts and holds while retrying: the bridge then stops and reports what it could
+not deliver.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from novacron_ml.core.schema import Alert, parse_rfc3339_ms, rfc3339_ms
 
 _ALERT = msgspec.json.Decoder(Alert)
+_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+OWN_LABELS = ("alertname", "severity", "cluster", "host", "metric", "type", "detector")
+
+DEFAULT_GENERATOR_URL = (
+    "http://127.0.0.1:3000/d/novacron-anomalies/anomaly-detection"
+    "?var-cluster={cluster}&var-host={host}&var-metric={metric}&from={from_ms}&to={to_ms}"
+)
+"""Where an alert's generatorURL points: the Grafana anomaly dashboard, at its series and
+time (fields: cluster, host, metric, from_ms, to_ms; settable with --generator-url)."""
 
 
-def webhook_alert(alert: Alert, resolve_after: timedelta) -> dict[str, Any]:
-    """One alert in Alertmanager's webhook (v4) format."""
-    ends = parse_rfc3339_ms(alert.window_end) + int(resolve_after.total_seconds() * 1000)
-    return {
-        "status": "firing",
-        "labels": {
-            "alertname": f"novacron_{alert.type}",
-            "severity": alert.severity,
-            "host": alert.host,
-            "cluster": alert.cluster,
-            "type": alert.type,
-            "metric": alert.metric,
-        },
-        "annotations": {
-            "summary": (
-                f"{alert.type.replace('_', ' ')} on {alert.cluster}/{alert.host}: "
-                f"{alert.metric} = {alert.value:.4g} (expected {alert.expected:.4g})"
-            ),
-            "score": f"{alert.score:.2f}",
-            "model_versions": alert.detector,
-            "top_features": f"mean={alert.value:.4g}",
-        },
-        "startsAt": alert.window_start,
-        "endsAt": rfc3339_ms(ends),
-        "generatorURL": "",
-        "fingerprint": alert.alert_id[:16],
+def am_labels(alert: Alert) -> dict[str, str]:
+    """Alertmanager labels: an alert's identity there, the same for every record of it. The
+    series' tags join them, renamed to Alertmanager's label syntax (`tag_` before a clash)."""
+    labels = {
+        "alertname": f"novacron_{alert.type}",
+        "severity": alert.severity,
+        "cluster": alert.cluster,
+        "host": alert.host,
+        "metric": alert.metric,
+        "type": alert.type,
+        "detector": alert.detector,
     }
+    for key, value in (alert.labels or {}).items():
+        name = _LABEL_NAME.sub("_", key)
+        if not name or name[0].isdigit() or name in labels or name.startswith("__"):
+            name = f"tag_{name}"
+        labels[name] = value
+    return labels
 
 
-def webhook_payload(
-    alerts: list[Alert], receiver: str = "novacron-ml", resolve_after: timedelta | None = None
-) -> dict[str, Any]:
-    """A webhook v4 body for a batch of alerts."""
-    items = [webhook_alert(a, resolve_after or timedelta(minutes=5)) for a in alerts]
-    common = {
-        k: v
-        for k, v in (items[0]["labels"].items() if items else ())
-        if all(i["labels"].get(k) == v for i in items)
+def am_annotations(alert: Alert) -> dict[str, str]:
+    explanation = "; ".join(
+        f"{c.feature}={c.value:.4g} (baseline {c.baseline:.4g}, z {c.z:+.1f})"
+        for c in alert.explanation or ()
+    )
+    annotations = {
+        "summary": (
+            f"{alert.type.replace('_', ' ')} on {alert.cluster}/{alert.host}: {alert.metric} "
+            f"= {alert.value:.4g} (expected {alert.expected:.4g})"
+        ),
+        "description": (
+            f"{alert.detector} scored {alert.score:+.2f} for the window {alert.window_start} to "
+            f"{alert.window_end}" + (f"; top features: {explanation}" if explanation else "")
+        ),
+        "value": f"{alert.value:.6g}",
+        "expected": f"{alert.expected:.6g}",
+        "score": f"{alert.score:.3f}",
+        "alert_id": alert.alert_id,
     }
-    return {
-        "version": "4",
-        "groupKey": "{}:{novacron}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": receiver,
-        "groupLabels": {},
-        "commonLabels": common,
-        "commonAnnotations": {},
-        "externalURL": "",
-        "alerts": items,
-    }
+    if alert.probability is not None:
+        annotations["probability"] = f"{alert.probability:.4f}"
+    if alert.tiers:
+        annotations["tiers"] = json.dumps(alert.tiers, sort_keys=True)
+    if explanation:
+        annotations["top_features"] = explanation
+    if alert.episode_id:
+        annotations["episode_id"] = alert.episode_id
+    return annotations
+
+
+@dataclass
+class _Active:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: str
+    generator_url: str
+    last_record: float
+    """When (monotonic) its last record arrived."""
+    sent: float = -1e18
+    ends_at: str | None = None
+    """Set once the episode ended: sent once more with this endsAt, then forgotten."""
+    resolved: bool = False
+
+
+@dataclass
+class Episodes:
+    """The alerts the bridge keeps firing in Alertmanager, by episode."""
+
+    resend_s: float = 60.0
+    stale_s: float = 600.0
+    generator_url: str = DEFAULT_GENERATOR_URL
+    clock: Callable[[], float] = time.monotonic
+    active: dict[str, _Active] = field(default_factory=dict)
+
+    def update(self, alert: Alert) -> None:
+        key = alert.episode_id or alert.alert_id
+        now = self.clock()
+        labels = am_labels(alert)
+        current = self.active.get(key)
+        if alert.status == "resolved":
+            if current is None:  # opened before this bridge started: resolve it all the same
+                current = self.active[key] = self._new(alert, labels, now)
+            current.ends_at = alert.ends_at or alert.window_end
+            current.resolved = True
+            current.sent = -1e18  # due now
+            return
+        if current is not None and current.labels != labels:
+            # a label (the severity) changed: Alertmanager sees another alert; end this one
+            current.ends_at = rfc3339_ms(int(time.time() * 1000))
+            current.resolved = True
+            current.sent = -1e18
+            key = f"{key}|{labels['severity']}"
+            current = self.active.get(key)
+        if current is None or current.resolved:
+            self.active[key] = self._new(alert, labels, now)
+        else:
+            current.annotations = am_annotations(alert)
+            current.generator_url = self._url(alert)
+            current.last_record = now
+            current.sent = -1e18  # news: send now
+
+    def _new(self, alert: Alert, labels: dict[str, str], now: float) -> _Active:
+        start = alert.episode_start or alert.window_start
+        return _Active(labels, am_annotations(alert), start, self._url(alert), now)
+
+    def _url(self, alert: Alert) -> str:
+        """The generatorURL: the series an hour either side of its episode."""
+        start = alert.episode_start or alert.window_start
+        return self.generator_url.format(
+            cluster=alert.cluster,
+            host=alert.host,
+            metric=alert.metric,
+            from_ms=parse_rfc3339_ms(start) - 3_600_000,
+            to_ms=parse_rfc3339_ms(alert.window_end) + 3_600_000,
+        )
+
+    def due(self) -> list[tuple[str, dict[str, Any]]]:
+        """(key, Alertmanager alert) for every alert to send now."""
+        now = self.clock()
+        wall_ms = int(time.time() * 1000)
+        out = []
+        for key, a in self.active.items():
+            if not a.resolved and now - a.last_record >= self.stale_s:
+                a.resolved, a.ends_at, a.sent = True, rfc3339_ms(wall_ms), -1e18
+            if now - a.sent < self.resend_s:
+                continue
+            ends = a.ends_at if a.resolved else rfc3339_ms(wall_ms + int(4 * self.resend_s * 1000))
+            out.append(
+                (
+                    key,
+                    {
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                        "startsAt": a.starts_at,
+                        "endsAt": ends,
+                        "generatorURL": a.generator_url,
+                    },
+                )
+            )
+        return out
+
+    def sent(self, keys: Iterable[str]) -> None:
+        now = self.clock()
+        for key in keys:
+            a = self.active.get(key)
+            if a is None:
+                continue
+            if a.resolved:
+                del self.active[key]
+            else:
+                a.sent = now
+
+    @property
+    def firing(self) -> int:
+        return sum(1 for a in self.active.values() if not a.resolved)
+
+
+class Rejected(Exception):
+    """Alertmanager answered 4xx: these alerts will never be accepted as they are."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]}")
+        self.status = status
+        self.body = body
 
 
 @dataclass
 class Delivery:
-    batches: int = 0
+    posts: int = 0
     alerts: int = 0
+    resolved: int = 0
     failures: int = 0
+    """Attempts that failed with a 5xx or a connection error (retried)."""
+    rejected: int = 0
+    """Alerts Alertmanager refused (4xx): dead-lettered."""
+    undelivered: int = 0
+    """Alerts still to send when the bridge stopped."""
 
 
-class WebhookSender:
-    """POSTs batches, retrying each until accepted (2xx) with capped exponential backoff."""
+class AlertmanagerClient:
+    """POSTs alert arrays to `{url}/api/v2/alerts`; retries 5xx and connection errors with
+    capped exponential backoff until `deadline()` (monotonic) passes; a 4xx raises Rejected."""
 
     def __init__(
         self,
@@ -97,15 +237,17 @@ class WebhookSender:
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.url = url
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/api/v2/alerts") else f"{base}/api/v2/alerts"
         self.timeout_s = timeout_s
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self.stats = Delivery()
 
-    def post(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def post(self, alerts: list[dict[str, Any]], deadline: Callable[[], bool]) -> bool:
+        """True when delivered, False when `deadline()` came first; raises Rejected."""
+        data = json.dumps(alerts).encode()
         backoff = self.initial_backoff_s
         while True:
             request = urllib.request.Request(
@@ -114,12 +256,17 @@ class WebhookSender:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     if 200 <= response.status < 300:
-                        self.stats.batches += 1
-                        self.stats.alerts += len(body.get("alerts", ()))
-                        return
+                        self.stats.posts += 1
+                        return True
+            except urllib.error.HTTPError as err:
+                if 400 <= err.code < 500:
+                    body = err.read().decode("utf-8", "replace")
+                    raise Rejected(err.code, body) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
                 pass
             self.stats.failures += 1
+            if deadline():
+                return False
             self.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -165,6 +312,8 @@ class IdleTimer:
 
 
 def alert_consumer(bootstrap: str, topic: str, group: str, from_beginning: bool) -> Consumer:
+    """A consumer of the alerts topic; a group with committed offsets resumes from them,
+    a new group starts at the oldest alert (`from_beginning`) or at the newest."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -192,27 +341,76 @@ def decode_alerts(messages: Iterable[Any]) -> list[Alert]:
     return [a for a in alerts if a is not None]
 
 
+class DeadLetters:
+    """The bridge's dead-letter topic: refused alerts with Alertmanager's status and answer."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": "true"})
+        self.failed = 0
+
+    def send(self, alerts: list[dict[str, Any]], rejected: Rejected) -> None:
+        def delivered(err: object, _msg: object) -> None:
+            if err is not None:
+                self.failed += 1
+
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("novacron.reason", b"alertmanager_rejected"),
+            ("novacron.status", str(rejected.status).encode()),
+            ("novacron.detail", rejected.body.encode("utf-8", "replace")[:1024]),
+        ]
+        for alert in alerts:
+            key = alert["annotations"].get("alert_id", "").encode() or None
+            self._producer.produce(
+                self.topic, json.dumps(alert).encode(), key, headers=headers, on_delivery=delivered
+            )
+        self._producer.flush(30)
+        if self.failed:
+            raise RuntimeError(f"{self.failed} refused alerts could not be written to {self.topic}")
+
+
 def forward(
     consumer: Consumer,
-    sender: WebhookSender,
-    batch_size: int = 50,
+    client: AlertmanagerClient,
+    episodes: Episodes,
+    dead_letters: DeadLetters | None = None,
+    batch_size: int = 100,
     idle_timeout_s: float | None = None,
-    receiver: str = "novacron-ml",
+    on_reject: Callable[[Rejected, int], None] | None = None,
 ) -> Delivery:
     """Forward alerts until `idle_timeout_s` passes with nothing new (None: forever)."""
     dedupe = Deduper()
     idle = IdleTimer(idle_timeout_s)
-    while not idle.expired():
+    stats = client.stats
+    while True:
         messages = consumer.consume(batch_size, 0.5)
-        if not messages:
-            continue
-        idle.touch()
-        alerts = [
-            a
-            for a in decode_alerts(messages)
-            if a.suppressed_by is None and dedupe.first_time(a.alert_id)
-        ]
-        if alerts:
-            sender.post(webhook_payload(alerts, receiver))
-        consumer.commit(asynchronous=False)  # only after the receiver accepted the batch
-    return sender.stats
+        if messages:
+            idle.touch()
+            for a in decode_alerts(messages):
+                if a.suppressed_by is None and dedupe.first_time(a.alert_id):
+                    episodes.update(a)
+        due = episodes.due()
+        if due:
+            body = [alert for _key, alert in due]
+            try:
+                delivered = client.post(body, idle.expired)
+            except Rejected as rejected:
+                stats.rejected += len(body)
+                if dead_letters is not None:
+                    dead_letters.send(body, rejected)
+                if on_reject is not None:
+                    on_reject(rejected, len(body))
+                episodes.sent(key for key, _ in due)  # refused for good: not re-sent
+                delivered = None
+            if delivered is False:  # idle timeout while Alertmanager was away
+                stats.undelivered = len(due)
+                return stats
+            if delivered:
+                ended = {key for key, a in episodes.active.items() if a.resolved}
+                stats.resolved += sum(1 for key, _ in due if key in ended)
+                stats.alerts += sum(1 for key, _ in due if key not in ended)
+                episodes.sent(key for key, _ in due)
+        if messages:
+            consumer.commit(asynchronous=False)  # only after delivery (or the dead letter)
+        if idle.expired():
+            return stats

@@ -56,28 +56,67 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_forward(args: argparse.Namespace) -> int:
-    from novacron_ml.app.alertmanager import WebhookSender, alert_consumer, forward
+    from novacron_ml.app.alertmanager import (
+        DEFAULT_GENERATOR_URL,
+        AlertmanagerClient,
+        DeadLetters,
+        Episodes,
+        Rejected,
+        alert_consumer,
+        forward,
+    )
+    from novacron_ml.core.kafka import ensure_topics
     from novacron_ml.core.settings import load_settings
 
     settings = load_settings()
-    consumer = alert_consumer(
-        settings.kafka.bootstrap_servers, settings.topics.alerts, args.group, True
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.alerts
+    dlq = args.dlq_topic or f"{topic}.dlq"
+    ensure_topics(bootstrap, [dlq])
+    consumer = alert_consumer(bootstrap, topic, args.group, args.from_beginning)
+    client = AlertmanagerClient(args.url, max_backoff_s=args.max_backoff)
+    episodes = Episodes(
+        resend_s=args.resend,
+        stale_s=args.stale,
+        generator_url=args.generator_url or DEFAULT_GENERATOR_URL,
     )
-    sender = WebhookSender(args.url, max_backoff_s=args.max_backoff)
+    start = "the oldest alert" if args.from_beginning else "now"
     print(
-        f"forwarding {settings.topics.alerts} -> {args.url} (group {args.group})", file=sys.stderr
+        f"forwarding {topic} -> {client.url} (group {args.group}: its committed offsets, "
+        f"else {start}); refused alerts -> {dlq}",
+        file=sys.stderr,
     )
+
+    def refused(rejected: Rejected, n: int) -> None:
+        print(f"Alertmanager refused {n} alert(s): {rejected}; -> {dlq}", file=sys.stderr)
+
     try:
-        stats = forward(consumer, sender, args.batch, args.idle_timeout)
+        stats = forward(
+            consumer,
+            client,
+            episodes,
+            DeadLetters(bootstrap, dlq),
+            args.batch,
+            args.idle_timeout,
+            on_reject=refused,
+        )
     except KeyboardInterrupt:
-        stats = sender.stats
+        stats = client.stats
     finally:
         consumer.close()
     print(
-        f"delivered {stats.alerts} alerts in {stats.batches} batches "
-        f"({stats.failures} failed attempts retried)",
+        f"sent {stats.alerts} firing and {stats.resolved} resolved alert(s) in {stats.posts} "
+        f"POST(s); {stats.failures} failed attempt(s) retried, {stats.rejected} refused "
+        f"(dead-lettered); {episodes.firing} episode(s) still firing",
         file=sys.stderr,
     )
+    if stats.undelivered:
+        print(
+            f"novacron-ml alerts forward: stopped after {args.idle_timeout:g} s idle with "
+            f"{stats.undelivered} alert(s) not delivered (Alertmanager unreachable); their "
+            "offsets are not committed: the next run sends them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -131,16 +170,46 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_alerts_tail)
     p = alerts_sub.add_parser(
         "forward",
-        help="forward alerts to an Alertmanager-compatible webhook (payload version 4)",
-        description="Consume the alerts topic and POST Alertmanager webhook v4 payloads to URL "
-        "in batches, retrying with exponential backoff; offsets are committed only after "
-        "the receiver accepted a batch, so nothing is lost while it is down.",
+        help="forward alerts to Alertmanager's API, re-sent until their episode resolves",
+        description="Consume the alerts topic and POST the alerts to Alertmanager's "
+        "/api/v2/alerts as Prometheus does: labels (alertname novacron_<type>, severity, "
+        "cluster, host, metric, type, detector and the series' tags), annotations (summary, "
+        "description, value, expected, score, probability, tiers, top features, ids), "
+        "startsAt, endsAt and a generatorURL. Firing alerts are re-sent every --resend "
+        "seconds until their episode's resolved record (or --stale seconds without news), "
+        "then sent resolved. A 4xx answer dead-letters the alerts (with status and body) "
+        "and the bridge goes on; 5xx and connection errors are retried with backoff. "
+        "Offsets are committed only after delivery, so nothing is lost while Alertmanager "
+        "is down. A new consumer group starts now (--from-beginning: the oldest alert, "
+        "which re-pages all history); a known group resumes where it stopped.",
     )
-    p.add_argument("--url", required=True, help="receiver URL")
+    p.add_argument("--url", required=True, help="Alertmanager, e.g. http://127.0.0.1:9093")
     p.add_argument("--group", default="novacron-alertmanager-bridge", help="consumer group")
-    p.add_argument("--batch", type=int, default=50, help="alerts per POST (50)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning", action="store_true", help="a new group starts at the oldest alert"
+    )
+    start.add_argument(
+        "--from-now", action="store_true", help="a new group starts at the newest (default)"
+    )
+    p.add_argument("--batch", type=int, default=100, help="records read per poll (100)")
+    p.add_argument("--resend", type=float, default=60.0, help="re-send firing alerts, s (60)")
+    p.add_argument(
+        "--stale", type=float, default=600.0, help="an episode without news ends after, s (600)"
+    )
     p.add_argument("--max-backoff", type=float, default=30.0, help="retry backoff cap, s (30)")
-    p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="stop after this many seconds without new alerts (also while retrying); exit 1 "
+        "if alerts were left undelivered",
+    )
+    p.add_argument("--dlq-topic", help="refused alerts go here (default: <alerts topic>.dlq)")
+    p.add_argument(
+        "--generator-url",
+        help="generatorURL template ({cluster}, {host}, {metric}, {from_ms}, {to_ms}); "
+        "default: the Grafana anomaly dashboard on 127.0.0.1:3000",
+    )
     p.set_defaults(func=cmd_alerts_forward)
     p = alerts_sub.add_parser(
         "feedback",

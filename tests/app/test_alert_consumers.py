@@ -1,4 +1,5 @@
-"""Alert consumers: the webhook v4 payload, retries through receiver downtime, and the tail."""
+"""Alert consumers: the bridge's Alertmanager alerts, episodes, retries and dead letters, and
+the tail (against a real broker; the real Alertmanager is tests/app/test_alertmanager.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,8 +16,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from novacron_ml.app.alertmanager import WebhookSender, alert_consumer, forward, webhook_payload
-from novacron_ml.core.kafka import produce
+from novacron_ml.app.alertmanager import (
+    AlertmanagerClient,
+    DeadLetters,
+    Episodes,
+    Rejected,
+    alert_consumer,
+    am_annotations,
+    am_labels,
+    forward,
+)
+from novacron_ml.core.kafka import delete_topics, ensure_topics, produce, read_topic
 from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms
 
 T0 = 1_790_000_000_000
@@ -42,90 +53,199 @@ def make_alert(
     )
 
 
-def test_payload_follows_the_webhook_v4_shape() -> None:
-    body = webhook_payload([make_alert(0), make_alert(1, host="h2")])
-    assert body["version"] == "4" and body["status"] == "firing" and len(body["alerts"]) == 2
-    first = body["alerts"][0]
-    assert first["labels"] == {
+def test_labels_and_annotations_are_alertmanagers() -> None:
+    alert = msgspec.structs.replace(
+        make_alert(0), labels={"cpu": "cpu0", "host": "x", "k8s.pod": "p-1"}, probability=0.97
+    )
+    labels = am_labels(alert)
+    assert labels == {
         "alertname": "novacron_latency_spike",
         "severity": "high",
-        "host": "h1",
         "cluster": "c1",
-        "type": "latency_spike",
+        "host": "h1",
         "metric": "latency_p99_ms",
+        "type": "latency_spike",
+        "detector": "robust_z",
+        "cpu": "cpu0",
+        "tag_host": "x",  # a tag that clashes with our own label keeps its value apart
+        "k8s_pod": "p-1",  # Alertmanager's label syntax
     }
-    assert {"summary", "score", "model_versions", "top_features"} <= set(first["annotations"])
-    assert first["startsAt"] == rfc3339_ms(T0)
-    assert first["endsAt"] == rfc3339_ms(T0 + 60_000 + 300_000)
-    assert first["fingerprint"] == make_alert(0).alert_id[:16]
-    assert body["commonLabels"]["cluster"] == "c1" and "host" not in body["commonLabels"]
+    notes = am_annotations(alert)
+    assert {"summary", "description", "value", "expected", "score", "probability"} <= set(notes)
+    assert notes["alert_id"] == alert.alert_id
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_firing_alerts_are_resent_until_their_episode_resolves() -> None:
+    clock = Clock()
+    episodes = Episodes(resend_s=60, stale_s=600, clock=clock)
+    first = msgspec.structs.replace(make_alert(0), episode_id="e1", episode_start=rfc3339_ms(T0))
+    episodes.update(first)
+    ((key, sent),) = episodes.due()
+    assert sent["startsAt"] == rfc3339_ms(T0) and sent["endsAt"] > rfc3339_ms(
+        int(time.time() * 1000)
+    )
+    assert sent["generatorURL"].startswith("http://127.0.0.1:3000/")
+    episodes.sent([key])
+    assert episodes.due() == []  # not before the resend interval
+    clock.now = 61
+    assert [k for k, _ in episodes.due()] == ["e1"]  # re-sent, still firing
+    episodes.sent(["e1"])
+    resolved = msgspec.structs.replace(
+        first, alert_id="r", status="resolved", ends_at=rfc3339_ms(T0 + 300_000)
+    )
+    episodes.update(resolved)
+    ((_, last),) = episodes.due()
+    assert last["endsAt"] == rfc3339_ms(T0 + 300_000) and last["labels"] == sent["labels"]
+    episodes.sent(["e1"])
+    assert episodes.active == {} and episodes.firing == 0
+
+
+def test_an_episode_without_news_ends_after_the_stale_time() -> None:
+    clock = Clock()
+    episodes = Episodes(resend_s=60, stale_s=600, clock=clock)
+    episodes.update(make_alert(0))  # a forecaster alert: no episode, no resolved record
+    episodes.sent(k for k, _ in episodes.due())
+    clock.now = 601
+    ((_, last),) = episodes.due()
+    assert last["endsAt"] <= rfc3339_ms(int(time.time() * 1000))
+    episodes.sent([make_alert(0).alert_id])
+    assert episodes.active == {}
 
 
 class Receiver:
-    """A local webhook receiver that is 'down' (HTTP 503) for its first `down_for` requests."""
+    """A local stand-in for Alertmanager's API that answers `status` to its first `bad`
+    requests (503: down; 400: refusing), then 200."""
 
-    def __init__(self, down_for: int) -> None:
-        self.down_for = down_for
+    def __init__(self, bad: int, status: int = 503) -> None:
+        self.bad = bad
+        self.status = status
         self.requests = 0
-        self.bodies: list[dict[str, Any]] = []
+        self.bodies: list[list[dict[str, Any]]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests += 1
-                if outer.requests <= outer.down_for:
-                    self.send_response(503)
-                else:
-                    outer.bodies.append(json.loads(body))
-                    self.send_response(200)
+                if outer.requests <= outer.bad:
+                    self.send_response(outer.status)
+                    self.end_headers()
+                    self.wfile.write(b'{"message":"start time must be before end time"}')
+                    return
+                assert self.path == "/api/v2/alerts"
+                outer.bodies.append(json.loads(body))
+                self.send_response(200)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def fingerprints(self) -> list[str]:
-        return [a["fingerprint"] for b in self.bodies for a in b["alerts"]]
+    def alert_ids(self) -> list[str]:
+        return [a["annotations"]["alert_id"] for b in self.bodies for a in b]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver(down_for=3)
+    r = Receiver(bad=3)
     yield r
     r.server.shutdown()
 
 
-def test_sender_retries_with_backoff_until_the_receiver_is_back(receiver: Receiver) -> None:
+def test_client_retries_with_backoff_until_alertmanager_is_back(receiver: Receiver) -> None:
     waits: list[float] = []
-    sender = WebhookSender(
+    client = AlertmanagerClient(
         receiver.url, initial_backoff_s=0.5, max_backoff_s=1.5, sleep=waits.append
     )
-    sender.post(webhook_payload([make_alert(0)]))
+    assert client.post(
+        [{"labels": {"alertname": "x"}, "annotations": {"alert_id": "a"}}], lambda: False
+    )
     assert waits == [0.5, 1.0, 1.5]  # three refusals, capped exponential backoff
-    assert receiver.fingerprints() == [make_alert(0).alert_id[:16]]
-    assert (sender.stats.batches, sender.stats.failures) == (1, 3)
+    assert (client.stats.posts, client.stats.failures) == (1, 3)
+
+
+def test_client_gives_up_at_the_deadline_and_4xx_is_not_retried() -> None:
+    down = Receiver(bad=100)
+    try:
+        client = AlertmanagerClient(down.url, sleep=lambda _s: None)
+        tries = iter(range(100))
+        assert client.post([], lambda: next(tries) >= 4) is False
+        assert client.stats.failures == 5
+    finally:
+        down.server.shutdown()
+    refusing = Receiver(bad=1, status=400)
+    try:
+        with pytest.raises(Rejected) as info:
+            AlertmanagerClient(refusing.url).post([], lambda: False)
+        assert info.value.status == 400 and "start time" in info.value.body
+        assert refusing.requests == 1
+    finally:
+        refusing.server.shutdown()
+
+
+def alert_messages(alerts: list[Alert]) -> list[tuple[bytes, bytes]]:
+    return [(a.alert_id.encode(), msgspec.json.encode(a)) for a in alerts]
 
 
 @pytest.mark.kafka
-def test_bridge_loses_nothing_while_the_receiver_is_down(
+def test_bridge_loses_nothing_while_alertmanager_is_down(
     kafka_bootstrap: str, kafka_topics: dict[str, str], receiver: Receiver
 ) -> None:
-    alerts = [make_alert(i) for i in range(120)]
-    messages = [(a.alert_id.encode(), msgspec.json.encode(a)) for a in alerts]
+    alerts = [make_alert(i, host=f"h{i}") for i in range(120)]
     muted = msgspec.structs.replace(make_alert(500), suppressed_by="maintenance:upgrade")
-    messages += [(muted.alert_id.encode(), msgspec.json.encode(muted))]  # kept, not forwarded
+    messages = alert_messages([*alerts, muted])  # the muted one is kept, not forwarded
     produce(kafka_bootstrap, kafka_topics["alerts"], messages + messages[:10])  # 10 duplicates
     consumer = alert_consumer(kafka_bootstrap, kafka_topics["alerts"], "bridge-test", True)
+    client = AlertmanagerClient(receiver.url, initial_backoff_s=0.01)
     try:
-        stats = forward(consumer, WebhookSender(receiver.url, initial_backoff_s=0.01), 50, 3.0)
+        stats = forward(consumer, client, Episodes(), None, 50, 3.0)
     finally:
         consumer.close()
-    assert sorted(receiver.fingerprints()) == sorted(a.alert_id[:16] for a in alerts)
-    assert stats.failures == 3 and stats.batches < 120  # batched, retried, nothing lost
+    assert sorted(set(receiver.alert_ids())) == sorted(a.alert_id for a in alerts)
+    assert stats.failures == 3 and stats.undelivered == 0  # retried, nothing lost
+
+
+@pytest.mark.kafka
+def test_refused_alerts_are_dead_lettered_and_the_bridge_goes_on(
+    kafka_bootstrap: str, kafka_topics: dict[str, str]
+) -> None:
+    refusing = Receiver(bad=1, status=400)
+    dlq = f"{kafka_topics['alerts']}.dlq"
+    ensure_topics(kafka_bootstrap, [dlq])
+    try:
+        first = make_alert(0)
+        produce(kafka_bootstrap, kafka_topics["alerts"], alert_messages([first]))
+        consumer = alert_consumer(kafka_bootstrap, kafka_topics["alerts"], "bridge-dlq", True)
+        try:
+            client = AlertmanagerClient(refusing.url)
+            stats = forward(
+                consumer, client, Episodes(), DeadLetters(kafka_bootstrap, dlq), 50, 2.0
+            )
+            produce(
+                kafka_bootstrap, kafka_topics["alerts"], alert_messages([make_alert(1, host="h2")])
+            )
+            stats = forward(
+                consumer, client, Episodes(), DeadLetters(kafka_bootstrap, dlq), 50, 2.0
+            )
+        finally:
+            consumer.close()
+        assert stats.rejected == 1 and refusing.alert_ids() == [make_alert(1, host="h2").alert_id]
+        (record,) = read_topic(kafka_bootstrap, dlq, timeout_s=10)
+        assert json.loads(record.value)["annotations"]["alert_id"] == first.alert_id
+    finally:
+        refusing.server.shutdown()
+        delete_topics(kafka_bootstrap, [dlq])
 
 
 @pytest.mark.kafka

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The third-party programs the tests talk to, from Debian's packages, installed when missing:
+#   prometheus-alertmanager   Alertmanager and amtool (tests/app/test_alertmanager.py)
+# Needs root (apt-get) only when something is missing; prints what it installs.
+set -euo pipefail
+declare -A wanted=([prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager)
+missing=()
+for program in "${!wanted[@]}"; do
+  command -v "$program" >/dev/null 2>&1 || missing+=("${wanted[$program]}")
+done
+((${#missing[@]})) || exit 0
+mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) -ne 0 ]]; then
+  echo "tools.sh: the tests need ${packages[*]}: run as root, or: sudo apt-get install ${packages[*]}" >&2
+  exit 1
+fi
+echo "tools.sh: installing ${packages[*]} from Debian (about 30 MB)" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# the package enables a service; the tests start their own Alertmanager on a free loopback port
