@@ -24,6 +24,7 @@ import msgspec
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.schema import MetricEvent, WireEvent, parse_rfc3339_ms
 from novacron_ml.core.settings import IngestSettings
+from operators.ingest import otlp
 
 _OBJECT = msgspec.json.Decoder(WireEvent)
 _ARRAY = msgspec.json.Decoder(list[WireEvent])
@@ -174,7 +175,11 @@ class MessageParser:
                 )
             )
             return
-        if first == b"{":
+        if payload[:1] == b"\n" and _binary(payload):
+            # OTLP protobuf (the Collector's default): field 1, resource_metrics, and bytes
+            # that are no text (a text message starting with a blank line is not)
+            self._parse_otlp(payload, key, source, now, events, dead, otlp.decode_proto)
+        elif first == b"{":
             self._parse_object(payload, key, source, now, events, dead)
         elif first == b"[":
             self._parse_array(payload, key, source, now, events, dead)
@@ -240,6 +245,9 @@ class MessageParser:
             if not doc["metrics"]:
                 dead.append(DeadLetter(Reason.EMPTY, "no metrics", payload, key, source))
             return True
+        if "resourceMetrics" in doc:  # OTLP JSON (the Collector's otlp_json encoding)
+            self._parse_otlp(payload, key, source, now, events, dead, otlp.decode_json)
+            return True
         kind = None
         if "fields" in doc and "name" in doc:
             kind = self._telegraf_json
@@ -252,6 +260,33 @@ class MessageParser:
         except _Reject as rej:
             dead.append(DeadLetter(rej.reason, rej.detail, payload, key, source))
         return True
+
+    def _parse_otlp(
+        self,
+        payload: bytes,
+        key: bytes | None,
+        source: str,
+        now: int,
+        events: list[MetricEvent],
+        dead: list[DeadLetter],
+        decode: Callable[[bytes], object],
+    ) -> None:
+        def point_error(exc: Exception, where: str, point: bytes) -> None:
+            reason = exc.reason if isinstance(exc, _Reject) else Reason.INVALID_VALUE
+            if isinstance(exc, otlp.OtlpError):
+                reason = Reason.NON_FINITE
+            dead.append(DeadLetter(reason, f"{where}: {exc}", point, key, source))
+
+        try:
+            request = decode(payload)
+            events.extend(
+                otlp.events(request, self.identity, self.skip, self._check_time, now, point_error)
+            )
+        except otlp.OtlpError as exc:
+            reason = Reason.BAD_JSON if decode is otlp.decode_json else Reason.UNDECODABLE
+            if "without metrics" in str(exc):
+                reason = Reason.EMPTY
+            dead.append(DeadLetter(reason, str(exc), payload, key, source))
 
     def _telegraf_json(self, doc: object, now: int) -> list[MetricEvent]:
         """One metric of Telegraf's JSON serializer: {"name", "tags", "fields", "timestamp"}."""
@@ -479,6 +514,14 @@ class MessageParser:
                 raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
             out.append(MetricEvent(ts_ms, host, cluster, metric, value, labels))
         return out
+
+
+def _binary(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _field_value(raw: str) -> float:
