@@ -200,3 +200,23 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
         label_list,
     )
     assert ev.recall >= 0.9
+
+
+def test_telegrafs_default_output_through_the_broker_leaves_no_dead_letter(
+    kafka_bootstrap: str, kafka_topics: dict[str, str]
+) -> None:
+    """Every fixture line of every Telegraf input plugin, one line per Kafka message as
+    Telegraf's Kafka output sends them, restamped to now (the flow's wall-clock bounds)."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "telegraf"
+    now_ns = NOW * 1_000_000
+    messages = []
+    for path in sorted(fixtures.glob("*.lp")):
+        for line in path.read_bytes().splitlines():
+            head, _, _ts = line.rpartition(b" ")
+            messages.append((b"web01", head + b" %d\n" % now_ns))
+    produce(kafka_bootstrap, kafka_topics["metrics"], messages)
+    events_before = obs.counter_value(obs.EVENTS)
+    run_flow(settings_for(kafka_bootstrap, kafka_topics))
+    assert read_topic(kafka_bootstrap, kafka_topics["dlq"], timeout_s=5) == []
+    assert obs.counter_value(obs.EVENTS) - events_before > 150  # the numeric fields, as events
+    assert obs.counter_value(obs.FIELDS_SKIPPED, reason="string_field") > 0
