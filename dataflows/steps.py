@@ -287,8 +287,12 @@ def make_feature_builder(config: FlowConfig) -> Any:
                 config.iforest,
                 config.new_counter_rates(),
             )
-        else:
-            resume.iforest = config.iforest  # the settings of this run decide, not the snapshot's
+        else:  # the settings of this run decide, not the snapshot's
+            resume.iforest = config.iforest
+            if resume.counters is None:
+                resume.counters = config.new_counter_rates()
+            else:
+                resume.counters.use(config.catalogue)
         return FeatureLogic(resume)
 
     return build

@@ -125,6 +125,10 @@ class Episodes:
         now = self.clock()
         labels = am_labels(alert)
         current = self.active.get(key)
+        if current is not None and not current.resolved:
+            # the label carries the episode's highest severity: it changes only when the
+            # episode escalates, not with every window's own severity
+            labels["severity"] = max(labels["severity"], current.labels["severity"], key=_rank)
         if alert.status == "resolved":
             if current is None:  # opened before this bridge started: resolve it all the same
                 current = self.active[key] = self._new(alert, labels, now)
@@ -132,13 +136,13 @@ class Episodes:
             current.resolved = True
             current.sent = -1e18  # due now
             return
-        if current is not None and current.labels != labels:
-            # a label (the severity) changed: Alertmanager sees another alert; end this one
+        if current is not None and not current.resolved and current.labels != labels:
+            # the episode escalated: Alertmanager sees a new alert; the old labelset ends now
             current.ends_at = rfc3339_ms(int(time.time() * 1000))
             current.resolved = True
             current.sent = -1e18
-            key = f"{key}|{labels['severity']}"
-            current = self.active.get(key)
+            self.active[f"{key}|{current.labels['severity']}"] = current  # sent once, dropped
+            current = None
         if current is None or current.resolved:
             self.active[key] = self._new(alert, labels, now)
         else:
@@ -201,6 +205,13 @@ class Episodes:
     @property
     def firing(self) -> int:
         return sum(1 for a in self.active.values() if not a.resolved)
+
+
+_SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def _rank(severity: str) -> int:
+    return _SEVERITIES.index(severity) if severity in _SEVERITIES else -1
 
 
 class Rejected(Exception):

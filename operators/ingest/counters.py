@@ -38,6 +38,11 @@ class CounterRates:
         """Counter samples that gave no rate, by reason (exported by the flow)."""
         self.resets = 0
 
+    def use(self, catalogue: Catalogue) -> None:
+        """Judge counter-ness by `catalogue` from now on (a resumed flow's own settings)."""
+        self.catalogue = catalogue
+        self._is_counter = {}
+
     @property
     def n_series(self) -> int:
         return len(self._last)

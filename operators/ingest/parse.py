@@ -455,16 +455,8 @@ class MessageParser:
         and cluster from the first configured tag present (the cluster else the default),
         ignored tags dropped, every other tag part of the series' identity."""
         limits = self.limits
-        host = cluster = None
-        for name in limits.host_tags:
-            value = tags.pop(name, None)
-            if value and host is None:
-                host = value
-        for name in limits.cluster_tags:
-            value = tags.pop(name, None)
-            if value and cluster is None:
-                cluster = value
-        cluster = cluster or limits.default_cluster
+        host = _take_first(tags, limits.host_tags)
+        cluster = _take_first(tags, limits.cluster_tags) or limits.default_cluster
         if not host or not cluster:
             wanted = limits.host_tags if not host else limits.cluster_tags
             raise _Reject(Reason.MISSING_FIELD, f"missing tag {' or '.join(map(repr, wanted))}")
@@ -514,6 +506,17 @@ class MessageParser:
                 raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
             out.append(MetricEvent(ts_ms, host, cluster, metric, value, labels))
         return out
+
+
+def _take_first(tags: dict[str, str], names: tuple[str, ...]) -> str | None:
+    """Remove and return the first of `names` present with a value; the others stay tags
+    (a Prometheus `instance` beside a `host` label still tells two exporters apart)."""
+    for name in names:
+        value = tags.get(name)
+        if value:
+            del tags[name]
+            return value
+    return None
 
 
 def _binary(payload: bytes) -> bool:

@@ -285,3 +285,24 @@ def test_tail_prints_each_alert_once_and_filters(
         timeout=120,
     )
     assert [ln for ln in only.stdout.splitlines()[1:]] == [lines[1]]
+
+
+def test_the_severity_label_only_escalates_within_an_episode() -> None:
+    clock = Clock()
+    episodes = Episodes(resend_s=60, clock=clock)
+    records = [
+        msgspec.structs.replace(make_alert(i, severity=sev), episode_id="e1")
+        for i, sev in enumerate(["medium", "high", "medium", "low"])
+    ]
+    sent: list[tuple[str, str, bool]] = []
+    for record in records:
+        episodes.update(record)
+        due = episodes.due()
+        for key, a in due:
+            ended = a["endsAt"] <= rfc3339_ms(int(time.time() * 1000))
+            sent.append((key, a["labels"]["severity"], ended))
+        episodes.sent(k for k, _ in due)
+    assert ("e1", "medium", False) in sent
+    assert ("e1|medium", "medium", True) in sent  # the medium labelset ended at the escalation
+    assert [s for _k, s, ended in sent if not ended][-1] == "high"  # and stays high
+    assert sum(1 for _k, _s, ended in sent if ended) == 1

@@ -188,3 +188,13 @@ def test_a_bad_sample_of_another_producer_keeps_its_reason() -> None:
     assert [d.reason.value for d in dead] == ["wrong_type"] and dead[0].detail.startswith("[1]")
     _, dead = parser.parse(b'{"unit":"ms"}')
     assert [d.reason.value for d in dead] == ["unknown_field"]  # ours, with its own message
+
+
+def test_only_the_tag_that_names_the_host_leaves_the_identity() -> None:
+    doc = (
+        b'{"timestamp":"2023-11-14T22:13:20Z","value":"1","name":"up",'
+        b'"labels":{"host":"web01","instance":"web01:9100","job":"node"}}'
+    )
+    (event,), dead = MessageParser(NO_CLOCK).parse(doc)
+    assert dead == [] and event.host == "web01"
+    assert event.labels == {"instance": "web01:9100", "job": "node"}  # two exporters stay apart
