@@ -36,6 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.config import resolve
 from dataflows.encode import to_kafka_message
+from dataflows.io import Stoppable
 from dataflows.steps import (
     ShardRouter,
     count_and_suppress,
@@ -49,7 +50,7 @@ from dataflows.steps import (
 )
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.kafka import ORDERED_PRODUCER
+from novacron_ml.core.kafka import ORDERED_PRODUCER, with_client_log
 from novacron_ml.core.schema import Alert, MetricEvent
 from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
@@ -179,28 +180,34 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     """The production flow: Kafka `metrics` in, `alerts` and `metrics.dlq` out."""
     settings = settings or load_settings()
     kafka = settings.kafka
-    source = KafkaSource(
-        kafka.brokers,
-        [settings.topics.metrics],
-        tail=kafka.tail,
-        starting_offset=OFFSET_BEGINNING if kafka.starting_offset == "beginning" else OFFSET_END,
-        add_config=dict(kafka.consumer_config),
-        batch_size=kafka.batch_size,
-        raise_on_errors=False,
+    source = Stoppable(
+        KafkaSource(
+            kafka.brokers,
+            [settings.topics.metrics],
+            tail=kafka.tail,
+            starting_offset=OFFSET_BEGINNING
+            if kafka.starting_offset == "beginning"
+            else OFFSET_END,
+            add_config=with_client_log(kafka.consumer_config),
+            batch_size=kafka.batch_size,
+            raise_on_errors=False,
+        )
     )
     producer_config = {**ORDERED_PRODUCER, "linger.ms": "5", "compression.type": "lz4"}
     producer_config.update(kafka.producer_config)
-    sink = KafkaSink(kafka.brokers, None, add_config=producer_config)
+    sink = KafkaSink(kafka.brokers, None, add_config=with_client_log(producer_config))
     feedback = None
     if settings.topics.feedback is not None:
         # Every verdict from the start: thresholds are rebuilt when a flow starts afresh.
-        feedback = KafkaSource(
-            kafka.brokers,
-            [settings.topics.feedback],
-            tail=kafka.tail,
-            starting_offset=OFFSET_BEGINNING,
-            add_config=dict(kafka.consumer_config),
-            raise_on_errors=False,
+        feedback = Stoppable(
+            KafkaSource(
+                kafka.brokers,
+                [settings.topics.feedback],
+                tail=kafka.tail,
+                starting_offset=OFFSET_BEGINNING,
+                add_config=with_client_log(kafka.consumer_config),
+                raise_on_errors=False,
+            )
         )
     return build_flow(settings, source, sink, feedback_source=feedback)
 

@@ -8,6 +8,7 @@ the benchmarks run the exact production flow (parsing included) without a broker
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -137,3 +138,45 @@ class TimeRangeKafkaSource(FixedPartitionedSource[Message, int]):
         return RangePartition(
             self._bootstrap, self._topic, self._ranges[for_part], self._to_ms, resume_state
         )
+
+
+STOP = threading.Event()
+"""Set by a signal handler (`novacron-ml run` on Ctrl-C or SIGTERM): every `Stoppable` input
+ends its partitions at their next batch, so the flow drains, its sinks flush and it exits
+normally; steps leave open windows open (`stopping()`), for a restart to resume."""
+
+
+def stopping() -> bool:
+    return STOP.is_set()
+
+
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
+        self._inner = inner
+
+    def next_batch(self) -> list[Any]:
+        if STOP.is_set():
+            raise StopIteration
+        return list(self._inner.next_batch())
+
+    def next_awake(self) -> datetime | None:
+        return None if STOP.is_set() else self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class Stoppable(FixedPartitionedSource[Any, Any]):
+    """Any partitioned source (Bytewax's `KafkaSource`), ending cleanly once `STOP` is set."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any]) -> None:
+        self._inner = inner
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
+        return _StoppablePartition(self._inner.build_part(step_id, for_part, resume_state))

@@ -23,6 +23,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from dataflows.config import FlowConfig
+from dataflows.io import stopping
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
@@ -248,6 +249,8 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[FeatureOut], bool]:
+        if stopping():  # stopped by a signal: open windows stay open for the restart
+            return [], StatefulBatchLogic.RETAIN
         return self._emit(self.state.engine.flush()), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -21,6 +21,20 @@ ensure_venv() {
     "$(find_python)" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
   fi
-  "$venv/bin/python" -m pip install --quiet -e ".${extras}"
+  # Reinstall only when pyproject.toml (dependencies, entry points) changed since the last
+  # install of these extras: the package itself is editable, code changes need no install.
+  local stamp="$venv/.novacron-installed${extras//[^a-z,]/}"
+  local want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    local size="a few hundred MB: Bytewax, River, ONNX Runtime, confluent-kafka, numpy"
+    [[ "$extras" == *train* ]] && size="about 6 GB: PyTorch from PyPI brings its CUDA libraries"
+    echo "installing novacron-ml${extras} into $venv (the first time it downloads $size)" >&2
+    if ! "$venv/bin/python" -m pip install --quiet -e ".${extras}" 2>"$venv/pip-install.log"; then
+      cat "$venv/pip-install.log" >&2
+      return 1
+    fi
+    echo "$want" > "$stamp"
+  fi
   echo "$venv"
 }

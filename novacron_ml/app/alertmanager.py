@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, Producer
 
+from novacron_ml.core.kafka import client_config
 from novacron_ml.core.schema import Alert, parse_rfc3339_ms, rfc3339_ms
 
 _ALERT = msgspec.json.Decoder(Alert)
@@ -326,12 +327,14 @@ def alert_consumer(bootstrap: str, topic: str, group: str, from_beginning: bool)
     """A consumer of the alerts topic; a group with committed offsets resumes from them,
     a new group starts at the oldest alert (`from_beginning`) or at the newest."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": "false",
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-        }
+        client_config(
+            bootstrap,
+            **{
+                "group.id": group,
+                "enable.auto.commit": "false",
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+            },
+        )
     )
     consumer.subscribe([topic])
     return consumer
@@ -357,7 +360,7 @@ class DeadLetters:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": "true"})
+        self._producer = Producer(client_config(bootstrap, **{"enable.idempotence": "true"}))
         self.failed = 0
 
     def send(self, alerts: list[dict[str, Any]], rejected: Rejected) -> None:

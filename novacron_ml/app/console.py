@@ -29,10 +29,15 @@ def alert_line(alert: Alert) -> str:
             f"{when}  {paint('RESOLVED', '32')} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
             f"{alert.metric:<30} episode ended {until}"
         )
+    probability = "" if alert.probability is None else f" p={alert.probability:.2f}"
+    top = ""
+    if alert.explanation:
+        c = alert.explanation[0]
+        top = f"  top: {c.feature} {c.value:.4g} vs {c.baseline:.4g}"
     return (
         f"{when}  {severity} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
         f"{alert.metric:<30} value={alert.value:<10.4g} expected={alert.expected:<10.4g} "
-        f"z={alert.score:+.1f}"
+        f"{alert.detector}={alert.score:+.1f}{probability}{top}"
         + (f"  [suppressed: {alert.suppressed_by}]" if alert.suppressed_by else "")
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 from dataflows.inprocess import run_in_process
 from dataflows.io import MessageSource
 from novacron_ml.app.console import alert_line, paint, table
-from novacron_ml.app.evaluation import Evaluation, evaluate
+from novacron_ml.app.evaluation import Evaluation, evaluate, fmt
 from novacron_ml.app.malformed import with_malformed
 from novacron_ml.core.deadletter import Reason
 from novacron_ml.core.schema import Alert
@@ -52,31 +52,27 @@ def run_demo(
     def messages() -> Any:
         return with_malformed(sim.messages(fmt), bad_rate, fleet.seed, wall_clock_ms, note)
 
-    shown = 0
-
-    def show(items: list[object]) -> None:
-        nonlocal shown
-        for item in items:
-            if not isinstance(item, Alert) or item.status == "resolved":
-                continue
-            if not quiet and shown < show_alerts:
-                print(alert_line(item), flush=True)
-                shown += 1
-                if shown == show_alerts:
-                    print(paint("... further alerts are counted in the summary", "2"))
-
     if not quiet:
         hours = fleet.duration_s / 3600
         print(
             f"Simulating {fleet.hosts} hosts in {fleet.clusters} clusters, 10 metrics each, "
             f"{hours:g} h at {fleet.step_s:g} s steps: {sim.n_events:,} events, "
-            f"{len(sim.labels)} injected anomalies, ~{bad_rate:.2%} malformed messages.\n"
+            f"{len(sim.labels)} injected anomalies (none in the first hour: every series "
+            f"warms up first), ~{bad_rate:.2%} malformed messages.\n"
             f"Flow: parse -> {settings.window.length_s:g} s event-time windows -> robust z "
             f"(threshold {settings.detector.z_threshold:g})"
             + (" + ONNX LSTM forecaster" if settings.forecast.enabled else "")
             + " -> alerts\n"
         )
-    run = run_in_process(settings, MessageSource(messages, 2000), on_items=show)
+    run = run_in_process(settings, MessageSource(messages, 2000))
+    if not quiet:
+        # in event-time order (the flow emits each shard's windows as they close)
+        ordered = sorted(run.alerts, key=lambda a: (a.window_start, a.host, a.metric))
+        for alert in ordered[:show_alerts]:
+            print(alert_line(alert))
+        if len(ordered) > show_alerts:
+            more = len(ordered) - show_alerts
+            print(paint(f"... {more:,} further alerts are counted in the summary", "2"))
     return DemoResult(
         events=run.events,
         messages=run.messages,
@@ -121,8 +117,8 @@ def summary(result: DemoResult) -> str:
             else ""
         ),
         f"  anomalies injected {ev.labels}, detected {ev.detected}",
-        f"  precision {ev.precision:.3f}   recall {ev.recall:.3f}   F1 {ev.f1:.3f}   "
-        f"type accuracy {ev.type_accuracy:.3f}",
+        f"  precision {fmt(ev.precision)}   recall {fmt(ev.recall)}   F1 {fmt(ev.f1)}   "
+        f"type accuracy {fmt(ev.type_accuracy)}",
         "",
     ]
     rows = [

@@ -49,21 +49,30 @@ class Evaluation:
     false_alerts: list[Alert] = field(default_factory=list)
 
     @property
-    def precision(self) -> float:
-        return self.true_alerts / self.alerts if self.alerts else 1.0
+    def precision(self) -> float | None:
+        """None when nothing alerted: there is no precision to speak of (shown as n/a)."""
+        return self.true_alerts / self.alerts if self.alerts else None
 
     @property
-    def recall(self) -> float:
-        return self.detected / self.labels if self.labels else 1.0
+    def recall(self) -> float | None:
+        """None when nothing was injected (shown as n/a)."""
+        return self.detected / self.labels if self.labels else None
 
     @property
-    def type_accuracy(self) -> float:
-        return self.typed / self.detected if self.detected else 1.0
+    def type_accuracy(self) -> float | None:
+        return self.typed / self.detected if self.detected else None
 
     @property
-    def f1(self) -> float:
+    def f1(self) -> float | None:
         p, r = self.precision, self.recall
+        if p is None or r is None:
+            return None
         return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A ratio for people: n/a when it is undefined (no alerts, no anomalies)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def evaluate(alerts: Iterable[Alert], labels: Iterable[AnomalyLabel]) -> Evaluation:

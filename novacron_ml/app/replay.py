@@ -10,7 +10,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
-from novacron_ml.app.evaluation import Evaluation, evaluate
+from novacron_ml.app.evaluation import Evaluation, evaluate, fmt
 from novacron_ml.app.nab import PROFILES, CorpusScore, score_corpus
 from novacron_ml.app.plots import SeriesPlot
 from novacron_ml.core.features import FeatureWindow
@@ -72,8 +72,9 @@ class ReplayReport:
             ]
             out += [
                 "",
-                f"against {ev.labels} labelled anomalies in range: precision {ev.precision:.3f}, "
-                f"recall {ev.recall:.3f}, F1 {ev.f1:.3f}, type accuracy {ev.type_accuracy:.3f}",
+                f"against {ev.labels} labelled anomalies in range: precision "
+                f"{fmt(ev.precision)}, recall {fmt(ev.recall)}, F1 {fmt(ev.f1)}, type accuracy "
+                f"{fmt(ev.type_accuracy)}",
                 table(
                     rows2, ["type", "alerts", "precision", "anomalies", "detected", "recall", "F1"]
                 ),

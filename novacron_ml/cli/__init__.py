@@ -14,7 +14,7 @@ import sys
 from pydantic import ValidationError
 
 from novacron_ml import __version__
-from novacron_ml.cli.common import EPILOG
+from novacron_ml.cli.common import EPILOG, check_outputs
 
 COMMAND_GROUPS = (
     "demo",
@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"novacron-ml {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the Kafka client's own log lines (always written to "
+        "observability.client_log, default /tmp/novacron-ml-kafka.log)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_GROUPS:
         importlib.import_module(f"novacron_ml.cli.{name}").register(sub)
@@ -48,16 +54,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes (EXIT_CODES): 0 done, 1 failed during the work, 2 bad usage or input,
+    130 stopped by Ctrl-C or SIGTERM."""
+    from confluent_kafka import KafkaException
+
+    from novacron_ml.core.kafka import client_log_path, log_client_lines
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.invocation = "novacron-ml " + shlex.join(sys.argv[1:] if argv is None else argv)
+    log_client_lines(verbose=args.verbose)
     try:
+        check_outputs(args)
         return int(args.func(args))
     except ValidationError as exc:
         print(f"novacron-ml: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    except (TimeoutError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except FileExistsError as exc:
+        print(
+            f"novacron-ml: {exc.args[0]} exists: pass --force to overwrite it, or name another",
+            file=sys.stderr,
+        )
+        return 2
+    except FileNotFoundError as exc:
+        print(f"novacron-ml: no such file: {exc.filename or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"novacron-ml: {exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, ConnectionError, KafkaException) as exc:
+        print(f"novacron-ml: {exc} (Kafka client log: {client_log_path()})", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
         print(f"novacron-ml: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("novacron-ml: interrupted", file=sys.stderr)
         return 130

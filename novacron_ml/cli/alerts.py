@@ -9,6 +9,9 @@ from typing import Any
 
 import msgspec
 
+from novacron_ml.cli.common import KAFKA_WAIT_S
+from novacron_ml.core.kafka import wait_ready
+
 
 def cmd_alerts_tail(args: argparse.Namespace) -> int:
     from novacron_ml.app.alertmanager import Deduper, IdleTimer, alert_consumer, decode_alerts
@@ -16,6 +19,7 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     from novacron_ml.core.settings import load_settings
 
     settings = load_settings()
+    wait_ready(settings.kafka.bootstrap_servers, timeout_s=KAFKA_WAIT_S)
     group = args.group or f"novacron-tail-{int(time.time() * 1000)}"
     consumer = alert_consumer(
         settings.kafka.bootstrap_servers, settings.topics.alerts, group, args.from_beginning
@@ -70,6 +74,7 @@ def cmd_alerts_forward(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.alerts
+    wait_ready(bootstrap, timeout_s=KAFKA_WAIT_S)
     dlq = args.dlq_topic or f"{topic}.dlq"
     ensure_topics(bootstrap, [dlq])
     consumer = alert_consumer(bootstrap, topic, args.group, args.from_beginning)
@@ -129,6 +134,7 @@ def cmd_alerts_feedback(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     bootstrap = settings.kafka.bootstrap_servers
+    wait_ready(bootstrap, timeout_s=KAFKA_WAIT_S)
     found = None
     for record in iter_topic(bootstrap, settings.topics.alerts, timeout_s=args.wait):
         if record.key == args.alert_id.encode():

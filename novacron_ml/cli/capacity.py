@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from novacron_ml.cli.common import csv_series_args, require_train_extra
+from novacron_ml.cli.common import csv_series_args, require_train_extra, writes
 
 if TYPE_CHECKING:
     from training.planner import HourlyHistory
@@ -268,6 +268,7 @@ def register(sub: Any) -> None:
         "--uncertainty-samples", type=int, default=100, help="Prophet trend samples (100)"
     )
     p.add_argument("--changepoints", type=int, default=10, help="Prophet changepoints (10)")
+    writes(p, "json")
     p.set_defaults(func=cmd_backtest)
 
     def source_args(p: argparse.ArgumentParser) -> None:
@@ -292,6 +293,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-publish", action="store_true", help="print only, publish nothing")
     p.add_argument("--report", type=Path, help="also write the HTML/PNG report here")
     p.add_argument("--json", help="also write the alert records as JSON")
+    writes(p, "json", "report")
     p.set_defaults(func=cmd_plan)
 
     p = cs.add_parser(
@@ -300,6 +302,7 @@ def register(sub: Any) -> None:
     )
     source_args(p)
     p.add_argument("--out", type=Path, required=True, help="directory for index.html and PNGs")
+    writes(p, "out")
     p.set_defaults(func=cmd_report)
 
     p = cs.add_parser(
@@ -315,4 +318,5 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--wide", action="store_true", help="one column per cluster/resource (for backtest)"
     )
+    writes(p, "out")
     p.set_defaults(func=cmd_simulate)

@@ -19,6 +19,9 @@ settings: every option of the flow is a typed setting read from NOVACRON_* envir
 variables and an optional TOML file (NOVACRON_CONFIG, default ./novacron.toml); see
 `novacron-ml settings` and the README. Kafka: KAFKA_BOOTSTRAP_SERVERS or
 NOVACRON_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092; scripts/kafka.sh starts one).
+
+exit codes: 0 done; 1 failed during the work (Kafka unreachable, a stage failed); 2 bad
+usage or input (arguments, settings, files); 130 stopped by Ctrl-C or SIGTERM.
 """
 
 
@@ -116,3 +119,27 @@ def csv_series_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, required=True, help="forecast steps")
     p.add_argument("--json", required=True, help="write the results here")
     p.add_argument("--step-s", type=float, help="seconds between rows without a time column")
+
+
+KAFKA_WAIT_S = 15.0
+"""How long the consuming commands wait for an unreachable broker before one line and exit 1."""
+
+
+def writes(p: argparse.ArgumentParser, *names: str) -> None:
+    """Declare the arguments that name output files or directories: the command refuses to
+    overwrite an existing one (a non-empty directory) unless `--force` is given."""
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(outputs=names)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """FileExistsError (exit 2) for the first declared output that exists, before any work."""
+    if getattr(args, "force", False):
+        return
+    for name in getattr(args, "outputs", ()):
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            raise FileExistsError(path)

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from novacron_ml.cli.common import fleet_args, fleet_config
+from novacron_ml.cli.common import fleet_args, fleet_config, writes
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -68,4 +68,5 @@ def register(sub: Any) -> None:
         action="store_true",
         help="without the ONNX LSTM forecaster (models/onnx/lstm_forecaster.json)",
     )
+    writes(p, "json")
     p.set_defaults(func=cmd_demo)

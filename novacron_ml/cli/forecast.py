@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from training.lstm import LSTMConfig
     from training.series_io import Series
 
-from novacron_ml.cli.common import csv_series_args, parse_time, require_train_extra
+from novacron_ml.cli.common import csv_series_args, parse_time, require_train_extra, writes
 from training import SIM_START
 
 
@@ -301,6 +301,7 @@ def register(sub: Any) -> None:
         help="train one model per file (default: one model over every file's first 70%%)",
     )
     _model_args(p)
+    writes(p, "json", "report")
     p.set_defaults(func=cmd_forecast_eval)
 
     p = sub.add_parser(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from novacron_ml.cli.common import writes
+
 
 def cmd_nab(args: argparse.Namespace) -> int:
     from novacron_ml.app.console import table
@@ -108,4 +110,5 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--detector", default="novacron", help="detector name in file names")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    writes(p, "out", "plots", "json")
     p.set_defaults(func=cmd_nab)

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from novacron_ml.cli.common import fleet_args, fleet_config
+from novacron_ml.cli.common import fleet_args, fleet_config, writes
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -66,4 +66,5 @@ def register(sub: Any) -> None:
     p.add_argument("--labels", default="labels.jsonl", help="labels file (labels.jsonl)")
     p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    writes(p, "labels")
     p.set_defaults(func=cmd_produce)

@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from novacron_ml.cli.common import parse_time
+from novacron_ml.cli.common import KAFKA_WAIT_S, parse_time, writes
+from novacron_ml.core.kafka import wait_ready
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -36,6 +37,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     bootstrap = settings.kafka.bootstrap_servers
     labels = read_labels(str(args.labels)) if args.labels else None
+    wait_ready(bootstrap, timeout_s=KAFKA_WAIT_S)
     try:
         source = TimeRangeKafkaSource(bootstrap, args.topic, args.from_ms, args.to_ms)
     except ReplayError as exc:
@@ -117,4 +119,5 @@ def register(sub: Any) -> None:
     p.add_argument("--out-topic", help="publish the alerts here (dead letters to NAME.dlq)")
     p.add_argument("--plots", metavar="HTML", help="write plots of the affected series here")
     p.add_argument("--json", metavar="FILE", help="also write the report figures as JSON")
+    writes(p, "out", "plots", "json")
     p.set_defaults(func=cmd_replay)

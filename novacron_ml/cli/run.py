@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +44,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.recovery_dir:
         recovery = RecoveryConfig(str(args.recovery_dir))
     print(
-        f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {args.workers} worker(s)",
+        f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {args.workers} worker(s); "
+        f"{flow_description(settings)}",
         file=sys.stderr,
     )
-    cli_main(
-        kafka_flow(settings),
-        workers_per_process=args.workers,
-        epoch_interval=None,
-        recovery_config=recovery,
-    )
+    flow = kafka_flow(settings)
+    signals = install_stop_handlers()
+    start = time.monotonic()
+    cli_main(flow, workers_per_process=args.workers, epoch_interval=None, recovery_config=recovery)
+    seconds = time.monotonic() - start
+    print(f"novacron-ml run: {run_summary(seconds)}", file=sys.stderr)
+    if signals:
+        how = "Ctrl-C" if signals[0] == signal.SIGINT else signal.Signals(signals[0]).name
+        resume = (
+            "resume with the same command"
+            if recovery
+            else "without --recovery-dir a restart reads from kafka.starting_offset again"
+        )
+        print(f"novacron-ml run: stopped on {how}, outputs flushed; {resume}", file=sys.stderr)
+        return 130
     return 0
+
+
+def flow_description(settings: Any) -> str:
+    """Which tiers, models and optional topics this run has on (the start line)."""
+    d, t = settings.detector, settings.topics
+    tiers = ["robust_z (alerts)", "novelty"]
+    if d.river:
+        tiers.append("river")
+    if d.iforest_models:
+        tiers.append(f"iforest ({d.iforest_models})")
+    parts = [f"tiers {', '.join(tiers)}; probability from {', '.join(d.probability_tiers)}"]
+    parts.append(
+        f"forecaster {settings.forecast.model}" if settings.forecast.enabled else "no forecaster"
+    )
+    optional = {
+        "features": t.features,
+        "feedback": t.feedback,
+        "hourly": t.hourly,
+        "forecasts": t.forecasts,
+    }
+    on = [f"{k}={v}" for k, v in optional.items() if v]
+    parts.append(f"optional topics: {', '.join(on) if on else 'none'}")
+    if settings.forecast.enabled and not t.forecasts:
+        parts.append("(forecast alerts only: set topics.forecasts to publish the forecasts)")
+    return "; ".join(parts)
+
+
+def install_stop_handlers() -> list[int]:
+    """Ctrl-C and SIGTERM end the flow cleanly (its inputs stop, outputs flush) instead of a
+    KeyboardInterrupt inside Bytewax (a Rust panic); a second Ctrl-C stops at once."""
+    from dataflows.io import STOP
+
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        STOP.set()
+        print("\nnovacron-ml run: stopping (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return received
+
+
+def run_summary(seconds: float) -> str:
+    """What a run did, from the flow's own counters."""
+    from novacron_ml.core import metrics as obs
+
+    def total(counter: Any) -> int:
+        return int(
+            sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+        )
+
+    events = int(obs.counter_value(obs.EVENTS))
+    dead = {
+        s.labels["reason"]: int(s.value)
+        for m in obs.DEAD_LETTERS.collect()
+        for s in m.samples
+        if s.name.endswith("_total") and s.value
+    }
+    return (
+        f"{int(obs.counter_value(obs.MESSAGES)):,} messages, {events:,} events, "
+        f"{int(obs.counter_value(obs.WINDOWS)):,} windows, {total(obs.ALERTS):,} alerts, "
+        f"{sum(dead.values()):,} dead letters"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(dead.items()))})" if dead else "")
+        + f" in {seconds:.1f} s ({events / seconds if seconds else 0:,.0f} events/s)"
+    )
 
 
 def cmd_topics(args: argparse.Namespace) -> int:

@@ -10,10 +10,13 @@ whose Kafka timestamps fall in the range. Producers should stamp records with ev
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -23,6 +26,45 @@ from novacron_ml.core.schema import rfc3339_ms
 # Producer limit above the flow's default 1 MiB message limit, so oversized test messages reach
 # the flow (and its DLQ) instead of being refused by the client.
 PRODUCER_MAX_BYTES = "2097152"
+
+CLIENT_LOG = logging.getLogger("novacron.librdkafka")
+"""librdkafka's own log lines (connection refused, retries): kept out of the terminal, where a
+broker that cannot be reached is one line naming the bootstrap servers; they go to
+`client_log_path()` and, with `novacron-ml --verbose`, to stderr too."""
+CLIENT_LOG.propagate = False
+CLIENT_LOG.setLevel(logging.INFO)
+
+
+def client_log_path() -> Path:
+    """`observability.client_log`, read from the environment before the settings (the CLI
+    routes the lines before anything else happens)."""
+    return Path(os.environ.get("NOVACRON_OBSERVABILITY_CLIENT_LOG", "/tmp/novacron-ml-kafka.log"))
+
+
+def log_client_lines(verbose: bool = False) -> None:
+    """Send librdkafka's lines to the log file (and stderr when `verbose`); call once."""
+    if CLIENT_LOG.handlers:
+        return
+    try:
+        handler: logging.Handler = logging.FileHandler(client_log_path())
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    CLIENT_LOG.addHandler(handler)
+    if verbose:
+        CLIENT_LOG.addHandler(logging.StreamHandler())
+
+
+def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """The configuration every client we create starts from: its logger is ours."""
+    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **extra}
+
+
+def with_client_log(config: dict[str, str]) -> dict[str, str]:
+    """`config` plus our logger, for clients others build (Bytewax's Kafka source and sink;
+    confluent-kafka takes a Logger object in its config although it is typed str)."""
+    return cast(dict[str, str], {**config, "logger": CLIENT_LOG})
+
 
 ORDERED_PRODUCER = {"enable.idempotence": "true"}
 """Producer properties every novacron producer starts from. Without idempotence librdkafka may
@@ -35,7 +77,7 @@ default."""
 
 def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
     """Block until the cluster answers a metadata request."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -44,13 +86,15 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
             return
         except KafkaException as exc:
             last = exc
-            time.sleep(0.25)
-    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout_s}s: {last}")
+            admin.poll(0.25)  # serves the client's log lines to CLIENT_LOG (and waits)
+    admin.poll(0)
+    reason = last.args[0].str() if last is not None and last.args else "no answer"
+    raise TimeoutError(f"cannot reach Kafka at {bootstrap} (waited {timeout_s:g} s): {reason}")
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
     """Create the topics that do not exist yet (idempotent) and wait until they are visible."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [n for n in dict.fromkeys(names) if n not in existing]
     if wanted:
@@ -73,7 +117,7 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> 
 
 
 def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     for fut in admin.delete_topics(list(names), operation_timeout=30).values():
         with contextlib.suppress(KafkaException):
             fut.result()
@@ -101,9 +145,9 @@ def produce(
     A third element sets the record's Kafka timestamp (the simulator passes event time, so that
     replays by time select the right records). Raises on delivery failures.
     """
-    conf = {
+    conf: dict[str, object] = {
         **ORDERED_PRODUCER,
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "linger.ms": "20",
         "compression.type": "lz4",
         "message.max.bytes": PRODUCER_MAX_BYTES,
@@ -170,12 +214,14 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Reco
 
 def iter_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[Record]:
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"novacron-reader-{time.monotonic_ns()}",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-        }
+        client_config(
+            bootstrap,
+            **{
+                "group.id": f"novacron-reader-{time.monotonic_ns()}",
+                "enable.auto.commit": "false",
+                "enable.partition.eof": "true",
+            },
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -223,12 +269,14 @@ class ReplayError(ValueError):
 
 def _consumer(bootstrap: str) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "novacron-replay",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "false",
-        }
+        client_config(
+            bootstrap,
+            **{
+                "group.id": "novacron-replay",
+                "enable.auto.commit": "false",
+                "enable.partition.eof": "false",
+            },
+        )
     )
 
 

@@ -409,6 +409,11 @@ class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
     )
+    client_log: str = Field(
+        "/tmp/novacron-ml-kafka.log",
+        description="File for the Kafka client's own log lines (with --verbose also stderr); "
+        "a broker that cannot be reached is one line on the terminal.",
+    )
 
 
 class Settings(BaseSettings):
@@ -489,3 +494,31 @@ def load_settings(**overrides: Any) -> Settings:
         kafka.setdefault("bootstrap_servers", os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         overrides["kafka"] = kafka
     return Settings(**overrides)
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (setting, environment variable, default, meaning):
+    the README's table is this output (`novacron-ml settings --table`; a test compares)."""
+    import json
+
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for group, group_field in Settings.model_fields.items():
+        factory = group_field.default_factory
+        assert factory is not None
+        model = factory()  # type: ignore[call-arg]
+        for name, f in type(model).model_fields.items():
+            value = getattr(model, name)
+            if value is None:
+                default = "unset"
+            elif isinstance(value, bool):
+                default = f"`{str(value).lower()}`"
+            elif isinstance(value, (list, dict)):
+                default = f"`{json.dumps(value, default=str)}`"
+            else:
+                default = f"`{value}`"
+            env = f"`NOVACRON_{group.upper()}_{name.upper()}`"
+            if (group, name) == ("kafka", "bootstrap_servers"):
+                env += " (or `KAFKA_BOOTSTRAP_SERVERS`)"
+            meaning = (f.description or "").replace("|", "\\|")
+            rows.append(f"| `{group}.{name}` | {env} | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

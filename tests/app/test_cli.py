@@ -88,3 +88,102 @@ def test_invalid_settings_fail_with_a_clear_message() -> None:
 def test_settings_schema_documents_every_field() -> None:
     out = subprocess.run([*CLI, "settings", "--schema"], capture_output=True, text=True, check=True)
     assert "z_threshold" in out.stdout and "description" in out.stdout
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_run_stops_cleanly_on_ctrl_c_and_sigterm(
+    sig: str, kafka_bootstrap: str, kafka_topics: dict[str, str]
+) -> None:
+    import os
+    import signal
+    import time
+
+    import msgspec
+
+    from novacron_ml.core.kafka import produce, read_topic
+    from novacron_ml.core.schema import WireEvent
+
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    messages = [
+        (
+            b"",
+            msgspec.json.encode(WireEvent(now - 3_600_000 + i * 5000, "h1", "c1", "cpu_util", 0.5)),
+        )
+        for i in range(600)
+    ] + [(b"", b"{not json")]
+    produce(kafka_bootstrap, kafka_topics["metrics"], messages)
+    env = dict(
+        os.environ,
+        NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        NOVACRON_TOPICS_METRICS=kafka_topics["metrics"],
+        NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
+    )
+    proc = subprocess.Popen(
+        [*CLI, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not read_topic(kafka_bootstrap, kafka_topics["dlq"], timeout_s=1):
+        assert time.monotonic() < deadline and proc.poll() is None, "the flow never ran"
+    proc.send_signal(getattr(signal, sig))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "panicked" not in err and "Traceback" not in err
+    assert "stopped on" in err and "601 messages, 600 events" in err
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "--wait", "2"], ["produce", "--wait", "2", "--hours", "0.1"]]
+)
+def test_an_unreachable_broker_is_one_line_and_exit_1(command: list[str], tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(
+        os.environ,
+        NOVACRON_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+        NOVACRON_OBSERVABILITY_CLIENT_LOG=str(tmp_path / "client.log"),
+    )
+    out = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("novacron-ml:")]
+    assert out.returncode == 1
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
+    assert "%3|" not in out.stderr  # librdkafka's lines went to the client log
+    assert "Connection refused" in (tmp_path / "client.log").read_text()
+
+
+def test_a_missing_file_is_bad_input_exit_2(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*CLI, "nab", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_an_existing_output_is_never_overwritten_without_force(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("precious\n")
+    out = subprocess.run(
+        [*CLI, "produce", "--labels", str(labels), "--wait", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "--force" in out.stderr
+    assert labels.read_text() == "precious\n"
+    report = tmp_path / "demo.json"
+    report.write_text("{}")
+    out = subprocess.run(
+        [*CLI, "demo", "--hours", "0.5", "--hosts", "2", "--clusters", "1", "--quiet",
+         "--no-forecast", "--json", str(report)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and report.read_text() == "{}"
+    forced = subprocess.run(
+        [*CLI, "demo", "--hours", "0.5", "--hosts", "2", "--clusters", "1", "--quiet",
+         "--no-forecast", "--json", str(report), "--force"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert forced.returncode == 0 and "events" in report.read_text()

@@ -68,3 +68,14 @@ def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 def test_invalid_values_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_readme_settings_table_is_current() -> None:
+    from pathlib import Path
+
+    from novacron_ml.core.settings import settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- settings-table:")
+    block = readme[readme.index("\n", start) + 1 : readme.index("<!-- /settings-table -->")]
+    assert block == settings_table(), "regenerate it: novacron-ml settings --table"

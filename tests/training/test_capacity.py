@@ -164,10 +164,10 @@ def test_backtest_cli_writes_json_and_rejects_bad_files(
     capsys.readouterr()
     rc = main(
         ["capacity", "backtest", "--csv", str(bad), "--time-column", "ts",
-         "--value-column", "load", "--horizon", "12", "--json", str(out)]
+         "--value-column", "load", "--horizon", "12", "--json", str(out), "--force"]
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1
+    assert rc == 2 and len(err.splitlines()) == 1  # bad input
     assert str(bad) in err and "line 3" in err and "Traceback" not in err
 
 

@@ -262,7 +262,7 @@ def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     args = [
         "forecast-eval", "--csv", str(csv), "--time-column", "time", "--value-column", "load",
         "--horizon", "6", "--json", str(out), "--input-len", "16", "--hidden", "8",
-        "--layers", "1", "--epochs", "2", "--quiet",
+        "--layers", "1", "--epochs", "2", "--quiet", "--force",
     ]  # fmt: skip
     assert main(args) == 0
     report = json.loads(out.read_text())
@@ -284,12 +284,12 @@ def test_forecast_eval_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     short = tmp_path / "short.csv"
     short.write_text("time,load\n0,1\n60,2\n120,3\n")
-    assert main([*args[:2], str(short), *args[3:]]) == 1
+    assert main([*args[:2], str(short), *args[3:]]) == 2  # bad input
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(short) in err and "too short" in err
-    assert main([*args[:6], "nope", *args[7:]]) == 1
+    assert main([*args[:6], "nope", *args[7:]]) == 2
     assert "no column 'nope'" in capsys.readouterr().err
-    assert main([*args, "--workers", "-1"]) == 1
+    assert main([*args, "--workers", "-1"]) == 2
     assert "--workers must be 0" in capsys.readouterr().err
     # the report records the resolved threads and workers (a run's recipe)
     assert report["config"]["workers"] >= 1 and report["config"]["threads"] >= 1
