@@ -41,8 +41,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         serve_metrics(port)
         print(f"novacron-ml run: Prometheus metrics on :{port}/metrics", file=sys.stderr)
     recovery = None
-    if args.recovery_dir:
-        recovery = RecoveryConfig(str(args.recovery_dir))
+    if settings.recovery.enabled and not args.no_recovery:
+        directory = recovery_dir(settings, args.recovery_dir)
+        fresh = prepare_recovery(directory, args.from_beginning)
+        recovery = RecoveryConfig(str(directory))
+        state = "new, starts at kafka.starting_offset" if fresh else "resuming where it stopped"
+        print(f"novacron-ml run: recovery state {directory} ({state})", file=sys.stderr)
+    else:
+        print(
+            "novacron-ml run: no recovery state: a restart reads from "
+            f"{settings.kafka.starting_offset} again",
+            file=sys.stderr,
+        )
     print(
         f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {args.workers} worker(s); "
         f"{flow_description(settings)}",
@@ -64,6 +74,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"novacron-ml run: stopped on {how}, outputs flushed; {resume}", file=sys.stderr)
         return 130
     return 0
+
+
+def recovery_dir(settings: Any, given: Path | None) -> Path:
+    """--recovery-dir, else recovery.dir, else one directory per broker and metrics topic
+    (state from another topic's partitions must never be resumed)."""
+    import hashlib
+    import os
+
+    if given:
+        return given
+    if settings.recovery.dir:
+        return Path(settings.recovery.dir)
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    key = f"{settings.kafka.bootstrap_servers}|{settings.topics.metrics}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return base / "novacron-ml" / "recovery" / f"{settings.topics.metrics}-{digest}"
+
+
+def prepare_recovery(directory: Path, from_beginning: bool) -> bool:
+    """Create and initialise the recovery directory when needed (`from_beginning`: start
+    over, its old state deleted); whether the state is new."""
+    import shutil
+
+    from bytewax.recovery import init_db_dir
+
+    if from_beginning and directory.exists():
+        shutil.rmtree(directory)
+    fresh = not directory.is_dir() or not any(directory.glob("*.sqlite3"))
+    if fresh:
+        directory.mkdir(parents=True, exist_ok=True)
+        init_db_dir(directory, 1)
+    return fresh
 
 
 def flow_description(settings: Any) -> str:
@@ -165,7 +207,15 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--recovery-dir",
         type=Path,
-        help="Bytewax recovery directory (init with: python -m bytewax.recovery DIR 1)",
+        help="Bytewax recovery state (default: recovery.dir, else one directory per broker and "
+        "topic under ~/.local/state/novacron-ml/recovery), created on first start: a restart "
+        "resumes where the last run stopped",
+    )
+    p.add_argument("--no-recovery", action="store_true", help="keep no recovery state")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start over: delete this run's recovery state and read from kafka.starting_offset",
     )
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_run)

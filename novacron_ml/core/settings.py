@@ -405,6 +405,20 @@ class CatalogueSettings(_Group):
     )
 
 
+class RecoverySettings(_Group):
+    enabled: bool = Field(
+        True,
+        description="novacron-ml run keeps Bytewax recovery state, so a restart resumes where "
+        "it stopped (no re-published alerts, no gap); false: every start reads from "
+        "kafka.starting_offset.",
+    )
+    dir: str = Field(
+        "",
+        description="Recovery directory; empty: one per broker and metrics topic under "
+        "$XDG_STATE_HOME/novacron-ml/recovery (~/.local/state/...), created on first start.",
+    )
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -438,6 +452,7 @@ class Settings(BaseSettings):
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:

@@ -92,8 +92,8 @@ def test_settings_schema_documents_every_field() -> None:
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_run_stops_cleanly_on_ctrl_c_and_sigterm(
-    sig: str, kafka_bootstrap: str, kafka_topics: dict[str, str]
+def test_run_stops_cleanly_on_ctrl_c_and_sigterm_and_resumes(
+    sig: str, kafka_bootstrap: str, kafka_topics: dict[str, str], tmp_path: Path
 ) -> None:
     import os
     import signal
@@ -119,6 +119,7 @@ def test_run_stops_cleanly_on_ctrl_c_and_sigterm(
         NOVACRON_TOPICS_METRICS=kafka_topics["metrics"],
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
+        NOVACRON_RECOVERY_DIR=str(tmp_path / "recovery"),
     )
     proc = subprocess.Popen(
         [*CLI, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -131,6 +132,18 @@ def test_run_stops_cleanly_on_ctrl_c_and_sigterm(
     assert proc.returncode == 130, err
     assert "panicked" not in err and "Traceback" not in err
     assert "stopped on" in err and "601 messages, 600 events" in err
+    assert "resume with the same command" in err
+    more = [
+        (b"", msgspec.json.encode(WireEvent(now - 500_000 + i * 5000, "h1", "c1", "cpu_util", 0.5)))
+        for i in range(100)
+    ]
+    produce(kafka_bootstrap, kafka_topics["metrics"], more)
+    resumed = subprocess.run(
+        [*CLI, "run", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming where it stopped" in resumed.stderr
+    assert "100 messages, 100 events" in resumed.stderr  # no gap, nothing read twice
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,7 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
         NOVACRON_TOPICS_METRICS=kafka_topics["metrics"],
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
+        NOVACRON_RECOVERY_DIR=str(tmp_path / "recovery"),
     )
     labels = tmp_path / "labels.jsonl"
     cli = [sys.executable, "-m", "novacron_ml.cli"]
@@ -185,14 +186,24 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
     )
     assert first.returncode == 0, first.stderr
     ids_first = alert_ids()
-    second = subprocess.run(
+    resumed = subprocess.run(
         [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
     )
-    assert second.returncode == 0, second.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming where it stopped" in resumed.stderr
+    assert alert_ids() == ids_first  # recovery on by default: nothing re-published
+    again = subprocess.run(
+        [*cli, "run", "--once", "--from-beginning"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
     ids_both = alert_ids()
 
     assert ids_first, "the injected anomalies should raise alerts"
-    assert ids_both == sorted(ids_first * 2)  # the second run re-published exactly the same ids
+    assert ids_both == sorted(ids_first * 2)  # the replay re-published exactly the same ids
     label_list = read_labels(str(labels))
     assert len(label_list) >= 4
     ev = evaluate(

@@ -288,6 +288,7 @@ def test_flow_publishes_hourly_and_the_planner_publishes_plans(kafka_bootstrap: 
             NOVACRON_CAPACITY_HORIZON_DAYS="7",
             NOVACRON_CAPACITY_CAPACITY='{"cpu_util": 0.5}',
             NOVACRON_CAPACITY_MODELS='["seasonal_naive", "auto_ets"]',
+            NOVACRON_RECOVERY_ENABLED="false",
         )
         cli = [sys.executable, "-m", "novacron_ml.cli"]
         run = subprocess.run(
