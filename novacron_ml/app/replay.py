@@ -36,6 +36,9 @@ class ReplayReport:
     evaluation: Evaluation | None = None
     delays_s: list[float] = field(default_factory=list)
     nab: list[CorpusScore] = field(default_factory=list)
+    """NAB of the alerts themselves: what users receive (a window scores 1 when it alerted)."""
+    nab_probability: list[CorpusScore] = field(default_factory=list)
+    """NAB of the windows' anomaly probability, threshold swept (it decides no alert yet)."""
 
     @property
     def median_delay_s(self) -> float | None:
@@ -86,8 +89,13 @@ class ReplayReport:
                 )
         if self.nab:
             out.append(
-                "NAB score over the replayed series (windows as rows, threshold swept): "
+                "NAB score of the alerts (windows as rows, an alerted window scores 1): "
                 + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab)
+            )
+        if self.nab_probability:
+            out.append(
+                "NAB score of the anomaly probability (threshold swept; decides no alert): "
+                + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab_probability)
             )
         return out
 
@@ -128,12 +136,20 @@ def report(
         result.evaluation = evaluate(alerts, scoped)
         result.delays_s = detection_delays(alerts, scoped)
         if scores and scoped:
-            result.nab = nab_scores(scores, scoped)
+            alerted = {(a.series, parse_rfc3339_ms(a.window_start)) for a in alerts}
+            result.nab = nab_scores(scores, scoped, alerted)
+            result.nab_probability = nab_scores(scores, scoped)
     return result
 
 
-def nab_scores(scores: list[WindowScore], labels: list[AnomalyLabel]) -> list[CorpusScore]:
-    """NAB scores of a replay: each series' windows are rows, labels are its anomaly windows."""
+def nab_scores(
+    scores: list[WindowScore],
+    labels: list[AnomalyLabel],
+    alerted: set[tuple[str, int]] | None = None,
+) -> list[CorpusScore]:
+    """NAB scores of a replay: each series' windows are rows, labels are its anomaly windows.
+    With `alerted` ((series, window start) of the alerts), a row scores 1 when it alerted
+    and 0 otherwise, at a fixed threshold; else rows are the probability, threshold swept."""
     by_series: dict[str, list[WindowScore]] = {}
     for s in scores:
         by_series.setdefault(s.series, []).append(s)
@@ -150,8 +166,13 @@ def nab_scores(scores: list[WindowScore], labels: list[AnomalyLabel]) -> list[Co
             ]
             if inside:
                 spans.append((inside[0], inside[-1]))
-        data.append((series, [r.anomaly_score for r in rows], spans))
-    return [score_corpus(data, profile) for profile in PROFILES]
+        if alerted is None:
+            values = [r.anomaly_score for r in rows]
+        else:
+            values = [1.0 if (series, r.start_ms) in alerted else 0.0 for r in rows]
+        data.append((series, values, spans))
+    threshold = None if alerted is None else 0.5
+    return [score_corpus(data, profile, threshold) for profile in PROFILES]
 
 
 def affected_plots(

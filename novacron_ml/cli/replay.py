@@ -88,6 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "labels_in_range": ev.labels if ev else None,
                     "detected": ev.detected if ev else None,
                     "nab": {c.profile: c.score for c in result.nab},
+                    "nab_probability": {c.profile: c.score for c in result.nab_probability},
                     "median_delay_s": result.median_delay_s,
                 },
                 indent=2,
