@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from novacron_ml.core.catalogue import physical_bounds, spec_for
 from novacron_ml.core.schema import parse_rfc3339_ms
 from novacron_ml.core.settings import CapacitySettings, Settings
 from operators.alerting.suppression import Rule, rules_from_settings
@@ -136,12 +137,17 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
     factor = result.final_factor[model]
     fc = forecast(model, series.values, series.t_s, horizon, HOUR_S, True, opts)
     lo, hi = fc.scaled(factor)
+    mean = fc.mean
+    low, high = physical_bounds(spec_for(history.resource))
+    if low is not None or high is not None:  # the resource's own bounds
+        mean = np.clip(mean, low, high)
+        lo, hi = np.clip(lo, low, high), np.clip(hi, low, high)
     t = series.t_s[-1] + HOUR_S * np.arange(1, horizon + 1)
     capacity = cfg.capacity.get(history.resource)
     exhaustion = exhaustion_mean = None
     if capacity is not None:
         exhaustion = _first_crossing(t, hi, capacity)
-        exhaustion_mean = _first_crossing(t, fc.mean, capacity)
+        exhaustion_mean = _first_crossing(t, mean, capacity)
     plan = SeriesPlan(
         cluster=history.cluster,
         resource=history.resource,
@@ -151,7 +157,7 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
         history_t=series.t_s,
         history=series.values,
         forecast_t=t,
-        mean=fc.mean,
+        mean=mean,
         lo=lo,
         hi=hi,
         capacity=capacity,

@@ -264,6 +264,22 @@ def spec_for(metric: str) -> MetricSpec:
     return DEFAULT_CATALOGUE.spec_for(metric)
 
 
+_NON_NEGATIVE_UNITS = frozenset(("B", "B/s", "ms", "s", "ns", "Mbit/s", "x"))
+
+
+def physical_bounds(spec: MetricSpec) -> tuple[float | None, float | None]:
+    """What values the metric can take, from its unit: a ratio stays in [0, 1], a percentage
+    in [0, 100], sizes, durations and rates are never negative; otherwise unbounded. Forecasts
+    and their intervals are clipped to these (a utilisation of 1.4 cannot happen)."""
+    if spec.unit == "ratio":
+        return 0.0, 1.0
+    if spec.unit == "%":
+        return 0.0, 100.0
+    if spec.unit in _NON_NEGATIVE_UNITS or spec.counter:
+        return 0.0, None
+    return None, None
+
+
 _DIRECTIONS = {"up": +1, "down": -1, "both": 0}
 
 

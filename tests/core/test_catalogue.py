@@ -89,3 +89,13 @@ def test_every_key_splits_back_into_its_parts(
     key = series_key(cluster, host, metric, labels)
     assert split_series_key(key) == (cluster, host, metric)
     assert series_labels(key) == (labels or None)
+
+
+def test_physical_bounds_from_the_unit() -> None:
+    from novacron_ml.core.catalogue import physical_bounds
+
+    assert physical_bounds(spec_for("memory_util")) == (0.0, 1.0)  # a ratio
+    assert physical_bounds(spec_for("mem_used_percent")) == (0.0, 100.0)
+    assert physical_bounds(spec_for("latency_p99_ms")) == (0.0, None)
+    assert physical_bounds(spec_for("net_bytes_recv")) == (0.0, None)  # a counter's rate
+    assert physical_bounds(spec_for("value")) == (None, None)

@@ -335,3 +335,20 @@ def test_flow_publishes_hourly_and_the_planner_publishes_plans(kafka_bootstrap: 
         assert alert["urgency"] == "URGENT" and alert["days_to_exhaustion"] < 1.5
     finally:
         delete_topics(kafka_bootstrap, names.values())
+
+
+def test_a_utilisation_forecast_stays_within_zero_and_one() -> None:
+    """The simulated memory utilisation sits near its 0.9 capacity: its band reached 1.4-1.8
+    before the forecasts were clipped to the ratio's physical bounds."""
+    hours = np.arange(10 * 24)
+    t = 1_767_225_600.0 + hours * 3600.0
+    rng = np.random.default_rng(5)
+    y = np.clip(0.9 + 0.08 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.05, len(hours)), 0, 1)
+    cfg = CapacitySettings(
+        capacity={"memory_util": 0.9}, models=["seasonal_naive"], cv_windows=2,
+        min_history_days=3, horizon_days=7,
+    )  # fmt: skip
+    plan = plan_series(HourlyHistory("c", "memory_util", t, y), cfg, [])
+    assert plan.hi.max() <= 1.0 and plan.lo.min() >= 0.0
+    assert np.all(plan.lo <= plan.mean) and np.all(plan.mean <= plan.hi)
+    assert plan.hi.max() == 1.0  # the unclipped band went past it
