@@ -64,22 +64,26 @@ def run_in_process(
     emit_scores: bool = False,
     flow_id: str = FLOW_ID,
     on_items: Callable[[list[Any]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> FlowOutputs:
     """Run the detect flow over `source` to its end; `on_items` sees each output batch as it
-    arrives (the demo prints alerts live). Counts come from the flow's own Prometheus
+    arrives, `progress` the events parsed so far. Counts come from the flow's own Prometheus
     counters, as differences, so several runs in one process do not add up."""
     out = FlowOutputs()
-
-    def collect(items: list[Any]) -> None:
-        out.add(items)
-        if on_items is not None:
-            on_items(items)
 
     before = (
         obs.counter_value(obs.MESSAGES),
         obs.counter_value(obs.EVENTS),
         obs.counter_value(obs.WINDOWS),
     )
+
+    def collect(items: list[Any]) -> None:
+        out.add(items)
+        if on_items is not None:
+            on_items(items)
+        if progress is not None:
+            progress(int(obs.counter_value(obs.EVENTS) - before[1]))
+
     flow = build_flow(
         settings,
         source,

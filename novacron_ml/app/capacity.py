@@ -6,6 +6,7 @@ from typing import Any
 
 from dataflows.inprocess import run_in_process
 from dataflows.io import simulator_source
+from novacron_ml.app.console import Progress
 from novacron_ml.core.settings import load_settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
@@ -31,7 +32,11 @@ def simulated_hourly_records(
         window={"length_s": 300.0},
         features={"step_s": 300.0},
     )
-    hourly = run_in_process(settings, simulator_source(sim)).hourly
+    bar = Progress(f"simulating {days:g} days of {hosts} hosts", sim.n_events)
+    try:
+        hourly = run_in_process(settings, simulator_source(sim), progress=bar.update).hourly
+    finally:
+        bar.close()
     out = [
         {
             "cluster": i.cluster,

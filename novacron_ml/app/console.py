@@ -66,3 +66,46 @@ def _fmt(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+class Progress:
+    """Progress of a long command on stderr: one line redrawn on a terminal (at most every
+    `every_tty_s`), a plain line every `every_s` otherwise (logs stay readable)."""
+
+    def __init__(
+        self, label: str, total: int | None = None, unit: str = "events", every_s: float = 10.0
+    ) -> None:
+        import time
+
+        self.label, self.total, self.unit = label, total, unit
+        self.tty = sys.stderr.isatty()
+        self.every = 0.5 if self.tty else every_s
+        self._clock = time.monotonic
+        self.start = self._last = self._clock()
+        self.done_units = 0
+
+    def update(self, done: int) -> None:
+        self.done_units = done
+        now = self._clock()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        line = self._line(now)
+        if self.tty:
+            print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _line(self, now: float) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done_units / elapsed
+        part = f"{self.done_units:,}"
+        if self.total:
+            pct = 100 * self.done_units / self.total
+            left = (self.total - self.done_units) / rate if rate else 0
+            part += f" of {self.total:,} ({pct:.0f} %, ~{left:.0f} s left)"
+        return f"{self.label}: {part} {self.unit}, {rate:,.0f}/s, {elapsed:.0f} s"
+
+    def close(self) -> None:
+        if self.tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from dataflows.inprocess import run_in_process
 from dataflows.io import MessageSource
-from novacron_ml.app.console import alert_line, paint, table
+from novacron_ml.app.console import Progress, alert_line, paint, table
 from novacron_ml.app.evaluation import Evaluation, evaluate, fmt
 from novacron_ml.app.malformed import with_malformed
 from novacron_ml.core.deadletter import Reason
@@ -64,7 +64,11 @@ def run_demo(
             + (" + ONNX LSTM forecaster" if settings.forecast.enabled else "")
             + " -> alerts\n"
         )
-    run = run_in_process(settings, MessageSource(messages, 2000))
+    bar = Progress("demo", sim.n_events)
+    try:
+        run = run_in_process(settings, MessageSource(messages, 2000), progress=bar.update)
+    finally:
+        bar.close()
     if not quiet:
         # in event-time order (the flow emits each shard's windows as they close)
         ordered = sorted(run.alerts, key=lambda a: (a.window_start, a.host, a.metric))

@@ -11,6 +11,7 @@ from novacron_ml.cli.common import fleet_args, fleet_config, writes
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    from novacron_ml.app.console import Progress
     from novacron_ml.app.malformed import with_malformed
     from novacron_ml.core.kafka import ProduceReport, ensure_topics, produce, wait_ready
     from novacron_ml.core.labels import write_labels
@@ -33,9 +34,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     )
     bad: Counter[str] = Counter()
 
+    total = sim.n_events if args.format == "json" else None  # batched formats: fewer
+    bar = Progress(f"producing to {topic}", total, unit="messages")
+
     def progress(r: ProduceReport) -> None:
-        rate = r.messages / r.seconds if r.seconds else 0
-        print(f"\r  {r.messages:,} messages, {rate:,.0f} msg/s", end="", file=sys.stderr)
+        bar.update(r.messages)
 
     messages = with_malformed(
         sim.timed_messages(args.format),
@@ -44,9 +47,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
         wall_clock_ms,
         lambda reason, _p: bad.update([reason.value]),
     )
-    report = produce(bootstrap, topic, messages, rate=args.rate, progress=progress)
+    try:
+        report = produce(bootstrap, topic, messages, rate=args.rate, progress=progress)
+    finally:
+        bar.close()
     print(
-        f"\rdone: {report.messages:,} messages, {report.bytes / 1e6:,.1f} MB in "
+        f"done: {report.messages:,} messages, {report.bytes / 1e6:,.1f} MB in "
         f"{report.seconds:.1f} s; malformed mixed in: {sum(bad.values())}",
         file=sys.stderr,
     )
