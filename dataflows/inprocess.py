@@ -3,16 +3,18 @@ capacity simulate): one Bytewax worker, `run_main`, the same flow as production.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.testing import run_main
 
 from dataflows.detect import FLOW_ID, build_flow
-from dataflows.io import CallbackSink
+from dataflows.io import STOP, CallbackSink, Stoppable
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow
@@ -57,6 +59,31 @@ class FlowOutputs:
                 self.other.append(item)
 
 
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[list[int]]:
+    """Ctrl-C (SIGINT) during a Bytewax run ends its `Stoppable` inputs instead of raising
+    inside Bytewax (a Rust panic); the list holds the signal once one came. Main thread only;
+    elsewhere, and after the run, Ctrl-C behaves as usual."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        STOP.set()
+
+    try:
+        previous = signal.signal(signal.SIGINT, handle)
+    except ValueError:  # not the main thread
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        STOP.clear()
+
+
 def run_in_process(
     settings: Settings,
     source: Source[Any],
@@ -86,15 +113,18 @@ def run_in_process(
 
     flow = build_flow(
         settings,
-        source,
+        Stoppable(source) if isinstance(source, FixedPartitionedSource) else source,
         CallbackSink(collect),
         kafka_output=False,
         emit_scores=emit_scores,
         flow_id=flow_id,
     )
     start = time.perf_counter()
-    run_main(flow)
+    with stop_on_interrupt() as interrupted:
+        run_main(flow)
     out.seconds = time.perf_counter() - start
+    if interrupted:  # the inputs ended at Ctrl-C, the outputs flushed: now say so
+        raise KeyboardInterrupt
     out.messages = int(obs.counter_value(obs.MESSAGES) - before[0])
     out.events = int(obs.counter_value(obs.EVENTS) - before[1])
     out.windows_scored = int(obs.counter_value(obs.WINDOWS) - before[2])

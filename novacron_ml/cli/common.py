@@ -65,7 +65,10 @@ def fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
         "--anomaly-rate",
         type=float,
         default=0.5,
-        help="injected anomalies per host per hour (default 0.5)",
+        help="rate of injected anomalies per host and hour (default 0.5): after the first "
+        "hour (the series' warm-up, none there) each host waits an exponential gap of mean "
+        "1/rate plus a minimum gap after every anomaly, so fewer occur than rate x hours; "
+        "the start line says how many",
     )
     g.add_argument(
         "--format",
