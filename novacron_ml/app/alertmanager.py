@@ -383,6 +383,24 @@ class DeadLetters:
             raise RuntimeError(f"{self.failed} refused alerts could not be written to {self.topic}")
 
 
+def _one_by_one(
+    client: AlertmanagerClient,
+    due: list[tuple[str, dict[str, Any]]],
+    deadline: Callable[[], bool],
+    stats: Delivery,
+) -> tuple[bool, list[tuple[Rejected, tuple[str, dict[str, Any]]]]]:
+    """Post each alert alone; (all sent or refused before the deadline, the refused ones)."""
+    refused: list[tuple[Rejected, tuple[str, dict[str, Any]]]] = []
+    for item in due:
+        try:
+            if not client.post([item[1]], deadline):
+                return False, refused
+        except Rejected as rejected:
+            stats.rejected += 1
+            refused.append((rejected, item))
+    return True, refused
+
+
 def forward(
     consumer: Consumer,
     client: AlertmanagerClient,
@@ -405,25 +423,25 @@ def forward(
                     episodes.update(a)
         due = episodes.due()
         if due:
-            body = [alert for _key, alert in due]
             try:
-                delivered = client.post(body, idle.expired)
-            except Rejected as rejected:
-                stats.rejected += len(body)
-                if dead_letters is not None:
-                    dead_letters.send(body, rejected)
-                if on_reject is not None:
-                    on_reject(rejected, len(body))
-                episodes.sent(key for key, _ in due)  # refused for good: not re-sent
-                delivered = None
+                delivered = client.post([alert for _key, alert in due], idle.expired)
+                refused: list[tuple[Rejected, tuple[str, dict[str, Any]]]] = []
+            except Rejected:
+                # one alert can spoil a batch: send each alone, so only the refused ones go
+                delivered, refused = _one_by_one(client, due, idle.expired, stats)
+                for rejected, (_key, alert) in refused:
+                    if dead_letters is not None:
+                        dead_letters.send([alert], rejected)
+                    if on_reject is not None:
+                        on_reject(rejected, 1)
             if delivered is False:  # idle timeout while Alertmanager was away
                 stats.undelivered = len(due)
                 return stats
-            if delivered:
-                ended = {key for key, a in episodes.active.items() if a.resolved}
-                stats.resolved += sum(1 for key, _ in due if key in ended)
-                stats.alerts += sum(1 for key, _ in due if key not in ended)
-                episodes.sent(key for key, _ in due)
+            ended = {key for key, a in episodes.active.items() if a.resolved}
+            refused_keys = {key for _r, (key, _a) in refused}
+            stats.resolved += sum(1 for k, _ in due if k in ended and k not in refused_keys)
+            stats.alerts += sum(1 for k, _ in due if k not in ended and k not in refused_keys)
+            episodes.sent(key for key, _ in due)  # refused ones too: never accepted as they are
         if messages:
             consumer.commit(asynchronous=False)  # only after delivery (or the dead letter)
         if idle.expired():

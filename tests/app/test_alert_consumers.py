@@ -216,33 +216,60 @@ def test_bridge_loses_nothing_while_alertmanager_is_down(
     assert stats.failures == 3 and stats.undelivered == 0  # retried, nothing lost
 
 
+class Refusing(Receiver):
+    """Alertmanager's API that refuses (400) every request holding an alert of host `bad`."""
+
+    def __init__(self) -> None:
+        super().__init__(bad=0)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
+                if any(a["labels"]["host"] == "bad" for a in body):
+                    self.send_response(400)
+                    self.end_headers()
+                    self.wfile.write(b'{"message":"start time must be before end time"}')
+                    return
+                outer.bodies.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server.shutdown()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.mark.kafka
 def test_refused_alerts_are_dead_lettered_and_the_bridge_goes_on(
     kafka_bootstrap: str, kafka_topics: dict[str, str]
 ) -> None:
-    refusing = Receiver(bad=1, status=400)
+    refusing = Refusing()
     dlq = f"{kafka_topics['alerts']}.dlq"
     ensure_topics(kafka_bootstrap, [dlq])
     try:
-        first = make_alert(0)
-        produce(kafka_bootstrap, kafka_topics["alerts"], alert_messages([first]))
+        bad, good = make_alert(0, host="bad"), make_alert(1, host="h2")
+        produce(kafka_bootstrap, kafka_topics["alerts"], alert_messages([bad, good]))
         consumer = alert_consumer(kafka_bootstrap, kafka_topics["alerts"], "bridge-dlq", True)
         try:
             client = AlertmanagerClient(refusing.url)
-            stats = forward(
-                consumer, client, Episodes(), DeadLetters(kafka_bootstrap, dlq), 50, 2.0
-            )
-            produce(
-                kafka_bootstrap, kafka_topics["alerts"], alert_messages([make_alert(1, host="h2")])
-            )
-            stats = forward(
-                consumer, client, Episodes(), DeadLetters(kafka_bootstrap, dlq), 50, 2.0
-            )
+            dead = DeadLetters(kafka_bootstrap, dlq)
+            stats = forward(consumer, client, Episodes(), dead, 50, 2.0)
+            later = make_alert(2, host="h3")
+            produce(kafka_bootstrap, kafka_topics["alerts"], alert_messages([later]))
+            stats = forward(consumer, client, Episodes(), dead, 50, 2.0)  # it goes on
         finally:
             consumer.close()
-        assert stats.rejected == 1 and refusing.alert_ids() == [make_alert(1, host="h2").alert_id]
+        assert stats.rejected == 1  # only the alert Alertmanager refuses, not its batch
+        assert sorted(refusing.alert_ids()) == sorted([good.alert_id, later.alert_id])
         (record,) = read_topic(kafka_bootstrap, dlq, timeout_s=10)
-        assert json.loads(record.value)["annotations"]["alert_id"] == first.alert_id
+        assert json.loads(record.value)["annotations"]["alert_id"] == bad.alert_id
+        assert record.headers["novacron.status"] == b"400"
     finally:
         refusing.server.shutdown()
         delete_topics(kafka_bootstrap, [dlq])
