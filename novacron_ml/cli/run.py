@@ -21,6 +21,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from novacron_ml.core.metrics import serve_metrics
     from novacron_ml.core.settings import load_settings
 
+    if args.workers < 1 or args.partitions < 1:
+        raise ValueError("--workers and --partitions must be at least 1")
+    if args.wait <= 0:
+        raise ValueError("--wait must be a positive number of seconds")
     settings = load_settings()
     kafka_changes: dict[str, object] = {}
     if args.once:
@@ -69,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume = (
             "resume with the same command"
             if recovery
-            else "without --recovery-dir a restart reads from kafka.starting_offset again"
+            else "without recovery state a restart reads from kafka.starting_offset again"
         )
         print(f"novacron-ml run: stopped on {how}, outputs flushed; {resume}", file=sys.stderr)
         return 130

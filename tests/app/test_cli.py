@@ -200,3 +200,9 @@ def test_an_existing_output_is_never_overwritten_without_force(tmp_path: Path) -
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert forced.returncode == 0 and "events" in report.read_text()
+
+
+@pytest.mark.parametrize("flag", [["--workers", "0"], ["--partitions", "0"], ["--wait", "-1"]])
+def test_run_refuses_flags_that_would_do_nothing(flag: list[str]) -> None:
+    out = subprocess.run([*CLI, "run", *flag], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "must be" in out.stderr  # was: exit 0 having run nothing
