@@ -61,9 +61,9 @@ class FlowOutputs:
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[list[int]]:
-    """Ctrl-C (SIGINT) during a Bytewax run ends its `Stoppable` inputs instead of raising
+    """Ctrl-C or SIGTERM during a Bytewax run ends its `Stoppable` inputs instead of raising
     inside Bytewax (a Rust panic); the list holds the signal once one came. Main thread only;
-    elsewhere, and after the run, Ctrl-C behaves as usual."""
+    elsewhere, and after the run, signals behave as before."""
     received: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
@@ -73,14 +73,15 @@ def stop_on_interrupt() -> Iterator[list[int]]:
         STOP.set()
 
     try:
-        previous = signal.signal(signal.SIGINT, handle)
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield received
         return
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         STOP.clear()
 
 

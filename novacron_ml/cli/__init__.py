@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes (EXIT_CODES): 0 done, 1 failed during the work, 2 bad usage or input,
     130 stopped by Ctrl-C or SIGTERM."""
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.invocation = "novacron-ml " + shlex.join(sys.argv[1:] if argv is None else argv)
     log_client_lines(verbose=args.verbose)
+    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: clean up, say so, exit 130
     try:
         check_outputs(args)
         return int(args.func(args))

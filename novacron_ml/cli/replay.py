@@ -18,6 +18,7 @@ from novacron_ml.core.kafka import wait_ready
 def cmd_replay(args: argparse.Namespace) -> int:
     from dataflows.inprocess import run_in_process
     from dataflows.io import TimeRangeKafkaSource
+    from novacron_ml.app.console import Progress
     from novacron_ml.app.plots import html_report
     from novacron_ml.app.replay import affected_plots, labels_in_range, report
     from novacron_ml.core.kafka import ReplayError, produce
@@ -43,7 +44,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ReplayError as exc:
         print(f"novacron-ml replay: {exc}", file=sys.stderr)
         return 2
-    run = run_in_process(settings, source, emit_scores=True)
+    planned = sum(p.end - p.start for p in source.ranges)  # records, an upper bound
+    bar = Progress(f"replaying {args.topic}", None, unit="events")
+    print(f"novacron-ml replay: up to {planned:,} records of {args.topic}", file=sys.stderr)
+    try:
+        run = run_in_process(settings, source, emit_scores=True, progress=bar.update)
+    finally:
+        bar.close()
     alerts, dead, windows, scores = run.alerts, run.dead_letters, run.windows, run.scores
     seconds, messages, events = run.seconds, run.messages, run.events
     enc = msgspec.json.Encoder()

@@ -206,3 +206,21 @@ def test_an_existing_output_is_never_overwritten_without_force(tmp_path: Path) -
 def test_run_refuses_flags_that_would_do_nothing(flag: list[str]) -> None:
     out = subprocess.run([*CLI, "run", *flag], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "must be" in out.stderr  # was: exit 0 having run nothing
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_in_process_run_stops_cleanly_too(sig: str) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--hours", "48", "--quiet", "--no-forecast"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(6)  # inside the Bytewax run by then
+    proc.send_signal(getattr(signal, sig))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "panicked" not in err and "Traceback" not in err and "interrupted" in err
