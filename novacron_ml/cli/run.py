@@ -157,27 +157,31 @@ def install_stop_handlers() -> list[int]:
 
 
 def run_summary(seconds: float) -> str:
-    """What a run did, from the flow's own counters."""
+    """What a run did, from the flow's own counters: events, windows, alerts by type, dead
+    letters by reason, elapsed, events/s."""
+    from collections import Counter
+
     from novacron_ml.core import metrics as obs
 
-    def total(counter: Any) -> int:
-        return int(
-            sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
-        )
+    def by(counter: Any, label: str) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for m in counter.collect():
+            for s in m.samples:
+                if s.name.endswith("_total") and s.value:
+                    out[s.labels[label]] += int(s.value)
+        return out
+
+    def listed(counts: Counter[str]) -> str:
+        return f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""
 
     events = int(obs.counter_value(obs.EVENTS))
-    dead = {
-        s.labels["reason"]: int(s.value)
-        for m in obs.DEAD_LETTERS.collect()
-        for s in m.samples
-        if s.name.endswith("_total") and s.value
-    }
+    alerts, dead = by(obs.ALERTS, "type"), by(obs.DEAD_LETTERS, "reason")
     return (
         f"{int(obs.counter_value(obs.MESSAGES)):,} messages, {events:,} events, "
-        f"{int(obs.counter_value(obs.WINDOWS)):,} windows, {total(obs.ALERTS):,} alerts, "
-        f"{sum(dead.values()):,} dead letters"
-        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(dead.items()))})" if dead else "")
-        + f" in {seconds:.1f} s ({events / seconds if seconds else 0:,.0f} events/s)"
+        f"{int(obs.counter_value(obs.WINDOWS)):,} windows, "
+        f"{sum(alerts.values()):,} alerts{listed(alerts)}, "
+        f"{sum(dead.values()):,} dead letters{listed(dead)} in {seconds:.1f} s "
+        f"({events / seconds if seconds else 0:,.0f} events/s)"
     )
 
 
