@@ -15,7 +15,7 @@ import sys
 from pydantic import ValidationError
 
 from novacron_ml import __version__
-from novacron_ml.cli.common import EPILOG, check_outputs
+from novacron_ml.cli.common import EPILOG, TRAIN_HINT, check_outputs
 
 COMMAND_GROUPS = (
     "demo",
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (TimeoutError, ConnectionError, KafkaException) as exc:
         print(f"novacron-ml: {exc} (Kafka client log: {client_log_path()})", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # a command of the train extra on the runtime install
+        print(f"novacron-ml: {exc.name} is not installed: {TRAIN_HINT}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"novacron-ml: {exc}", file=sys.stderr)

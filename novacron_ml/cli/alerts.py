@@ -29,7 +29,7 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     idle = IdleTimer(args.timeout)
     print(
         f"{'window start':<19}  {'severity':<8} {'type':<20} {'cluster/host':<21} "
-        f"{'metric':<30} value / expected / z",
+        f"{'metric':<30} value / expected / detector=score",
         flush=True,
     )
     try:

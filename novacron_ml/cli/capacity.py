@@ -221,6 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    _require_train()
     from training.planner import write_hourly_csv
 
     start = time.perf_counter()
