@@ -35,14 +35,22 @@ def train_on(series: list[Series], cfg: LSTMConfig, quiet: bool, desc: str) -> A
             parts[yk].append(yy)
             parts[wk].append(series_weight(y[: int(len(y) * 0.7)], len(idx)))
     joined = {k: np.concatenate(v) for k, v in parts.items()}
+    tty = sys.stderr.isatty()
     bar = tqdm(
         total=cfg.max_epochs, desc=desc[:40], unit="epoch", file=sys.stderr, leave=False,
-        disable=quiet,
+        disable=quiet or not tty,  # a bar on a terminal; a plain line per epoch in a log
     )  # fmt: skip
 
     def progress(epoch: int, row: dict[str, float]) -> None:
         bar.update()
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+        if not quiet and not tty:
+            print(
+                f"{desc}: epoch {epoch}/{cfg.max_epochs}, train loss {row['train_loss']:.4f}, "
+                f"validation {row['val_loss']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         return train(

@@ -26,9 +26,9 @@ def _require_train() -> None:
 
 
 def _bar(total: int, desc: str) -> Any:
-    from tqdm import tqdm
+    from novacron_ml.cli.common import Bar
 
-    return tqdm(total=total, desc=desc, unit="fit", file=sys.stderr, dynamic_ncols=True)
+    return Bar(total, desc, "fits")
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from novacron_ml.core.schema import parse_rfc3339_ms
 
@@ -146,3 +147,41 @@ def check_outputs(args: argparse.Namespace) -> None:
         path = Path(value)
         if path.is_file() or (path.is_dir() and any(path.iterdir())):
             raise FileExistsError(path)
+
+
+class Bar:
+    """tqdm's bar on a terminal, `Progress`' plain lines otherwise (the few calls the CLI's
+    bars use: update, total, n, set_postfix, close)."""
+
+    def __init__(self, total: int | None, desc: str, unit: str) -> None:
+        self.n = 0
+        self.total = total
+        self._tqdm = None
+        self._plain: Any = None
+        if sys.stderr.isatty():  # the train extra's tqdm: only where it is installed
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
+        else:
+            from novacron_ml.app.console import Progress
+
+            self._plain = Progress(desc, total, unit=unit)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self._tqdm is not None:
+            self._tqdm.total = self.total
+            self._tqdm.update(k)
+        elif self._plain is not None:
+            self._plain.total = self.total
+            self._plain.update(self.n)
+
+    def set_postfix(self, **values: object) -> None:
+        if self._tqdm is not None:
+            self._tqdm.set_postfix(**values)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self._plain is not None:
+            self._plain.close()

@@ -132,15 +132,14 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
 # -- forecast-train: the served model -----------------------------------------------------------
 def _kafka_series(args: argparse.Namespace, cfg: LSTMConfig) -> Any:
     """The --kafka-topic replay as training series (`training.kafka_dataset`)."""
-    from tqdm import tqdm
-
+    from novacron_ml.cli.common import Bar
     from novacron_ml.core.settings import load_settings
     from operators.ingest.parse import ParseLimits
     from training.kafka_dataset import kafka_series
 
     settings = load_settings()
     limits = ParseLimits.from_settings(settings.ingest, wall_clock_bounds=False)
-    bar = tqdm(desc=f"replay {args.kafka_topic}"[:40], unit="rec", file=sys.stderr, leave=False)
+    bar = Bar(None, f"replay {args.kafka_topic}"[:40], "records")
 
     def progress(done: int, planned: int) -> None:
         bar.total = planned
