@@ -141,8 +141,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, list[Any], list[str], str]:
     bar = _bar(len(histories), "plan")
 
     def progress(done: int, total: int) -> None:
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         plans, problems = plan_all(histories, settings, workers=args.workers, progress=progress)
