@@ -42,8 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ensure_topics(bootstrap, t.in_use, partitions=args.partitions)
     port = args.metrics_port or settings.observability.metrics_port
     if port:
-        serve_metrics(port)
-        print(f"novacron-ml run: Prometheus metrics on :{port}/metrics", file=sys.stderr)
+        bind = settings.observability.metrics_bind
+        serve_metrics(port, bind)
+        print(f"novacron-ml run: Prometheus metrics on {bind}:{port}/metrics", file=sys.stderr)
     recovery = None
     if settings.recovery.enabled and not args.no_recovery:
         directory = recovery_dir(settings, args.recovery_dir)

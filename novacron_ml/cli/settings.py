@@ -8,7 +8,7 @@ from typing import Any
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from novacron_ml.core.settings import Settings, load_settings
+    from novacron_ml.core.settings import Settings, load_settings, redacted
 
     if args.table:
         from novacron_ml.core.settings import settings_table
@@ -17,7 +17,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     elif args.schema:
         print(json.dumps(Settings.model_json_schema(), indent=2))
     else:
-        print(load_settings().model_dump_json(indent=2))
+        print(json.dumps(redacted(load_settings()), indent=2))  # secrets as ***
     return 0
 
 

@@ -46,9 +46,10 @@ PARSE_BATCH_SECONDS = Histogram(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose /metrics on `port` (0.0.0.0) for Prometheus to scrape."""
-    start_http_server(port)
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
+    """Expose /metrics on `addr:port` for Prometheus to scrape (loopback unless configured:
+    `observability.metrics_bind`)."""
+    start_http_server(port, addr=addr)
 
 
 def counter_value(counter: Counter, **labels: str) -> float:

@@ -30,7 +30,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class _Group(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are never a sensible setting (NOVACRON_DETECTOR_Z_THRESHOLD=inf was taken)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class KafkaSettings(_Group):
@@ -423,6 +424,11 @@ class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
     )
+    metrics_bind: str = Field(
+        "127.0.0.1",
+        description="Address the metrics endpoint binds to (0.0.0.0: every interface, e.g. in "
+        "a container scraped from outside).",
+    )
     client_log: str = Field(
         "/tmp/novacron-ml-kafka.log",
         description="File for the Kafka client's own log lines (with --verbose also stderr); "
@@ -537,3 +543,23 @@ def settings_table() -> str:
             meaning = (f.description or "").replace("|", "\\|")
             rows.append(f"| `{group}.{name}` | {env} | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
+
+
+SECRET_KEYS = (
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+)
+"""librdkafka properties that are secrets: never printed or logged."""
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-able data with every secret replaced by "***"."""
+    data = settings.model_dump(mode="json")
+    for group in ("consumer_config", "producer_config"):
+        config = data["kafka"].get(group) or {}
+        for key in list(config):
+            if key in SECRET_KEYS or "password" in key or "secret" in key:
+                config[key] = "***"
+    return data

@@ -79,3 +79,44 @@ def test_the_readme_settings_table_is_current() -> None:
     start = readme.index("<!-- settings-table:")
     block = readme[readme.index("\n", start) + 1 : readme.index("<!-- /settings-table -->")]
     assert block == settings_table(), "regenerate it: novacron-ml settings --table"
+
+
+def test_inf_and_nan_are_no_settings() -> None:
+    import pydantic
+    import pytest
+
+    from novacron_ml.core.settings import Settings
+
+    for value in ("inf", "nan", "-inf"):
+        with pytest.raises(pydantic.ValidationError):
+            Settings(detector={"z_threshold": value})
+
+
+def test_secrets_are_never_printed() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from novacron_ml.core.settings import Settings, redacted
+
+    s = Settings(kafka={"consumer_config": {"sasl.password": "s3cret", "sasl.username": "u"}})
+    assert redacted(s)["kafka"]["consumer_config"] == {"sasl.password": "***", "sasl.username": "u"}
+    env = dict(os.environ, NOVACRON_KAFKA_PRODUCER_CONFIG=json.dumps({"ssl.key.password": "k3y"}))
+    out = subprocess.run(
+        [sys.executable, "-m", "novacron_ml.cli", "settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        out.returncode == 0
+        and "k3y" not in out.stdout
+        and '"ssl.key.password": "***"' in out.stdout
+    )
+
+
+def test_the_metrics_endpoint_binds_loopback_by_default() -> None:
+    from novacron_ml.core.settings import Settings
+
+    assert Settings().observability.metrics_bind == "127.0.0.1"
