@@ -96,9 +96,9 @@ class WindowScore(msgspec.Struct, frozen=True):
     anomaly_score: float
 
 
-def anomaly_score(z: float, direction: int, threshold: float) -> float:
-    """Map a robust z to [0, 1): monotone in the bad direction's |z|, 0.5 at the threshold."""
-    bad = abs(z) if direction == 0 else max(direction * z, 0.0)
+def anomaly_score(bad: float, threshold: float) -> float:
+    """Map how far a robust z is in the bad direction (`Score.bad`) to [0, 1): monotone, 0.5
+    at the threshold."""
     return bad / (bad + threshold)
 
 
@@ -206,7 +206,7 @@ def detect_window(
     tiers = {
         "robust_z": 0.0
         if score is None
-        else anomaly_score(score.z, det.direction, det.config.z_threshold)
+        else anomaly_score(score.bad, det.config.z_threshold)
     }
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
