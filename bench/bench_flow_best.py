@@ -25,8 +25,7 @@ def main() -> None:
     msgs = list(sim.messages("json"))
     settings = Settings(ingest={"max_event_age_s": 0, "max_event_future_s": 0})
     best = min(
-        run_in_process(settings, MessageSource(lambda: iter(msgs), 1000)).seconds
-        for _ in range(3)
+        run_in_process(settings, MessageSource(lambda: iter(msgs), 1000)).seconds for _ in range(3)
     )
     print(f"{name}: {len(msgs) / best:,.0f} events/s (best of 3, {len(msgs):,} events)")
 

@@ -51,9 +51,10 @@ from dataflows.steps import (
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.kafka import ORDERED_PRODUCER, with_client_log
-from novacron_ml.core.schema import Alert, MetricEvent
+from novacron_ml.core.schema import Alert, Incident, MetricEvent
 from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
+from operators.alerting.incidents import HostIncidents
 from operators.detection.feedback import Feedback
 from operators.forecast.forecaster import SeriesForecast
 from operators.ingest.parse import MessageParser
@@ -92,6 +93,21 @@ def is_forecast_output(item: object) -> bool:
 
 def is_alert(item: object) -> bool:
     return isinstance(item, Alert)
+
+
+def _host_of_alert(alert: Alert) -> str:
+    return f"{alert.cluster}/{alert.host}"
+
+
+def group_incident(
+    state: HostIncidents | None, alert: Alert
+) -> tuple[HostIncidents | None, list[Alert | Incident]]:
+    """`operators.alerting.incidents` as a `stateful_map` step: the alert (tagged) and the
+    incident record when one changed; the state is dropped when no incident is open."""
+    state = state or HostIncidents()
+    tagged, incident = state.add(alert)
+    out: list[Alert | Incident] = [tagged] if incident is None else [tagged, incident]
+    return (state if state.incident_id is not None else None), out
 
 
 def is_feedback(item: object) -> bool:
@@ -150,6 +166,12 @@ def build_flow(
     )
     detected = op.stateful("detect", by_series, make_detect_builder(detect_step))
     results = op.map("drop_keys", detected, _value)
+    if topics.incidents:
+        split_alerts = op.branch("split_decision_alerts", results, is_alert)
+        by_host = op.key_on("alerts_by_host", split_alerts.trues, _host_of_alert)
+        grouped = op.stateful_map("incidents", by_host, group_incident)
+        incidents = op.flat_map("flatten_incidents", grouped, _value)
+        results = op.merge("with_incidents", split_alerts.falses, incidents)
     late = late_or_rest.trues
     forecast_alerts = op.branch("split_forecast_alerts", forecasts.trues, is_alert)
     suppressed = op.map(

@@ -12,7 +12,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FEATURE_NAMES, FEATURE_VERSION, FeatureWindow
-from novacron_ml.core.schema import Alert, rfc3339_ms
+from novacron_ml.core.schema import Alert, Incident, rfc3339_ms
 from novacron_ml.core.settings import TopicSettings
 from operators.aggregate.hourly import HourlyAggregate
 from operators.features.cross import HostWindow
@@ -50,10 +50,16 @@ def feature_record(item: FeatureWindow | HostWindow) -> dict[str, Any]:
 def to_kafka_message(topics: TopicSettings) -> Any:
     alerts_topic, dlq_topic = topics.alerts, topics.dlq
     features_topic, hourly_topic = topics.features, topics.hourly
-    forecasts_topic = topics.forecasts
+    forecasts_topic, incidents_topic = topics.forecasts, topics.incidents
 
     def encode(
-        item: Alert | DeadLetter | FeatureWindow | HostWindow | HourlyAggregate | SeriesForecast,
+        item: Alert
+        | Incident
+        | DeadLetter
+        | FeatureWindow
+        | HostWindow
+        | HourlyAggregate
+        | SeriesForecast,
     ) -> KafkaSinkMessage[bytes | None, bytes | None]:
         if isinstance(item, SeriesForecast):
             return KafkaSinkMessage(
@@ -66,6 +72,10 @@ def to_kafka_message(topics: TopicSettings) -> Any:
         if isinstance(item, Alert):
             return KafkaSinkMessage(
                 key=item.alert_id.encode(), value=_JSON.encode(item), topic=alerts_topic
+            )
+        if isinstance(item, Incident):
+            return KafkaSinkMessage(
+                key=item.incident_id.encode(), value=_JSON.encode(item), topic=incidents_topic
             )
         if isinstance(item, DeadLetter):
             payload, headers = item.payload, item.headers()

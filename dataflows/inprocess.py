@@ -18,7 +18,7 @@ from dataflows.io import STOP, CallbackSink, Stoppable
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Alert
+from novacron_ml.core.schema import Alert, Incident
 from novacron_ml.core.settings import Settings
 from operators.aggregate.hourly import HourlyAggregate
 from operators.detection.series import WindowScore
@@ -32,6 +32,8 @@ class FlowOutputs:
     """Firing alerts (what fires, what evaluations score)."""
     resolved: list[Alert] = field(default_factory=list)
     """The `resolved` records that close alert episodes."""
+    incidents: list[Incident] = field(default_factory=list)
+    """Incident records (opened, updated, resolved), in arrival order."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: list[FeatureWindow] = field(default_factory=list)
     scores: list[WindowScore] = field(default_factory=list)
@@ -47,6 +49,8 @@ class FlowOutputs:
         for item in items:
             if isinstance(item, Alert):
                 (self.resolved if item.status == "resolved" else self.alerts).append(item)
+            elif isinstance(item, Incident):
+                self.incidents.append(item)
             elif isinstance(item, DeadLetter):
                 self.dead_letters.append(item)
             elif isinstance(item, FeatureWindow):

@@ -350,7 +350,14 @@ def make_detect_step(
             out.extend(count_and_suppress(r, active_rules) for r in records)
             if emit_scores:
                 out.append(
-                    WindowScore(window.series, window.start_ms, window.end_ms, state.last_score)
+                    WindowScore(
+                        window.series,
+                        window.start_ms,
+                        window.end_ms,
+                        state.last_score,
+                        result is not None,
+                        result is not None and state.opened,
+                    )
                 )
         return state, out
 

@@ -33,7 +33,7 @@ import msgspec
 from confluent_kafka import Consumer, Producer
 
 from novacron_ml.core.kafka import client_config
-from novacron_ml.core.schema import Alert, parse_rfc3339_ms, rfc3339_ms
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms, rfc3339_ms, score_text
 
 _ALERT = msgspec.json.Decoder(Alert)
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -59,6 +59,8 @@ def am_labels(alert: Alert) -> dict[str, str]:
         "type": alert.type,
         "detector": alert.detector,
     }
+    if alert.incident_id:
+        labels["incident"] = alert.incident_id
     for key, value in (alert.labels or {}).items():
         name = _LABEL_NAME.sub("_", key)
         if not name or name[0].isdigit() or name in labels or name.startswith("__"):
@@ -78,8 +80,10 @@ def am_annotations(alert: Alert) -> dict[str, str]:
             f"= {alert.value:.4g} (expected {alert.expected:.4g})"
         ),
         "description": (
-            f"{alert.detector} scored {alert.score:+.2f} for the window {alert.window_start} to "
-            f"{alert.window_end}" + (f"; top features: {explanation}" if explanation else "")
+            f"{score_text(alert, 2)}"
+            + ("" if alert.probability is None else f", probability {alert.probability:.3f}")
+            + f" for the window {alert.window_start} to {alert.window_end}"
+            + (f"; top features: {explanation}" if explanation else "")
         ),
         "value": f"{alert.value:.6g}",
         "expected": f"{alert.expected:.6g}",

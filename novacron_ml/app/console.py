@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from novacron_ml.core.schema import Alert
+from novacron_ml.core.schema import Alert, score_text
 
 _SEVERITY_COLOUR = {"low": "36", "medium": "33", "high": "31", "critical": "1;41"}
 
@@ -37,7 +37,7 @@ def alert_line(alert: Alert) -> str:
     return (
         f"{when}  {severity} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
         f"{alert.metric:<30} value={alert.value:<10.4g} expected={alert.expected:<10.4g} "
-        f"{alert.detector}={alert.score:+.1f}{probability}{top}"
+        f"{score_text(alert)}{probability}{top}"
         + (f"  [suppressed: {alert.suppressed_by}]" if alert.suppressed_by else "")
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dataflows.inprocess import run_in_process
@@ -12,7 +12,8 @@ from novacron_ml.app.console import Progress, alert_line, paint, table
 from novacron_ml.app.evaluation import Evaluation, evaluate, fmt
 from novacron_ml.app.malformed import with_malformed
 from novacron_ml.core.deadletter import Reason
-from novacron_ml.core.schema import Alert
+from novacron_ml.core.labels import AnomalyLabel
+from novacron_ml.core.schema import Alert, Incident, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.ingest.parse import wall_clock_ms
@@ -28,6 +29,9 @@ class DemoResult:
     injected_bad: Counter[str]
     evaluation: Evaluation
     windows: int = 0
+    incidents: list[Incident] = field(default_factory=list)
+    """Each incident's last record."""
+    labels: list[AnomalyLabel] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -59,8 +63,10 @@ def run_demo(
             f"{hours:g} h at {fleet.step_s:g} s steps: {sim.n_events:,} events, "
             f"{len(sim.labels)} injected anomalies (none in the first hour: every series "
             f"warms up first), ~{bad_rate:.2%} malformed messages.\n"
-            f"Flow: parse -> {settings.window.length_s:g} s event-time windows -> robust z "
-            f"(threshold {settings.detector.z_threshold:g})"
+            f"Flow: parse -> {settings.window.length_s:g} s event-time windows -> features "
+            f"-> anomaly probability ({', '.join(settings.detector.probability_tiers)}, "
+            f"alerts at {settings.detector.fire_probability:g}; robust z past "
+            f"{settings.detector.z_threshold:g} while a series warms up)"
             + (" + ONNX LSTM forecaster" if settings.forecast.enabled else "")
             + " -> alerts\n"
         )
@@ -86,6 +92,8 @@ def run_demo(
         injected_bad=injected,
         evaluation=evaluate(run.alerts, sim.labels),
         windows=run.windows_scored,
+        incidents=list({i.incident_id: i for i in run.incidents}.values()),
+        labels=list(sim.labels),
     )
 
 
@@ -95,6 +103,23 @@ def false_positive_windows(result: DemoResult) -> int:
     return len(
         {(a.cluster, a.host, a.metric, a.window_start) for a in result.evaluation.false_alerts}
     )
+
+
+def incident_causes(result: DemoResult) -> tuple[int, int, int]:
+    """(incidents, those with several metrics, those of them whose probable cause is one of
+    the metrics of an injected anomaly on the host that overlaps the incident)."""
+    multi = [i for i in result.incidents if len(i.causes) > 1]
+    right = 0
+    for incident in multi:
+        lo, hi = parse_rfc3339_ms(incident.started_at), parse_rfc3339_ms(incident.updated_at)
+        right += any(
+            label.host == incident.host
+            and label.start_ms < hi
+            and label.end_ms > lo
+            and incident.probable_cause in label.metrics
+            for label in result.labels
+        )
+    return len(result.incidents), len(multi), right
 
 
 def summary(result: DemoResult) -> str:
@@ -121,6 +146,8 @@ def summary(result: DemoResult) -> str:
             else ""
         ),
         f"  anomalies injected {ev.labels}, detected {ev.detected}",
+        "  incidents          {:,} ({:,} with several metrics; probable cause on an injected "
+        "anomaly's metric in {:,})".format(*incident_causes(result)),
         f"  precision {fmt(ev.precision)}   recall {fmt(ev.recall)}   F1 {fmt(ev.f1)}   "
         f"type accuracy {fmt(ev.type_accuracy)}",
         "",
@@ -130,6 +157,16 @@ def summary(result: DemoResult) -> str:
         for kind, s in ev.by_type.items()
     ]
     lines.append(table(rows, ["type", "alerts", "precision", "anomalies", "detected", "recall"]))
+    shapes = sorted({label.shape for label in result.labels if label.shape})
+    if shapes:
+        missed = {m.anomaly_id for m in ev.missed}
+        rows = []
+        for shape in shapes:
+            of = [label for label in result.labels if label.shape == shape]
+            found = sum(label.anomaly_id not in missed for label in of)
+            rows.append([shape, len(of), found, found / len(of)])
+        lines.append("")
+        lines.append(table(rows, ["shape", "anomalies", "detected", "recall"]))
     lines.append(
         "\nPrecision: alerts whose window overlaps an injected anomaly on the same host. "
         "Recall: injected anomalies with at least one such alert."

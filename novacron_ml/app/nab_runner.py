@@ -4,8 +4,10 @@ Every `DIR/<category>/<name>.csv` (columns `timestamp,value`) runs through the p
 dataflow (`dataflows.detect.build_flow`) in event-time mode, fed from the file, with windows
 one sampling step long so that each row gets its own anomaly score. The step is inferred from
 the data (the median spacing of timestamps); nothing depends on file or category names.
-Output: `OUT/<category>/<detector>_<name>.csv` with `timestamp,value,anomaly_score`, one row per
-valid input row, in input order.
+Output: `OUT/<category>/<detector>_<name>.csv` with `timestamp,value,anomaly_score,alert`, one
+row per valid input row, in input order: `anomaly_score` is the probability the production alert
+decision fired on (its cooldown applied), `alert` is 1 where it raised an alert, `opened` 1 where
+that alert opened an episode (what a receiver is notified of).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -134,10 +136,12 @@ def settings_for_step(step_s: int, base: Settings | None = None) -> Settings:
     )
 
 
-def score_series(series: SeriesFile, base: Settings | None = None) -> np.ndarray:
-    """Anomaly score in [0, 1] per row, from the detect flow run over the file."""
+def score_series(series: SeriesFile, base: Settings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, from the detect flow run over the file: the decision's anomaly probability in
+    [0, 1]; and 1.0 where it raised an alert, 2.0 where that alert opened an episode (0.0
+    elsewhere)."""
     if len(series.ts_ms) == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     step_s = infer_step_s(series.ts_ms)
     settings = settings_for_step(step_s, base)
     enc = msgspec.json.Encoder()
@@ -151,16 +155,24 @@ def score_series(series: SeriesFile, base: Settings | None = None) -> np.ndarray
         emit_scores=True,
         flow_id="novacron_nab",
     )
-    by_window = {item.start_ms: item.anomaly_score for item in run.scores}
+    by_window = {item.start_ms: item for item in run.scores}
     step_ms = step_s * 1000
-    starts = (series.ts_ms // step_ms) * step_ms
-    return np.array([by_window.get(int(s), 0.0) for s in starts.tolist()])
+    starts = ((series.ts_ms // step_ms) * step_ms).tolist()
+    found = [by_window.get(int(s)) for s in starts]
+    return (
+        np.array([0.0 if w is None else w.anomaly_score for w in found]),
+        np.array([0.0 if w is None or not w.alert else 2.0 if w.opened else 1.0 for w in found]),
+    )
 
 
 @dataclass
 class NabRun:
     files: list[tuple[str, SeriesFile, np.ndarray]]
+    """(category/name, the file, the decision's probability per row)."""
     problems: list[str]
+    alerts: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per file: 1.0 on the rows where the decision raised an alert, 2.0 where it opened an
+    episode, 0.0 elsewhere."""
 
 
 def run_directory(
@@ -175,6 +187,7 @@ def run_directory(
     if not paths:
         raise FileNotFoundError(f"no CSV files found as {data}/<category>/<name>.csv")
     files = []
+    alerts: dict[str, np.ndarray] = {}
     problems: list[str] = []
     for i, path in enumerate(paths, 1):
         key = f"{path.parent.name}/{path.name}"
@@ -182,18 +195,24 @@ def run_directory(
             progress(i, len(paths), key)
         series = read_series(path)
         problems.extend(series.problems)
-        scores = score_series(series, base)
+        scores, alerts[key] = score_series(series, base)
         target = out / path.parent.name / f"{detector}_{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["timestamp", "value", "anomaly_score"])
-            for stamp, value, score in zip(
-                series.timestamps, series.values.tolist(), scores.tolist(), strict=True
+            writer.writerow(["timestamp", "value", "anomaly_score", "alert", "opened"])
+            for stamp, value, score, alert in zip(
+                series.timestamps,
+                series.values.tolist(),
+                scores.tolist(),
+                alerts[key].tolist(),
+                strict=True,
             ):
-                writer.writerow([stamp, repr(value), f"{score:.6f}"])
+                writer.writerow(
+                    [stamp, repr(value), f"{score:.6f}", int(alert >= 1), int(alert >= 2)]
+                )
         files.append((key, series, scores))
-    return NabRun(files, problems)
+    return NabRun(files, problems, alerts)
 
 
 def window_rows(series: SeriesFile, windows: list[list[str]]) -> list[tuple[int, int]]:
@@ -215,6 +234,46 @@ def score_run(
     """NAB scores of a run against a combined_windows.json label file."""
     data = _labelled(run, labels)
     return [score_corpus(data, profile) for profile in profiles]
+
+
+def score_alerts(
+    run: NabRun, labels: Path, profiles: tuple[Profile, ...] = PROFILES, opened: bool = False
+) -> list[CorpusScore]:
+    """NAB scores of the alerts themselves at the shipped firing level, no threshold swept:
+    what users receive. A row that alerted scores 1; with `opened`, only the rows whose
+    alert opened an episode (the notifications: later alerts of an episode update it)."""
+    level = 1.5 if opened else 0.5
+    data = [
+        (key, run.alerts[key], rows) for key, _, rows in _labelled(run, labels) if key in run.alerts
+    ]
+    return [score_corpus(data, profile, threshold=level) for profile in profiles]
+
+
+@dataclass
+class HeldOut:
+    """A leave-one-category-out NAB score: each category scored at the threshold swept on
+    the others, the raw scores summed and normalised over the whole corpus."""
+
+    score: float
+    thresholds: dict[str, float]
+    """Per held-out category: the threshold chosen on the other categories."""
+
+
+def leave_one_category_out(run: NabRun, labels: Path, profile: Profile) -> HeldOut:
+    data = _labelled(run, labels)
+    categories = sorted({key.split("/")[0] for key, _, _ in data})
+    raw = null = perfect = 0.0
+    thresholds = {}
+    for category in categories:
+        rest = [item for item in data if item[0].split("/")[0] != category]
+        part = [item for item in data if item[0].split("/")[0] == category]
+        if not rest:
+            raise ValueError("leave-one-category-out needs at least two categories")
+        thresholds[category] = score_corpus(rest, profile).threshold
+        held = score_corpus(part, profile, threshold=thresholds[category])
+        raw, null, perfect = raw + held.raw, null + held.null, perfect + held.perfect
+    score = 100.0 * (raw - null) / (perfect - null) if perfect > null else float("nan")
+    return HeldOut(score, thresholds)
 
 
 def score_by_category(

@@ -38,7 +38,7 @@ class ReplayReport:
     nab: list[CorpusScore] = field(default_factory=list)
     """NAB of the alerts themselves: what users receive (a window scores 1 when it alerted)."""
     nab_probability: list[CorpusScore] = field(default_factory=list)
-    """NAB of the windows' anomaly probability, threshold swept (it decides no alert yet)."""
+    """NAB of the alert decision's probability per window, threshold swept."""
 
     @property
     def median_delay_s(self) -> float | None:
@@ -89,12 +89,12 @@ class ReplayReport:
                 )
         if self.nab:
             out.append(
-                "NAB score of the alerts (windows as rows, an alerted window scores 1): "
+                "NAB score of the alerts (windows as rows, an alerted window scores 1; no sweep): "
                 + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab)
             )
         if self.nab_probability:
             out.append(
-                "NAB score of the anomaly probability (threshold swept; decides no alert): "
+                "NAB score of the decision's probability (threshold swept): "
                 + ", ".join(f"{c.profile} {c.score:.1f}" for c in self.nab_probability)
             )
         return out

@@ -72,6 +72,14 @@ def fleet_args(p: argparse.ArgumentParser, hours: float) -> None:
         "the start line says how many",
     )
     g.add_argument(
+        "--difficulty",
+        choices=["default", "hard"],
+        default="default",
+        help="injected anomalies: default (large steps on the type's metrics) or hard "
+        "(1.5-3 noise widths; level shifts, gradual onsets, variance changes, stopped daily "
+        "cycles; several metrics per fault, a root metric first)",
+    )
+    g.add_argument(
         "--format",
         choices=["json", "json-array", "line"],
         default="json",
@@ -97,6 +105,7 @@ def fleet_config(args: argparse.Namespace) -> FleetConfig:
         start_ms=args.start,
         seed=args.seed,
         anomalies_per_host_per_hour=args.anomaly_rate,
+        difficulty=getattr(args, "difficulty", "default"),
     )
 
 

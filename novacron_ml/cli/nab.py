@@ -16,9 +16,11 @@ def cmd_nab(args: argparse.Namespace) -> int:
     from novacron_ml.app.console import table
     from novacron_ml.app.nab import PROFILES, load_profiles
     from novacron_ml.app.nab_runner import (
+        leave_one_category_out,
         print_problems,
         report_html,
         run_directory,
+        score_alerts,
         score_by_category,
         score_run,
     )
@@ -44,8 +46,27 @@ def cmd_nab(args: argparse.Namespace) -> int:
     if args.labels:
         profiles = load_profiles(args.profiles) if args.profiles else PROFILES
         results = score_run(run, args.labels, profiles)
-        rows = [[r.profile, r.score, r.threshold, r.raw] for r in results]
-        print(table(rows, ["profile", "NAB score", "threshold", "raw score"]))
+        alerts = score_alerts(run, args.labels, profiles)
+        opened = score_alerts(run, args.labels, profiles, opened=True)
+        rows = [
+            [r.profile, r.score, r.threshold, r.raw, a.score, o.score]
+            for r, a, o in zip(results, alerts, opened, strict=True)
+        ]
+        print(
+            "NAB: the alert decision's probability (threshold swept per profile), and its "
+            "alerts at the shipped firing level (no sweep): every alert row, and the rows "
+            "that opened an episode"
+        )
+        header = ["profile", "NAB score", "threshold", "raw score", "alerts", "episodes opened"]
+        print(table(rows, header))
+        held = leave_one_category_out(run, args.labels, profiles[0]) if results else None
+        if held is not None:
+            print(
+                f"leave one category out, {profiles[0].name} profile: {held.score:.2f} "
+                f"(each category at the threshold swept on the others: "
+                + ", ".join(f"{c} {t:.4f}" for c, t in held.thresholds.items())
+                + ")"
+            )
         if args.per_file and results:
             first = results[0]
             print(f"\nper file, {first.profile} profile at its threshold {first.threshold:.4f}:")
@@ -69,13 +90,20 @@ def cmd_nab(args: argparse.Namespace) -> int:
                         r.profile: {
                             "score": r.score,
                             "threshold": r.threshold,
+                            "alerts_score": a.score,
+                            "episodes_opened_score": o.score,
                             "files": {
                                 f.name: {"raw": f.raw, "tp": f.tp, "fp": f.fp, "fn": f.fn}
                                 for f in r.files
                             },
                         }
-                        for r in results
-                    },
+                        for r, a, o in zip(results, alerts, opened, strict=True)
+                    }
+                    | (
+                        {"leave_one_category_out": {"score": held.score, **held.thresholds}}
+                        if held is not None
+                        else {}
+                    ),
                     indent=2,
                 )
             )
@@ -88,9 +116,12 @@ def register(sub: Any) -> None:
         help="run the detect flow over NAB-style CSV files and (optionally) score them",
         description="Run the detect flow (event-time, from the files) over every "
         "DATA/<category>/<name>.csv with columns timestamp,value, and write "
-        "OUT/<category>/<detector>_<name>.csv with timestamp,value,anomaly_score. With "
-        "--labels (NAB's combined_windows.json) also print the NAB scores of the three "
-        "profiles, with one threshold per profile swept over the whole corpus.",
+        "OUT/<category>/<detector>_<name>.csv with timestamp,value,anomaly_score,alert: the "
+        "probability the alert decision fired on, and 1 where it alerted. With --labels "
+        "(NAB's combined_windows.json) also print the NAB scores of the three profiles: the "
+        "probability with one threshold per profile swept over the whole corpus, the alerts "
+        "at the shipped firing level (no sweep), and a leave-one-category-out score (each "
+        "category at the threshold swept on the others).",
     )
     p.add_argument("--data", type=Path, required=True, help="directory of <category>/<name>.csv")
     p.add_argument("--out", type=Path, required=True, help="directory for the results files")

@@ -116,12 +116,16 @@ def prepare_recovery(directory: Path, from_beginning: bool) -> bool:
 def flow_description(settings: Any) -> str:
     """Which tiers, models and optional topics this run has on (the start line)."""
     d, t = settings.detector, settings.topics
-    tiers = ["robust_z (alerts)", "novelty"]
+    tiers = ["robust_z", "novelty"]
     if d.river:
         tiers.append("river")
     if d.iforest_models:
         tiers.append(f"iforest ({d.iforest_models})")
-    parts = [f"tiers {', '.join(tiers)}; probability from {', '.join(d.probability_tiers)}"]
+    parts = [
+        f"tiers {', '.join(tiers)}; alerts from the probability of "
+        f"{', '.join(d.probability_tiers)} at {d.fire_probability:g} (robust z past "
+        f"{d.z_threshold:g} while they warm up)"
+    ]
     parts.append(
         f"forecaster {settings.forecast.model}" if settings.forecast.enabled else "no forecaster"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 
-class AnomalyLabel(msgspec.Struct, frozen=True):
+class AnomalyLabel(msgspec.Struct, frozen=True, omit_defaults=True):
     """Ground truth for one injected anomaly (one JSON line in the labels file)."""
 
     anomaly_id: str
@@ -15,6 +15,11 @@ class AnomalyLabel(msgspec.Struct, frozen=True):
     metrics: list[str]
     start_ms: int
     end_ms: int
+    shape: str | None = None
+    """The hard scenario's shape (`shift`, `ramp`, `variance`, `cycle`); None: the default
+    scenario's large step."""
+    root: str | None = None
+    """The metric that moved first (the hard scenario: the others follow it)."""
 
 
 def write_labels(labels: list[AnomalyLabel], path: str) -> None:

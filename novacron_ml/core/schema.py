@@ -101,6 +101,19 @@ def split_series_key(key: str) -> tuple[str, str, str]:
     return cluster, host, metric
 
 
+DECISION_DETECTORS = frozenset({"robust_z", "novelty", "river", "iforest"})
+"""`Alert.detector` values of the per-series alert decision: its `score` is the window's
+robust z; other detectors (the forecaster's) put their own score there."""
+
+
+def score_text(alert: Alert, digits: int = 1) -> str:
+    """The alert's score for people: `z=+12.3 (novelty)` for the decision's alerts (the tier
+    that decided in brackets), `lstm_residual=+4.1` for the others."""
+    if alert.detector in DECISION_DETECTORS:
+        return f"z={alert.score:+.{digits}f} ({alert.detector})"
+    return f"{alert.detector}={alert.score:+.{digits}f}"
+
+
 def series_labels(key: str) -> dict[str, str] | None:
     """The tags of a `series_key` beyond cluster, host and metric (None without any)."""
     brace = key.find("{")
@@ -176,10 +189,52 @@ class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Window start of the episode's first alert."""
     ends_at: str | None = None
     """On a `resolved` record: the end of the episode's last anomalous window."""
+    incident_id: str | None = None
+    """The host's incident this alert belongs to (`Incident`; decision alerts only)."""
 
     @property
     def series(self) -> str:
         return series_key(self.cluster, self.host, self.metric, self.labels)
+
+
+class Cause(msgspec.Struct, kw_only=True):
+    """One metric of an incident as probable cause, with its evidence."""
+
+    rank: int
+    """1 = the most probable cause."""
+    metric: str
+    type: str
+    onset: str
+    """Window start of the metric's first alert in the incident."""
+    lead_s: float
+    """How many seconds its onset led the median onset of the incident's other metrics
+    (negative: it followed)."""
+    peak_z: float
+    """The largest |robust z| of its alerts (noise widths; comparable across metrics)."""
+    value: float
+    """The window mean at that peak; `expected`: the baseline there."""
+    expected: float
+    alerts: int
+
+
+class Incident(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An incident as published on the `incidents` topic (JSON), keyed by `incident_id`:
+    the overlapping alert episodes of one host, probable causes first (docs/MESSAGES.md)."""
+
+    incident_id: str
+    cluster: str
+    host: str
+    status: str
+    """`open` (published when it opens and whenever a metric joins) or `resolved`."""
+    started_at: str
+    updated_at: str
+    severity: str
+    """The highest severity among its alerts."""
+    probable_cause: str
+    """The metric ranked first in `causes`."""
+    causes: list[Cause]
+    alerts: int
+    schema_version: int = SCHEMA_VERSION
 
 
 def alert_id_for(series: str, window_start_ms: int, kind: str) -> str:

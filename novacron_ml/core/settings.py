@@ -63,6 +63,11 @@ class TopicSettings(_Group):
     metrics: str = Field(topics.METRICS, description="Input metric events.")
     dlq: str = Field(topics.METRICS_DLQ, description="Dead letters with a reason header.")
     alerts: str = Field(topics.ALERTS, description="Alerts keyed by alert_id.")
+    incidents: str | None = Field(
+        topics.INCIDENTS,
+        description="Incidents (a host's overlapping alert episodes, probable cause first); "
+        "empty: none are grouped.",
+    )
     features: str | None = Field(
         None,
         description="If set, publish every window's features (and host cross features) here.",
@@ -90,7 +95,11 @@ class TopicSettings(_Group):
     @property
     def in_use(self) -> list[str]:
         """Every topic the detect flow reads or writes with these settings."""
-        optional = [t for t in (self.features, self.feedback, self.hourly, self.forecasts) if t]
+        optional = [
+            t
+            for t in (self.incidents, self.features, self.feedback, self.hourly, self.forecasts)
+            if t
+        ]
         return [self.metrics, self.dlq, self.alerts, *optional]
 
 
@@ -251,16 +260,37 @@ class DetectorSettings(_Group):
         "Isolation Forest tier.",
     )
     fire_probability: float = Field(
-        0.985, gt=0, le=1, description="Probability at which a series' cooldown starts."
+        0.985,
+        gt=0,
+        le=1,
+        description="Anomaly probability at which an alert episode opens (the shipped "
+        "firing level; the alerts' NAB score is taken here, with no sweep).",
     )
     cooldown_windows: int = Field(
-        100, ge=0, description="Windows after a firing whose probability is held at 0."
+        100, ge=0, description="Windows after a firing in which no new episode opens."
+    )
+    min_deviation: float = Field(
+        5.0,
+        ge=0,
+        description="A window fewer robust noise widths (|z| in the metric's bad direction) "
+        "than this from the series' median has anomaly probability 0.",
     )
     resolve_after_windows: int = Field(
         5,
         ge=1,
-        description="Scored windows in a row without an alert that end a series' alert "
+        description="Windows in a row below the firing level that end a series' alert "
         "episode (a 'resolved' record follows on the alerts topic).",
+    )
+    hold_windows: int = Field(
+        10,
+        ge=0,
+        description="The first windows of an alert episode stay out of the novelty tier's "
+        "history, so a recurrence of the anomaly is still new.",
+    )
+    rearm_after_windows: int = Field(
+        20,
+        ge=1,
+        description="Windows after an episode closed that end its cooldown early.",
     )
     bigger_event: float = Field(
         3.0,

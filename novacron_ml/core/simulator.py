@@ -6,6 +6,14 @@ a slow trend and AR(1) noise; the metrics are correlated through that load (CPU,
 throughput rise with it, latency rises with CPU, consensus time with network). Anomalies of the
 seven types are injected at random (seeded) times and recorded as ground-truth labels.
 
+`FleetConfig.difficulty = "hard"` injects anomalies that are hard to see instead (the
+one-decision issue): 1.5-3 noise widths in the metric's bad direction (a width: the metric's
+sample-to-sample noise on that host, measured on the hour's clean values), in four shapes
+(`shift`, a level shift; `ramp`, a gradual onset over the first half; `variance`, the noise
+grows 2-4x and the mean stays; `cycle`, the daily cycle stops: the metric holds its level at
+the onset), 5-40 minutes long, and on several metrics of the host where one root metric
+moves first and the others follow a quarter of the way in (labelled: `root`, `shape`).
+
 The same seed and start time always give the same events, byte for byte.
 """
 
@@ -40,6 +48,24 @@ PRIMARY_METRICS: dict[AnomalyType, tuple[str, ...]] = {
     AnomalyType.CONSENSUS_DELAY: ("consensus_time_ms",),
 }
 
+HARD_METRICS: dict[AnomalyType, tuple[str, ...]] = {
+    AnomalyType.LATENCY_SPIKE: ("latency_p50_ms", "latency_p99_ms"),
+    AnomalyType.THROUGHPUT_DROP: ("throughput_mbps", "network_util"),
+    AnomalyType.ERROR_BURST: ("error_rate", "latency_p99_ms"),
+    AnomalyType.RESOURCE_EXHAUSTION: ("memory_util", "cpu_util", "latency_p50_ms"),
+    AnomalyType.COMPRESSION_FAILURE: ("compression_ratio", "network_util"),
+    AnomalyType.PREDICTION_ERROR: ("bandwidth_prediction_accuracy",),
+    AnomalyType.CONSENSUS_DELAY: ("consensus_time_ms", "latency_p99_ms"),
+}
+"""The hard scenario's metrics per type: the root first, then the ones that follow it."""
+
+HARD_SHAPES = ("shift", "ramp", "variance", "cycle")
+BAD_DIRECTION = {m.name: m.bad_direction or 1 for m in DWCP_METRICS}
+DIFFICULTIES = ("default", "hard")
+_RATIOS = {"cpu_util", "memory_util", "network_util", "error_rate", "bandwidth_prediction_accuracy"}
+_LOWER = np.zeros(len(METRIC_NAMES))
+_UPPER = np.array([1.0 if name in _RATIOS else np.inf for name in METRIC_NAMES])
+
 
 @dataclass(frozen=True)
 class FleetConfig:
@@ -56,8 +82,13 @@ class FleetConfig:
     min_anomaly_s: float = 180.0
     max_anomaly_s: float = 600.0
     min_gap_s: float = 1200.0
+    difficulty: str = "default"
+    """`default`: large steps on the type's metrics; `hard`: small, shaped, multi-metric
+    anomalies with a root metric (module docstring)."""
 
     def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}: {self.difficulty!r}")
         if self.hosts < 1 or self.clusters < 1 or self.clusters > self.hosts:
             raise ValueError("need 1 <= clusters <= hosts")
         if self.step_s <= 0 or self.duration_s < self.step_s:
@@ -121,11 +152,13 @@ class FleetSimulator:
         rate_per_s = cfg.anomalies_per_host_per_hour / 3600.0
         end_s = self.n_ticks * cfg.step_s
         episodes: list[tuple[int, int, int]] = []  # (start_ms, end_ms, host index)
+        hard = cfg.difficulty == "hard"
+        shortest, longest = (300.0, 2400.0) if hard else (cfg.min_anomaly_s, cfg.max_anomaly_s)
         if rate_per_s > 0:
             for h in range(cfg.hosts):
                 t = cfg.warmup_s + float(rng.exponential(1.0 / rate_per_s))
                 while True:
-                    duration = float(rng.uniform(cfg.min_anomaly_s, cfg.max_anomaly_s))
+                    duration = float(rng.uniform(shortest, longest))
                     if t + duration > end_s - 2 * cfg.step_s:
                         break
                     start_ms = self.start_ms + int(t * 1000)
@@ -137,15 +170,18 @@ class FleetSimulator:
         for i, (start_ms, end_ms, h) in enumerate(episodes):
             kind = SIMULATED_TYPES[order[i % len(order)]]
             cluster, host = self.hosts[h]
+            metrics = HARD_METRICS[kind] if hard else PRIMARY_METRICS[kind]
             labels.append(
                 AnomalyLabel(
                     anomaly_id=f"{host}@{start_ms}",
                     type=kind.value,
                     host=host,
                     cluster=cluster,
-                    metrics=list(PRIMARY_METRICS[kind]),
+                    metrics=list(metrics),
                     start_ms=start_ms,
                     end_ms=end_ms,
+                    shape=HARD_SHAPES[i % len(HARD_SHAPES)] if hard else None,
+                    root=metrics[0] if hard else None,
                 )
             )
         return labels
@@ -200,6 +236,9 @@ class FleetSimulator:
         return t_ms, v
 
     def _inject(self, t_ms: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> None:
+        if self.config.difficulty == "hard":
+            self._inject_hard(t_ms, v, rng)
+            return
         host_index = {host: i for i, (_, host) in enumerate(self.hosts)}
         lo, hi = int(t_ms[0]), int(t_ms[-1])
         for label in self.labels:
@@ -234,6 +273,40 @@ class FleetSimulator:
             elif kind is AnomalyType.CONSENSUS_DELAY:
                 m[:, _IDX["consensus_time_ms"]] *= 3.0 + 3.0 * u
             v[rows, h] = m
+
+    def _inject_hard(self, t_ms: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> None:
+        """The hard scenario's anomalies (module docstring), on this chunk's clean values."""
+        host_index = {host: i for i, (_, host) in enumerate(self.hosts)}
+        # a noise width per host and metric: the sample-to-sample noise of the clean values
+        width = np.std(np.diff(v, axis=0), axis=0) / math.sqrt(2)
+        lo, hi = int(t_ms[0]), int(t_ms[-1])
+        for label in self.labels:
+            if label.end_ms <= lo or label.start_ms > hi:
+                continue
+            h = host_index[label.host]
+            u = self._anomaly_params[label.anomaly_id]
+            size = 1.5 + 1.5 * u  # noise widths
+            lag_ms = (label.end_ms - label.start_ms) // 4
+            for k, metric in enumerate(label.metrics):
+                onset = label.start_ms + (lag_ms if k else 0)
+                rows = (t_ms >= onset) & (t_ms < label.end_ms)
+                if not rows.any():
+                    continue
+                j = _IDX[metric]
+                w = float(width[h, j])
+                bad = BAD_DIRECTION[metric]
+                if label.shape == "shift":
+                    v[rows, h, j] += bad * size * w
+                elif label.shape == "ramp":
+                    elapsed = (t_ms[rows] - onset) / max(label.end_ms - onset, 1)
+                    v[rows, h, j] += bad * size * w * np.minimum(1.0, 2.0 * elapsed)
+                elif label.shape == "variance":
+                    v[rows, h, j] += rng.normal(0.0, (1.0 + u * 2.0) * w, int(rows.sum()))
+                else:  # cycle: the metric stops following its daily cycle, holds its onset level
+                    first = int(np.flatnonzero(rows)[0])
+                    level = float(np.median(v[max(first - 12, 0) : first + 1, h, j]))
+                    v[rows, h, j] = level + rng.normal(0.0, w, int(rows.sum()))
+            np.clip(v[:, h, :], _LOWER, _UPPER, out=v[:, h, :])
 
     def ticks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Chunks of (times in ms (T,), values (T, hosts, metrics)), in time order."""

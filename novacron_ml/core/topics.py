@@ -15,6 +15,10 @@ METRICS_DLQ = "metrics.dlq"
 ALERTS = "alerts"
 """Alert JSON (`novacron_ml.schema.Alert`), keyed by the deterministic `alert_id`."""
 
+INCIDENTS = "incidents"
+"""Incident JSON (`novacron_ml.schema.Incident`): a host's overlapping alert episodes with
+their probable cause, keyed by `incident_id`."""
+
 METRICS_FEATURES = "metrics.features"
 """Optional (`NOVACRON_TOPICS_FEATURES`): per-window feature vectors and host cross features."""
 

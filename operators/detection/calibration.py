@@ -30,15 +30,27 @@ class RankCalibrator:
         self._filled = 0
         self._pos = 0
 
-    def calibrate(self, raw: float) -> float:
-        """Rank `raw` among the recent raw scores, then remember it."""
+    @property
+    def ready(self) -> bool:
+        """Enough raw scores remembered for a meaningful rank (`min_ranked`)."""
+        return self._filled >= self.config.min_ranked
+
+    def rank(self, raw: float) -> float:
+        """The share of the recent raw scores below `raw` (0 until `ready`); remembers nothing."""
+        if self._filled < self.config.min_ranked:
+            return 0.0
+        return float(np.count_nonzero(self._raw[: self._filled] < raw)) / self._filled
+
+    def remember(self, raw: float) -> None:
         c = self.config
-        score = 0.0
-        if self._filled >= c.min_ranked:
-            score = float(np.count_nonzero(self._raw[: self._filled] < raw)) / self._filled
         self._raw[self._pos] = raw
         self._pos = (self._pos + 1) % c.history
         self._filled = min(self._filled + 1, c.history)
+
+    def calibrate(self, raw: float) -> float:
+        """Rank `raw` among the recent raw scores, then remember it."""
+        score = self.rank(raw)
+        self.remember(raw)
         return score
 
     def __getstate__(self) -> tuple[object, ...]:

@@ -103,6 +103,12 @@ class NoveltyDetector:
         self._pos = (self._pos + 1) % c.history
         self._filled = min(self._filled + 1, c.history)
 
+    def skip(self, value: float) -> None:
+        """A window held out of the reference (inside an alert episode): the current shape
+        moves on to include it, but neither the range nor the ring of shapes learns it, so
+        a recurrence of the anomaly still looks new."""
+        self._recent = self._next(value)[2]
+
     def observe(self, value: float) -> tuple[float, ...] | None:
         """Score, then learn: the per-window step."""
         raws = self.score(value)

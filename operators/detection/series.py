@@ -15,7 +15,7 @@ import numpy as np
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Alert, rfc3339_ms, split_series_key
+from novacron_ml.core.schema import Alert, Severity, rfc3339_ms, split_series_key
 from operators.alerting.alerts import window_alert
 from operators.alerting.episodes import Episode
 from operators.detection.base import learn_one, score_one
@@ -26,28 +26,40 @@ from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyT
 from operators.detection.river import RiverConfig, RiverModel, RiverTier
 from operators.detection.robust_z import RobustZConfig, RobustZDetector, RobustZTier, severity_for
 
-DETECTOR_NAME = "robust_z"
 HELD_ALERTS = 16
 """Alerted windows per series kept for operator feedback (their features and River inputs)."""
 
 
 @dataclass(frozen=True)
 class CombineConfig:
-    """How the tiers' calibrated scores become one anomaly probability per window."""
+    """The alert decision: how the tiers' calibrated scores become one anomaly probability
+    per window, and when that probability opens, continues and closes an alert episode
+    (docs/DETECTION.md, "The alert decision")."""
 
     tiers: tuple[str, ...] = ("novelty",)
     """Tiers whose calibrated scores enter the probability (their maximum)."""
     fire_probability: float = 0.985
-    """A probability at or above this starts a cooldown."""
+    """A probability at or above this opens an alert episode (and starts a cooldown)."""
     cooldown_windows: int = 100
-    """Windows after a firing whose probability is held at 0 (one alert per episode)."""
+    """Windows after a firing in which no new episode opens (one alert per anomaly)."""
     bigger_event: float = 3.0
-    """During a cooldown, a window whose novelty distance is at least this many times the one
-    that started it (and whose probability reaches the firing level) passes and restarts the
+    """During a cooldown, a window whose distance is at least this many times the one that
+    started it (and whose probability reaches the firing level) passes and restarts the
     cooldown: a bigger event is never hidden behind a smaller one."""
     min_novelty: float = 0.05
     """The novelty tier scores 0 unless the window's shape is at least this fraction of the
     series' range from every earlier shape at some scale (tiny moves are never novel)."""
+    min_deviation: float = 5.0
+    """A window whose mean is fewer robust noise widths (|robust z|, in the metric's bad
+    direction) than this from the series' median has probability 0: a new shape inside the
+    noise is not an anomaly."""
+    resolve_after_windows: int = 5
+    """Windows in a row below the firing level that close an open episode."""
+    hold_windows: int = 10
+    """The first windows of an episode stay out of the novelty tier's shapes and ranks, so a
+    recurrence of the same anomaly is still new (longer episodes are the new normal)."""
+    rearm_after_windows: int = 20
+    """Windows after an episode closed that end its cooldown early."""
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     river: RiverConfig | None = field(default_factory=RiverConfig)
@@ -78,6 +90,14 @@ class SeriesState:
     operator calls one a false positive (then learned) or a true positive (then dropped)."""
     episode: Episode | None = None
     """The series' open alert episode (`operators.alerting.episodes`)."""
+    open_for: int = 0
+    """Windows the decision's episode has been open (0: none open)."""
+    quiet: int = 0
+    """Windows in a row below the firing level in the open episode."""
+    closed_for: int = 0
+    """Windows since the last episode closed (the cooldown ends at `rearm_after_windows`)."""
+    opened: bool = False
+    """The last window's alert opened an episode."""
 
 
 @dataclass
@@ -88,12 +108,18 @@ class HeldWindow:
 
 
 class WindowScore(msgspec.Struct, frozen=True):
-    """Every scored window's anomaly score (for backtests such as NAB, not published)."""
+    """Every scored window's decision (for backtests such as NAB, not published)."""
 
     series: str
     start_ms: int
     end_ms: int
     anomaly_score: float
+    """The probability the decision fired on (`Decision.held_probability`)."""
+    alert: bool = False
+    """The decision raised an alert on this window."""
+    opened: bool = False
+    """The alert opened an episode (the one a receiver is notified of; later alerts of the
+    episode update it)."""
 
 
 def anomaly_score(bad: float, threshold: float) -> float:
@@ -147,30 +173,108 @@ def fire_level(state: SeriesState) -> float:
 
 
 def tier_probability(state: SeriesState, tiers: dict[str, float]) -> float:
-    """The largest calibrated score among the combined tiers (before any cooldown)."""
+    """The largest calibrated score among the combined tiers (before gate and cooldown)."""
     return max((tiers[name] for name in state.combine.tiers if name in tiers), default=0.0)
 
 
-def combine_scores(state: SeriesState, tiers: dict[str, float], size: float = 0.0) -> float:
-    """The window's anomaly probability: the largest calibrated score among the combined
-    tiers. Every calibrated score is the empirical tail probability of the tier's raw score
-    over the series' own recent raw scores (the non-parametric form of the anomaly-likelihood
-    step), so the tiers share one scale. A probability ≥ `fire_level` starts a cooldown
-    in which the probability is held at 0, unless the window's novelty distance `size` is at
-    least `bigger_event` times the one that started it (then it passes and restarts it). The
-    size, not the probability, decides: ranks saturate near 1, so after any firing almost
-    every later window "beats" it by rank (a noisy series then fires on and on)."""
+def z_probability(bad: float, threshold: float, fire: float) -> float:
+    """Robust z as a probability for the decision while the combined tiers warm up:
+    monotone in how far the window is in the bad direction, `fire` exactly at the z threshold
+    (so it fires where robust z alone would), approaching 1 far past it."""
+    if bad < threshold:
+        return fire * bad / threshold
+    return 1.0 - (1.0 - fire) * threshold / bad
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One window's alert decision (`decide`)."""
+
+    probability: float
+    """The window's anomaly probability: what the alert carries and NAB sweeps."""
+    held_probability: float
+    """The probability after the cooldown (0 inside one unless it passed): what the decision
+    fired on, written per row by `novacron-ml nab`."""
+    fired: bool
+    """A new firing (an episode opens, or a bigger event inside one)."""
+    alerting: bool
+    """The window raises an alert: a firing, or the open episode's probability still at the
+    firing level."""
+    tier: str
+    """Which tier decided: `novelty` (or the combined tiers' best) or `robust_z` (warm-up)."""
+
+
+def decide(
+    state: SeriesState,
+    tiers: dict[str, float],
+    bad: float,
+    size: float,
+    warm: bool,
+    threshold: float,
+) -> Decision:
+    """The alert decision for one window (updates the state's cooldown and episode).
+
+    `bad`: the window's robust z in the metric's bad direction (`Score.bad`, 0 while robust z
+    warms up); `size`: the novelty distance; `warm`: the combined tiers have the history they
+    need (until then robust z decides, through `z_probability`). The probability is the
+    largest calibrated score among the combined tiers, 0 when the window is fewer than
+    `min_deviation` noise widths from the median. A probability at or above `fire_level`
+    fires unless a cooldown holds it (a window passes one when its distance is
+    `bigger_event` times the firing's: sizes, not ranks, decide, because ranks saturate near
+    1). An episode opens at a firing, continues while the probability stays at the firing
+    level, and closes after `resolve_after_windows` windows below it; `rearm_after_windows`
+    later its cooldown ends."""
     c = state.combine
-    probability = tier_probability(state, tiers)
+    fire = fire_level(state)
+    if warm:
+        probability = tier_probability(state, tiers) if bad >= c.min_deviation else 0.0
+        tier = max(c.tiers, key=lambda name: tiers.get(name, -1.0))
+    else:
+        probability = z_probability(bad, threshold, fire)
+        size, tier = bad, "robust_z"
+    fired = False
     if state.cooldown > 0:
         state.cooldown -= 1
-        if probability < fire_level(state) or not size or size < c.bigger_event * state.fired_size:
-            return 0.0
-    elif probability < fire_level(state):
-        return probability
-    state.fired_size = size
-    state.cooldown = c.cooldown_windows
-    return probability
+        fired = probability >= fire and size > 0 and size >= c.bigger_event * state.fired_size
+        held = probability if fired else 0.0
+    else:
+        fired = probability >= fire
+        held = probability
+    if fired:
+        state.fired_size = size
+        state.cooldown = c.cooldown_windows
+    alerting = fired or (state.open_for > 0 and probability >= fire)
+    if alerting:
+        state.open_for += 1
+        state.quiet = 0
+    elif state.open_for > 0:
+        state.quiet += 1
+        if state.quiet >= c.resolve_after_windows:
+            state.open_for = state.quiet = state.closed_for = 0
+        else:
+            state.open_for += 1
+    if state.open_for == 0:
+        state.closed_for += 1
+        if state.closed_for == c.rearm_after_windows:
+            state.cooldown = 0
+    return Decision(probability, held, fired, alerting, tier)
+
+
+def held_out(state: SeriesState) -> bool:
+    """This window is inside the first `hold_windows` of an open episode: kept out of the
+    novelty tier's shapes and ranks."""
+    return 0 < state.open_for <= state.combine.hold_windows
+
+
+def decision_severity(probability: float, bad: float, threshold: float, fire: float) -> Severity:
+    """Severity from the deviation's size (`severity_for`, in z thresholds), one band higher
+    when the probability is in the top tenth of the firing level's tail (new at every
+    scale)."""
+    band = severity_for(bad, threshold)
+    if probability < 1.0 - (1.0 - fire) / 10:
+        return band
+    order = list(Severity)
+    return order[min(order.index(band) + 1, len(order) - 1)]
 
 
 def detect_window(
@@ -202,18 +306,20 @@ def detect_window(
     mean = window["mean"]
     det = state.detector
     t = detectors or tiers_for(det.config, state.combine)
+    threshold = det.threshold
     score = score_one(t.robust_z, det, window)
-    tiers = {
-        "robust_z": 0.0
-        if score is None
-        else anomaly_score(score.bad, det.config.z_threshold)
-    }
+    bad = 0.0 if score is None else score.bad
+    tiers = {"robust_z": anomaly_score(bad, det.config.z_threshold) if score else 0.0}
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
+    raws = None
+    warm = False
     if state.novelty is not None:
         raws = score_one(t.novelty, state.novelty, window)
         if raws is not None:
-            tiers["novelty"], size = _novelty_score(state, raws)
+            tiers["novelty"], size, warm = _novelty_score(state, raws)
+    if "novelty" not in state.combine.tiers:
+        warm = score is not None  # the other tiers rank from their first windows
     river = None
     if state.river is not None and t.river is not None:
         river = score_one(t.river, state.river, window)
@@ -221,32 +327,39 @@ def detect_window(
     for name, raw in raw_scores.items():
         tiers[name] = _calibrate(state, name, raw)
     state.tier_scores = tiers
-    state.last_score = combine_scores(state, tiers, size)
-    anomalous = score is not None and score.anomalous
-    flagged = anomalous or max(tiers.values()) >= fire_level(state)
-    learn_one(t.robust_z, det, window, score, anomalous)
+    decision = decide(state, tiers, bad, size, warm, threshold)
+    state.last_score = decision.held_probability
+    state.opened = decision.alerting and state.open_for == 1
+    flagged = decision.alerting or (score is not None and score.anomalous)
+    learn_one(t.robust_z, det, window, score, score is not None and score.anomalous)
     if state.novelty is not None:
-        learn_one(t.novelty, state.novelty, window, raws, flagged)
+        if held_out(state):
+            state.novelty.skip(mean)
+        else:
+            learn_one(t.novelty, state.novelty, window, raws, flagged)
+            if raws is not None:
+                _remember_novelty(state, raws)
     if river is not None and t.river is not None:
         learn_one(t.river, state.river, window, river, flagged)
     river_x = river.x if river is not None else None
     explanation = None
     if state.baseline is not None:
-        if anomalous:
+        if decision.alerting:
             explanation = state.baseline.explain(window.features)
         else:
             state.baseline.learn(window.features)  # anomalies stay out of the baseline
-    if score is None or not score.anomalous:
+    if not decision.alerting:
         return None
+    fire = fire_level(state)
     alert = window_alert(
         window,
         t.robust_z.catalogue.spec_for(split_series_key(series)[2]).anomaly_type,
-        severity_for(score.z, state.detector.config.z_threshold),
+        decision_severity(decision.probability, bad, det.config.z_threshold, fire),
         value=mean,
-        expected=score.expected,
-        score=score.z,
-        detector=DETECTOR_NAME,
-        probability=round(tier_probability(state, tiers), 6),
+        expected=score.expected if score is not None else mean,
+        score=score.z if score is not None else 0.0,
+        detector=decision.tier,
+        probability=round(decision.probability, 6),
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
     )
@@ -256,24 +369,34 @@ def detect_window(
 
 def _calibrate(state: SeriesState, name: str, raw: float) -> float:
     """`raw` ranked by the series' calibrator `name` (created on first use), then remembered."""
+    return _calibrator(state, name).calibrate(raw)
+
+
+def _calibrator(state: SeriesState, name: str) -> RankCalibrator:
+    """The series' calibrator `name`, created on first use."""
     if state.calibrators is None:
         state.calibrators = {}
     calibrator = state.calibrators.get(name)
     if calibrator is None:
         calibrator = state.calibrators[name] = RankCalibrator(state.combine.calibration)
-    return calibrator.calibrate(raw)
+    return calibrator
 
 
-def _novelty_score(state: SeriesState, raws: tuple[float, ...]) -> tuple[float, float]:
-    """The novelty tier's score (the mean of its scales' calibrated raw scores, 0 when no
-    scale moved `min_novelty` of the range) and the window's novelty distance (largest raw)."""
-    ranks = [
-        _calibrate(state, f"novelty@{s}", raw)
-        for s, raw in zip(state.combine.novelty.scales, raws, strict=True)
-    ]
+def _novelty_score(state: SeriesState, raws: tuple[float, ...]) -> tuple[float, float, bool]:
+    """The novelty tier's score (the mean of its scales' ranks, 0 when no scale moved
+    `min_novelty` of the range), the window's novelty distance (largest raw), and whether
+    every scale's calibrator is ready. Ranks only: `_remember_novelty` learns the raws."""
+    scales = state.combine.novelty.scales
+    calibrators = [_calibrator(state, f"novelty@{s}") for s in scales]
+    ranks = [c.rank(raw) for c, raw in zip(calibrators, raws, strict=True)]
     size = max(raws)
     score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
-    return score, size
+    return score, size, all(c.ready for c in calibrators)
+
+
+def _remember_novelty(state: SeriesState, raws: tuple[float, ...]) -> None:
+    for s, raw in zip(state.combine.novelty.scales, raws, strict=True):
+        _calibrator(state, f"novelty@{s}").remember(raw)
 
 
 def _hold(state: SeriesState, alert_id: str, held: HeldWindow) -> None:

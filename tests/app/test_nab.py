@@ -126,7 +126,15 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(category + " "))
         assert line.split()[1:3] == ["1", "1"]
     saved = json.loads((tmp_path / "scores.json").read_text())
-    assert set(saved) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert set(saved) == {
+        "standard",
+        "reward_low_FP_rate",
+        "reward_low_FN_rate",
+        "leave_one_category_out",
+    }
+    assert "episodes opened" in result.stdout and "leave one category out" in result.stdout
+    # two categories: each is scored at the threshold swept on the other
+    assert set(saved["leave_one_category_out"]) == {"score", "alpha", "beta"}
     files = saved["standard"]["files"]
     assert set(files) == {"alpha/one.csv", "beta/two.csv"}
     assert files["alpha/one.csv"] == files["beta/two.csv"]  # same data, same outcome
@@ -136,7 +144,7 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
     assert page.count("label: NAB label window") == 2  # one shaded window per file
     one = list(csv.DictReader((out / "alpha" / "nc_one.csv").open()))
     two = list(csv.DictReader((out / "beta" / "nc_two.csv").open()))
-    assert list(one[0]) == ["timestamp", "value", "anomaly_score"]
+    assert list(one[0]) == ["timestamp", "value", "anomaly_score", "alert", "opened"]
     assert len(one) == len(two) == 700
     assert [r["timestamp"] for r in one] == [t for t, _ in rows]
     scores = np.array([float(r["anomaly_score"]) for r in one])
@@ -145,6 +153,9 @@ def test_nab_command_writes_one_scored_row_per_valid_row(tmp_path: Path) -> None
         r["anomaly_score"] for r in two
     ]  # names don't matter
     assert scores[600:603].max() > np.percentile(scores[320:590], 99)  # the spike stands out
+    alerted = [i for i, r in enumerate(one) if r["alert"] == "1"]
+    assert alerted and all(600 <= i < 610 for i in alerted)  # the decision alerts on it alone
+    assert [i for i, r in enumerate(one) if r["opened"] == "1"] == alerted[:1]  # one episode
 
 
 def test_plot_rows_thin_a_long_series_but_keep_its_spikes() -> None:

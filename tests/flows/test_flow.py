@@ -20,7 +20,7 @@ from novacron_ml.app.malformed import MALFORMED, with_malformed
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow
-from novacron_ml.core.schema import Alert, WireEvent
+from novacron_ml.core.schema import Alert, Incident, WireEvent
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.features.cross import HOST_FEATURE_NAMES, HostWindow
@@ -97,7 +97,8 @@ def test_all_three_formats_give_the_same_alerts() -> None:
     alerts: list[Alert] = []
     for fmt in ("json", "json-array", "line"):
         out = run_flow(list(FleetSimulator(cfg).messages(fmt)))
-        alerts = [a for a in out if isinstance(a, Alert) and a.detector == "robust_z"]
+        alerts = [a for a in out if isinstance(a, Alert) and a.detector in {"robust_z", "novelty"}]
+        incidents = [o for o in out if isinstance(o, Incident)]
         results[fmt] = sorted(a.alert_id for a in out if isinstance(a, Alert))
     assert results["json"], "the simulated anomalies should raise alerts"
     assert results["json"] == results["json-array"] == results["line"]
@@ -106,6 +107,10 @@ def test_all_three_formats_give_the_same_alerts() -> None:
     assert alerts and all(a.tiers and {"robust_z", "iforest"} <= set(a.tiers) for a in alerts)
     assert any(a.tiers and "novelty" in a.tiers for a in alerts)
     assert all(a.explanation and 0 <= (a.probability or 0) <= 1 for a in alerts)
+    # the decision's alerts are grouped per host: each in one of the incidents published
+    by_id = {i.incident_id: i for i in incidents}
+    assert all(a.incident_id in by_id and by_id[a.incident_id].host == a.host for a in alerts)
+    assert all(i.probable_cause == i.causes[0].metric for i in incidents)
 
 
 def test_sliding_windows_score_each_event_in_every_window_it_falls_in() -> None:

@@ -22,7 +22,7 @@ from operators.detection.series import (
     CombineConfig,
     WindowScore,
     apply_series_feedback,
-    combine_scores,
+    decide,
     detect_window,
     fire_level,
     new_series_state,
@@ -79,7 +79,9 @@ def test_novelty_resumes_an_old_snapshot_by_starting_over() -> None:
 
 def test_cooldown_holds_the_probability_but_lets_a_bigger_event_through() -> None:
     state = new_series_state(
-        SERIES, RobustZConfig(), CombineConfig(fire_probability=0.9, cooldown_windows=3)
+        SERIES,
+        RobustZConfig(),
+        CombineConfig(fire_probability=0.9, cooldown_windows=3, rearm_after_windows=50),
     )
     seq = [
         (0.5, 0.1),
@@ -92,11 +94,66 @@ def test_cooldown_holds_the_probability_but_lets_a_bigger_event_through() -> Non
         (0.95, 0.2),
         (0.95, 0.2),
     ]
-    out = [combine_scores(state, {"novelty": p}, size) for p, size in seq]
+    out = [decide(state, {"novelty": p}, 10.0, size, True, 6.0).held_probability for p, size in seq]
     # fires at 0.95 (size 0.1); 0.99 is only 2x as far (held); 0.9 at 3.5x passes and
     # restarts; 0.999 at 0.1 held; the cooldown ends after 3 windows; fires again
     assert out == [0.5, 0.95, 0.0, 0.9, 0.0, 0.0, 0.0, 0.95, 0.0]
-    assert combine_scores(state, {"robust_z": 1.0}, 1.0) == 0.0  # not a combined tier
+    assert decide(state, {"robust_z": 1.0}, 10.0, 1.0, True, 6.0).probability == 0.0  # not combined
+
+
+def test_decision_gate_episode_and_rearm() -> None:
+    combine = CombineConfig(
+        fire_probability=0.9, cooldown_windows=100, resolve_after_windows=2, rearm_after_windows=3
+    )
+    state = new_series_state(SERIES, RobustZConfig(), combine)
+    # a new shape inside the noise (2 noise widths) is no anomaly
+    quiet = decide(state, {"novelty": 1.0}, 2.0, 0.5, True, 6.0)
+    assert quiet.probability == 0.0 and not quiet.alerting
+    steps = [(1.0, 8.0), (0.95, 8.0), (0.5, 8.0), (0.5, 8.0), (0.5, 1.0), (0.5, 1.0), (0.5, 1.0)]
+    out = [decide(state, {"novelty": p}, bad, 0.5, True, 6.0) for p, bad in steps]
+    # opens, continues at the firing level, closes after 2 windows below it
+    assert [d.alerting for d in out] == [True, True, False, False, False, False, False]
+    assert [d.fired for d in out] == [True] + [False] * 6
+    assert state.open_for == 0 and state.cooldown == 0  # re-armed 3 windows after closing
+    again = decide(state, {"novelty": 0.95}, 8.0, 0.5, True, 6.0)
+    assert again.fired and again.alerting and again.tier == "novelty"
+
+
+def test_robust_z_decides_while_the_combined_tiers_warm_up() -> None:
+    state = new_series_state(SERIES, RobustZConfig(), CombineConfig())
+    below = decide(state, {"novelty": 0.0}, 5.9, 0.0, False, 6.0)
+    assert not below.alerting and below.probability < state.combine.fire_probability
+    past = decide(state, {"novelty": 0.0}, 12.0, 0.0, False, 6.0)
+    assert past.fired and past.tier == "robust_z"
+    assert past.probability == pytest.approx(1 - 0.015 * 6 / 12)
+
+
+def test_an_episode_stays_out_of_the_novelty_history_so_a_recurrence_still_fires() -> None:
+    def run(hold: int) -> list[int]:
+        state = new_series_state(
+            SERIES,
+            RobustZConfig(min_history=5, history_windows=60),
+            CombineConfig(
+                hold_windows=hold,
+                river=None,
+                novelty=NoveltyConfig(min_history=20),
+                calibration=CalibrationConfig(min_ranked=20),
+            ),
+        )
+        rng = np.random.default_rng(4)
+        fired = []
+        for i in range(400):
+            anomaly = i in range(200, 205) or i in range(320, 325)  # the same fault twice
+            mean = (300.0 if anomaly else 100.0) + rng.normal(0, 2)
+            if isinstance(detect_window(state, window(i, mean, mean * 1.5)), Alert):
+                fired.append(i)
+        return fired
+
+    held = run(10)
+    assert any(200 <= i < 205 for i in held) and any(320 <= i < 325 for i in held)
+    assert all(200 <= i < 205 or 320 <= i < 325 for i in held)  # nothing else
+    # learning the first episode's shapes and ranks hides the recurrence
+    assert not any(320 <= i < 325 for i in run(0))
 
 
 def window(i: int, mean: float, p99: float) -> FeatureWindow:

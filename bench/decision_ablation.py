@@ -1,0 +1,149 @@
+"""Ablation of the alert decision (issue 17): each part on and off, NAB and the simulator.
+
+Every variant runs the production detect flow twice: over the NAB development split
+(`novacron-ml nab`'s runner: the probability swept, the alerts at the shipped level with no
+sweep, the rows that opened an episode, and leave one category out) and over a simulated
+fleet (`novacron-ml demo`'s scenario without the forecaster, so only the decision alerts:
+precision, recall, lowest per-type precision and recall, false-positive windows). A variant is
+a set of `detector.*` settings on top of the defaults; the first row is the shipped decision.
+
+    python bench/decision_ablation.py                          # every variant, ~2 min each
+    python bench/decision_ablation.py --only shipped no-gate   # some of them
+    python bench/decision_ablation.py --seed 21 --hosts 16 --hours 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from novacron_ml.app.demo import false_positive_windows, run_demo
+from novacron_ml.app.nab import PROFILES
+from novacron_ml.app.nab_runner import (
+    leave_one_category_out,
+    run_directory,
+    score_alerts,
+    score_run,
+)
+from novacron_ml.core.schema import parse_rfc3339_ms
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+NAB = ROOT.parent / "shared" / "data" / "nab"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "no-gate": {"min_deviation": 0.0},
+    "gate-4": {"min_deviation": 4.0},
+    "gate-6": {"min_deviation": 6.0},
+    "no-hold": {"hold_windows": 0},
+    "no-rearm": {"rearm_after_windows": 10_000},
+    "no-hold-no-rearm": {"hold_windows": 0, "rearm_after_windows": 10_000},
+    "+river": {"probability_tiers": ["novelty", "river"]},
+    "+iforest": {"probability_tiers": ["novelty", "iforest"]},
+    "+robust_z": {"probability_tiers": ["novelty", "robust_z"]},
+}
+
+
+def settings_for(update: dict[str, Any]) -> Settings:
+    base = Settings()
+    return base.model_copy(
+        update={
+            "detector": base.detector.model_validate(base.detector.model_dump() | update),
+            "forecast": base.forecast.model_copy(update={"enabled": False}),
+        }
+    )
+
+
+def nab_row(settings: Settings, labels: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as out:
+        run = run_directory(NAB / "data", Path(out), "ablation", settings)
+    swept = score_run(run, labels)
+    alerts = score_alerts(run, labels)
+    opened = score_alerts(run, labels, opened=True)
+    return {
+        "nab": swept[0].score,
+        "nab_low_fp": swept[1].score,
+        "nab_low_fn": swept[2].score,
+        "alerts": alerts[0].score,
+        "opened": opened[0].score,
+        "loco": leave_one_category_out(run, labels, PROFILES[0]).score,
+    }
+
+
+def sim_row(settings: Settings, fleet: FleetConfig) -> dict[str, float]:
+    with contextlib.redirect_stderr(io.StringIO()):
+        result = run_demo(settings, fleet, quiet=True)
+    ev = result.evaluation
+    types = ev.by_type.values()
+    return {
+        "precision": ev.precision or 0.0,
+        "recall": ev.recall or 0.0,
+        "min_type_precision": min((t.precision or 0.0 for t in types if t.alerts), default=0.0),
+        "min_type_recall": min((t.recall or 0.0 for t in types if t.labels), default=0.0),
+        "fp_windows": false_positive_windows(result) / max(result.windows, 1),
+        "alerts": float(ev.alerts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to run")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--hosts", type=int, default=12)
+    parser.add_argument("--hours", type=float, default=6.0)
+    parser.add_argument("--no-nab", action="store_true", help="the simulator only")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    labels = NAB / "labels" / "combined_windows.json"
+    fleet = FleetConfig(
+        hosts=args.hosts,
+        duration_s=args.hours * 3600,
+        seed=args.seed,
+        start_ms=parse_rfc3339_ms("2026-11-30T00:00:00Z"),
+    )
+    print(
+        f"NAB development split ({NAB / 'data'}) and the simulator (seed {args.seed}, "
+        f"{args.hosts} hosts, {args.hours:g} h, forecaster off)\n"
+    )
+    header = (
+        f"{'variant':<18} {'NAB':>6} {'lowFP':>6} {'lowFN':>6} {'alerts':>6} {'opened':>6} "
+        f"{'LOCO':>6} | {'prec':>5} {'recall':>6} {'minTP':>5} {'minTR':>5} {'FPwin':>7} "
+        f"{'alerts':>6} {'s':>4}"
+    )
+    print(header)
+    rows = {}
+    for name in args.only or list(VARIANTS):
+        start = time.perf_counter()
+        settings = settings_for(VARIANTS[name])
+        nab = {} if args.no_nab else nab_row(settings, labels)
+        sim = sim_row(settings, fleet)
+        rows[name] = {"settings": VARIANTS[name], "nab": nab, "sim": sim}
+        n = nab or dict.fromkeys(("nab", "nab_low_fp", "nab_low_fn", "alerts", "opened", "loco"), 0)
+        print(
+            f"{name:<18} {n['nab']:6.2f} {n['nab_low_fp']:6.2f} {n['nab_low_fn']:6.2f} "
+            f"{n['alerts']:6.2f} {n['opened']:6.2f} {n['loco']:6.2f} | "
+            f"{sim['precision']:5.3f} {sim['recall']:6.3f} {sim['min_type_precision']:5.3f} "
+            f"{sim['min_type_recall']:5.3f} {sim['fp_windows']:7.3%} {sim['alerts']:6.0f} "
+            f"{time.perf_counter() - start:4.0f}",
+            flush=True,
+        )
+    print(
+        "\nNAB: standard profile swept, reward_low_FP/FN swept, the alerts and the episode "
+        "openings at the shipped level (no sweep), leave one category out (standard). "
+        "Simulator: precision/recall of the decision's alerts (host and time match), lowest "
+        "per-type precision and recall, false-positive windows over windows scored."
+    )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
