@@ -2,9 +2,10 @@
 
 Feature windows of simulated series (the flow's own feature engine) go through
 `operators.detection.series.detect_window` four ways, in one run on the same windows: the naive
-baseline (robust z only, the foundation detector); robust z + novelty with the combined
-probability, cooldown and explanations; the same + the River tier (the flow's default); and
-that with the NAB runner's 25,000-window histories. Prints µs per window (median of
+baseline (robust z only, the foundation detector); the alert decision as the flow runs it by
+default (robust z, novelty, spread, the probability, cooldown, episodes and explanations); the
+same + the River tier (off by default since issue 17); and the decision with the NAB runner's
+25,000-window histories. Prints µs per window (median of
 `--repeats`), p50/p99 of single-window times, the ratio to the baseline and the pickled
 state per series after the run (what a recovery snapshot holds). Then the
 Isolation Forest tier (the committed ONNX models, scored in the feature stage) per window at
@@ -30,6 +31,7 @@ from novacron_ml.core.manifest import REGISTRY
 from operators.detection.calibration import CalibrationConfig
 from operators.detection.iforest import IsolationForestTier
 from operators.detection.novelty import NoveltyConfig
+from operators.detection.river import RiverConfig
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
@@ -83,9 +85,9 @@ def main() -> None:
     rz = RobustZConfig()
     variants: dict[str, Any] = {
         "baseline: robust z only": None,
-        "robust z + novelty": CombineConfig(river=None),
-        "+ River HST (flow defaults)": CombineConfig(),
-        "+ River HST, NAB histories": CombineConfig(
+        "the decision (flow defaults)": CombineConfig(),
+        "+ River HST (off by default)": CombineConfig(river=RiverConfig()),
+        "the decision, NAB histories": CombineConfig(
             novelty=NoveltyConfig(history=25_000), calibration=CalibrationConfig(history=25_000)
         ),
     }
@@ -99,6 +101,7 @@ def main() -> None:
                     st.novelty = None
                     st.baseline = None
                     st.river = None
+                    st.spread = None
             total, times = run(states, series, tiers_for(rz, combine or CombineConfig()))
             totals.append(total)
             p50.append(np.percentile(times, 50))

@@ -10,6 +10,7 @@ a set of `detector.*` settings on top of the defaults; the first row is the ship
     python bench/decision_ablation.py                          # every variant, ~2 min each
     python bench/decision_ablation.py --only shipped no-gate   # some of them
     python bench/decision_ablation.py --seed 21 --hosts 16 --hours 8
+    python bench/decision_ablation.py --no-nab --difficulty hard  # the hard scenario only
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-gate": {"min_deviation": 0.0},
     "gate-4": {"min_deviation": 4.0},
     "gate-6": {"min_deviation": 6.0},
+    "no-spread": {"spread_threshold": 0.0},
+    "spread-6": {"spread_threshold": 6.0},
     "no-hold": {"hold_windows": 0},
     "no-rearm": {"rearm_after_windows": 10_000},
     "no-hold-no-rearm": {"hold_windows": 0, "rearm_after_windows": 10_000},
-    "+river": {"probability_tiers": ["novelty", "river"]},
-    "+iforest": {"probability_tiers": ["novelty", "iforest"]},
+    "+river": {"probability_tiers": ["novelty", "river"], "river": True},
+    "+iforest": {"probability_tiers": ["novelty", "iforest"], "iforest_models": "models/onnx"},
     "+robust_z": {"probability_tiers": ["novelty", "robust_z"]},
 }
 
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--hosts", type=int, default=12)
     parser.add_argument("--hours", type=float, default=6.0)
+    parser.add_argument(
+        "--difficulty", choices=["default", "hard"], default="default", help="the scenario"
+    )
     parser.add_argument("--no-nab", action="store_true", help="the simulator only")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
@@ -108,10 +114,11 @@ def main() -> None:
         duration_s=args.hours * 3600,
         seed=args.seed,
         start_ms=parse_rfc3339_ms("2026-11-30T00:00:00Z"),
+        difficulty=args.difficulty,
     )
     print(
         f"NAB development split ({NAB / 'data'}) and the simulator (seed {args.seed}, "
-        f"{args.hosts} hosts, {args.hours:g} h, forecaster off)\n"
+        f"{args.hosts} hosts, {args.hours:g} h, {args.difficulty} scenario, forecaster off)\n"
     )
     header = (
         f"{'variant':<18} {'NAB':>6} {'lowFP':>6} {'lowFN':>6} {'alerts':>6} {'opened':>6} "

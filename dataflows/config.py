@@ -98,6 +98,7 @@ def combine_config(settings: Settings) -> CombineConfig:
         bigger_event=d.bigger_event,
         min_novelty=d.min_novelty,
         min_deviation=d.min_deviation,
+        spread_threshold=d.spread_threshold or None,
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,
         rearm_after_windows=d.rearm_after_windows,

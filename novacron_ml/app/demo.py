@@ -106,8 +106,9 @@ def false_positive_windows(result: DemoResult) -> int:
 
 
 def incident_causes(result: DemoResult) -> tuple[int, int, int]:
-    """(incidents, those with several metrics, those of them whose probable cause is one of
-    the metrics of an injected anomaly on the host that overlaps the incident)."""
+    """(incidents, those with several metrics, those of them whose probable cause is right:
+    the root metric of an injected anomaly on the host that overlaps the incident (the hard
+    scenario labels one), else one of its metrics)."""
     multi = [i for i in result.incidents if len(i.causes) > 1]
     right = 0
     for incident in multi:
@@ -116,6 +117,7 @@ def incident_causes(result: DemoResult) -> tuple[int, int, int]:
             label.host == incident.host
             and label.start_ms < hi
             and label.end_ms > lo
+            and incident.probable_cause == (label.root or incident.probable_cause)
             and incident.probable_cause in label.metrics
             for label in result.labels
         )
@@ -146,8 +148,10 @@ def summary(result: DemoResult) -> str:
             else ""
         ),
         f"  anomalies injected {ev.labels}, detected {ev.detected}",
-        "  incidents          {:,} ({:,} with several metrics; probable cause on an injected "
-        "anomaly's metric in {:,})".format(*incident_causes(result)),
+        "  incidents          {:,} ({:,} with several metrics; probable cause right in {:,}: "
+        "the injected root metric, or one of the anomaly's metrics)".format(
+            *incident_causes(result)
+        ),
         f"  precision {fmt(ev.precision)}   recall {fmt(ev.recall)}   F1 {fmt(ev.f1)}   "
         f"type accuracy {fmt(ev.type_accuracy)}",
         "",

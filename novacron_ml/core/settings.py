@@ -251,12 +251,15 @@ class DetectorSettings(_Group):
         "any of robust_z, novelty, iforest, river.",
     )
     river: bool = Field(
-        True, description="Run the River tier (HalfSpaceTrees per series on feature vectors)."
+        False,
+        description="Run the River tier (HalfSpaceTrees per series on feature vectors). Off "
+        "by default: combined into the decision it lowered the NAB score (docs/QUALITY.md).",
     )
     iforest_models: str = Field(
-        "models/onnx",
-        description="Directory with iforest_<family>.json manifests (a relative path is "
-        "looked up in the working directory, then the project root); empty disables the "
+        "",
+        description="Directory with iforest_<family>.json manifests (e.g. models/onnx; a "
+        "relative path is looked up in the working directory, then the project root); empty "
+        "(the default: combined into the decision it lowered the NAB score) disables the "
         "Isolation Forest tier.",
     )
     fire_probability: float = Field(
@@ -274,6 +277,12 @@ class DetectorSettings(_Group):
         ge=0,
         description="A window fewer robust noise widths (|z| in the metric's bad direction) "
         "than this from the series' median has anomaly probability 0.",
+    )
+    spread_threshold: float = Field(
+        8.0,
+        ge=0,
+        description="The spread tier alerts when a window's standard deviation is this many "
+        "robust noise widths above the series' usual spread (variance changes); 0: off.",
     )
     resolve_after_windows: int = Field(
         5,
@@ -308,6 +317,13 @@ class DetectorSettings(_Group):
             raise ValueError(
                 f"detector.probability_tiers: unknown tier(s) {unknown}; "
                 f"choose from {list(DETECTION_TIERS)}"
+            )
+        if "river" in self.probability_tiers and not self.river:
+            raise ValueError("detector.probability_tiers names river: set detector.river=true")
+        if "iforest" in self.probability_tiers and not self.iforest_models:
+            raise ValueError(
+                "detector.probability_tiers names iforest: set detector.iforest_models "
+                "(e.g. models/onnx)"
             )
         scales = self.novelty_scales
         if len(set(scales)) != len(scales) or not all(1 <= s <= 64 for s in scales):

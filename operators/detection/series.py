@@ -26,6 +26,9 @@ from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyT
 from operators.detection.river import RiverConfig, RiverModel, RiverTier
 from operators.detection.robust_z import RobustZConfig, RobustZDetector, RobustZTier, severity_for
 
+SPREAD = RobustZConfig(relative_floor=0.05)
+"""The spread tier's robust z: 60 windows of history, a scale of at least 5 % of the median
+standard deviation (a near-constant spread does not fire on rounding)."""
 HELD_ALERTS = 16
 """Alerted windows per series kept for operator feedback (their features and River inputs)."""
 
@@ -53,6 +56,11 @@ class CombineConfig:
     """A window whose mean is fewer robust noise widths (|robust z|, in the metric's bad
     direction) than this from the series' median has probability 0: a new shape inside the
     noise is not an anomaly."""
+    spread_threshold: float | None = 8.0
+    """The spread tier: a window whose sample standard deviation is this many robust noise
+    widths above the series' usual spread fires (variance changes, where the mean stays);
+    None: off. Higher than the mean's threshold because a 12-sample standard deviation has a
+    heavier upper tail than a mean (QUALITY.md)."""
     resolve_after_windows: int = 5
     """Windows in a row below the firing level that close an open episode."""
     hold_windows: int = 10
@@ -62,8 +70,8 @@ class CombineConfig:
     """Windows after an episode closed that end its cooldown early."""
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    river: RiverConfig | None = field(default_factory=RiverConfig)
-    """None: no River tier."""
+    river: RiverConfig | None = None
+    """None (the default): no River tier."""
 
 
 @dataclass
@@ -98,6 +106,8 @@ class SeriesState:
     """Windows since the last episode closed (the cooldown ends at `rearm_after_windows`)."""
     opened: bool = False
     """The last window's alert opened an episode."""
+    spread: RobustZDetector | None = None
+    """The spread tier: robust z of the window's standard deviation (upward is bad)."""
 
 
 @dataclass
@@ -161,6 +171,7 @@ def new_series_state(
         combine=combine,
         baseline=FeatureBaseline(),
         river=tiers.river.new_state(series) if tiers.river is not None else None,
+        spread=RobustZDetector(SPREAD, 1) if combine.spread_threshold is not None else None,
     )
 
 
@@ -211,12 +222,15 @@ def decide(
     size: float,
     warm: bool,
     threshold: float,
+    spread: float = 0.0,
 ) -> Decision:
     """The alert decision for one window (updates the state's cooldown and episode).
 
     `bad`: the window's robust z in the metric's bad direction (`Score.bad`, 0 while robust z
     warms up); `size`: the novelty distance; `warm`: the combined tiers have the history they
-    need (until then robust z decides, through `z_probability`). The probability is the
+    need (until then robust z decides, through `z_probability`); `spread`: the window's
+    standard deviation in robust noise widths above the series' usual one (the spread tier,
+    which decides when it reaches `spread_threshold`, warm or not). The probability is the
     largest calibrated score among the combined tiers, 0 when the window is fewer than
     `min_deviation` noise widths from the median. A probability at or above `fire_level`
     fires unless a cooldown holds it (a window passes one when its distance is
@@ -232,6 +246,10 @@ def decide(
     else:
         probability = z_probability(bad, threshold, fire)
         size, tier = bad, "robust_z"
+    if c.spread_threshold is not None and spread >= c.spread_threshold:
+        by_spread = z_probability(spread, c.spread_threshold, fire)
+        if by_spread > probability:
+            probability, size, tier = by_spread, max(size, spread), "spread"
     fired = False
     if state.cooldown > 0:
         state.cooldown -= 1
@@ -326,8 +344,16 @@ def detect_window(
         raw_scores["river"] = t.river.raw(river)
     for name, raw in raw_scores.items():
         tiers[name] = _calibrate(state, name, raw)
+    spread = 0.0
+    if state.spread is not None and window["count"] >= 2:
+        by_spread = state.spread.score(window["std"])
+        if by_spread is not None:
+            spread = by_spread.bad
+            assert state.combine.spread_threshold is not None
+            tiers["spread"] = anomaly_score(spread, state.combine.spread_threshold)
+        state.spread.learn(window["std"], by_spread is not None and by_spread.anomalous)
     state.tier_scores = tiers
-    decision = decide(state, tiers, bad, size, warm, threshold)
+    decision = decide(state, tiers, bad, size, warm, threshold, spread)
     state.last_score = decision.held_probability
     state.opened = decision.alerting and state.open_for == 1
     flagged = decision.alerting or (score is not None and score.anomalous)
@@ -354,7 +380,12 @@ def detect_window(
     alert = window_alert(
         window,
         t.robust_z.catalogue.spec_for(split_series_key(series)[2]).anomaly_type,
-        decision_severity(decision.probability, bad, det.config.z_threshold, fire),
+        decision_severity(
+            decision.probability,
+            max(bad, spread * det.config.z_threshold / (state.combine.spread_threshold or 1.0)),
+            det.config.z_threshold,
+            fire,
+        ),
         value=mean,
         expected=score.expected if score is not None else mean,
         score=score.z if score is not None else 0.0,

@@ -73,3 +73,32 @@ def test_metrics_are_correlated_through_load_and_have_a_daily_cycle() -> None:
     hourly = np.array([cpu[hour == h].mean() for h in range(24)])
     assert hourly.max() - hourly.min() > 0.1  # a visible daily cycle
     assert ((v >= 0) | ~np.isfinite(v)).all() and np.isfinite(v).all()
+
+
+def test_the_hard_scenario_is_small_shaped_and_led_by_a_root_metric() -> None:
+    hard = FleetConfig(
+        **{**CFG.__dict__, "hosts": 10, "anomalies_per_host_per_hour": 1.0, "difficulty": "hard"}
+    )
+    sim = FleetSimulator(hard)
+    assert {lb.shape for lb in sim.labels} == {"shift", "ramp", "variance", "cycle"}
+    assert all(lb.root == lb.metrics[0] for lb in sim.labels)
+    assert FleetSimulator(CFG).labels[0].shape is None  # the default scenario is unchanged
+    clean = FleetSimulator(FleetConfig(**{**hard.__dict__, "anomalies_per_host_per_hour": 0.0}))
+    t = np.concatenate([c[0] for c in sim.ticks()])
+    v = np.concatenate([c[1] for c in sim.ticks()])
+    v0 = np.concatenate([c[1] for c in clean.ticks()])
+    hosts = [h for _, h in sim.hosts]
+    for lb in sim.labels:
+        h = hosts.index(lb.host)
+        lag = (lb.end_ms - lb.start_ms) // 4
+        for k, metric in enumerate(lb.metrics):
+            m = METRIC_NAMES.index(metric)
+            onset = lb.start_ms + (lag if k else 0)
+            delta = v[:, h, m] - v0[:, h, m]
+            # nothing moves before its onset (a follower after the root), something after
+            assert not delta[(t >= lb.start_ms - 600_000) & (t < onset)].any(), (lb, metric)
+            moved = delta[(t >= onset) & (t < lb.end_ms)]
+            assert np.abs(moved).max() > 0, (lb, metric)
+            if lb.shape == "shift":  # 1.5-3 noise widths: small against the series' spread
+                width = np.std(np.diff(v0[:, h, m])) / np.sqrt(2)
+                assert np.median(np.abs(moved)) < 3.5 * width, (lb, metric)

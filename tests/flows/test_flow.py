@@ -21,7 +21,7 @@ from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow
 from novacron_ml.core.schema import Alert, Incident, WireEvent
-from novacron_ml.core.settings import Settings
+from novacron_ml.core.settings import DetectorSettings, Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.features.cross import HOST_FEATURE_NAMES, HostWindow
 
@@ -95,16 +95,22 @@ def test_all_three_formats_give_the_same_alerts() -> None:
     )
     results = {}
     alerts: list[Alert] = []
+    every_tier = Settings().model_copy(
+        update={
+            "detector": DetectorSettings(river=True, iforest_models="models/onnx"),
+        }
+    )
     for fmt in ("json", "json-array", "line"):
-        out = run_flow(list(FleetSimulator(cfg).messages(fmt)))
+        out = run_flow(list(FleetSimulator(cfg).messages(fmt)), every_tier)
         alerts = [a for a in out if isinstance(a, Alert) and a.detector in {"robust_z", "novelty"}]
         incidents = [o for o in out if isinstance(o, Incident)]
         results[fmt] = sorted(a.alert_id for a in out if isinstance(a, Alert))
     assert results["json"], "the simulated anomalies should raise alerts"
     assert results["json"] == results["json-array"] == results["line"]
-    # every tier reached the alert: the ONNX Isolation Forest scored in the feature stage's
-    # micro-batches, robust z and novelty in the per-series step; and an explanation
-    assert alerts and all(a.tiers and {"robust_z", "iforest"} <= set(a.tiers) for a in alerts)
+    # every tier (River and the forest switched on) reached the alert: the ONNX Isolation
+    # Forest scored in the feature stage's micro-batches, the others in the per-series step
+    tiers = {"robust_z", "iforest", "river", "spread"}
+    assert alerts and all(a.tiers and tiers <= set(a.tiers) for a in alerts)
     assert any(a.tiers and "novelty" in a.tiers for a in alerts)
     assert all(a.explanation and 0 <= (a.probability or 0) <= 1 for a in alerts)
     # the decision's alerts are grouped per host: each in one of the incidents published

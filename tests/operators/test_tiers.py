@@ -11,11 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
-from novacron_ml.core.schema import Alert
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms
 from novacron_ml.core.settings import DetectorSettings
 from operators.detection.calibration import CalibrationConfig, RankCalibrator
 from operators.detection.feedback import Feedback, Verdict
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector
+from operators.detection.river import RiverConfig
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     HELD_ALERTS,
@@ -169,7 +170,9 @@ def test_alert_carries_probability_tier_scores_and_explanation() -> None:
     state = new_series_state(
         SERIES,
         RobustZConfig(min_history=5, history_windows=200),
-        CombineConfig(novelty=NoveltyConfig(min_history=20), cooldown_windows=0),
+        CombineConfig(
+            novelty=NoveltyConfig(min_history=20), cooldown_windows=0, river=RiverConfig()
+        ),
     )
     rng = np.random.default_rng(1)
     for i in range(150):
@@ -177,7 +180,8 @@ def test_alert_carries_probability_tier_scores_and_explanation() -> None:
         assert detect_window(state, window(i, mean, mean * 1.5 + rng.normal(0, 1))) is None
     alert = detect_window(state, window(150, 400.0, 2000.0))
     assert isinstance(alert, Alert)
-    assert alert.tiers is not None and set(alert.tiers) == {"robust_z", "novelty", "river"}
+    assert alert.tiers is not None
+    assert set(alert.tiers) == {"robust_z", "novelty", "river", "spread"}
     assert alert.tiers["novelty"] == 1.0 and alert.probability == 1.0
     assert alert.explanation is not None and len(alert.explanation) == 3
     top = alert.explanation[0]
@@ -225,11 +229,17 @@ def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> 
 def test_settings_reject_an_unknown_tier() -> None:
     with pytest.raises(ValidationError, match="unknown tier"):
         DetectorSettings(probability_tiers=["novelty", "magic"])
+    with pytest.raises(ValidationError, match=r"set detector\.river=true"):
+        DetectorSettings(probability_tiers=["novelty", "river"])  # River is off by default
+    with pytest.raises(ValidationError, match=r"set detector\.iforest_models"):
+        DetectorSettings(probability_tiers=["iforest"])
 
 
 def test_river_tier_scores_the_outlier_and_keeps_it_out_of_learning() -> None:
     state = new_series_state(
-        SERIES, RobustZConfig(min_history=5, history_windows=200), CombineConfig()
+        SERIES,
+        RobustZConfig(min_history=5, history_windows=200),
+        CombineConfig(river=RiverConfig()),
     )
     assert state.river is not None
     rng = np.random.default_rng(2)
@@ -244,13 +254,15 @@ def test_river_tier_scores_the_outlier_and_keeps_it_out_of_learning() -> None:
     for i in range(401, 411):  # once the shape is normal again, windows are learned
         detect_window(state, window(i, 100.0, 150.0))
     assert pickle.dumps(state.river) != before
-    off = new_series_state(SERIES, RobustZConfig(), CombineConfig(river=None))
-    assert off.river is None
+    off = new_series_state(SERIES, RobustZConfig(), CombineConfig())
+    assert off.river is None  # off by default
 
 
 def test_operator_feedback_reaches_the_river_tier_baseline_and_firing_level() -> None:
     state = new_series_state(
-        SERIES, RobustZConfig(min_history=5, history_windows=200), CombineConfig()
+        SERIES,
+        RobustZConfig(min_history=5, history_windows=200),
+        CombineConfig(river=RiverConfig()),
     )
     rng = np.random.default_rng(3)
     for i in range(400):
@@ -284,3 +296,31 @@ def test_operator_feedback_reaches_the_river_tier_baseline_and_firing_level() ->
     for i in range(402, 402 + 2 * HELD_ALERTS):  # only the last HELD_ALERTS alerts are kept
         detect_window(state, window(i, 400.0 * (1.1 + i - 402), 2000.0 * (1 + i - 402)))
     assert len(state.held) <= HELD_ALERTS
+
+
+def test_the_spread_tier_fires_on_a_variance_change_the_mean_does_not_show() -> None:
+    def run(spread: float | None) -> list[Alert]:
+        state = new_series_state(
+            SERIES,
+            RobustZConfig(min_history=5, history_windows=60),
+            CombineConfig(spread_threshold=spread, river=None),
+        )
+        rng = np.random.default_rng(5)
+        alerts = []
+        for i in range(300):
+            f = np.zeros(N_FEATURES)
+            f[FEATURE_INDEX["count"]] = 12
+            f[FEATURE_INDEX["mean"]] = 100.0 + rng.normal(0, 0.3)  # the mean never moves
+            noisy = 250 <= i < 256
+            f[FEATURE_INDEX["std"]] = (4.0 if noisy else 1.0) * (1 + rng.normal(0, 0.1))
+            out = detect_window(state, FeatureWindow(SERIES, i * 60_000, (i + 1) * 60_000, f))
+            if isinstance(out, Alert):
+                alerts.append(out)
+        return alerts
+
+    alerts = run(8.0)
+    assert alerts and all(
+        250 * 60_000 <= parse_rfc3339_ms(a.window_start) < 256 * 60_000 for a in alerts
+    )
+    assert alerts[0].detector == "spread" and alerts[0].tiers and alerts[0].tiers["spread"] > 0.5
+    assert run(None) == []  # the mean-based tiers cannot see it
