@@ -40,8 +40,8 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    """Unique metrics/alerts/dlq/features topic names for one test, created up front, deleted
-    after."""
+    """Unique metrics/alerts/dlq/features/incidents topic names for one test, created up
+    front, deleted after."""
     from novacron_ml.core.kafka import delete_topics, ensure_topics
 
     suffix = uuid.uuid4().hex[:10]
@@ -50,6 +50,7 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
         "alerts": f"test.{suffix}.alerts",
         "dlq": f"test.{suffix}.metrics.dlq",
         "features": f"test.{suffix}.metrics.features",
+        "incidents": f"test.{suffix}.incidents",
     }
     ensure_topics(kafka_bootstrap, names.values())
     yield names

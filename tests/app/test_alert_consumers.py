@@ -290,6 +290,7 @@ def test_tail_prints_each_alert_once_and_filters(
         os.environ,
         NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
     )
     cli = [
         sys.executable,

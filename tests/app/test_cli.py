@@ -118,6 +118,7 @@ def test_run_stops_cleanly_on_ctrl_c_and_sigterm_and_resumes(
         NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         NOVACRON_TOPICS_METRICS=kafka_topics["metrics"],
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
         NOVACRON_RECOVERY_DIR=str(tmp_path / "recovery"),
     )

@@ -97,6 +97,7 @@ def test_feedback_topic_end_to_end(kafka_bootstrap: str, kafka_topics: dict[str,
         os.environ,
         NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
         NOVACRON_TOPICS_FEEDBACK=feedback_topic,
     )
     cli = subprocess.run(

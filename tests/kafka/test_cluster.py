@@ -55,7 +55,10 @@ def test_two_processes_match_one(kafka_bootstrap: str, kafka_topics: dict[str, s
     assert one.returncode == 0, one.stderr
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     env = dict(
-        base, NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"], NOVACRON_TOPICS_DLQ=kafka_topics["dlq"]
+        base,
+        NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
+        NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
     )
     procs = [
         subprocess.Popen(

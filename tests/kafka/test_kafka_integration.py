@@ -24,7 +24,7 @@ from novacron_ml.core import metrics as obs
 from novacron_ml.core.features import FEATURE_NAMES
 from novacron_ml.core.kafka import produce, read_topic
 from novacron_ml.core.labels import read_labels
-from novacron_ml.core.schema import Alert, WireEvent
+from novacron_ml.core.schema import Alert, Incident, WireEvent
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.ingest.parse import OVERSIZED_KEEP_BYTES
@@ -120,6 +120,15 @@ def test_alerts_match_labels_and_every_bad_message_reaches_the_dlq(
     assert ev.precision >= 0.9, ev.false_alerts[:5]
     assert ev.type_accuracy >= 0.9
 
+    # incidents: keyed by incident_id; every decision alert names one of its host's
+    records = read_topic(kafka_bootstrap, kafka_topics["incidents"])
+    incidents = [msgspec.json.decode(r.value, type=Incident) for r in records]
+    assert all(r.key == i.incident_id.encode() for r, i in zip(records, incidents, strict=True))
+    hosts = {i.incident_id: i.host for i in incidents}
+    decided = [a for a in alerts if a.episode_id is not None]
+    assert decided and all(hosts.get(a.incident_id or "") == a.host for a in decided)
+    assert {i.status for i in incidents} == {"open", "resolved"}
+
     # features: one record per closed series window, plus host cross features
     feats = [
         msgspec.json.decode(r.value) for r in read_topic(kafka_bootstrap, kafka_topics["features"])
@@ -139,6 +148,7 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
         NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         NOVACRON_TOPICS_METRICS=kafka_topics["metrics"],
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
         NOVACRON_RECOVERY_DIR=str(tmp_path / "recovery"),
     )
