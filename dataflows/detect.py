@@ -49,7 +49,7 @@ from dataflows.steps import (
     parse_feedback_message,
 )
 from novacron_ml.core.deadletter import DeadLetter
-from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.features import FeatureWindow, SeriesEvicted
 from novacron_ml.core.kafka import ORDERED_PRODUCER, with_client_log
 from novacron_ml.core.schema import Alert, Incident, MetricEvent
 from novacron_ml.core.settings import Settings, load_settings
@@ -67,7 +67,7 @@ def _value(keyed: tuple[str, Any]) -> Any:
     return keyed[1]
 
 
-def _series_of_window(window: FeatureWindow) -> str:
+def _series_of_window(window: FeatureWindow | SeriesEvicted) -> str:
     return window.series
 
 
@@ -81,6 +81,10 @@ def is_shard_batch(item: object) -> bool:
 
 def is_window(item: object) -> bool:
     return isinstance(item, FeatureWindow)
+
+
+def is_eviction(item: object) -> bool:
+    return isinstance(item, SeriesEvicted)
 
 
 def is_dead_letter(item: object) -> bool:
@@ -142,11 +146,14 @@ def build_flow(
     split = op.branch("split_valid", parsed, is_shard_batch)
     shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs
     featured = op.stateful_batch("features", shards, make_feature_builder(config))
-    windows = op.branch("split_late", op.map("drop_shard", featured, _value), is_window)
+    unsharded = op.branch("split_evictions", op.map("drop_shard", featured, _value), is_eviction)
+    windows = op.branch("split_late", unsharded.falses, is_window)
     late_or_rest = op.branch("split_host", windows.falses, is_dead_letter)
     forecasts = op.branch("split_forecasts", late_or_rest.falses, is_forecast_output)
     host_windows = forecasts.falses
     by_series: Any = op.key_on("key_by_series", windows.trues, _series_of_window)
+    evicted = op.key_on("evictions_by_series", unsharded.trues, _series_of_window)
+    by_series = op.merge("windows_and_evictions", by_series, evicted)
     feedback_dead: Any = None
     if feedback_source is not None:
         verdicts = op.map(

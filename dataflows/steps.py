@@ -27,10 +27,16 @@ from dataflows.io import stopping
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.features import FeatureConfig, FeatureWindow
+from novacron_ml.core.features import FeatureConfig, FeatureWindow, SeriesEvicted
 from novacron_ml.core.schema import Alert, MetricEvent, rfc3339_ms
 from operators.aggregate.hourly import HourlyAggregate, HourlyAggregator
-from operators.alerting.episodes import RESOLVED, EpisodeConfig, on_alert, on_quiet
+from operators.alerting.episodes import (
+    RESOLVED,
+    EpisodeConfig,
+    on_alert,
+    on_quiet,
+    resolved_record,
+)
 from operators.alerting.suppression import Rule, suppression_for
 from operators.detection.feedback import Feedback, parse_feedback
 from operators.detection.iforest import IsolationForestTier
@@ -175,7 +181,7 @@ class FeatureState:
     """Cumulative counters' last samples, to turn them into rates before the engine."""
 
 
-FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert
+FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert | SeriesEvicted
 
 
 class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
@@ -246,6 +252,9 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         out = self._emit(engine.advance(_wall_ms()))
         if engine.evicted > evicted:
             obs.SERIES_EVICTED.inc(engine.evicted - evicted)
+        if engine.evicted_series:  # after their last windows: the detect step drops them
+            out.extend(SeriesEvicted(name) for name in engine.evicted_series)
+            engine.evicted_series.clear()
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[FeatureOut], bool]:
@@ -328,8 +337,14 @@ def make_detect_step(
     episode_config = episodes or EpisodeConfig()
 
     def detect(
-        state: SeriesState | None, window: FeatureWindow | Feedback
-    ) -> tuple[SeriesState, list[Output | WindowScore]]:
+        state: SeriesState | None, window: FeatureWindow | Feedback | SeriesEvicted
+    ) -> tuple[SeriesState | None, list[Output | WindowScore]]:
+        if isinstance(window, SeriesEvicted):
+            # idle past features.idle_ttl_s: an open episode ends here, then the state goes
+            records = (
+                [] if state is None or state.episode is None else [resolved_record(state.episode)]
+            )
+            return None, [count_and_suppress(r, active_rules) for r in records]
         if state is None:
             state = new_series_state(window.series, config, combine, tiers)
         if isinstance(window, Feedback):
@@ -364,7 +379,7 @@ def make_detect_step(
     return detect
 
 
-DetectIn = FeatureWindow | Feedback
+DetectIn = FeatureWindow | Feedback | SeriesEvicted
 DetectOut = Output | WindowScore
 
 
@@ -384,7 +399,7 @@ class DetectLogic(StatefulLogic[DetectIn, DetectOut, bytes]):
 
     def on_item(self, value: DetectIn) -> tuple[list[DetectOut], bool]:
         self.state, out = self.step(self.state, value)
-        return out, StatefulLogic.RETAIN
+        return out, StatefulLogic.RETAIN if self.state is not None else StatefulLogic.DISCARD
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -147,6 +147,14 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class SeriesEvicted:
+    """The feature stage evicted an idle series (`features.idle_ttl_s`): the detect step drops
+    its state too, closing an open alert episode first (flow-internal, never published)."""
+
+    series: str
+
+
+@dataclass(frozen=True)
 class FeatureWindow:
     """One closed window of one series with its feature vector (float64, FEATURE_NAMES order)."""
 

@@ -10,6 +10,7 @@ Environment names derive from the settings path: `detector.z_threshold` is
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -549,8 +550,49 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+SCRIPT_VARIABLES = frozenset(
+    {"NOVACRON_CONFIG", "NOVACRON_PYTHON", "NOVACRON_VENV"}
+    | {f"NOVACRON_BROKER_{name}" for name in ("PORT", "DIR", "CACHE", "VERSION", "HEAP", "WAIT_S")}
+)
+"""`NOVACRON_*` variables that are not settings: the config file, and what the scripts
+(`scripts/_python.sh`, `scripts/kafka.sh`) read."""
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Reject a `NOVACRON_*` variable that names no setting (a typo would otherwise be
+    ignored, or fail with pydantic's multi-line report): one line with the closest name."""
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    groups: dict[str, type[BaseModel]] = {
+        g: f.annotation for g, f in Settings.model_fields.items() if isinstance(f.annotation, type)
+    }
+    for var in sorted(environ):
+        if not var.startswith("NOVACRON_") or var in SCRIPT_VARIABLES:
+            continue
+        group, _, name = var[len("NOVACRON_") :].lower().partition("_")
+        if var.startswith("NOVACRON_BROKER_"):
+            raise ValueError(
+                f"{var} is no setting (the broker script reads "
+                f"{', '.join(sorted(v for v in SCRIPT_VARIABLES if 'BROKER' in v))})"
+            )
+        if group not in groups:
+            near = difflib.get_close_matches(group, groups, n=1)
+            hint = f" (did you mean NOVACRON_{near[0].upper()}_...?)" if near else ""
+            raise ValueError(
+                f"{var}: no settings group {group!r}{hint}; groups: {', '.join(groups)}"
+            )
+        fields = groups[group].model_fields
+        if name not in fields:
+            near = difflib.get_close_matches(name, fields, n=1)
+            hint = f"; did you mean NOVACRON_{group.upper()}_{near[0].upper()}?" if near else ""
+            raise ValueError(f"{var}: {group} has no setting {name!r}{hint}")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment and config file, with explicit overrides on top."""
+    """Settings from the environment and config file, with explicit overrides on top; a
+    `NOVACRON_*` variable that names no setting is an error (`check_environment`)."""
+    check_environment()
     config = os.environ.get("NOVACRON_CONFIG")
     if config and not Path(config).is_file():
         raise FileNotFoundError(f"NOVACRON_CONFIG points to a missing file: {config}")

@@ -63,6 +63,8 @@ class FeatureEngine:
         self._tombstones: OrderedDict[str, int] = OrderedDict()
         self.evicted = 0
         """Series evicted so far (for metrics)."""
+        self.evicted_series: list[str] = []
+        """Names evicted since the caller last cleared it (the detect step drops their state)."""
         self._per_host: Counter[str] = Counter()
         """Live series per host (for `max_series_per_host`)."""
         self.over_limit: list[MetricEvent] = []
@@ -156,6 +158,7 @@ class FeatureEngine:
             if self._per_host[host] <= 0:
                 del self._per_host[host]
             self._index.pop(name, None)
+            self.evicted_series.append(name)
             self._tombstones[name] = int(self._next_start[row])
             while len(self._tombstones) > self.config.max_tombstones:
                 self._tombstones.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,25 @@ def test_the_metrics_endpoint_binds_loopback_by_default() -> None:
     from novacron_ml.core.settings import Settings
 
     assert Settings().observability.metrics_bind == "127.0.0.1"
+
+
+def test_a_novacron_variable_that_names_no_setting_is_a_one_line_error() -> None:
+    from novacron_ml.core.settings import check_environment
+
+    good = {
+        "NOVACRON_DETECTOR_Z_THRESHOLD": "7",
+        "NOVACRON_RECOVERY_DIR": "/tmp/r",  # a setting (recovery.dir), not a script variable
+        "NOVACRON_BROKER_PORT": "19092",  # read by scripts/kafka.sh
+        "NOVACRON_CONFIG": "novacron.toml",
+        "PATH": "/bin",
+    }
+    check_environment(good)
+    cases = {
+        "NOVACRON_DETECTOR_Z_THRESHLD": "did you mean NOVACRON_DETECTOR_Z_THRESHOLD?",
+        "NOVACRON_DETECTR_Z_THRESHOLD": "no settings group 'detectr' (did you mean",
+        "NOVACRON_BROKER_PORTT": "the broker script reads",
+    }
+    for var, message in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)) as err:
+            check_environment({**good, var: "1"})
+        assert var in str(err.value) and "\n" not in str(err.value)

@@ -229,3 +229,29 @@ def test_dead_letters_too_large_for_kafka_are_cut_and_say_so() -> None:
     assert dict(msg.headers)["novacron.truncated_from"] == b"1000001"
     small = encode(DeadLetter(Reason.BAD_JSON, "x", b"{oops", None))
     assert small.value == b"{oops" and "novacron.truncated_from" not in dict(small.headers)
+
+
+def test_an_evicted_series_closes_its_open_episode_and_drops_its_detector_state() -> None:
+    """A series that stops reporting mid-anomaly: when the feature stage evicts it, the detect
+    step ends its episode with a `resolved` record and its per-series state goes too."""
+    start = NOW - 3_600_000
+
+    def msg(ts: int, value: float) -> KafkaSourceMessage[bytes, bytes]:
+        return KafkaSourceMessage(
+            b"k", msgspec.json.encode(WireEvent(ts, "h1", "c1", "cpu_util", value))
+        )
+
+    rng = np.random.default_rng(0)
+    normal = [msg(start + i * 5000, 0.5 + rng.normal(0, 0.005)) for i in range(12 * 20)]
+    spike = [msg(start + (12 * 20 + i) * 5000, 0.99) for i in range(24)]  # then silence
+    settings = Settings(features={"idle_ttl_s": 1.0})
+    out: list[object] = []
+    source = _PausingSource([normal + spike], pause_s=3.0)
+    run_main(build_flow(settings, source, CallbackSink(out.extend), kafka_output=False))
+    alerts = [o for o in out if isinstance(o, Alert)]
+    firing = [a for a in alerts if a.status != "resolved"]
+    resolved = [a for a in alerts if a.status == "resolved"]
+    assert firing and {a.episode_id for a in firing} == {firing[0].episode_id}
+    # no window came after the spike: only the eviction can have ended the episode
+    assert [a.episode_id for a in resolved] == [firing[0].episode_id]
+    assert resolved[0].ends_at == firing[-1].window_end
