@@ -15,11 +15,13 @@ FIELDS_SKIPPED = Counter(
     ["reason"],
 )
 COUNTER_SAMPLES_SKIPPED = Counter(
-    "novacron_counter_samples_skipped",
+    "novacron_cumulative_samples_skipped",
     "Counter samples that gave no rate: a series' first, or not after the last one.",
     ["reason"],
 )
-COUNTER_RESETS = Counter("novacron_counter_resets", "Counter resets seen (rates still given).")
+COUNTER_RESETS = Counter(
+    "novacron_cumulative_resets", "Resets of cumulative counters seen (rates still given)."
+)
 WINDOWS = Counter("novacron_windows", "Series windows closed and scored.")
 WINDOWED_EVENTS = Counter(
     "novacron_windowed_events", "Valid events folded into a closed window (not late)."
