@@ -77,7 +77,9 @@ def nab_row(settings: Settings, labels: Path) -> dict[str, float]:
         "nab_low_fn": swept[2].score,
         "alerts": alerts[0].score,
         "opened": opened[0].score,
-        "loco": leave_one_category_out(run, labels, PROFILES[0]).score,
+        "loco": held.score
+        if (held := leave_one_category_out(run, labels, PROFILES[0]))
+        else float("nan"),
     }
 
 

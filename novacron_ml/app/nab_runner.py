@@ -259,16 +259,17 @@ class HeldOut:
     """Per held-out category: the threshold chosen on the other categories."""
 
 
-def leave_one_category_out(run: NabRun, labels: Path, profile: Profile) -> HeldOut:
+def leave_one_category_out(run: NabRun, labels: Path, profile: Profile) -> HeldOut | None:
+    """None when the files are in fewer than two categories (nothing to hold out)."""
     data = _labelled(run, labels)
     categories = sorted({key.split("/")[0] for key, _, _ in data})
+    if len(categories) < 2:
+        return None
     raw = null = perfect = 0.0
     thresholds = {}
     for category in categories:
         rest = [item for item in data if item[0].split("/")[0] != category]
         part = [item for item in data if item[0].split("/")[0] == category]
-        if not rest:
-            raise ValueError("leave-one-category-out needs at least two categories")
         thresholds[category] = score_corpus(rest, profile).threshold
         held = score_corpus(part, profile, threshold=thresholds[category])
         raw, null, perfect = raw + held.raw, null + held.null, perfect + held.perfect

@@ -116,12 +116,13 @@ def register(sub: Any) -> None:
         help="run the detect flow over NAB-style CSV files and (optionally) score them",
         description="Run the detect flow (event-time, from the files) over every "
         "DATA/<category>/<name>.csv with columns timestamp,value, and write "
-        "OUT/<category>/<detector>_<name>.csv with timestamp,value,anomaly_score,alert: the "
-        "probability the alert decision fired on, and 1 where it alerted. With --labels "
+        "OUT/<category>/<detector>_<name>.csv with timestamp,value,anomaly_score,alert,opened: "
+        "the probability the alert decision fired on, 1 where it alerted, 1 where that alert "
+        "opened an episode. With --labels "
         "(NAB's combined_windows.json) also print the NAB scores of the three profiles: the "
         "probability with one threshold per profile swept over the whole corpus, the alerts "
         "at the shipped firing level (no sweep), and a leave-one-category-out score (each "
-        "category at the threshold swept on the others).",
+        "category at the threshold swept on the others; with two or more categories).",
     )
     p.add_argument("--data", type=Path, required=True, help="directory of <category>/<name>.csv")
     p.add_argument("--out", type=Path, required=True, help="directory for the results files")

@@ -180,3 +180,16 @@ def test_nab_per_file_and_plots_need_labels(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "need --labels" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_one_category_is_scored_without_a_leave_one_out_line(tmp_path: Path) -> None:
+    rows = series_rows(700, 2, 600)
+    write_csv(tmp_path / "data" / "alpha" / "one.csv", rows)
+    labels = tmp_path / "windows.json"
+    window = [f"{rows[590][0]}.000000", f"{rows[620][0]}.000000"]
+    labels.write_text(json.dumps({"alpha/one.csv": [window]}))
+    result = run_nab(
+        "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--labels", str(labels)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "episodes opened" in result.stdout and "leave one category out" not in result.stdout
