@@ -62,7 +62,7 @@ class Alertmanager:
     loopback port, routing every alert by alertname and cluster to `webhook` (a local
     receiver that records what Alertmanager notifies)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, group_by: str = "[alertname, cluster]") -> None:
         import json
         import shutil
         import socket
@@ -96,7 +96,7 @@ class Alertmanager:
         config.write_text(
             "route:\n"
             "  receiver: hook\n"
-            "  group_by: [alertname, cluster]\n"
+            f"  group_by: {group_by}\n"
             "  group_wait: 1s\n"
             "  group_interval: 1s\n"
             "  repeat_interval: 1h\n"
@@ -148,5 +148,17 @@ class Alertmanager:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
     am = Alertmanager(tmp_path)
+    yield am
+    am.close()
+
+
+@pytest.fixture
+def alertmanager_shipped_route(tmp_path: Path) -> Iterator[Alertmanager]:
+    """The same, grouping as the shipped deploy/alertmanager/alertmanager.yml does."""
+    import yaml
+
+    shipped = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    group_by = yaml.safe_load(shipped.read_text())["route"]["group_by"]
+    am = Alertmanager(tmp_path, "[" + ", ".join(group_by) + "]")
     yield am
     am.close()

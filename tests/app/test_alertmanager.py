@@ -111,3 +111,31 @@ def test_alerts_arrive_grouped_silenced_and_resolved(
     ):
         assert time.monotonic() < deadline, "Alertmanager never notified h1's resolution"
         time.sleep(0.2)
+
+
+def test_an_incidents_alerts_reach_alertmanager_as_one_group_by_the_shipped_route(
+    kafka_bootstrap: str, kafka_topics: dict[str, str], alertmanager_shipped_route: Any
+) -> None:
+    """The incident step's label through the real Alertmanager, routed as
+    deploy/alertmanager/alertmanager.yml routes (group_by cluster and incident): one fault's
+    alerts on two metrics of h1 are one group; another host's incident is another."""
+    am = alertmanager_shipped_route
+    topic = kafka_topics["alerts"]
+    p99 = msgspec.structs.replace(alert("h1"), incident_id="inc-h1")
+    p50 = msgspec.structs.replace(
+        p99,
+        alert_id=alert_id_for("c1/h1/latency_p50_ms", T0, "latency_spike"),
+        metric="latency_p50_ms",
+        episode_id=alert_id_for("c1/h1/latency_p50_ms", T0, "latency_spike:episode"),
+    )
+    other = msgspec.structs.replace(alert("h2"), incident_id="inc-h2")
+    sent = [p99, p50, other]
+    produce(kafka_bootstrap, topic, [(a.alert_id.encode(), msgspec.json.encode(a)) for a in sent])
+    bridge(kafka_bootstrap, topic, am.url, "am-incidents")
+    labels = [a["labels"] for a in am.get("/api/v2/alerts")]
+    assert sorted(lb["incident"] for lb in labels) == ["inc-h1", "inc-h1", "inc-h2"]
+    groups = {
+        g["labels"]["incident"]: sorted(a["labels"]["metric"] for a in g["alerts"])
+        for g in am.get("/api/v2/alerts/groups")
+    }
+    assert groups == {"inc-h1": ["latency_p50_ms", "latency_p99_ms"], "inc-h2": ["latency_p99_ms"]}
