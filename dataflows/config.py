@@ -8,6 +8,7 @@ time with its cause, not in the middle of a batch.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue, catalogue_for
@@ -17,7 +18,7 @@ from novacron_ml.core.settings import Settings, TopicSettings
 from operators.alerting.episodes import EpisodeConfig
 from operators.alerting.suppression import Rule, rules_from_settings
 from operators.detection.calibration import CalibrationConfig
-from operators.detection.iforest import IsolationForestTier, load_iforest
+from operators.detection.iforest import FAMILIES, IsolationForestTier, load_iforest
 from operators.detection.novelty import NoveltyConfig
 from operators.detection.river import RiverConfig
 from operators.detection.robust_z import RobustZConfig
@@ -26,6 +27,8 @@ from operators.forecast.forecaster import ForecastConfig, SeriesForecaster
 from operators.forecast.model import load_forecaster
 from operators.ingest.counters import CounterRates
 from operators.ingest.parse import ParseLimits
+
+LOG = logging.getLogger("novacron.config")
 
 
 @dataclass(frozen=True)
@@ -141,14 +144,30 @@ def iforest_for(
     settings: Settings, catalogue: Catalogue = DEFAULT_CATALOGUE
 ) -> IsolationForestTier | None:
     """The Isolation Forest tier when `detector.iforest_models` names a directory with models;
-    every model is opened (sha256 and inputs checked) at build time."""
+    every model is opened (sha256, shapes and golden input checked) at build time. A directory
+    without models is an error (the tier is off only when the setting is empty); a family
+    without its own model is served by `iforest_generic`, and said so once here."""
     directory = settings.detector.iforest_models
     if not directory:
         return None
     path = resolve_model_path(directory)
     manifests = sorted(path.glob("iforest_*.json"))
     if not manifests:
-        return None
+        raise ValueError(
+            f"detector.iforest_models: {path} holds no iforest_*.json manifests; train them "
+            "with `novacron-ml iforest-train`, or turn the tier off with iforest_models=''"
+        )
     for manifest in manifests:  # a missing or altered model fails here, not mid-stream
         load_iforest(str(manifest.resolve()))
+    families = {m.stem.removeprefix("iforest_") for m in manifests}
+    if "generic" not in families:
+        raise ValueError(
+            f"detector.iforest_models: {path} has no iforest_generic.json, which serves every "
+            "metric whose family has no model of its own"
+        )
+    missing = sorted(set(FAMILIES.values()) - families)
+    if missing:
+        LOG.warning(
+            "iforest: no model for %s in %s; iforest_generic scores them", ", ".join(missing), path
+        )
     return IsolationForestTier(str(path.resolve()), catalogue)

@@ -23,8 +23,9 @@ from novacron_ml.core.features import FEATURE_VERSION, FeatureWindow
 from novacron_ml.core.labels import AnomalyLabel
 from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
 from novacron_ml.core.schema import split_series_key
-from operators.detection.iforest import family_of
+from operators.detection.iforest import IFOREST_SIGNATURE, family_of
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
+from operators.serving import make_golden
 from training.features import SIM_START, simulated_windows
 
 SIM_EVAL_START = "2026-02-02T00:00:00Z"
@@ -283,6 +284,7 @@ def train_and_export(
                 **({"skl2onnx": skl2onnx.__version__} if converter == "skl2onnx" else {}),
                 "python": platform.python_version(),
             },
+            golden=make_golden(model_path, IFOREST_SIGNATURE, x_eval[em][:4]),
         )
         write_manifest(out_dir / f"{name}.json", manifest)
         report["families"][family] = metrics

@@ -166,7 +166,8 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
     import torch
 
     from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
-    from operators.forecast.model import FORECASTER_INPUTS
+    from operators.forecast.model import FORECASTER_INPUTS, forecaster_signature, golden_input
+    from operators.serving import make_golden
     from training.features import simulator_series
     from training.forecast_train import held_out_test, train_on, training_report
     from training.lstm import architecture, export_onnx
@@ -244,6 +245,9 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
                  "train_seconds": round(result.seconds, 1)},
         architecture=architecture(result.config),
         framework={"torch": str(torch.__version__), "opset": "17"},
+        golden=make_golden(
+            onnx_path, forecaster_signature(cfg.input_len, cfg.horizon), golden_input(cfg.input_len)
+        ),
     )  # fmt: skip
     write_manifest(out_dir / f"{args.name}.json", manifest)
     if args.report:

@@ -18,6 +18,18 @@ REGISTRY = PROJECT_ROOT / "models" / "onnx"
 DEFAULT_FORECASTER = REGISTRY / "lstm_forecaster.json"
 
 
+class Golden(msgspec.Struct, kw_only=True):
+    """A few inputs and the outputs the exported model gave for them: the flow runs the input
+    when it opens the model and refuses it if the outputs differ by more than `atol`
+    (`operators.serving.open_session`)."""
+
+    input: list[Any]
+    """A (batch, ...) array as nested lists, the model's input dtype float32."""
+    output: list[Any]
+    """The served output for it, as nested lists."""
+    atol: float = 1e-4
+
+
 class ModelManifest(msgspec.Struct, kw_only=True):
     name: str
     kind: str
@@ -38,6 +50,8 @@ class ModelManifest(msgspec.Struct, kw_only=True):
     metrics: dict[str, Any]
     architecture: dict[str, Any]
     framework: dict[str, str]
+    golden: Golden | None = None
+    """Written at export; without it the flow checks shapes and finiteness on a probe input."""
 
 
 def resolve_model_path(path: str | Path) -> Path:

@@ -28,7 +28,10 @@ from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
 from novacron_ml.core.schema import AnomalyType, split_series_key
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
-from operators.serving import open_session
+from operators.serving import Signature, open_session
+
+IFOREST_SIGNATURE = Signature(input_dims=(len(IFOREST_INPUTS),), output="scores", output_dims=())
+"""(n, inputs) -> (n,) raw scores: what `OnnxIsolationForest` feeds and reads."""
 
 FAMILIES: dict[AnomalyType, str] = {
     AnomalyType.LATENCY_SPIKE: "latency",
@@ -54,17 +57,19 @@ class OnnxIsolationForest:
     def __init__(self, manifest_path: Path) -> None:
         self.manifest: ModelManifest = read_manifest(manifest_path)
         self.session = open_session(
-            manifest_path, self.manifest, IFOREST_INPUTS, "novacron-ml iforest-train"
+            manifest_path,
+            self.manifest,
+            IFOREST_INPUTS,
+            "novacron-ml iforest-train",
+            IFOREST_SIGNATURE,
         )
         self.input_name = self.session.get_inputs()[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        self.score_index = names.index("scores") if "scores" in names else len(names) - 1
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Negated decision function (sklearn's convention flipped): higher = more anomalous."""
         if len(x) == 0:
             return np.zeros(0)
-        out = self.session.run(None, {self.input_name: x})[self.score_index]
+        (out,) = self.session.run([IFOREST_SIGNATURE.output], {self.input_name: x})
         return -np.asarray(out, np.float64).reshape(-1)
 
 

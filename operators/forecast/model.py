@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from novacron_ml.core.manifest import read_manifest
-from operators.serving import open_session
+from operators.serving import Signature, open_session
 
 DAY_S = 86_400.0
 
@@ -35,14 +35,35 @@ def forecaster_inputs(values: np.ndarray, t_s: np.ndarray) -> np.ndarray:
     return x
 
 
+def forecaster_signature(input_len: int, horizon: int) -> Signature:
+    """(B, input_len, channels) -> (B, horizon) `forecast`: what `OnnxForecaster` feeds and
+    reads, with the manifest's lengths."""
+    return Signature((input_len, len(FORECASTER_INPUTS)), "forecast", (horizon,))
+
+
+def golden_input(input_len: int) -> np.ndarray:
+    """Two input windows an export records with its outputs (the manifest's `golden`): a daily
+    cycle around 0.5 at 60 s steps and a rising ramp of latencies in ms."""
+    t = 1_764_460_800 + 60.0 * np.arange(input_len)
+    values = np.stack(
+        [0.5 + 0.2 * np.sin(2 * math.pi * t / DAY_S), np.linspace(20.0, 35.0, input_len)]
+    )
+    return forecaster_inputs(values, np.stack([t, t]))
+
+
 class OnnxForecaster:
     """An ONNX forecaster: (B, input_len, 3) raw values + time channels -> (B, horizon)."""
 
     def __init__(self, manifest_path: Path) -> None:
         self.manifest_path = manifest_path
         self.manifest = read_manifest(manifest_path)
+        self.signature = forecaster_signature(self.manifest.input_len, self.manifest.horizon)
         self.session = open_session(
-            manifest_path, self.manifest, FORECASTER_INPUTS, "novacron-ml forecast-train"
+            manifest_path,
+            self.manifest,
+            FORECASTER_INPUTS,
+            "novacron-ml forecast-train",
+            self.signature,
         )
         self.input_name = self.session.get_inputs()[0].name
         self.input_len = self.manifest.input_len
@@ -55,7 +76,9 @@ class OnnxForecaster:
             )
         if len(x) == 0:
             return np.empty((0, self.horizon), dtype=np.float32)
-        out = self.session.run(None, {self.input_name: x.astype(np.float32, copy=False)})
+        out = self.session.run(
+            [self.signature.output], {self.input_name: x.astype(np.float32, copy=False)}
+        )
         return np.asarray(out[0])
 
 
