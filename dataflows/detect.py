@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSource
+from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import KeyedStream
@@ -36,7 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.config import resolve
 from dataflows.encode import to_kafka_message
-from dataflows.io import Stoppable
+from dataflows.io import CheckedKafkaSink, Stoppable
 from dataflows.steps import (
     ShardRouter,
     count_and_suppress,
@@ -171,7 +171,8 @@ def build_flow(
         config.catalogue,
         config.episodes,
     )
-    detected = op.stateful("detect", by_series, make_detect_builder(detect_step))
+    detect_builder = make_detect_builder(detect_step, config.features.idle_ttl_s)
+    detected = op.stateful("detect", by_series, detect_builder)
     results = op.map("drop_keys", detected, _value)
     if topics.incidents:
         split_alerts = op.branch("split_decision_alerts", results, is_alert)
@@ -224,7 +225,11 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     )
     producer_config = {**ORDERED_PRODUCER, "linger.ms": "5", "compression.type": "lz4"}
     producer_config.update(kafka.producer_config)
-    sink = KafkaSink(kafka.brokers, None, add_config=with_client_log(producer_config))
+    sink = CheckedKafkaSink(
+        {"bootstrap.servers": ",".join(kafka.brokers), **with_client_log(producer_config)},
+        settings.topics.dlq,
+        kafka.delivery_timeout_s,
+    )
     feedback = None
     if settings.topics.feedback is not None:
         # Every verdict from the start: thresholds are rebuilt when a flow starts afresh.

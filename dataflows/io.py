@@ -1,5 +1,7 @@
 """Bytewax sources and sinks besides Kafka's own: the simulator, a collecting sink, a time-range
-replay of a topic (`TimeRangeKafkaSource`).
+replay of a topic (`TimeRangeKafkaSource`), and the flow's delivery-checked Kafka sink
+(`CheckedKafkaSink`, which replaces Bytewax's `KafkaSink`: that one produces without delivery
+reports, so a refused or timed-out record vanished with nothing logged).
 
 `SimulatorSource` yields the same `KafkaSourceMessage`s a Kafka topic would, so the demo and
 the benchmarks run the exact production flow (parsing included) without a broker.
@@ -13,10 +15,11 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from novacron_ml.core.delivery import CheckedProducer
 from novacron_ml.core.kafka import PartitionRange, RangeReader, plan
 from novacron_ml.core.simulator import FleetSimulator
 
@@ -88,6 +91,35 @@ class CallbackSink(DynamicSink[Any]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CallbackPartition:
         return _CallbackPartition(self._callback)
+
+
+class _CheckedPartition(StatelessSinkPartition[KafkaSinkMessage[bytes | None, bytes | None]]):
+    def __init__(self, producer: CheckedProducer) -> None:
+        self._producer = producer
+
+    def write_batch(self, items: list[KafkaSinkMessage[bytes | None, bytes | None]]) -> None:
+        self._producer.send(items)  # type: ignore[arg-type]  # same attributes as OutRecord
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class CheckedKafkaSink(DynamicSink[KafkaSinkMessage[bytes | None, bytes | None]]):
+    """Kafka output where every record is delivered, cut to fit, dead-lettered or counted lost
+    and logged (`novacron_ml.core.delivery`); each worker has its own producer. Every
+    message must name its topic (`dataflows.encode` does)."""
+
+    def __init__(
+        self, config: dict[str, Any], dlq_topic: str | None, delivery_timeout_s: float
+    ) -> None:
+        self._config = config
+        self._dlq_topic = dlq_topic
+        self._timeout_s = delivery_timeout_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CheckedPartition:
+        return _CheckedPartition(
+            CheckedProducer(self._config, self._dlq_topic, delivery_timeout_s=self._timeout_s)
+        )
 
 
 class RangePartition(StatefulSourcePartition[Message, int]):

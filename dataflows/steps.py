@@ -38,7 +38,13 @@ from operators.alerting.episodes import (
     resolved_record,
 )
 from operators.alerting.suppression import Rule, suppression_for
-from operators.detection.feedback import Feedback, parse_feedback
+from operators.detection.feedback import (
+    MAX_PENDING,
+    Feedback,
+    PendingVerdicts,
+    parse_feedback,
+    unknown_series_letter,
+)
 from operators.detection.iforest import IsolationForestTier
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
@@ -337,20 +343,29 @@ def make_detect_step(
     episode_config = episodes or EpisodeConfig()
 
     def detect(
-        state: SeriesState | None, window: FeatureWindow | Feedback | SeriesEvicted
-    ) -> tuple[SeriesState | None, list[Output | WindowScore]]:
+        state: SeriesState | PendingVerdicts | None,
+        window: FeatureWindow | Feedback | SeriesEvicted,
+    ) -> tuple[SeriesState | PendingVerdicts | None, list[Output | WindowScore]]:
         if isinstance(window, SeriesEvicted):
             # idle past features.idle_ttl_s: an open episode ends here, then the state goes
+            if isinstance(state, PendingVerdicts):
+                return None, expire_pending(state, "the series was evicted")
             records = (
                 [] if state is None or state.episode is None else [resolved_record(state.episode)]
             )
             return None, [count_and_suppress(r, active_rules) for r in records]
-        if state is None:
-            state = new_series_state(window.series, config, combine, tiers)
         if isinstance(window, Feedback):
+            if state is None or isinstance(state, PendingVerdicts):
+                return wait_for_series(state, window)
             apply_series_feedback(state, window)
             obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
             return state, []
+        if state is None or isinstance(state, PendingVerdicts):
+            waiting = state.verdicts if state is not None else []
+            state = new_series_state(window.series, config, combine, tiers)
+            for verdict in waiting:  # verdicts replayed before the series' first window
+                apply_series_feedback(state, verdict)
+                obs.FEEDBACK.labels(verdict=verdict.verdict.value).inc()
         result = detect_window(state, window, tiers)
         out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
@@ -379,6 +394,27 @@ def make_detect_step(
     return detect
 
 
+def wait_for_series(
+    pending: PendingVerdicts | None, feedback: Feedback
+) -> tuple[PendingVerdicts, list[Output | WindowScore]]:
+    """Keep a verdict for a series with no state yet (`PendingVerdicts`), or dead-letter it when
+    `MAX_PENDING` already wait."""
+    pending = pending or PendingVerdicts(since_s=time.time())
+    if len(pending.verdicts) >= MAX_PENDING:
+        letter = unknown_series_letter(feedback, f"{MAX_PENDING} verdicts already wait for it")
+        obs.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
+        return pending, [letter]
+    pending.verdicts.append(feedback)
+    return pending, []
+
+
+def expire_pending(pending: PendingVerdicts, why: str) -> list[Output | WindowScore]:
+    letters = [unknown_series_letter(v, why) for v in pending.verdicts]
+    for letter in letters:
+        obs.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
+    return list(letters)
+
+
 DetectIn = FeatureWindow | Feedback | SeriesEvicted
 DetectOut = Output | WindowScore
 
@@ -393,22 +429,46 @@ class DetectLogic(StatefulLogic[DetectIn, DetectOut, bytes]):
     object is one untracked allocation. Resumes from either form.
     """
 
-    def __init__(self, step: Any, state: SeriesState | None) -> None:
+    def __init__(
+        self, step: Any, state: SeriesState | PendingVerdicts | None, pending_ttl_s: float
+    ) -> None:
         self.step = step
         self.state = state
+        self.pending_ttl_s = pending_ttl_s
 
     def on_item(self, value: DetectIn) -> tuple[list[DetectOut], bool]:
         self.state, out = self.step(self.state, value)
         return out, StatefulLogic.RETAIN if self.state is not None else StatefulLogic.DISCARD
 
+    def notify_at(self) -> datetime | None:
+        # Verdicts waiting for their series expire after the idle TTL (wall clock).
+        if isinstance(self.state, PendingVerdicts):
+            return datetime.fromtimestamp(self.state.since_s + self.pending_ttl_s, UTC)
+        return None
+
+    def on_notify(self) -> tuple[list[DetectOut], bool]:
+        if not isinstance(self.state, PendingVerdicts):
+            return [], StatefulLogic.RETAIN
+        why = f"no window of it arrived within {self.pending_ttl_s:g} s (features.idle_ttl_s)"
+        return expire_pending(self.state, why), StatefulLogic.DISCARD
+
+    def on_eof(self) -> tuple[list[DetectOut], bool]:
+        if not isinstance(self.state, PendingVerdicts):
+            return [], StatefulLogic.RETAIN
+        return expire_pending(self.state, "no window of it arrived before the input ended"), (
+            StatefulLogic.DISCARD
+        )
+
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def make_detect_builder(step: Any) -> Any:
-    def build(resume: bytes | SeriesState | None) -> DetectLogic:
+def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0) -> Any:
+    """`pending_ttl_s`: how long verdicts wait for a series with no state (features.idle_ttl_s)."""
+
+    def build(resume: bytes | SeriesState | PendingVerdicts | None) -> DetectLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
-        return DetectLogic(step, state)
+        return DetectLogic(step, state, pending_ttl_s)
 
     return build
 

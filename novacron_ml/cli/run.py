@@ -78,6 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"novacron-ml run: stopped on {how}, outputs flushed; {resume}", file=sys.stderr)
         return 130
+    lost = lost_records()
+    if lost:
+        print(
+            f"novacron-ml run: {lost:,} output records were LOST (novacron_output_lost_total; "
+            "causes logged above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -161,6 +169,20 @@ def install_stop_handlers() -> list[int]:
     return received
 
 
+def lost_records() -> int:
+    """Output records given up in this process (`novacron_output_lost_total`, all labels)."""
+    from novacron_ml.core import metrics as obs
+
+    return int(
+        sum(
+            s.value
+            for m in obs.OUTPUT_LOST.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+    )
+
+
 def run_summary(seconds: float) -> str:
     """What a run did, from the flow's own counters: events, windows, alerts by type, dead
     letters by reason, elapsed, events/s."""
@@ -181,11 +203,15 @@ def run_summary(seconds: float) -> str:
 
     events = int(obs.counter_value(obs.EVENTS))
     alerts, dead = by(obs.ALERTS, "type"), by(obs.DEAD_LETTERS, "reason")
+    written, lost = by(obs.OUTPUT_RECORDS, "topic"), by(obs.OUTPUT_LOST, "topic")
+    output = f"{sum(written.values()):,} records written" + (
+        f", {sum(lost.values()):,} LOST{listed(lost)}" if lost else ""
+    )
     return (
         f"{int(obs.counter_value(obs.MESSAGES)):,} messages, {events:,} events, "
         f"{int(obs.counter_value(obs.WINDOWS)):,} windows, "
         f"{sum(alerts.values()):,} alerts{listed(alerts)}, "
-        f"{sum(dead.values()):,} dead letters{listed(dead)} in {seconds:.1f} s "
+        f"{sum(dead.values()):,} dead letters{listed(dead)}, {output} in {seconds:.1f} s "
         f"({events / seconds if seconds else 0:,.0f} events/s)"
     )
 

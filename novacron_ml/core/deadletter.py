@@ -28,6 +28,10 @@ class Reason(enum.StrEnum):
     KAFKA_ERROR = "kafka_error"
     BAD_FEEDBACK = "bad_feedback"
     SERIES_LIMIT = "series_limit"
+    UNKNOWN_SERIES = "unknown_series"
+    """An operator verdict for a series the flow has no state for (never seen, or evicted)."""
+    DELIVERY_FAILED = "delivery_failed"
+    """An output record (alert, incident, feature record...) its topic refused for good."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

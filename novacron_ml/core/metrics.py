@@ -41,6 +41,27 @@ ALERTS_SUPPRESSED = Counter(
 FEEDBACK = Counter(
     "novacron_feedback", "Operator verdicts applied to a series, by verdict.", ["verdict"]
 )
+OUTPUT_RECORDS = Counter(
+    "novacron_output_records",
+    "Output records the broker acknowledged, by topic (novacron_ml.core.delivery).",
+    ["topic"],
+)
+OUTPUT_RETRIES = Counter(
+    "novacron_output_retries",
+    "Output records produced again after a retriable delivery failure, by librdkafka cause.",
+    ["cause"],
+)
+OUTPUT_CUT = Counter(
+    "novacron_output_cut",
+    "Dead letters cut to fit their topic's max.message.bytes, by topic.",
+    ["topic"],
+)
+OUTPUT_LOST = Counter(
+    "novacron_output_lost",
+    "Output records given up (past kafka.delivery_timeout_s, or refused with no dead-letter "
+    "topic to take them), by topic and librdkafka cause; each cause is logged.",
+    ["topic", "cause"],
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",

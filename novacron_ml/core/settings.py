@@ -54,6 +54,13 @@ class KafkaSettings(_Group):
         description="Extra librdkafka producer properties, over the defaults "
         "(enable.idempotence=true, linger.ms=5, compression.type=lz4).",
     )
+    delivery_timeout_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long the flow keeps producing an output record again while the broker "
+        "refuses it for a passing cause (away, no leader); then it is counted in "
+        "novacron_output_lost_total and logged. 0: no bound. The flow waits meanwhile.",
+    )
 
     @property
     def brokers(self) -> list[str]:

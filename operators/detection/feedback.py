@@ -11,6 +11,7 @@ the other tiers.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
@@ -57,3 +58,31 @@ def apply_feedback(detector: RobustZDetector, feedback: Feedback) -> None:
             detector.learn(feedback.value, anomalous=False)
     else:
         detector.threshold_scale = max(detector.threshold_scale / WIDEN, 1.0)
+
+
+MAX_PENDING = 16
+"""Verdicts kept for a series the flow has no state for, at most (the rest: dead letters)."""
+
+
+@dataclass
+class PendingVerdicts:
+    """Verdicts for a series with no detection state yet: a few bytes, not a series' state.
+
+    A flow that starts afresh reads the feedback topic from the beginning, so verdicts may
+    arrive before their series' first window; they wait here and are applied when it arrives.
+    A series that does not arrive within the idle TTL (or by the end of a bounded run), and a
+    verdict past `MAX_PENDING`, go to the DLQ as `unknown_series`: a verdict for a series the
+    flow never sees creates no state (it once made a whole series' state, ~215 KB each)."""
+
+    since_s: float
+    """Wall clock of the first verdict (seconds)."""
+    verdicts: list[Feedback] = field(default_factory=list)
+
+
+def unknown_series_letter(feedback: Feedback, why: str) -> DeadLetter:
+    return DeadLetter(
+        Reason.UNKNOWN_SERIES,
+        f"no detection state for series {feedback.series}: {why}; the verdict was not applied",
+        msgspec.json.encode(feedback),
+        feedback.alert_id.encode(),
+    )

@@ -116,16 +116,20 @@ def test_feedback_topic_end_to_end(kafka_bootstrap: str, kafka_topics: dict[str,
         timeout=120,
     )
     assert cli.returncode == 0, cli.stderr
-    produce(kafka_bootstrap, feedback_topic, [(b"bad", b'{"verdict":"nope"}')])
+    stray = b'{"alert_id":"x9","verdict":"false_positive","series":"c9/nohost/cpu_util"}'
+    produce(kafka_bootstrap, feedback_topic, [(b"bad", b'{"verdict":"nope"}'), (b"x9", stray)])
     records = read_topic(kafka_bootstrap, feedback_topic)
     verdict = msgspec.json.decode(records[0].value, type=Feedback)
     assert verdict.alert_id == alerts[0].alert_id and verdict.verdict is Verdict.FALSE_POSITIVE
     assert verdict.series == f"{alerts[0].cluster}/{alerts[0].host}/{alerts[0].metric}"
-    # a fresh run reads the verdicts: one applied, one dead-lettered
+    # a fresh run reads the verdicts (before the windows of their series): one applied when
+    # its series arrives, one malformed, one for a series the input never has
     applied = obs.counter_value(obs.FEEDBACK, verdict="false_positive")
     dlq_before = len(read_topic(kafka_bootstrap, kafka_topics["dlq"]))
     run_main(kafka_flow(settings))
     assert obs.counter_value(obs.FEEDBACK, verdict="false_positive") - applied == 1
     dlq = read_topic(kafka_bootstrap, kafka_topics["dlq"])[dlq_before:]
-    assert [r.headers["novacron.reason"] for r in dlq] == [b"bad_feedback"]
-    assert dlq[0].value == b'{"verdict":"nope"}'
+    by_reason = {r.headers["novacron.reason"]: r for r in dlq}
+    assert sorted(by_reason) == [b"bad_feedback", b"unknown_series"] and len(dlq) == 2
+    assert by_reason[b"bad_feedback"].value == b'{"verdict":"nope"}'
+    assert msgspec.json.decode(by_reason[b"unknown_series"].value, type=Feedback).alert_id == "x9"

@@ -196,6 +196,11 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
     )
     assert first.returncode == 0, first.stderr
     ids_first = alert_ids()
+    # The summary's count of written records is the broker's: every output was delivered.
+    written = sum(
+        len(read_topic(kafka_bootstrap, kafka_topics[t])) for t in ("alerts", "incidents", "dlq")
+    )
+    assert f" {written:,} records written in " in first.stderr, first.stderr
     resumed = subprocess.run(
         [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
     )

@@ -324,3 +324,40 @@ def test_the_spread_tier_fires_on_a_variance_change_the_mean_does_not_show() -> 
     )
     assert alerts[0].detector == "spread" and alerts[0].tiers and alerts[0].tiers["spread"] > 0.5
     assert run(None) == []  # the mean-based tiers cannot see it
+
+
+def test_verdicts_for_a_series_without_state_wait_small_and_expire_to_the_dlq() -> None:
+    from bytewax.operators import StatefulLogic
+
+    from dataflows.steps import make_detect_builder, make_detect_step
+    from novacron_ml.core.deadletter import Reason
+    from operators.detection.feedback import MAX_PENDING, PendingVerdicts
+    from operators.detection.series import SeriesState
+
+    build = make_detect_builder(make_detect_step(RobustZConfig(min_history=5)), 600.0)
+    fp = Feedback(alert_id="a1", verdict=Verdict.FALSE_POSITIVE, series=SERIES, value=None)
+    # Replayed before the series' first window: kept (bytes, not a series' state), applied then.
+    logic = build(None)
+    out, discard = logic.on_item(fp)
+    assert out == [] and discard is StatefulLogic.RETAIN
+    assert isinstance(logic.state, PendingVerdicts) and len(logic.snapshot()) < 1024
+    due = logic.notify_at()
+    assert due is not None and 590 < due.timestamp() - logic.state.since_s <= 600
+    logic.on_item(window(0, 100.0, 150.0))
+    assert isinstance(logic.state, SeriesState)
+    assert logic.state.detector.threshold_scale == pytest.approx(1.25)  # the verdict applied
+    assert logic.notify_at() is None
+    # A series that never comes: its verdicts leave as dead letters, at the TTL or at the end.
+    for end in ("on_notify", "on_eof"):
+        logic = build(None)
+        logic.on_item(fp)
+        letters, discard = getattr(logic, end)()
+        assert discard is StatefulLogic.DISCARD
+        assert [d.reason for d in letters] == [Reason.UNKNOWN_SERIES]
+        assert msgspec.json.decode(letters[0].payload, type=Feedback) == fp
+    # At most MAX_PENDING wait; the next is a dead letter at once.
+    logic = build(None)
+    for _ in range(MAX_PENDING):
+        assert logic.on_item(fp)[0] == []
+    (letter,), _ = logic.on_item(fp)
+    assert letter.reason is Reason.UNKNOWN_SERIES and "already wait" in letter.detail
