@@ -7,6 +7,9 @@ COPY operators ./operators
 COPY dataflows ./dataflows
 COPY training ./training
 COPY models ./models
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin novacron
+# Not root: the flow needs no privilege (deploy/k8s runs it as this uid too).
+USER 10001
 ENTRYPOINT []
 CMD ["novacron-ml", "run"]

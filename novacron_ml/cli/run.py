@@ -21,8 +21,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from novacron_ml.core.metrics import serve_metrics
     from novacron_ml.core.settings import load_settings
 
-    if args.workers < 1 or args.partitions < 1:
-        raise ValueError("--workers and --partitions must be at least 1")
+    if args.workers < 1 or args.partitions < 1 or args.processes < 1:
+        raise ValueError("--workers, --processes and --partitions must be at least 1")
+    member = statefulset_member()
+    if member is not None and args.process_id is None:
+        # A pod of the Kubernetes StatefulSet (deploy/k8s): its ordinal and the hostfile.
+        args.process_id, args.addresses = member
+    child = args.process_id is not None
+    if child and not args.addresses:
+        raise ValueError("--process-id needs --addresses")
     if args.wait <= 0:
         raise ValueError("--wait must be a positive number of seconds")
     settings = load_settings()
@@ -36,39 +43,60 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"kafka": settings.kafka.model_copy(update=kafka_changes)}
         )
     bootstrap = settings.kafka.bootstrap_servers
-    print(f"novacron-ml run: waiting for Kafka at {bootstrap}", file=sys.stderr)
-    wait_ready(bootstrap, timeout_s=args.wait)
     t = settings.topics
-    ensure_topics(bootstrap, t.in_use, partitions=args.partitions)
+    name = f"novacron-ml run [process {args.process_id}]" if child else "novacron-ml run"
+    if not child or member is not None:
+        print(f"{name}: waiting for Kafka at {bootstrap}", file=sys.stderr)
+        wait_ready(bootstrap, timeout_s=args.wait)
+        ensure_topics(bootstrap, t.in_use, partitions=args.partitions)
     port = args.metrics_port or settings.observability.metrics_port
-    if port:
+    if port and not (args.processes > 1 and not child):
         bind = settings.observability.metrics_bind
         serve_metrics(port, bind)
-        print(f"novacron-ml run: Prometheus metrics on {bind}:{port}/metrics", file=sys.stderr)
+        print(f"{name}: Prometheus metrics on {bind}:{port}/metrics", file=sys.stderr)
     recovery = None
+    directory: Path | None = None
     if settings.recovery.enabled and not args.no_recovery:
         directory = recovery_dir(settings, args.recovery_dir)
-        fresh = prepare_recovery(directory, args.from_beginning)
+        if member is not None:  # a volume of its own: this pod's recovery partition
+            count = len(args.addresses.split(";"))
+            fresh = prepare_member_recovery(directory, args.process_id, count)
+            state = "new, starts at kafka.starting_offset" if fresh else "resuming where it stopped"
+            print(f"{name}: recovery state {directory} ({state})", file=sys.stderr)
+        elif not child:
+            fresh = prepare_recovery(directory, args.from_beginning)
+            state = "new, starts at kafka.starting_offset" if fresh else "resuming where it stopped"
+            print(f"novacron-ml run: recovery state {directory} ({state})", file=sys.stderr)
         recovery = RecoveryConfig(str(directory))
-        state = "new, starts at kafka.starting_offset" if fresh else "resuming where it stopped"
-        print(f"novacron-ml run: recovery state {directory} ({state})", file=sys.stderr)
-    else:
+    elif not child:
         print(
             "novacron-ml run: no recovery state: a restart reads from "
             f"{settings.kafka.starting_offset} again",
             file=sys.stderr,
         )
-    print(
-        f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {args.workers} worker(s); "
-        f"{flow_description(settings)}",
-        file=sys.stderr,
-    )
-    flow = kafka_flow(settings)
+    if not child:
+        procs = f"{args.processes} processes × " if args.processes > 1 else ""
+        print(
+            f"novacron-ml run: {t.metrics} -> {t.alerts} (+ {t.dlq}), {procs}{args.workers} "
+            f"worker(s); {flow_description(settings)}",
+            file=sys.stderr,
+        )
+    flow = kafka_flow(settings)  # settings and models checked before any process starts
+    if args.processes > 1 and not child:
+        warn_idle_workers(bootstrap, t.metrics, args.processes * args.workers)
+        return run_cluster(args, directory)
     signals = install_stop_handlers()
     start = time.monotonic()
-    cli_main(flow, workers_per_process=args.workers, epoch_interval=None, recovery_config=recovery)
+    cli_main(
+        flow,
+        workers_per_process=args.workers,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if child else None,
+        epoch_interval=None,
+        recovery_config=recovery,
+    )
     seconds = time.monotonic() - start
-    print(f"novacron-ml run: {run_summary(seconds)}", file=sys.stderr)
+    print(f"{name}: {run_summary(seconds)}", file=sys.stderr)
     if signals:
         how = "Ctrl-C" if signals[0] == signal.SIGINT else signal.Signals(signals[0]).name
         resume = (
@@ -87,6 +115,125 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def free_loopback_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def warn_idle_workers(bootstrap: str, topic: str, workers: int) -> None:
+    """Kafka partitions are the unit of parallelism: say so when some workers get none."""
+    from confluent_kafka.admin import AdminClient
+
+    from novacron_ml.core.kafka import client_config
+
+    meta = AdminClient(client_config(bootstrap)).list_topics(topic, timeout=10).topics.get(topic)
+    partitions = len(meta.partitions) if meta is not None else 0
+    if 0 < partitions < workers:
+        print(
+            f"novacron-ml run: {topic} has {partitions} partition(s) for {workers} workers: "
+            f"{workers - partitions} will idle (more partitions: `novacron-ml topics "
+            "--partitions N` on a new topic)",
+            file=sys.stderr,
+        )
+
+
+def run_cluster(args: argparse.Namespace, directory: Path | None) -> int:
+    """A local Bytewax cluster: `args.processes` copies of this command on loopback addresses,
+    each `--process-id i` of the same `--addresses`; Ctrl-C and SIGTERM are passed on, each
+    process stops cleanly and prints its summary; the worst exit code is returned."""
+    import subprocess
+
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(args.processes))
+    base = [sys.executable, "-m", "novacron_ml.cli"]
+    if args.verbose:
+        base.append("--verbose")
+    base += ["run", "--workers", str(args.workers), "--addresses", addresses]
+    base += ["--wait", str(args.wait)]
+    if args.once:
+        base.append("--once")
+    if args.from_end:
+        base.append("--from-end")
+    if args.metrics_port:
+        base += ["--metrics-port", str(args.metrics_port)]
+    base += ["--no-recovery"] if directory is None else ["--recovery-dir", str(directory)]
+    print(f"novacron-ml run: starting {args.processes} processes on {addresses}", file=sys.stderr)
+    children = [subprocess.Popen([*base, "--process-id", str(i)]) for i in range(args.processes)]
+    stopped: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        for proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if len(stopped) == 1 else signal.SIGKILL)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [proc.wait() for proc in children]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = [f"process {i} exited {c}" for i, c in enumerate(codes) if c not in (0, 130)]
+    if failed:
+        print(f"novacron-ml run: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    return 130 if stopped or 130 in codes else 0
+
+
+def statefulset_member() -> tuple[int, str] | None:
+    """(process id, addresses) of a pod of a StatefulSet laid out as Bytewax documents it
+    (deploy/k8s/detect.yaml): BYTEWAX_POD_NAME `<BYTEWAX_STATEFULSET_NAME>-<ordinal>`, and
+    BYTEWAX_HOSTFILE_PATH with one `host:port` per pod, in ordinal order; None outside one."""
+    import os
+
+    pod, name = os.environ.get("BYTEWAX_POD_NAME"), os.environ.get("BYTEWAX_STATEFULSET_NAME")
+    hostfile = os.environ.get("BYTEWAX_HOSTFILE_PATH")
+    if not (pod and name and hostfile):
+        return None
+    ordinal = pod.removeprefix(f"{name}-")
+    if not ordinal.isdigit():
+        raise ValueError(f"BYTEWAX_POD_NAME {pod!r} is not {name}-<ordinal>")
+    try:
+        hosts = [line.strip() for line in Path(hostfile).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise ValueError(f"BYTEWAX_HOSTFILE_PATH {hostfile}: {exc.strerror}") from None
+    if int(ordinal) >= len(hosts):
+        raise ValueError(f"{hostfile} lists {len(hosts)} hosts; pod {pod} is number {ordinal}")
+    return int(ordinal), ";".join(hosts)
+
+
+def prepare_member_recovery(directory: Path, index: int, count: int) -> bool:
+    """A cluster member's own recovery volume holds one partition, `part-<index>`, of the
+    cluster's `count` (Bytewax finds the partitions across the cluster's processes); created
+    on first start. Whether the state is new."""
+    import shutil
+    import tempfile
+
+    from bytewax.recovery import init_db_dir
+
+    own = directory / f"part-{index}.sqlite3"
+    if own.is_file():
+        return False
+    others = sorted(p.name for p in directory.glob("part-*.sqlite3"))
+    if others:
+        raise ValueError(
+            f"{directory} holds {', '.join(others)}, not this pod's part-{index}.sqlite3: "
+            "a volume of another pod, or of a cluster of another size"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        init_db_dir(Path(scratch), count)
+        shutil.move(str(Path(scratch) / own.name), own)
+    return True
 
 
 def recovery_dir(settings: Any, given: Path | None) -> Path:
@@ -233,12 +380,23 @@ def register(sub: Any) -> None:
         "run",
         help="run the detect flow against Kafka (metrics -> alerts, metrics.dlq)",
         description="Run dataflows.detect against Kafka, like `python -m bytewax.run "
-        "dataflows.detect:flow`, creating the topics if needed. For a multi-process cluster use "
-        "bytewax.run with -i/-a.",
+        "dataflows.detect:flow`, creating the topics if needed. --processes N starts a local "
+        "cluster of N processes (Kafka partitions are spread over all their workers; give the "
+        "metrics topic at least processes × workers partitions).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (default 1)")
+    p.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        default=1,
+        help="local cluster of this many processes, each with --workers workers (default 1); "
+        "process i serves metrics on --metrics-port + i",
+    )
+    p.add_argument("--process-id", type=int, help=argparse.SUPPRESS)  # set by --processes
+    p.add_argument("--addresses", help=argparse.SUPPRESS)
     p.add_argument("--once", action="store_true", help="stop at the end of the topic (backfill)")
     p.add_argument("--from-end", action="store_true", help="start at the end of the topic")
     p.add_argument("--partitions", type=int, default=1, help="partitions for topics it creates")

@@ -74,3 +74,18 @@ def test_compose_has_the_fleet_side_and_two_listeners_on_loopback() -> None:
         in services["telegraf"]["volumes"]
     )
     assert services["forwarder"]["command"][:3] == ["novacron-ml", "alerts", "forward"]
+
+
+def test_compose_runs_two_dataflow_processes_and_prometheus_scrapes_each() -> None:
+    from novacron_ml.cli import build_parser
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["services"]["detect"]["command"]
+    args = build_parser().parse_args(command[1:])  # the CLI accepts it as written
+    assert args.processes == 2
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "novacron-detect"]
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"detect:{args.metrics_port + i}" for i in range(args.processes)}
+    published = {p.rsplit(":", 1)[1] for p in compose["services"]["detect"]["ports"]}
+    assert published == {str(args.metrics_port + i) for i in range(args.processes)}
