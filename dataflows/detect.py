@@ -48,6 +48,7 @@ from dataflows.steps import (
     make_parse_step,
     parse_feedback_message,
 )
+from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow, SeriesEvicted
 from novacron_ml.core.kafka import ORDERED_PRODUCER, with_client_log
@@ -210,6 +211,7 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     """The production flow: Kafka `metrics` in, `alerts` and `metrics.dlq` out."""
     settings = settings or load_settings()
     kafka = settings.kafka
+    use_client_properties(kafka.client_properties())  # the given settings' security, not the env's
     source = Stoppable(
         KafkaSource(
             kafka.brokers,

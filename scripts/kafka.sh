@@ -14,7 +14,9 @@
 #   NOVACRON_BROKER_VERSION   Kafka version to resolve (default 4.1.1)
 #   NOVACRON_BROKER_CACHE     jar cache (default ~/.cache/novacron-ml/kafka)
 #   NOVACRON_BROKER_DIR       data, config, pid and log directory (default /tmp/novacron-kafka)
-#   NOVACRON_BROKER_PORT      client port on 127.0.0.1 (default 9092; controller uses port+1)
+#   NOVACRON_BROKER_PORT      client port on 127.0.0.1 (default 9092; controller uses port+1;
+#                             port+2 is a SASL_PLAINTEXT listener with SCRAM-SHA-256/512, whose
+#                             users are created through the admin API, as tests/kafka/test_sasl.py does)
 #   NOVACRON_BROKER_HEAP      JVM heap (default 768m)
 #   NOVACRON_BROKER_WAIT_S    readiness timeout in seconds (default 90)
 set -euo pipefail
@@ -26,6 +28,7 @@ LIBS="$CACHE/$VERSION/libs"
 DIR="${NOVACRON_BROKER_DIR:-/tmp/novacron-kafka}"
 PORT="${NOVACRON_BROKER_PORT:-9092}"
 CPORT="$((PORT + 1))"
+SPORT="$((PORT + 2))"
 HEAP="${NOVACRON_BROKER_HEAP:-768m}"
 WAIT_S="${NOVACRON_BROKER_WAIT_S:-90}"
 PIDFILE="$DIR/kafka.pid"
@@ -56,11 +59,14 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT,SASL_PLAINTEXT://127.0.0.1:$SPORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SPORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$DIR/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -79,6 +85,7 @@ PROPS
 start() {
   if running; then say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
   if port_open "$PORT"; then say "port $PORT is taken by another process; set NOVACRON_BROKER_PORT"; exit 1; fi
+  if port_open "$SPORT"; then say "port $SPORT (SASL listener, port+2) is taken; set NOVACRON_BROKER_PORT"; exit 1; fi
   command -v "$JAVA" >/dev/null || { say "Java 17+ is required"; exit 1; }
   fetch
   write_config

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, cast
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from novacron_ml.core.clients import CLIENT_PROPERTIES
 from novacron_ml.core.schema import rfc3339_ms
 
 # Producer limit above the flow's default 1 MiB message limit, so oversized test messages reach
@@ -35,6 +36,24 @@ CLIENT_LOG.propagate = False
 CLIENT_LOG.setLevel(logging.INFO)
 
 
+class _LastClientError(logging.Handler):
+    """The client's last error line, for the one-line message of a broker that cannot be
+    reached (an authentication failure says so instead of "transport failure")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "FAIL [rdkafka#producer-1] [thrd:...]: host:port/bootstrap: the cause (after ...)"
+        message = record.getMessage().rsplit("]: ", 1)[-1]
+        self.last = message.split(": ", 1)[-1].split(" (after ", 1)[0]
+
+
+LAST_CLIENT_ERROR = _LastClientError()
+CLIENT_LOG.addHandler(LAST_CLIENT_ERROR)
+
+
 def client_log_path() -> Path:
     """`observability.client_log`, read from the environment before the settings (the CLI
     routes the lines before anything else happens)."""
@@ -43,7 +62,7 @@ def client_log_path() -> Path:
 
 def log_client_lines(verbose: bool = False) -> None:
     """Send librdkafka's lines to the log file (and stderr when `verbose`); call once."""
-    if CLIENT_LOG.handlers:
+    if any(h is not LAST_CLIENT_ERROR for h in CLIENT_LOG.handlers):
         return
     try:
         handler: logging.Handler = logging.FileHandler(client_log_path())
@@ -56,14 +75,16 @@ def log_client_lines(verbose: bool = False) -> None:
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    """The configuration every client we create starts from: its logger is ours."""
-    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **extra}
+    """The configuration every client we create starts from: the security properties, and
+    its logger is ours."""
+    return {**CLIENT_PROPERTIES, "bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **extra}
 
 
 def with_client_log(config: dict[str, str]) -> dict[str, str]:
-    """`config` plus our logger, for clients others build (Bytewax's Kafka source and sink;
-    confluent-kafka takes a Logger object in its config although it is typed str)."""
-    return cast(dict[str, str], {**config, "logger": CLIENT_LOG})
+    """`config` over the security properties, plus our logger, for clients others build
+    (Bytewax's Kafka source; confluent-kafka takes a Logger object in its config although it
+    is typed str)."""
+    return cast(dict[str, str], {**CLIENT_PROPERTIES, **config, "logger": CLIENT_LOG})
 
 
 ORDERED_PRODUCER = {"enable.idempotence": "true"}
@@ -89,6 +110,8 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
             admin.poll(0.25)  # serves the client's log lines to CLIENT_LOG (and waits)
     admin.poll(0)
     reason = last.args[0].str() if last is not None and last.args else "no answer"
+    if LAST_CLIENT_ERROR.last:
+        reason += f"; the client's last error: {LAST_CLIENT_ERROR.last}"
     raise TimeoutError(f"cannot reach Kafka at {bootstrap} (waited {timeout_s:g} s): {reason}")
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from novacron_ml.core import topics
+from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.schema import AnomalyType
 
@@ -54,6 +55,24 @@ class KafkaSettings(_Group):
         description="Extra librdkafka producer properties, over the defaults "
         "(enable.idempotence=true, linger.ms=5, compression.type=lz4).",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every client the project creates (flow, admin, produce, replay, "
+        "alerts, capacity, training) talks to the brokers.",
+    )
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "", description="SASL mechanism (with a SASL_* security_protocol)."
+    )
+    sasl_username: str = Field("", description="SASL user name.")
+    sasl_password: str = Field("", description="SASL password; never printed or logged.")
+    ssl_ca_location: str = Field(
+        "", description="CA certificate file for SSL/SASL_SSL (empty: the system's)."
+    )
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for every client (ssl.certificate.location, "
+        "sasl.oauthbearer..., client.id), under consumer_config and producer_config.",
+    )
     delivery_timeout_s: float = Field(
         900.0,
         ge=0,
@@ -65,6 +84,30 @@ class KafkaSettings(_Group):
     @property
     def brokers(self) -> list[str]:
         return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism and "
+                "sasl_username (and sasl_password)"
+            )
+        return self
+
+    def client_properties(self) -> dict[str, str]:
+        """The librdkafka properties every client starts from: security, then client_config."""
+        props = {"security.protocol": self.security_protocol.lower()}
+        if self.security_protocol.startswith("SASL"):
+            props |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password,
+            }
+        if self.ssl_ca_location:
+            props["ssl.ca.location"] = self.ssl_ca_location
+        return props | self.client_config
 
 
 class TopicSettings(_Group):
@@ -609,7 +652,11 @@ def load_settings(**overrides: Any) -> Settings:
         kafka = dict(overrides.pop("kafka", {}) or {})
         kafka.setdefault("bootstrap_servers", os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         overrides["kafka"] = kafka
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    # Every Kafka client created from now on (novacron_ml.core.kafka.client_config) uses the
+    # security settings: admin, produce, replay, alerts, capacity, training, the flow.
+    use_client_properties(settings.kafka.client_properties())
+    return settings
 
 
 def settings_table() -> str:
@@ -652,7 +699,9 @@ SECRET_KEYS = (
 def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as JSON-able data with every secret replaced by "***"."""
     data = settings.model_dump(mode="json")
-    for group in ("consumer_config", "producer_config"):
+    if data["kafka"].get("sasl_password"):
+        data["kafka"]["sasl_password"] = "***"
+    for group in ("consumer_config", "producer_config", "client_config"):
         config = data["kafka"].get(group) or {}
         for key in list(config):
             if key in SECRET_KEYS or "password" in key or "secret" in key:

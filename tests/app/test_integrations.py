@@ -89,3 +89,10 @@ def test_compose_runs_two_dataflow_processes_and_prometheus_scrapes_each() -> No
     assert targets == {f"detect:{args.metrics_port + i}" for i in range(args.processes)}
     published = {p.rsplit(":", 1)[1] for p in compose["services"]["detect"]["ports"]}
     assert published == {str(args.metrics_port + i) for i in range(args.processes)}
+
+
+def test_compose_grafana_has_no_anonymous_access_and_no_default_password() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")

@@ -146,16 +146,17 @@ class Broker:
 
 
 def _free_port_pair() -> int:
-    """A port p with p and p+1 free (the broker's client and controller ports)."""
+    """A port p with p, p+1 and p+2 free (the broker's client, controller and SASL ports)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+        try:
+            for offset in (1, 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
         return port
     raise RuntimeError("no two adjacent free ports")
 
