@@ -49,6 +49,19 @@ MALFORMED: tuple[tuple[Reason, Builder], ...] = (
     (Reason.MISSING_FIELD, lambda now: b"cpu_util,cluster=c1 value=1 %d" % (now * 10**6)),
     (Reason.MISSING_FIELD, lambda now: b"cpu_util,host=h1,cluster=c1 value=1"),
     (Reason.BAD_TIMESTAMP, lambda now: b"cpu_util,host=h1,cluster=c1 value=1 %d" % (10**400)),
+    # control characters in names: an ANSI escape in a host, a NUL in a tag, DEL in a metric
+    (
+        Reason.INVALID_VALUE,
+        lambda now: b'{"ts":%d,"host":"\\u001b[31mred","cluster":"c","metric":"m","value":1}' % now,
+    ),
+    (
+        Reason.INVALID_VALUE,
+        lambda now: b"cpu_util,host=h1,cluster=c1,az=a\x00 value=1 %d" % (now * 10**6),
+    ),
+    (
+        Reason.INVALID_VALUE,
+        lambda now: b"cpu\x7futil,host=h1,cluster=c1 value=1 %d" % (now * 10**6),
+    ),
 )
 """(expected reason, builder(now_ms) -> payload) for each kind of bad message."""
 

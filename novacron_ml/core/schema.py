@@ -18,6 +18,8 @@ SCHEMA_VERSION = 1
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
+MAX_LABELS = 64
+"""Tags (labels) of one sample at most, in every wire format: a bound on a series key's size."""
 EpochMillis = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -32,7 +34,7 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     cluster: Name
     metric: Name
     value: float
-    labels: dict[Name, LabelValue] | None = None
+    labels: Annotated[dict[Name, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] | None = None
 
 
 class MetricEvent(msgspec.Struct, frozen=True):

@@ -33,7 +33,7 @@ class Verdict(enum.StrEnum):
 class Feedback(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One operator verdict, as JSON on the feedback topic (docs/MESSAGES.md)."""
 
-    alert_id: str
+    alert_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     verdict: Verdict
     series: SeriesKey
     """`cluster/host/metric` of the alert."""

@@ -79,6 +79,7 @@ def events(
     check_time: CheckTime,
     now: int,
     on_error: Callable[[Exception, str, bytes], None],
+    check_name: Callable[[str], None] = lambda _name: None,
 ) -> list[MetricEvent]:
     """Every gauge and sum data point of the request as events; a point that `identity` or
     `check_time` refuses (or whose value is not finite) goes to `on_error(exc, where, its
@@ -120,6 +121,7 @@ def events(
                         if not math.isfinite(value):
                             raise OtlpError(f"value {value} is not finite")
                         check_time(ts_ms, now)
+                        check_name(name)
                         tags = {**resource, **_attributes(point.attributes)}
                         host, cluster, labels = identity(tags)
                     except Exception as exc:

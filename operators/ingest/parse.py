@@ -22,7 +22,7 @@ from datetime import datetime
 import msgspec
 
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.schema import MetricEvent, WireEvent, parse_rfc3339_ms
+from novacron_ml.core.schema import MAX_LABELS, MetricEvent, WireEvent, parse_rfc3339_ms
 from novacron_ml.core.settings import IngestSettings
 from operators.ingest import otlp
 
@@ -83,6 +83,10 @@ class _Reject(Exception):
         self.detail = detail
 
 
+_CONTROL = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
+"""C0 controls, DEL and C1 controls: what no metric, host or tag name may contain."""
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -110,6 +114,8 @@ class MessageParser:
         self.limits = limits or ParseLimits()
         self.now_ms = now_ms
         self.skipped: Counter[str] = Counter()
+        self._printable: set[str] = set()
+        """Names already found free of control characters (bounded: cleared when large)."""
         """Fields skipped as not numbers, by reason (the flow exports them as a counter)."""
         self._lp_scale = _PRECISION_TO_MS[self.limits.line_protocol_precision]
 
@@ -280,7 +286,15 @@ class MessageParser:
         try:
             request = decode(payload)
             events.extend(
-                otlp.events(request, self.identity, self.skip, self._check_time, now, point_error)
+                otlp.events(
+                    request,
+                    self.identity,
+                    self.skip,
+                    self._check_time,
+                    now,
+                    point_error,
+                    self.check_names,
+                )
             )
         except otlp.OtlpError as exc:
             reason = Reason.BAD_JSON if decode is otlp.decode_json else Reason.UNDECODABLE
@@ -303,6 +317,7 @@ class MessageParser:
         self._check_time(ts_ms, now)
         str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         host, cluster, labels = self.identity(str_tags)
+        self.check_names(name, *map(str, fields))
         out = []
         for field_key, value in fields.items():
             if isinstance(value, bool):
@@ -346,6 +361,7 @@ class MessageParser:
             raise _Reject(Reason.NON_FINITE, f"value {value!r} is not finite")
         tags = {str(k): str(v) for k, v in labels.items() if k != "__name__"}
         host, cluster, rest = self.identity(tags)
+        self.check_names(name)
         return [MetricEvent(ts_ms, host, cluster, name, number, rest)]
 
     def _parse_array(
@@ -400,6 +416,9 @@ class MessageParser:
         self._check_time(ts_ms, now)
         if not math.isfinite(wire.value):
             raise _Reject(Reason.NON_FINITE, "value is not finite")
+        self.check_names(wire.host, wire.cluster, wire.metric)
+        if wire.labels:
+            self.check_names(*wire.labels, *wire.labels.values())
         return MetricEvent(ts_ms, wire.host, wire.cluster, wire.metric, wire.value, wire.labels)
 
     def _check_time(self, ts_ms: int, now: int) -> None:
@@ -465,10 +484,26 @@ class MessageParser:
         for name, value in (("host", host), ("cluster", cluster)):
             if len(value) > 128:
                 raise _Reject(Reason.INVALID_VALUE, f"{name} longer than 128 characters")
+        if len(tags) > MAX_LABELS:
+            raise _Reject(Reason.INVALID_VALUE, f"{len(tags)} tags; at most {MAX_LABELS}")
         for key, value in tags.items():
             if len(key) > 128 or len(value) > 256:
                 raise _Reject(Reason.INVALID_VALUE, f"tag {key[:40]!r} too long")
+        self.check_names(host, cluster, *tags, *tags.values())
         return host, cluster, tags or None
+
+    def check_names(self, *names: str) -> None:
+        """Refuse names with control characters (C0, DEL, C1: ANSI escapes, newlines, NUL),
+        which would reach terminals, logs and Alertmanager as they are. One set lookup per
+        name once it has been seen."""
+        seen = self._printable
+        for name in names:
+            if name not in seen:
+                if not name.isprintable() and any(c in _CONTROL for c in name):
+                    raise _Reject(Reason.INVALID_VALUE, f"control character in {name[:40]!r}")
+                if len(seen) > 200_000:
+                    seen.clear()
+                seen.add(name)
 
     def skip(self, reason: str, n: int = 1) -> None:
         """Count fields that are not numbers (string, boolean): skipped, never fatal."""
@@ -492,6 +527,7 @@ class MessageParser:
         self._check_time(ts_ms, now)
         if len(measurement) > 128:
             raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
+        self.check_names(measurement, *fields)
         out: list[MetricEvent] = []
         for field_key, raw in fields.items():
             if raw[:1] == '"':

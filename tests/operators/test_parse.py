@@ -246,7 +246,8 @@ def test_arbitrary_line_protocol_never_raises_and_never_vanishes(lines: list[str
     _accounted(payload, events, dead, sum(PARSER.skipped.values()) - skipped)
 
 
-names = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_size=20)
+printable = st.characters(blacklist_categories=["Cs", "Cc"])
+names = st.text(alphabet=printable, min_size=1, max_size=20)
 
 
 @settings(max_examples=200)
@@ -256,7 +257,7 @@ names = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), min_s
     cluster=names,
     metric=names,
     value=st.floats(allow_nan=False, allow_infinity=False),
-    labels=st.none() | st.dictionaries(names, st.text(max_size=20), max_size=3),
+    labels=st.none() | st.dictionaries(names, st.text(alphabet=printable, max_size=20), max_size=3),
 )
 def test_valid_wire_events_round_trip(
     ts: int, host: str, cluster: str, metric: str, value: float, labels: dict[str, str] | None
@@ -265,6 +266,30 @@ def test_valid_wire_events_round_trip(
     events, dead = PARSER.parse(msgspec.json.encode(wire))
     assert dead == []
     assert events == [MetricEvent(ts, host, cluster, metric, value, labels)]
+
+
+@settings(max_examples=200)
+@given(
+    name=names,
+    control=st.characters(whitelist_categories=["Cc"]),
+    where=st.sampled_from(["host", "cluster", "metric", "label key", "label value"]),
+    at=st.integers(0, 20),
+)
+def test_a_control_character_in_any_name_is_a_dead_letter(
+    name: str, control: str, where: str, at: int
+) -> None:
+    bad = name[:at] + control + name[at:]
+    parts = {"host": "h", "cluster": "c", "metric": "m"}
+    labels = None
+    if where in parts:
+        parts[where] = bad
+    else:
+        labels = {bad: "v"} if where == "label key" else {"k": bad}
+    wire = WireEvent(NOW, parts["host"], parts["cluster"], parts["metric"], 1.0, labels)
+    events, dead = PARSER.parse(msgspec.json.encode(wire))
+    assert events == []
+    assert [d.reason for d in dead] == [Reason.INVALID_VALUE]
+    assert "control character" in dead[0].detail and control not in dead[0].detail
 
 
 def _outcome(fn, arg):  # type: ignore[no-untyped-def]
