@@ -83,6 +83,7 @@ class _Reject(Exception):
         self.detail = detail
 
 
+_BOM = b"\xef\xbb\xbf"
 _CONTROL = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
 """C0 controls, DEL and C1 controls: what no metric, host or tag name may contain."""
 
@@ -144,6 +145,10 @@ class MessageParser:
         n_events = len(events)
         try:
             self._parse_into(payload, key, source, now, events, dead)
+        except RecursionError:  # msgspec's answer to JSON nested past the interpreter's limit
+            del events[n_events:]
+            detail = "JSON nested too deeply to decode"
+            dead.append(DeadLetter(Reason.BAD_JSON, detail, payload or b"", key, source))
         except Exception as exc:  # a parser bug must not stop the flow either
             del events[n_events:]
             dead.append(
@@ -180,6 +185,10 @@ class MessageParser:
                     source,
                 )
             )
+            return
+        if payload[:3] == _BOM and payload[3:].lstrip()[:1] in (b"{", b"["):
+            detail = "a UTF-8 byte order mark before the JSON (RFC 8259 forbids it)"
+            dead.append(DeadLetter(Reason.BAD_JSON, detail, payload, key, source))
             return
         if payload[:1] == b"\n" and _binary(payload):
             # OTLP protobuf (the Collector's default): field 1, resource_metrics, and bytes
@@ -293,7 +302,7 @@ class MessageParser:
                     self._check_time,
                     now,
                     point_error,
-                    self.check_names,
+                    self.check_metric_name,
                 )
             )
         except otlp.OtlpError as exc:
@@ -504,6 +513,14 @@ class MessageParser:
                 if len(seen) > 200_000:
                     seen.clear()
                 seen.add(name)
+
+    def check_metric_name(self, name: str) -> None:
+        """A metric name: 1-128 characters, no control character."""
+        if not name:
+            raise _Reject(Reason.MISSING_FIELD, "metric without a name")
+        if len(name) > 128:
+            raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
+        self.check_names(name)
 
     def skip(self, reason: str, n: int = 1) -> None:
         """Count fields that are not numbers (string, boolean): skipped, never fatal."""

@@ -1,0 +1,97 @@
+"""Fuzzing every wire format from real producers' messages: each fixture (Telegraf line
+protocol and JSON, prometheus-kafka-adapter JSON, OTLP JSON and protobuf) mutated by byte
+flips, drops, insertions and truncations never makes the parser raise, and never makes a
+message vanish: it yields events, dead letters with a reason, or counted skips."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+from novacron_ml.core.deadletter import Reason
+from novacron_ml.core.schema import MetricEvent
+from operators.ingest.parse import _CONTROL, MessageParser, ParseLimits
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PARSER = MessageParser(ParseLimits(max_event_age_ms=0, max_event_future_ms=0))
+
+
+def _otlp_proto(path: Path) -> bytes:
+    request = metrics_service_pb2.ExportMetricsServiceRequest()
+    json_format.Parse(path.read_bytes(), request)
+    return request.SerializeToString()
+
+
+def corpus() -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for path in sorted((FIXTURES / "telegraf").glob("*.lp")):
+        lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+        out[f"lp:{path.name}"] = b"\n".join(lines[:4])
+    for path in sorted((FIXTURES / "telegraf" / "json").glob("*.json")):
+        lines = path.read_bytes().splitlines()  # one message per line (Telegraf's default)
+        out[f"telegraf-json:{path.name}"] = lines[0] if len(lines) > 1 else path.read_bytes()
+    samples = (FIXTURES / "prometheus_kafka_adapter" / "samples.json").read_bytes().splitlines()
+    out["prometheus-json"] = samples[0]
+    for path in sorted((FIXTURES / "otlp").glob("*.json")):
+        out[f"otlp-json:{path.name}"] = path.read_bytes()
+        out[f"otlp-proto:{path.name}"] = _otlp_proto(path)
+    return out
+
+
+CORPUS = corpus()
+
+
+def test_the_corpus_parses_cleanly_before_mutation() -> None:
+    assert len(CORPUS) >= 15
+    for name, payload in CORPUS.items():
+        events, dead = PARSER.parse(payload)
+        assert events and not dead, name
+
+
+mutation = st.tuples(
+    st.sampled_from(["flip", "drop", "insert", "truncate", "duplicate"]),
+    st.floats(0, 1, exclude_max=True),  # where, as a fraction of the message
+    st.integers(0, 255),
+)
+
+
+def mutate(payload: bytes, edits: list[tuple[str, float, int]]) -> bytes:
+    data = bytearray(payload)
+    for op, where, byte in edits:
+        if not data:
+            break
+        i = int(where * len(data))
+        if op == "flip":
+            data[i] ^= 1 << (byte % 8)
+        elif op == "drop":
+            del data[i]
+        elif op == "insert":
+            data.insert(i, byte)
+        elif op == "truncate":
+            del data[i:]
+        else:
+            data[i:i] = data[i : i + 1 + byte % 16]
+    return bytes(data)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(CORPUS)), st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_real_messages_never_raise_and_never_vanish(
+    name: str, edits: list[tuple[str, float, int]]
+) -> None:
+    payload = mutate(CORPUS[name], edits)
+    skipped = sum(PARSER.skipped.values())
+    events, dead = PARSER.parse(payload)
+    assert events or dead or sum(PARSER.skipped.values()) > skipped, f"{name}: vanished"
+    for e in events:
+        assert isinstance(e, MetricEvent) and math.isfinite(e.value)
+        assert e.host and e.cluster and e.metric
+        assert not any(c in _CONTROL for n in (e.host, e.cluster, e.metric) for c in n)
+    for d in dead:
+        assert isinstance(d.reason, Reason) and d.detail
+        assert d.reason is not Reason.INVALID_VALUE or not d.detail.startswith("parser error")
