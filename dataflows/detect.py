@@ -48,6 +48,7 @@ from dataflows.steps import (
     make_parse_step,
     parse_feedback_message,
 )
+from novacron_ml.core import metrics as obs
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow, SeriesEvicted
@@ -139,6 +140,8 @@ def build_flow(
     """
     config = resolve(settings)
     topics = config.topics
+    outputs = [t for t in settings.topics.in_use if t not in (topics.metrics, topics.feedback)]
+    obs.initialise(outputs, topics.dlq)
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
     router = ShardRouter(config.shards)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The third-party programs the tests talk to, from Debian's packages, installed when missing:
 #   prometheus-alertmanager   Alertmanager and amtool (tests/app/test_alertmanager.py)
-#   prometheus                promtool: alert rules and metrics (tests/app/test_prometheus_rules.py)
+#   prometheus                promtool: alert rules and metrics (tests/app/test_prometheus_rules.py),
+#                             and the server that scrapes a running flow (tests/kafka/test_prometheus_scrape.py)
 # Needs root (apt-get) only when something is missing; prints what it installs.
 set -euo pipefail
 declare -A wanted=([prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
-  [promtool]=prometheus)
+  [promtool]=prometheus [prometheus]=prometheus)
 missing=()
 for program in "${!wanted[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${wanted[$program]}")

@@ -69,6 +69,37 @@ PARSE_BATCH_SECONDS = Histogram(
 )
 
 
+def initialise(output_topics: list[str], dlq_topic: str) -> None:
+    """Create every known label combination at zero, so each series exists from the first
+    scrape: `rate()` and `increase()` then see a first failure, a first alert type or a first
+    dead-letter reason as the step it is, not as a series appearing with its value (which they
+    cannot tell from a restart). Unbounded values (hosts, series) are never labels."""
+    from novacron_ml.core.deadletter import Reason
+    from novacron_ml.core.schema import AnomalyType, Severity
+
+    for reason in Reason:
+        DEAD_LETTERS.labels(reason=reason.value)
+    for kind in AnomalyType:
+        EPISODES_RESOLVED.labels(type=kind.value)
+        for severity in Severity:
+            ALERTS.labels(type=kind.value, severity=severity.value)
+    for name in ("maintenance", "silence"):
+        ALERTS_SUPPRESSED.labels(kind=name)
+    for verdict in ("false_positive", "true_positive"):
+        FEEDBACK.labels(verdict=verdict)
+    for skipped in ("string_field", "boolean_field", "stale_marker", "otlp_delta_without_interval"):
+        FIELDS_SKIPPED.labels(reason=skipped)
+    for skipped in ("first", "not_after_last"):
+        COUNTER_SAMPLES_SKIPPED.labels(reason=skipped)
+    for topic in output_topics:
+        OUTPUT_RECORDS.labels(topic=topic)
+        for cause in ("_MSG_TIMED_OUT", "_PURGE_QUEUE", "_QUEUE_FULL", "MSG_SIZE_TOO_LARGE"):
+            OUTPUT_LOST.labels(topic=topic, cause=cause)
+    OUTPUT_CUT.labels(topic=dlq_topic)
+    for cause in ("_MSG_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN"):
+        OUTPUT_RETRIES.labels(cause=cause)
+
+
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose /metrics on `addr:port` for Prometheus to scrape (loopback unless configured:
     `observability.metrics_bind`)."""
