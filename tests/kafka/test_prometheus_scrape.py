@@ -113,6 +113,9 @@ def test_prometheus_scrapes_a_running_flow(
             groups = json.load(r)["data"]["groups"]
         rules_loaded = [rule for g in groups for rule in g["rules"]]
         assert len(rules_loaded) >= 7 and all(r["health"] == "ok" for r in rules_loaded)
+        # every query of the shipped dashboards answers with data from the running flow
+        for expr in dashboard_queries():
+            assert query(prom_port, expr.replace("${datasource}", "")), f"no data: {expr}"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             scrape = r.read()
         checked = subprocess.run(
@@ -126,6 +129,18 @@ def test_prometheus_scrapes_a_running_flow(
         server.wait(30)
         _, err = flow.communicate(timeout=60)
     assert flow.returncode in (0, 130), err
+
+
+def dashboard_queries() -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "grafana_build", ROOT / "deploy" / "grafana" / "build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return [e for text in build.render().values() for e in build.expressions(text)]
 
 
 def _up(port: int) -> bool:

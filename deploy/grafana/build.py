@@ -1,0 +1,176 @@
+"""Build the Grafana dashboards in deploy/grafana/dashboards/ with grafana-foundation-sdk.
+
+    python deploy/grafana/build.py            # rewrite the JSON (tests/app/test_grafana.py
+                                              # checks the committed files are this output)
+
+Two dashboards, on the metrics the flow exports today (novacron_ml/core/metrics.py): the
+pipeline's health and anomaly detection. The seed's model-performance, auto-optimisation and
+capacity-planning dashboards wait for their metrics (inference latency per model, the DQN
+optimiser, capacity gauges), which no process exports yet: a dashboard of empty panels would
+say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row
+from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.builders.stat import Panel as Stat
+from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+JOB = 'job="novacron-detect"'
+
+
+def query(expr: str, legend: str, ref: str) -> Dataquery:
+    return Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
+
+
+def series(title: str, unit: str, description: str, *targets: tuple[str, str]) -> Timeseries:
+    panel = (
+        Timeseries().title(title).unit(unit).description(description).datasource(DATASOURCE)
+        .height(8).span(12).min(0)
+    )  # fmt: skip
+    for i, (expr, legend) in enumerate(targets):
+        panel = panel.with_target(query(expr, legend, chr(ord("A") + i)))
+    return panel
+
+
+def stat(title: str, unit: str, description: str, expr: str) -> Stat:
+    return (
+        Stat().title(title).unit(unit).description(description).datasource(DATASOURCE)
+        .height(4).span(6).with_target(query(expr, title, "A"))
+    )  # fmt: skip
+
+
+def base(uid: str, title: str) -> Dashboard:
+    return (
+        Dashboard(title).uid(uid).tags(["novacron-ml", "generated"]).refresh("30s")
+        .time("now-1h", "now").timezone("browser")
+        .with_variable(DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+    )  # fmt: skip
+
+
+def pipeline() -> Dashboard:
+    return (
+        base("novacron-pipeline", "novacron-ml · pipeline health")
+        .with_row(Row("Flow"))
+        .with_panel(stat("Workers up", "none", "Detect processes answering the scrape.",
+                         f"sum(up{{{JOB}}})"))
+        .with_panel(stat("Events/s", "ops", "Valid metric events parsed, all workers.",
+                         f"sum(rate(novacron_events_total{{{JOB}}}[2m]))"))
+        .with_panel(stat("Dead-letter share", "percentunit",
+                         "Dead letters per input message (the NovacronDeadLetterRateHigh rule "
+                         "fires past 1 %).",
+                         f"sum(rate(novacron_dead_letters_total{{{JOB}}}[5m])) / "
+                         f"clamp_min(sum(rate(novacron_messages_total{{{JOB}}}[5m])), 1e-9)"))
+        .with_panel(stat("Output lost (1h)", "none",
+                         "Output records given up after kafka.delivery_timeout_s (should be 0).",
+                         f"sum(increase(novacron_output_lost_total{{{JOB}}}[1h]))"))
+        .with_panel(series("Throughput", "ops", "Messages in, events parsed, windows scored.",
+                           (f"sum by (instance) (rate(novacron_messages_total{{{JOB}}}[2m]))",
+                            "messages {{instance}}"),
+                           (f"sum by (instance) (rate(novacron_events_total{{{JOB}}}[2m]))",
+                            "events {{instance}}"),
+                           (f"sum by (instance) (rate(novacron_windows_total{{{JOB}}}[2m]))",
+                            "windows {{instance}}")))
+        .with_panel(series("Dead letters by reason", "ops",
+                           "Every record the flow could not use, by its reason header.",
+                           (f"sum by (reason) (rate(novacron_dead_letters_total{{{JOB}}}[5m]))",
+                            "{{reason}}")))
+        .with_panel(series("Parse batch time", "s", "Time to parse one input batch.",
+                           ("histogram_quantile(0.99, sum by (le) "
+                            f"(rate(novacron_parse_batch_seconds_bucket{{{JOB}}}[5m])))", "p99"),
+                           ("histogram_quantile(0.5, sum by (le) "
+                            f"(rate(novacron_parse_batch_seconds_bucket{{{JOB}}}[5m])))", "p50")))
+        .with_panel(series("Series churn", "ops",
+                           "Series evicted after features.idle_ttl_s; windowed events.",
+                           (f"sum(rate(novacron_series_evicted_total{{{JOB}}}[5m]))", "evicted"),
+                           (f"sum(rate(novacron_windowed_events_total{{{JOB}}}[5m]))",
+                            "windowed events")))
+        .with_row(Row("Output delivery"))
+        .with_panel(series("Records written by topic", "ops",
+                           "Output records the broker acknowledged.",
+                           (f"sum by (topic) (rate(novacron_output_records_total{{{JOB}}}[2m]))",
+                            "{{topic}}")))
+        .with_panel(series("Delivery retries, cuts and losses", "ops",
+                           "Retried while the broker was away; dead letters cut to fit; lost.",
+                           (f"sum by (cause) (rate(novacron_output_retries_total{{{JOB}}}[5m]))",
+                            "retry {{cause}}"),
+                           (f"sum by (topic) (rate(novacron_output_cut_total{{{JOB}}}[5m]))",
+                            "cut {{topic}}"),
+                           (f"sum by (topic) (rate(novacron_output_lost_total{{{JOB}}}[5m]))",
+                            "lost {{topic}}")))
+        .with_row(Row("Input"))
+        .with_panel(series("Fields and samples skipped", "ops",
+                           "String/boolean fields, staleness markers; counter samples without "
+                           "a rate; counter resets.",
+                           (f"sum by (reason) (rate(novacron_fields_skipped_total{{{JOB}}}[5m]))",
+                            "field {{reason}}"),
+                           ("sum by (reason) (rate(novacron_cumulative_samples_skipped_total"
+                            f"{{{JOB}}}[5m]))", "counter {{reason}}"),
+                           (f"sum(rate(novacron_cumulative_resets_total{{{JOB}}}[5m]))",
+                            "resets")))
+    )  # fmt: skip
+
+
+def detection() -> Dashboard:
+    return (
+        base("novacron-detection", "novacron-ml · anomaly detection")
+        .with_row(Row("Alerts"))
+        .with_panel(stat("Alerts (1h)", "none", "Alert records published in the last hour.",
+                         f"sum(increase(novacron_alerts_total{{{JOB}}}[1h]))"))
+        .with_panel(stat("Suppressed (1h)", "none",
+                         "Alerts published with suppressed_by (maintenance windows, silences).",
+                         f"sum(increase(novacron_alerts_suppressed_total{{{JOB}}}[1h]))"))
+        .with_panel(stat("False positives (24h)", "none", "Operator verdicts: false positive.",
+                         'sum(increase(novacron_feedback_total{verdict="false_positive",'
+                         f"{JOB}}}[24h]))"))
+        .with_panel(stat("Episodes resolved (1h)", "none", "Alert episodes closed.",
+                         f"sum(increase(novacron_episodes_resolved_total{{{JOB}}}[1h]))"))
+        .with_panel(series("Alerts by type", "opm", "Alerts per minute, by anomaly type.",
+                           (f"sum by (type) (rate(novacron_alerts_total{{{JOB}}}[5m])) * 60",
+                            "{{type}}")))
+        .with_panel(series("Alerts by severity", "opm", "Alerts per minute, by severity.",
+                           (f"sum by (severity) (rate(novacron_alerts_total{{{JOB}}}[5m])) * 60",
+                            "{{severity}}")))
+        .with_panel(series("Episodes resolved by type", "opm", "Episodes closed per minute.",
+                           ("sum by (type) (rate(novacron_episodes_resolved_total"
+                            f"{{{JOB}}}[5m])) * 60", "{{type}}")))
+        .with_panel(series("Operator feedback", "opm", "Verdicts applied to series, by verdict.",
+                           (f"sum by (verdict) (rate(novacron_feedback_total{{{JOB}}}[15m])) * 60",
+                            "{{verdict}}"),
+                           ("sum by (kind) (rate(novacron_alerts_suppressed_total"
+                            f"{{{JOB}}}[15m])) * 60", "suppressed {{kind}}")))
+    )  # fmt: skip
+
+
+DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection}
+
+
+def render() -> dict[str, str]:
+    encoder = JSONEncoder(sort_keys=True, indent=2)
+    return {name: encoder.encode(build().build()) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def expressions(document: str) -> list[str]:
+    """Every PromQL expression of a rendered dashboard."""
+    panels = json.loads(document)["panels"]
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name} ({len(expressions(text))} queries)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
