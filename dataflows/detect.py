@@ -52,7 +52,7 @@ from novacron_ml.core import metrics as obs
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow, SeriesEvicted
-from novacron_ml.core.kafka import ORDERED_PRODUCER, with_client_log
+from novacron_ml.core.kafka import ORDERED_PRODUCER, LagMonitor, with_client_log
 from novacron_ml.core.schema import Alert, Incident, MetricEvent
 from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
@@ -248,6 +248,8 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
                 raise_on_errors=False,
             )
         )
+    # the consumer-lag gauges, one thread a process
+    LagMonitor.start(",".join(kafka.brokers), settings.observability.lag_interval_s)
     return build_flow(settings, source, sink, feedback_source=feedback)
 
 

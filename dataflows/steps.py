@@ -28,6 +28,7 @@ from novacron_ml.core import metrics as obs
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.features import FeatureConfig, FeatureWindow, SeriesEvicted
+from novacron_ml.core.kafka import CONSUMED
 from novacron_ml.core.schema import Alert, MetricEvent, rfc3339_ms
 from operators.aggregate.hourly import HourlyAggregate, HourlyAggregator
 from operators.alerting.episodes import (
@@ -144,6 +145,13 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
                         dead[i] = msgspec.structs.replace(dead[i], source=source)
                         reasons[dead[i].reason] += 1
             out.extend(dead)
+            for msg in batch:  # the consumer's position, for the lag gauges (LagMonitor)
+                if not isinstance(msg, KafkaError) and msg.offset is not None:
+                    stamp = msg.timestamp
+                    CONSUMED[(msg.topic, msg.partition)] = (
+                        msg.offset,
+                        stamp[1] if isinstance(stamp, tuple) else 0,
+                    )
             if parser.skipped:
                 for reason, n in parser.skipped.items():
                     obs.FIELDS_SKIPPED.labels(reason=reason).inc(n)

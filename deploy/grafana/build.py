@@ -94,6 +94,13 @@ def pipeline() -> Dashboard:
                            (f"sum(rate(novacron_series_evicted_total{{{JOB}}}[5m]))", "evicted"),
                            (f"sum(rate(novacron_windowed_events_total{{{JOB}}}[5m]))",
                             "windowed events")))
+        .with_panel(series("Consumer lag", "s",
+                           "Seconds and records behind the input, per partition (the "
+                           "NovacronConsumerLagHigh rule fires past 300 s for 10 minutes).",
+                           (f"max by (topic, partition) (novacron_consumer_lag_seconds{{{JOB}}})",
+                            "seconds {{topic}}/{{partition}}"),
+                           (f"sum by (topic) (novacron_consumer_lag_messages{{{JOB}}})",
+                            "records {{topic}}")))
         .with_row(Row("Output delivery"))
         .with_panel(series("Records written by topic", "ops",
                            "Output records the broker acknowledged.",

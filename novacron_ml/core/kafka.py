@@ -391,3 +391,56 @@ class RangeReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+CONSUMED: dict[tuple[str, int], tuple[int, int]] = {}
+"""(topic, partition) -> (offset, Kafka timestamp ms) of the last record the flow consumed in
+this process (the parse step writes it; `LagMonitor` reads it)."""
+
+
+class LagMonitor:
+    """Samples the flow's consumer lag every `interval_s` into `novacron_consumer_lag_messages`
+    and `novacron_consumer_lag_seconds` (per topic and partition), from the end offsets of the
+    partitions the flow consumed; one daemon thread per process (`start` is idempotent)."""
+
+    _started: LagMonitor | None = None
+
+    def __init__(self, bootstrap: str, interval_s: float = 15.0) -> None:
+        import threading
+
+        self.bootstrap = bootstrap
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="novacron-lag", daemon=True)
+
+    @classmethod
+    def start(cls, bootstrap: str, interval_s: float = 15.0) -> LagMonitor:
+        if cls._started is None:
+            cls._started = cls(bootstrap, interval_s)
+            cls._started._thread.start()
+        return cls._started
+
+    def sample(self, consumer: Consumer) -> None:
+        from novacron_ml.core import metrics
+
+        now_ms = time.time() * 1000
+        for (topic, partition), (offset, ts_ms) in list(CONSUMED.items()):
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5, cached=False
+                )
+            except KafkaException:
+                continue  # the broker is away: keep the last figures
+            lag = max(high - offset - 1, 0)
+            labels = {"topic": topic, "partition": str(partition)}
+            metrics.CONSUMER_LAG.labels(**labels).set(lag)
+            seconds = max(now_ms - ts_ms, 0.0) / 1000 if lag and ts_ms > 0 else 0.0
+            metrics.CONSUMER_LAG_SECONDS.labels(**labels).set(seconds)
+
+    def _run(self) -> None:
+        consumer = Consumer(client_config(self.bootstrap, **{"group.id": "novacron-lag"}))
+        try:
+            while not self.stop.wait(self.interval_s):
+                self.sample(consumer)
+        finally:
+            consumer.close()

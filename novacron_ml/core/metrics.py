@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES = Counter("novacron_messages", "Input messages received (before parsing).")
 EVENTS = Counter("novacron_events", "Valid metric events parsed from input messages.")
@@ -61,6 +61,19 @@ OUTPUT_LOST = Counter(
     "Output records given up (past kafka.delivery_timeout_s, or refused with no dead-letter "
     "topic to take them), by topic and librdkafka cause; each cause is logged.",
     ["topic", "cause"],
+)
+CONSUMER_LAG = Gauge(
+    "novacron_consumer_lag_messages",
+    "Records of an input partition not consumed yet (end offset - next offset), sampled every "
+    "15 s. Bytewax keeps its offsets in its recovery store, not in a consumer group, so "
+    "Burrow and kafka-lag-exporter cannot see this.",
+    ["topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "novacron_consumer_lag_seconds",
+    "While records wait: wall clock minus the Kafka timestamp of the last record consumed from "
+    "the partition (0 when caught up).",
+    ["topic", "partition"],
 )
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",

@@ -531,6 +531,11 @@ class ObservabilitySettings(_Group):
         description="File for the Kafka client's own log lines (with --verbose also stderr); "
         "a broker that cannot be reached is one line on the terminal.",
     )
+    lag_interval_s: PositiveFloat = Field(
+        15.0,
+        description="Seconds between samples of the flow's consumer lag "
+        "(novacron_consumer_lag_messages and _seconds, per topic and partition).",
+    )
 
 
 class Settings(BaseSettings):

@@ -73,6 +73,7 @@ def test_prometheus_scrapes_a_running_flow(
         NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
         NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
+        NOVACRON_OBSERVABILITY_LAG_INTERVAL_S="1",
     )
     flow = subprocess.Popen(
         [sys.executable, "-m", "novacron_ml.cli", "run", "--no-recovery",
@@ -108,6 +109,10 @@ def test_prometheus_scrapes_a_running_flow(
             "the dead letter to be counted",
         )
         assert value(prom_port, "sum(novacron_windows_total)") > 0
+        # consumer lag: sampled for the input partition, back to 0 once everything is consumed
+        lag = f'novacron_consumer_lag_messages{{topic="{kafka_topics["metrics"]}"}}'
+        wait_for(lambda: value(prom_port, lag) == 0, 30, "the consumer lag to return to 0")
+        assert value(prom_port, lag.replace("_messages", "_seconds")) == 0
         # the shipped rules load and evaluate against live data (none fires on a healthy run)
         with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout=5) as r:
             groups = json.load(r)["data"]["groups"]
