@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             fresh = prepare_recovery(directory, args.from_beginning)
             state = "new, starts at kafka.starting_offset" if fresh else "resuming where it stopped"
             print(f"novacron-ml run: recovery state {directory} ({state})", file=sys.stderr)
-        recovery = RecoveryConfig(str(directory))
+        recovery = RecoveryConfig(
+            str(directory), backup_interval=timedelta(seconds=settings.recovery.backup_interval_s)
+        )
     elif not child:
         print(
             "novacron-ml run: no recovery state: a restart reads from "
@@ -92,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers_per_process=args.workers,
         process_id=args.process_id,
         addresses=args.addresses.split(";") if child else None,
-        epoch_interval=None,
+        epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
         recovery_config=recovery,
     )
     seconds = time.monotonic() - start
@@ -178,7 +181,7 @@ def run_cluster(args: argparse.Namespace, directory: Path | None) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        codes = [proc.wait() for proc in children]
+        codes = supervise(children)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -234,6 +237,32 @@ def prepare_member_recovery(directory: Path, index: int, count: int) -> bool:
         init_db_dir(Path(scratch), count)
         shutil.move(str(Path(scratch) / own.name), own)
     return True
+
+
+def supervise(children: list[Any], grace_s: float = 15.0) -> list[int]:
+    """Wait for the cluster's processes; when one dies (killed, crashed), the others cannot
+    go on without it (Timely waits for its peer): stop them, SIGINT then SIGKILL after
+    `grace_s`, so the cluster ends and a restart resumes it from the recovery state."""
+    failed_at: float | None = None
+    while any(p.poll() is None for p in children):
+        codes = [p.poll() for p in children]
+        if failed_at is None and any(c not in (None, 0, 130) for c in codes):
+            failed_at = time.monotonic()
+            dead = [i for i, c in enumerate(codes) if c not in (None, 0, 130)]
+            print(
+                f"novacron-ml run: process {dead[0]} exited {codes[dead[0]]}; stopping the "
+                "others (restart to resume from the recovery state)",
+                file=sys.stderr,
+            )
+            for p in children:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+        elif failed_at is not None and time.monotonic() - failed_at > grace_s:
+            for p in children:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.2)
+    return [int(p.returncode) for p in children]
 
 
 def recovery_dir(settings: Any, given: Path | None) -> Path:

@@ -515,6 +515,17 @@ class RecoverySettings(_Group):
         description="Recovery directory; empty: one per broker and metrics topic under "
         "$XDG_STATE_HOME/novacron-ml/recovery (~/.local/state/...), created on first start.",
     )
+    snapshot_interval_s: PositiveFloat = Field(
+        10.0,
+        description="Seconds between state snapshots (Bytewax epochs): at most this much input "
+        "is processed again after a crash (its alerts re-published with the same ids).",
+    )
+    backup_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds Bytewax keeps superseded snapshots before deleting them (for "
+        "copying the recovery directory to durable storage while the flow runs).",
+    )
 
 
 class ObservabilitySettings(_Group):
