@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from novacron_ml.core import metrics
 from novacron_ml.core.manifest import Golden, ModelManifest, sha256_of
 
 
@@ -168,4 +169,7 @@ def open_session(
         ) from None
     check_signature(session, signature, str(manifest_path), retrain)
     check_outputs(session, signature, manifest.golden, str(manifest_path), retrain)
+    metrics.MODEL_INFO.labels(
+        name=manifest.name, kind=manifest.kind, version=manifest.version, sha256=digest[:12]
+    ).set(1)
     return session

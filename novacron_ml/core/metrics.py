@@ -75,6 +75,17 @@ CONSUMER_LAG_SECONDS = Gauge(
     "the partition (0 when caught up).",
     ["topic", "partition"],
 )
+BUILD_INFO = Gauge(
+    "novacron_build_info",
+    "1, labelled with the running novacron-ml, Python and Bytewax versions.",
+    ["version", "python", "bytewax"],
+)
+MODEL_INFO = Gauge(
+    "novacron_model_info",
+    "1 per model this process serves, labelled with its manifest's name, kind, version and "
+    "sha256 prefix (set when the model passed its checks at start).",
+    ["name", "kind", "version", "sha256"],
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",
@@ -87,8 +98,18 @@ def initialise(output_topics: list[str], dlq_topic: str) -> None:
     scrape: `rate()` and `increase()` then see a first failure, a first alert type or a first
     dead-letter reason as the step it is, not as a series appearing with its value (which they
     cannot tell from a restart). Unbounded values (hosts, series) are never labels."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from novacron_ml import __version__
     from novacron_ml.core.deadletter import Reason
     from novacron_ml.core.schema import AnomalyType, Severity
+
+    try:
+        bytewax = version("bytewax")
+    except PackageNotFoundError:
+        bytewax = "unknown"
+    BUILD_INFO.labels(version=__version__, python=platform.python_version(), bytewax=bytewax).set(1)
 
     for reason in Reason:
         DEAD_LETTERS.labels(reason=reason.value)

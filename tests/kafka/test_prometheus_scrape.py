@@ -28,6 +28,7 @@ FAMILIES = (
     "novacron_windows_total",
     "novacron_dead_letters_total",
     "novacron_output_records_total",
+    "novacron_build_info",
 )
 
 

@@ -33,6 +33,8 @@ def edit(path: Path, **fields: object) -> None:
 
 
 def test_the_committed_models_pass_every_check_and_carry_a_golden_record() -> None:
+    from novacron_ml.core import metrics
+
     for path in sorted(REGISTRY.glob("*.json")):
         manifest = read_manifest(path)
         assert manifest.golden is not None and len(manifest.golden.input) >= 2, path
@@ -42,6 +44,11 @@ def test_the_committed_models_pass_every_check_and_carry_a_golden_record() -> No
             else OnnxIsolationForest(path)
         )
         assert model.session is not None
+        served = metrics.MODEL_INFO.labels(
+            name=manifest.name, kind=manifest.kind, version=manifest.version,
+            sha256=manifest.sha256[:12],
+        )  # fmt: skip
+        assert served._value.get() == 1  # novacron_model_info names what is served
 
 
 def test_a_changed_input_len_is_refused_at_build_not_at_the_first_batch(tmp_path: Path) -> None:
