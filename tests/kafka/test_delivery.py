@@ -240,3 +240,57 @@ def test_a_loss_past_the_delivery_bound_is_counted_and_logged(
     )
     assert len(lost_lines) == sum(1 for c in causes if counted[c])
     assert blocked_s < 60
+
+
+def test_the_flow_loses_nothing_when_its_broker_stops_past_the_producer_timeout(
+    own_broker: Broker,
+) -> None:
+    """The whole flow on a broker that goes away for 30 s mid-run, with the producer's
+    message.timeout.ms at 3 s: every alert of an uninterrupted run is published, nothing is
+    reported lost, and the run ends normally."""
+    import sys
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"outage.{suffix}.{k}" for k in ("metrics", "alerts", "dlq", "incidents")}
+    create_topics(
+        own_broker.bootstrap, {**dict.fromkeys(names.values()), f"{names['alerts']}.clean": None}
+    )
+    sim = FleetSimulator(
+        FleetConfig(hosts=8, clusters=2, duration_s=6 * 3600, start_ms=NOW - 7 * 3_600_000,
+                    seed=12, anomalies_per_host_per_hour=1.0)
+    )  # fmt: skip
+    produce(own_broker.bootstrap, names["metrics"], sim.timed_messages("json"))
+    env = dict(
+        os.environ,
+        NOVACRON_KAFKA_BOOTSTRAP_SERVERS=own_broker.bootstrap,
+        NOVACRON_KAFKA_PRODUCER_CONFIG='{"message.timeout.ms": "3000"}',
+        NOVACRON_KAFKA_DELIVERY_TIMEOUT_S="120",
+        NOVACRON_TOPICS_METRICS=names["metrics"],
+        NOVACRON_TOPICS_DLQ=names["dlq"],
+        NOVACRON_TOPICS_INCIDENTS=names["incidents"],
+    )
+    run = [sys.executable, "-m", "novacron_ml.cli", "run", "--once", "--no-recovery"]
+    clean = subprocess.run(
+        run, env=dict(env, NOVACRON_TOPICS_ALERTS=f"{names['alerts']}.clean"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert clean.returncode == 0, clean.stderr
+
+    def ids(topic: str) -> set[bytes | None]:
+        return {r.key for r in read_topic(own_broker.bootstrap, topic)}
+
+    expected = ids(f"{names['alerts']}.clean")
+    assert len(expected) >= 5
+    flow = subprocess.Popen(
+        run, env=dict(env, NOVACRON_TOPICS_ALERTS=names["alerts"]),
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    assert flow.poll() is None, "the run ended before the outage: nothing was tested"
+    own_broker.stop()
+    time.sleep(30)
+    own_broker.start()
+    _, err = flow.communicate(timeout=300)
+    assert flow.returncode == 0, err
+    assert "LOST" not in err
+    assert ids(names["alerts"]) == expected
