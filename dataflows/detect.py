@@ -174,6 +174,7 @@ def build_flow(
         config.combine,
         config.catalogue,
         config.episodes,
+        config.features.lateness_ms,
     )
     detect_builder = make_detect_builder(detect_step, config.features.idle_ttl_s)
     detected = op.stateful("detect", by_series, detect_builder)

@@ -105,6 +105,8 @@ class ShardRouter:
         shard = self._cache.get(host)
         if shard is None:
             shard = str(zlib.crc32(host.encode()) % self.shards)
+            if len(self._cache) >= 100_000:  # hosts come and go (churn): bounded, not forever
+                self._cache.clear()
             self._cache[host] = shard
         return shard
 
@@ -267,6 +269,10 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         if engine.evicted > evicted:
             obs.SERIES_EVICTED.inc(engine.evicted - evicted)
         if engine.evicted_series:  # after their last windows: the detect step drops them
+            forecaster = self.state.forecaster
+            for name in engine.evicted_series:  # and the forecaster's history, here
+                if forecaster is not None:
+                    forecaster.series.pop(name, None)
             out.extend(SeriesEvicted(name) for name in engine.evicted_series)
             engine.evicted_series.clear()
         return out, StatefulBatchLogic.RETAIN
@@ -345,10 +351,13 @@ def make_detect_step(
     combine: CombineConfig | None = None,
     catalogue: Catalogue = DEFAULT_CATALOGUE,
     episodes: EpisodeConfig | None = None,
+    lateness_ms: int = 10_000,
 ) -> Any:
+    """`lateness_ms`: window.allowed_lateness_s, for the detection latency after window close."""
     active_rules = rules
     tiers = tiers_for(config, combine or CombineConfig(), catalogue)
     episode_config = episodes or EpisodeConfig()
+    latency = obs.DETECTION_LATENCY
 
     def detect(
         state: SeriesState | PendingVerdicts | None,
@@ -375,6 +384,9 @@ def make_detect_step(
                 apply_series_feedback(state, verdict)
                 obs.FEEDBACK.labels(verdict=verdict.verdict.value).inc()
         result = detect_window(state, window, tiers)
+        late_ms = time.time() * 1000 - window.end_ms - lateness_ms
+        if late_ms < 3_600_000:  # a live window (not a replay): its latency after close
+            latency.observe(max(late_ms, 0.0) / 1000)
         out: list[Output | WindowScore] = []
         if isinstance(result, DeadLetter):
             obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()

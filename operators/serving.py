@@ -172,4 +172,5 @@ def open_session(
     metrics.MODEL_INFO.labels(
         name=manifest.name, kind=manifest.kind, version=manifest.version, sha256=digest[:12]
     ).set(1)
+    metrics.INFERENCE_SECONDS.labels(model=manifest.name)  # the series exists from the start
     return session

@@ -101,6 +101,20 @@ def pipeline() -> Dashboard:
                             "seconds {{topic}}/{{partition}}"),
                            (f"sum by (topic) (novacron_consumer_lag_messages{{{JOB}}})",
                             "records {{topic}}")))
+        .with_panel(series("Detection latency after window close", "s",
+                           "From a live window's close (end + allowed lateness) to its decision "
+                           "(the seed's bound: 100 ms; rule NovacronDetectionLatencyHigh).",
+                           ("histogram_quantile(0.99, sum by (le) "
+                            f"(rate(novacron_detection_latency_seconds_bucket{{{JOB}}}[5m])))",
+                            "p99"),
+                           ("histogram_quantile(0.5, sum by (le) "
+                            f"(rate(novacron_detection_latency_seconds_bucket{{{JOB}}}[5m])))",
+                            "p50")))
+        .with_panel(series("Inference time per model", "s",
+                           "One ONNX Runtime call (a batch of windows), p99 by model.",
+                           ("histogram_quantile(0.99, sum by (model, le) "
+                            f"(rate(novacron_inference_seconds_bucket{{{JOB}}}[5m])))",
+                            "{{model}}")))
         .with_row(Row("Output delivery"))
         .with_panel(series("Records written by topic", "ops",
                            "Output records the broker acknowledged.",

@@ -86,6 +86,18 @@ MODEL_INFO = Gauge(
     "sha256 prefix (set when the model passed its checks at start).",
     ["name", "kind", "version", "sha256"],
 )
+INFERENCE_SECONDS = Histogram(
+    "novacron_inference_seconds",
+    "Time of one ONNX Runtime call (a batch of windows), by model (the manifest's name).",
+    ["model"],
+    buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+DETECTION_LATENCY = Histogram(
+    "novacron_detection_latency_seconds",
+    "Wall clock from a window's close (its end + window.allowed_lateness_s) to its decision in "
+    "the detect step; live windows only (closed within the last hour), not replays.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from novacron_ml.core import metrics
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
@@ -64,12 +65,14 @@ class OnnxIsolationForest:
             IFOREST_SIGNATURE,
         )
         self.input_name = self.session.get_inputs()[0].name
+        self._timer = metrics.INFERENCE_SECONDS.labels(model=self.manifest.name)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Negated decision function (sklearn's convention flipped): higher = more anomalous."""
         if len(x) == 0:
             return np.zeros(0)
-        (out,) = self.session.run([IFOREST_SIGNATURE.output], {self.input_name: x})
+        with self._timer.time():
+            (out,) = self.session.run([IFOREST_SIGNATURE.output], {self.input_name: x})
         return -np.asarray(out, np.float64).reshape(-1)
 
 

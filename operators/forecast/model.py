@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from novacron_ml.core import metrics
 from novacron_ml.core.manifest import read_manifest
 from operators.serving import Signature, open_session
 
@@ -66,6 +67,7 @@ class OnnxForecaster:
             self.signature,
         )
         self.input_name = self.session.get_inputs()[0].name
+        self._timer = metrics.INFERENCE_SECONDS.labels(model=self.manifest.name)
         self.input_len = self.manifest.input_len
         self.horizon = self.manifest.horizon
 
@@ -76,9 +78,10 @@ class OnnxForecaster:
             )
         if len(x) == 0:
             return np.empty((0, self.horizon), dtype=np.float32)
-        out = self.session.run(
-            [self.signature.output], {self.input_name: x.astype(np.float32, copy=False)}
-        )
+        with self._timer.time():
+            out = self.session.run(
+                [self.signature.output], {self.input_name: x.astype(np.float32, copy=False)}
+            )
         return np.asarray(out[0])
 
 

@@ -84,6 +84,10 @@ class _Reject(Exception):
 
 
 _BOM = b"\xef\xbb\xbf"
+_C0_DEL = bytes([*range(0x0A), *range(0x0B, 0x20), 0x7F])
+"""Raw C0 control bytes but newline (the line separator), and DEL (deleted by translate)."""
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+"""The C1 controls as UTF-8 (searched only in a message that is not ASCII)."""
 _CONTROL = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
 """C0 controls, DEL and C1 controls: what no metric, host or tag name may contain."""
 
@@ -116,6 +120,8 @@ class MessageParser:
         self.now_ms = now_ms
         self.skipped: Counter[str] = Counter()
         self._printable: set[str] = set()
+        self._names_suspect = True
+        """Whether the message being parsed may hold a control character (see _parse_into)."""
         """Names already found free of control characters (bounded: cleared when large)."""
         """Fields skipped as not numbers, by reason (the flow exports them as a counter)."""
         self._lp_scale = _PRECISION_TO_MS[self.limits.line_protocol_precision]
@@ -186,6 +192,14 @@ class MessageParser:
                 )
             )
             return
+        # Names are checked for control characters only in a message that can hold one: raw
+        # control bytes (C0 but newline, DEL, C1 as UTF-8) or a backslash (a JSON escape such
+        # as \u001b or \t). Most messages have neither, and the scan runs at C speed.
+        self._names_suspect = (
+            b"\\" in payload
+            or len(payload.translate(None, _C0_DEL)) != len(payload)
+            or (not payload.isascii() and _C1_UTF8.search(payload) is not None)
+        )
         if payload[:3] == _BOM and payload[3:].lstrip()[:1] in (b"{", b"["):
             detail = "a UTF-8 byte order mark before the JSON (RFC 8259 forbids it)"
             dead.append(DeadLetter(Reason.BAD_JSON, detail, payload, key, source))
@@ -326,7 +340,8 @@ class MessageParser:
         self._check_time(ts_ms, now)
         str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         host, cluster, labels = self.identity(str_tags)
-        self.check_names(name, *map(str, fields))
+        if self._names_suspect:
+            self.check_names(name, *map(str, fields))
         out = []
         for field_key, value in fields.items():
             if isinstance(value, bool):
@@ -370,7 +385,8 @@ class MessageParser:
             raise _Reject(Reason.NON_FINITE, f"value {value!r} is not finite")
         tags = {str(k): str(v) for k, v in labels.items() if k != "__name__"}
         host, cluster, rest = self.identity(tags)
-        self.check_names(name)
+        if self._names_suspect:
+            self.check_names(name)
         return [MetricEvent(ts_ms, host, cluster, name, number, rest)]
 
     def _parse_array(
@@ -425,9 +441,10 @@ class MessageParser:
         self._check_time(ts_ms, now)
         if not math.isfinite(wire.value):
             raise _Reject(Reason.NON_FINITE, "value is not finite")
-        self.check_names(wire.host, wire.cluster, wire.metric)
-        if wire.labels:
-            self.check_names(*wire.labels, *wire.labels.values())
+        if self._names_suspect:
+            self.check_names(wire.host, wire.cluster, wire.metric)
+            if wire.labels:
+                self.check_names(*wire.labels, *wire.labels.values())
         return MetricEvent(ts_ms, wire.host, wire.cluster, wire.metric, wire.value, wire.labels)
 
     def _check_time(self, ts_ms: int, now: int) -> None:
@@ -498,7 +515,8 @@ class MessageParser:
         for key, value in tags.items():
             if len(key) > 128 or len(value) > 256:
                 raise _Reject(Reason.INVALID_VALUE, f"tag {key[:40]!r} too long")
-        self.check_names(host, cluster, *tags, *tags.values())
+        if self._names_suspect:
+            self.check_names(host, cluster, *tags, *tags.values())
         return host, cluster, tags or None
 
     def check_names(self, *names: str) -> None:
@@ -544,7 +562,8 @@ class MessageParser:
         self._check_time(ts_ms, now)
         if len(measurement) > 128:
             raise _Reject(Reason.INVALID_VALUE, "name longer than 128 characters")
-        self.check_names(measurement, *fields)
+        if self._names_suspect:
+            self.check_names(measurement, *fields)
         out: list[MetricEvent] = []
         for field_key, raw in fields.items():
             if raw[:1] == '"':

@@ -40,7 +40,11 @@ def test_the_rules_name_only_metrics_the_flow_exports() -> None:
 
     exported = {m.name for m in REGISTRY.collect()}
     exprs = [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    used = {n.removesuffix("_total") for e in exprs for n in re.findall(r"novacron_\w+", e)}
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", n)
+        for e in exprs
+        for n in re.findall(r"novacron_\w+", e)
+    }
     assert used and used <= exported, used - exported
 
 

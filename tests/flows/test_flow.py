@@ -19,8 +19,8 @@ from novacron_ml.app.demo import false_positive_windows, run_demo, summary
 from novacron_ml.app.malformed import MALFORMED, with_malformed
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow
-from novacron_ml.core.schema import Alert, Incident, WireEvent
+from novacron_ml.core.features import FEATURE_NAMES, FeatureWindow, SeriesEvicted
+from novacron_ml.core.schema import Alert, Incident, MetricEvent, WireEvent
 from novacron_ml.core.settings import DetectorSettings, Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.features.cross import HOST_FEATURE_NAMES, HostWindow
@@ -255,3 +255,26 @@ def test_an_evicted_series_closes_its_open_episode_and_drops_its_detector_state(
     # no window came after the spike: only the eviction can have ended the episode
     assert [a.episode_id for a in resolved] == [firing[0].episode_id]
     assert resolved[0].ends_at == firing[-1].window_end
+
+
+def test_an_evicted_series_leaves_the_forecaster_too() -> None:
+    """Eviction drops every per-series state together: the forecaster's history of the series
+    goes in the same step as the feature engine's (and the detect step's, above)."""
+    from dataflows.config import resolve
+    from dataflows.steps import make_feature_builder
+
+    settings = Settings(features={"idle_ttl_s": 1.0}, forecast={"enabled": True})
+    logic = make_feature_builder(resolve(settings))(None)
+    forecaster = logic.state.forecaster
+    assert forecaster is not None
+    now = int(time.time() * 1000)
+    events = [
+        MetricEvent(now - 600_000 + i * 5000, "h1", "c1", "cpu_util", 0.5) for i in range(100)
+    ]
+    logic.on_batch([events])
+    logic.on_notify()
+    assert "c1/h1/cpu_util" in forecaster.series  # closed windows reached the forecaster
+    time.sleep(1.5)
+    out, _ = logic.on_notify()
+    assert any(isinstance(o, SeriesEvicted) and o.series == "c1/h1/cpu_util" for o in out)
+    assert "c1/h1/cpu_util" not in forecaster.series

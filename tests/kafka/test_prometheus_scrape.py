@@ -75,6 +75,7 @@ def test_prometheus_scrapes_a_running_flow(
         NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
         NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
         NOVACRON_OBSERVABILITY_LAG_INTERVAL_S="1",
+        NOVACRON_FORECAST_ENABLED="true",  # a served model: its inference histogram too
     )
     flow = subprocess.Popen(
         [sys.executable, "-m", "novacron_ml.cli", "run", "--no-recovery",
@@ -92,9 +93,10 @@ def test_prometheus_scrapes_a_running_flow(
         for family in FAMILIES:  # there before any event: known label values start at zero
             assert query(prom_port, family), f"{family} not scraped"
         before = value(prom_port, "sum(novacron_events_total)")
-        start = int(time.time() // 60 * 60_000) - 30 * 60_000
+        # an hour: the forecaster serves once a series has input_len (48) windows
+        start = int(time.time() // 60 * 60_000) - 60 * 60_000
         sim = FleetSimulator(
-            FleetConfig(hosts=3, clusters=1, duration_s=30 * 60, start_ms=start, seed=2)
+            FleetConfig(hosts=3, clusters=1, duration_s=60 * 60, start_ms=start, seed=2)
         )
         produce(kafka_bootstrap, kafka_topics["metrics"], sim.timed_messages("json"))
         produce(kafka_bootstrap, kafka_topics["metrics"], [(b"bad", b"{not json")])
@@ -110,6 +112,11 @@ def test_prometheus_scrapes_a_running_flow(
             "the dead letter to be counted",
         )
         assert value(prom_port, "sum(novacron_windows_total)") > 0
+        # live windows were decided, each one's latency after close observed
+        assert value(prom_port, "sum(novacron_detection_latency_seconds_count)") > 0
+        assert (
+            value(prom_port, 'sum(novacron_inference_seconds_count{model="lstm_forecaster"})') > 0
+        )
         # consumer lag: sampled for the input partition, back to 0 once everything is consumed
         lag = f'novacron_consumer_lag_messages{{topic="{kafka_topics["metrics"]}"}}'
         wait_for(lambda: value(prom_port, lag) == 0, 30, "the consumer lag to return to 0")
