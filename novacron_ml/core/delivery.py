@@ -147,7 +147,12 @@ class CheckedProducer:
         for i, r in enumerate(records):
             where.setdefault((r.topic, r.key, r.value), []).append(i)
         for content, err in self._reported:
-            i = where[content].pop(0)
+            matches = where.get(content)
+            if not matches:  # not one of this round's records: nothing to retry, but counted
+                metrics.OUTPUT_LOST.labels(topic=content[0], cause=err.name()).inc()
+                LOG.error("output: an unmatched failed record for %s (%s)", content[0], err.str())
+                continue
+            i = matches.pop(0)
             self._failed.append((i, records[i], err))
         self._reported = []
 
