@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from novacron_ml.cli.common import KAFKA_WAIT_S
+from novacron_ml.cli.common import KAFKA_WAIT_S, count, seconds
 from novacron_ml.core.kafka import wait_ready
 
 
@@ -167,10 +167,10 @@ def register(sub: Any) -> None:
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
     p.add_argument("--group", help="consumer group (default: a fresh one)")
     p.add_argument("--all", action="store_true", help="also show suppressed alerts")
-    p.add_argument("--max", type=int, help="stop after this many alerts")
+    p.add_argument("--max", type=count, help="stop after this many alerts")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         help="stop after this many idle seconds (at least 30 before the first alert)",
     )
     p.set_defaults(func=cmd_alerts_tail)
@@ -198,15 +198,15 @@ def register(sub: Any) -> None:
     start.add_argument(
         "--from-now", action="store_true", help="a new group starts at the newest (default)"
     )
-    p.add_argument("--batch", type=int, default=100, help="records read per poll (100)")
-    p.add_argument("--resend", type=float, default=60.0, help="re-send firing alerts, s (60)")
+    p.add_argument("--batch", type=count, default=100, help="records read per poll (100)")
+    p.add_argument("--resend", type=seconds, default=60.0, help="re-send firing alerts, s (60)")
     p.add_argument(
-        "--stale", type=float, default=600.0, help="an episode without news ends after, s (600)"
+        "--stale", type=seconds, default=600.0, help="an episode without news ends after, s (600)"
     )
-    p.add_argument("--max-backoff", type=float, default=30.0, help="retry backoff cap, s (30)")
+    p.add_argument("--max-backoff", type=seconds, default=30.0, help="retry backoff cap, s (30)")
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds,
         help="stop after this many seconds without new alerts (also while retrying); exit 1 "
         "if alerts were left undelivered",
     )
@@ -229,5 +229,5 @@ def register(sub: Any) -> None:
     verdict = p.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--false-positive", action="store_true", help="not an anomaly")
     verdict.add_argument("--true-positive", action="store_true", help="a real anomaly")
-    p.add_argument("--wait", type=float, default=30, help="seconds to search the topic (30)")
+    p.add_argument("--wait", type=seconds, default=30, help="seconds to search the topic (30)")
     p.set_defaults(func=cmd_alerts_feedback)

@@ -26,6 +26,49 @@ usage or input (arguments, settings, files); 130 stopped by Ctrl-C or SIGTERM.
 """
 
 
+def count(text: str) -> int:
+    """A flag that counts something: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    value = count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    return _number(text, allow_zero=False)
+
+
+def rate(text: str) -> float:
+    """A finite number, 0 or more (0: unlimited)."""
+    return _number(text, allow_zero=True)
+
+
+def _number(text: str, *, allow_zero: bool) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a {'non-negative' if allow_zero else 'positive'} finite number"
+        )
+    return value
+
+
 def parse_time(text: str) -> int:
     """RFC 3339, epoch milliseconds, or 'now-6h' style offsets to epoch ms."""
     text = text.strip()

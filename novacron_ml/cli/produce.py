@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from novacron_ml.cli.common import fleet_args, fleet_config, writes
+from novacron_ml.cli.common import count, fleet_args, fleet_config, rate, seconds, writes
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -68,9 +68,9 @@ def register(sub: Any) -> None:
     )
     fleet_args(p, hours=2.0)
     p.add_argument("--topic", help="topic (default: settings topics.metrics)")
-    p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
+    p.add_argument("--rate", type=rate, default=0.0, help="messages per second (0: max)")
     p.add_argument("--labels", default="labels.jsonl", help="labels file (labels.jsonl)")
-    p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
-    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.add_argument("--partitions", type=count, default=1, help="partitions if the topic is new")
+    p.add_argument("--wait", type=seconds, default=60, help="seconds to wait for Kafka (60)")
     writes(p, "labels")
     p.set_defaults(func=cmd_produce)

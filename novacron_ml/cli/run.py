@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from novacron_ml.cli.common import EPILOG
+from novacron_ml.cli.common import EPILOG, count, port, seconds
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -415,11 +415,11 @@ def register(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (default 1)")
+    p.add_argument("-w", "--workers", type=count, default=1, help="worker threads (default 1)")
     p.add_argument(
         "-p",
         "--processes",
-        type=int,
+        type=count,
         default=1,
         help="local cluster of this many processes, each with --workers workers (default 1); "
         "process i serves metrics on --metrics-port + i",
@@ -428,8 +428,8 @@ def register(sub: Any) -> None:
     p.add_argument("--addresses", help=argparse.SUPPRESS)
     p.add_argument("--once", action="store_true", help="stop at the end of the topic (backfill)")
     p.add_argument("--from-end", action="store_true", help="start at the end of the topic")
-    p.add_argument("--partitions", type=int, default=1, help="partitions for topics it creates")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--partitions", type=count, default=1, help="partitions for topics it creates")
+    p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
     p.add_argument(
         "--recovery-dir",
         type=Path,
@@ -443,7 +443,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="start over: delete this run's recovery state and read from kafka.starting_offset",
     )
-    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.add_argument("--wait", type=seconds, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("topics", help="create the flow's topics if they do not exist")
