@@ -123,6 +123,19 @@ class ShardRouter:
         return list(groups.items())
 
 
+def record_positions(batch: list[Any]) -> None:
+    """The consumer's position per input partition (the last message of each in the batch),
+    for the lag gauges (`LagMonitor`): one dict write per message, as a batch is not
+    guaranteed to hold a single partition."""
+    for msg in batch:
+        if not isinstance(msg, KafkaError) and msg.offset is not None:
+            stamp = msg.timestamp
+            CONSUMED[(msg.topic, msg.partition)] = (
+                msg.offset,
+                stamp[1] if isinstance(stamp, tuple) else 0,
+            )
+
+
 def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
     """Batch step: raw Kafka messages (or consumer errors) to shard batches and dead letters."""
 
@@ -147,13 +160,7 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
                         dead[i] = msgspec.structs.replace(dead[i], source=source)
                         reasons[dead[i].reason] += 1
             out.extend(dead)
-            for msg in batch:  # the consumer's position, for the lag gauges (LagMonitor)
-                if not isinstance(msg, KafkaError) and msg.offset is not None:
-                    stamp = msg.timestamp
-                    CONSUMED[(msg.topic, msg.partition)] = (
-                        msg.offset,
-                        stamp[1] if isinstance(stamp, tuple) else 0,
-                    )
+            record_positions(batch)
             if parser.skipped:
                 for reason, n in parser.skipped.items():
                     obs.FIELDS_SKIPPED.labels(reason=reason).inc(n)

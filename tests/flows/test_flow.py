@@ -278,3 +278,18 @@ def test_an_evicted_series_leaves_the_forecaster_too() -> None:
     out, _ = logic.on_notify()
     assert any(isinstance(o, SeriesEvicted) and o.series == "c1/h1/cpu_util" for o in out)
     assert "c1/h1/cpu_util" not in forecaster.series
+
+
+def test_the_parse_step_records_each_partitions_position_for_the_lag_gauges() -> None:
+    from dataflows.steps import record_positions
+    from novacron_ml.core.kafka import CONSUMED
+
+    def m(partition: int, offset: int) -> KafkaSourceMessage[bytes, bytes]:
+        return KafkaSourceMessage(
+            b"k", b"{}", topic="lag.t", partition=partition, offset=offset, timestamp=(1, 7)
+        )
+
+    record_positions([m(0, 5), m(0, 6), m(0, 9)])  # one partition: its last message
+    assert CONSUMED[("lag.t", 0)] == (9, 7)
+    record_positions([m(1, 3), m(2, 40), m(1, 4)])  # mixed: walked, the last of each
+    assert CONSUMED[("lag.t", 1)] == (4, 7) and CONSUMED[("lag.t", 2)] == (40, 7)
