@@ -6,18 +6,20 @@
 Topology (each step a named Bytewax operator; its logic is in `dataflows.steps`, which wraps
 the pure operators of `operators/`; settings are resolved once by `dataflows.config.resolve`):
 
-    metrics_in -> parse -+- (shard, events) -> features -+- windows -> by_series -> detect -> out
+    metrics_in -> parse -+- (shard, events) -> features -+- windows -> by_shard -> detect -> out
                          |                               +- late events ----------------------> out
                          |                               +- forecasts, forecast alerts -------> out
                          |                               +- host windows (features topic) ----> out
                          +- dead letters (malformed) -----------------------------------------> out
-    feedback_in (optional) -> parse_feedback -> by_series (verdicts adjust their series)
+    feedback_in (optional) -> parse_feedback -> by_shard (verdicts adjust their series)
     windows -> hourly (optional, by cluster and metric) ---------------------------------------> out
 
 `features` is one `stateful_batch` per shard of series: event-time windows and their feature
 vectors, scored by the Isolation Forest tier in one ONNX call per batch and forecast by the
-LSTM when enabled. `detect` is one `stateful` per series: the detection tiers, the combined
-probability and the alert decision (`operators.detection.series`), then suppression.
+LSTM when enabled. `detect_shards` is one `stateful_batch` per shard again (the same
+`crc32(host)` shards): the windows of a batch are scored together across the shard's series
+(the detection tiers, the combined probability and the alert decision:
+`operators.detection.series.detect_batch`), then suppression.
 `encode` turns every output into its Kafka record (`dataflows.encode`). Everything the flow
 cannot use leaves as a `DeadLetter` (to `metrics.dlq`): nothing is dropped silently.
 """
@@ -53,7 +55,7 @@ from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow, SeriesEvicted
 from novacron_ml.core.kafka import ORDERED_PRODUCER, LagMonitor, with_client_log
-from novacron_ml.core.schema import Alert, Incident, MetricEvent
+from novacron_ml.core.schema import Alert, Incident, MetricEvent, split_series_key
 from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
 from operators.alerting.incidents import HostIncidents
@@ -67,14 +69,6 @@ FLOW_ID = "novacron_detect"
 # Routing predicates and keys: the flow's items are a union; each branch picks one kind.
 def _value(keyed: tuple[str, Any]) -> Any:
     return keyed[1]
-
-
-def _series_of_window(window: FeatureWindow | SeriesEvicted) -> str:
-    return window.series
-
-
-def _series_of_feedback(feedback: Any) -> str:
-    return str(feedback.series)
 
 
 def is_shard_batch(item: object) -> bool:
@@ -155,17 +149,21 @@ def build_flow(
     late_or_rest = op.branch("split_host", windows.falses, is_dead_letter)
     forecasts = op.branch("split_forecasts", late_or_rest.falses, is_forecast_output)
     host_windows = forecasts.falses
-    by_series: Any = op.key_on("key_by_series", windows.trues, _series_of_window)
-    evicted = op.key_on("evictions_by_series", unsharded.trues, _series_of_window)
-    by_series = op.merge("windows_and_evictions", by_series, evicted)
+
+    def shard_of_series(item: Any) -> str:  # a FeatureWindow, SeriesEvicted or Feedback
+        return router.shard_of(split_series_key(str(item.series))[1])
+
+    by_shard: Any = op.key_on("key_by_shard", windows.trues, shard_of_series)
+    evicted = op.key_on("evictions_by_shard", unsharded.trues, shard_of_series)
+    by_shard = op.merge("windows_and_evictions", by_shard, evicted)
     feedback_dead: Any = None
     if feedback_source is not None:
         verdicts = op.map(
             "parse_feedback", op.input("feedback_in", flow, feedback_source), parse_feedback_message
         )
         split_fb = op.branch("split_feedback", verdicts, is_feedback)
-        keyed_fb = op.key_on("feedback_by_series", split_fb.trues, _series_of_feedback)
-        by_series = op.merge("windows_and_feedback", by_series, keyed_fb)
+        keyed_fb = op.key_on("feedback_by_shard", split_fb.trues, shard_of_series)
+        by_shard = op.merge("windows_and_feedback", by_shard, keyed_fb)
         feedback_dead = op.map("count_bad_feedback", split_fb.falses, count_dead_letter)
     detect_step = make_detect_step(
         config.robust_z,
@@ -177,7 +175,7 @@ def build_flow(
         config.features.lateness_ms,
     )
     detect_builder = make_detect_builder(detect_step, config.features.idle_ttl_s)
-    detected = op.stateful("detect", by_series, detect_builder)
+    detected = op.stateful_batch("detect_shards", by_shard, detect_builder)
     results = op.map("drop_keys", detected, _value)
     if topics.incidents:
         split_alerts = op.branch("split_decision_alerts", results, is_alert)

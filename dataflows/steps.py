@@ -13,8 +13,8 @@ import pickle
 import time
 import zlib
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +53,7 @@ from operators.detection.series import (
     SeriesState,
     WindowScore,
     apply_series_feedback,
-    detect_window,
+    detect_batch,
     new_series_state,
     tiers_for,
 )
@@ -351,6 +351,38 @@ def count_and_suppress(alert: Alert, rules: Sequence[Rule]) -> Alert:
     return msgspec.structs.replace(alert, suppressed_by=reason)
 
 
+DetectIn = FeatureWindow | Feedback | SeriesEvicted
+DetectOut = Output | WindowScore
+
+
+@dataclass
+class DetectShard:
+    """One shard's detection state: every live series' `SeriesState`, and the verdicts
+    waiting for series that have none yet (`PendingVerdicts`)."""
+
+    series: dict[str, SeriesState] = field(default_factory=dict)
+    pending: dict[str, PendingVerdicts] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.series) + len(self.pending)
+
+
+def in_rounds(items: Sequence[DetectIn]) -> list[list[DetectIn]]:
+    """Split a batch into rounds holding at most one item per series, each series' items in
+    their order (its k-th item in round k): the windows of one round are scored together."""
+    seen: dict[str, int] = {}
+    rounds: list[list[DetectIn]] = []
+    for item in items:
+        key = item.series
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        if k == len(rounds):
+            rounds.append([item])
+        else:
+            rounds[k].append(item)
+    return rounds
+
+
 def make_detect_step(
     config: RobustZConfig,
     emit_scores: bool = False,
@@ -359,71 +391,98 @@ def make_detect_step(
     catalogue: Catalogue = DEFAULT_CATALOGUE,
     episodes: EpisodeConfig | None = None,
     lateness_ms: int = 10_000,
-) -> Any:
-    """`lateness_ms`: window.allowed_lateness_s, for the detection latency after window close."""
+) -> Callable[[DetectShard, Sequence[DetectIn]], list[DetectOut]]:
+    """The detect step over a batch of a shard's items (windows, verdicts, evictions): each
+    round of windows (`in_rounds`) is scored together across series
+    (`operators.detection.series.detect_batch`), then becomes alert records through the
+    series' episodes. `lateness_ms`: window.allowed_lateness_s, for the detection latency
+    after window close."""
     active_rules = rules
     tiers = tiers_for(config, combine or CombineConfig(), catalogue)
     episode_config = episodes or EpisodeConfig()
     latency = obs.DETECTION_LATENCY
 
-    def detect(
-        state: SeriesState | PendingVerdicts | None,
-        window: FeatureWindow | Feedback | SeriesEvicted,
-    ) -> tuple[SeriesState | PendingVerdicts | None, list[Output | WindowScore]]:
-        if isinstance(window, SeriesEvicted):
-            # idle past features.idle_ttl_s: an open episode ends here, then the state goes
-            if isinstance(state, PendingVerdicts):
-                return None, expire_pending(state, "the series was evicted")
-            records = (
-                [] if state is None or state.episode is None else [resolved_record(state.episode)]
+    def evict(shard: DetectShard, item: SeriesEvicted) -> list[DetectOut]:
+        # idle past features.idle_ttl_s: an open episode ends here, then the state goes
+        pending = shard.pending.pop(item.series, None)
+        if pending is not None:
+            return expire_pending(pending, "the series was evicted")
+        state = shard.series.pop(item.series, None)
+        if state is None or state.episode is None:
+            return []
+        return [count_and_suppress(resolved_record(state.episode), active_rules)]
+
+    def verdict(shard: DetectShard, item: Feedback) -> list[DetectOut]:
+        state = shard.series.get(item.series)
+        if state is None:
+            pending, out = wait_for_series(shard.pending.get(item.series), item)
+            shard.pending[item.series] = pending
+            return out
+        apply_series_feedback(state, item)
+        obs.FEEDBACK.labels(verdict=item.verdict.value).inc()
+        return []
+
+    def state_for(shard: DetectShard, window: FeatureWindow) -> SeriesState:
+        state = shard.series.get(window.series)
+        if state is None:
+            pending = shard.pending.pop(window.series, None)
+            state = shard.series[window.series] = new_series_state(
+                window.series, config, combine, tiers
             )
-            return None, [count_and_suppress(r, active_rules) for r in records]
-        if isinstance(window, Feedback):
-            if state is None or isinstance(state, PendingVerdicts):
-                return wait_for_series(state, window)
-            apply_series_feedback(state, window)
-            obs.FEEDBACK.labels(verdict=window.verdict.value).inc()
-            return state, []
-        if state is None or isinstance(state, PendingVerdicts):
-            waiting = state.verdicts if state is not None else []
-            state = new_series_state(window.series, config, combine, tiers)
-            for verdict in waiting:  # verdicts replayed before the series' first window
-                apply_series_feedback(state, verdict)
-                obs.FEEDBACK.labels(verdict=verdict.verdict.value).inc()
-        result = detect_window(state, window, tiers)
-        late_ms = time.time() * 1000 - window.end_ms - lateness_ms
-        if late_ms < 3_600_000:  # a live window (not a replay): its latency after close
-            latency.observe(max(late_ms, 0.0) / 1000)
-        out: list[Output | WindowScore] = []
-        if isinstance(result, DeadLetter):
-            obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
-            out.append(result)
-        else:
-            if result is not None:
-                state.episode, records = on_alert(state.episode, result)
-            else:
-                state.episode, resolved = on_quiet(state.episode, episode_config)
-                records = [resolved] if resolved is not None else []
-            out.extend(count_and_suppress(r, active_rules) for r in records)
-            if emit_scores:
-                out.append(
-                    WindowScore(
-                        window.series,
-                        window.start_ms,
-                        window.end_ms,
-                        state.last_score,
-                        result is not None,
-                        result is not None and state.opened,
+            for waiting in pending.verdicts if pending is not None else ():
+                apply_series_feedback(state, waiting)  # replayed before its first window
+                obs.FEEDBACK.labels(verdict=waiting.verdict.value).inc()
+        return state
+
+    def detect(shard: DetectShard, items: Sequence[DetectIn]) -> list[DetectOut]:
+        out: list[DetectOut] = []
+        for batch in in_rounds(items) if len(items) > 1 else [items]:
+            windows: list[FeatureWindow] = []
+            for item in batch:
+                if isinstance(item, FeatureWindow):
+                    windows.append(item)
+                elif isinstance(item, SeriesEvicted):
+                    out.extend(evict(shard, item))
+                else:
+                    out.extend(verdict(shard, item))
+            if not windows:
+                continue
+            states = [state_for(shard, w) for w in windows]
+            results = detect_batch(states, windows, tiers)
+            now_ms = time.time() * 1000
+            for state, window, result in zip(states, windows, results, strict=True):
+                late_ms = now_ms - window.end_ms - lateness_ms
+                if late_ms < 3_600_000:  # a live window (not a replay): its latency after close
+                    latency.observe(max(late_ms, 0.0) / 1000)
+                if isinstance(result, DeadLetter):
+                    obs.DEAD_LETTERS.labels(reason=result.reason.value).inc()
+                    out.append(result)
+                    continue
+                if result is not None:
+                    state.episode, records = on_alert(state.episode, result)
+                else:
+                    state.episode, resolved = on_quiet(state.episode, episode_config)
+                    records = [resolved] if resolved is not None else []
+                out.extend(count_and_suppress(r, active_rules) for r in records)
+                if emit_scores:
+                    out.append(
+                        WindowScore(
+                            window.series,
+                            window.start_ms,
+                            window.end_ms,
+                            state.last_score,
+                            result is not None,
+                            result is not None and state.opened,
+                        )
                     )
-                )
-        return state, out
+        return out
 
     return detect
 
 
 def wait_for_series(
     pending: PendingVerdicts | None, feedback: Feedback
-) -> tuple[PendingVerdicts, list[Output | WindowScore]]:
+) -> tuple[PendingVerdicts, list[DetectOut]]:
     """Keep a verdict for a series with no state yet (`PendingVerdicts`), or dead-letter it when
     `MAX_PENDING` already wait."""
     pending = pending or PendingVerdicts(since_s=time.time())
@@ -435,56 +494,56 @@ def wait_for_series(
     return pending, []
 
 
-def expire_pending(pending: PendingVerdicts, why: str) -> list[Output | WindowScore]:
+def expire_pending(pending: PendingVerdicts, why: str) -> list[DetectOut]:
     letters = [unknown_series_letter(v, why) for v in pending.verdicts]
     for letter in letters:
         obs.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
     return list(letters)
 
 
-DetectIn = FeatureWindow | Feedback | SeriesEvicted
-DetectOut = Output | WindowScore
+class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes]):
+    """One shard's detection (`DetectShard`) around `make_detect_step`'s step: Bytewax hands
+    it every item of the shard in a batch at once, so the windows closing together are
+    scored together across series.
 
+    Snapshots are the pickled state (bytes), not a deep copy: a bytes object is one untracked
+    allocation, where deep copies of many small objects every epoch set off full
+    garbage-collector passes (210-340 ms with River's trees; the tail of the live latency,
+    bench_latency)."""
 
-class DetectLogic(StatefulLogic[DetectIn, DetectOut, bytes]):
-    """One series' detection state around `make_detect_step`'s step.
-
-    Snapshots are the pickled state (bytes), not the deep copy `op.stateful_map` makes: Bytewax
-    snapshots every key a batch touched at each epoch's end, and deep copies of the River
-    trees (thousands of small objects per series) every epoch set off full garbage-collector
-    passes of 210-340 ms every ~10 s, the tail of the live latency (bench_latency). A bytes
-    object is one untracked allocation. Resumes from either form.
-    """
-
-    def __init__(
-        self, step: Any, state: SeriesState | PendingVerdicts | None, pending_ttl_s: float
-    ) -> None:
+    def __init__(self, step: Any, state: DetectShard, pending_ttl_s: float) -> None:
         self.step = step
         self.state = state
         self.pending_ttl_s = pending_ttl_s
 
-    def on_item(self, value: DetectIn) -> tuple[list[DetectOut], bool]:
-        self.state, out = self.step(self.state, value)
-        return out, StatefulLogic.RETAIN if self.state is not None else StatefulLogic.DISCARD
+    def _retain(self) -> bool:
+        return StatefulBatchLogic.RETAIN if len(self.state) else StatefulBatchLogic.DISCARD
+
+    def on_batch(self, values: list[DetectIn]) -> tuple[list[DetectOut], bool]:
+        return self.step(self.state, values), self._retain()
 
     def notify_at(self) -> datetime | None:
         # Verdicts waiting for their series expire after the idle TTL (wall clock).
-        if isinstance(self.state, PendingVerdicts):
-            return datetime.fromtimestamp(self.state.since_s + self.pending_ttl_s, UTC)
-        return None
+        if not self.state.pending:
+            return None
+        first = min(p.since_s for p in self.state.pending.values())
+        return datetime.fromtimestamp(first + self.pending_ttl_s, UTC)
+
+    def _expire(self, due_s: float, why: str) -> list[DetectOut]:
+        out: list[DetectOut] = []
+        for series, pending in list(self.state.pending.items()):
+            if pending.since_s <= due_s:
+                del self.state.pending[series]
+                out.extend(expire_pending(pending, why))
+        return out
 
     def on_notify(self) -> tuple[list[DetectOut], bool]:
-        if not isinstance(self.state, PendingVerdicts):
-            return [], StatefulLogic.RETAIN
         why = f"no window of it arrived within {self.pending_ttl_s:g} s (features.idle_ttl_s)"
-        return expire_pending(self.state, why), StatefulLogic.DISCARD
+        return self._expire(time.time() - self.pending_ttl_s, why), self._retain()
 
     def on_eof(self) -> tuple[list[DetectOut], bool]:
-        if not isinstance(self.state, PendingVerdicts):
-            return [], StatefulLogic.RETAIN
-        return expire_pending(self.state, "no window of it arrived before the input ended"), (
-            StatefulLogic.DISCARD
-        )
+        why = "no window of it arrived before the input ended"
+        return self._expire(float("inf"), why), self._retain()
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -493,9 +552,9 @@ class DetectLogic(StatefulLogic[DetectIn, DetectOut, bytes]):
 def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0) -> Any:
     """`pending_ttl_s`: how long verdicts wait for a series with no state (features.idle_ttl_s)."""
 
-    def build(resume: bytes | SeriesState | PendingVerdicts | None) -> DetectLogic:
+    def build(resume: bytes | DetectShard | None) -> DetectLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
-        return DetectLogic(step, state, pending_ttl_s)
+        return DetectLogic(step, state if state is not None else DetectShard(), pending_ttl_s)
 
     return build
 

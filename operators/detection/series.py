@@ -6,6 +6,7 @@ tested alone. Its state (`SeriesState`) is what goes into Bytewax recovery snaps
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,12 +20,20 @@ from novacron_ml.core.schema import Alert, Severity, rfc3339_ms, split_series_ke
 from operators.alerting.alerts import window_alert
 from operators.alerting.episodes import Episode
 from operators.detection.base import learn_one, score_one
-from operators.detection.calibration import CalibrationConfig, RankCalibrator
+from operators.detection.calibration import CalibrationConfig, RankCalibrator, rank_many
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict, apply_feedback
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyTier
+from operators.detection.novelty import score_many as score_novelty
 from operators.detection.river import RiverConfig, RiverModel, RiverTier
-from operators.detection.robust_z import RobustZConfig, RobustZDetector, RobustZTier, severity_for
+from operators.detection.robust_z import (
+    RobustZConfig,
+    RobustZDetector,
+    RobustZTier,
+    Score,
+    severity_for,
+)
+from operators.detection.robust_z import score_many as score_robust
 
 SPREAD = RobustZConfig(relative_floor=0.05)
 """The spread tier's robust z: 60 windows of history, a scale of at least 5 % of the median
@@ -300,42 +309,152 @@ def detect_window(
 ) -> Alert | DeadLetter | None:
     """Score one closed window of one series; update the state in place. `detectors`: the
     detectors of the state's configuration (`tiers_for`; the flow's step passes them).
+    `detect_batch` with a batch of one."""
+    return detect_batch([state], [window], detectors)[0]
 
-    A window starting at or before the last one scored is never scored twice: it is routed as
-    a `late_window` dead letter (defence in depth; the feature operator already emits each
-    window once).
+
+def detect_batch(
+    states: Sequence[SeriesState],
+    windows: Sequence[FeatureWindow],
+    detectors: Tiers | None = None,
+) -> list[Alert | DeadLetter | None]:
+    """Score one closed window for each of several distinct series (`states[i]` is the state
+    of `windows[i].series`); update the states in place. The tiers score the whole batch at
+    once (their rings stacked as rows of arrays: `score_many`, `rank_many`), then each
+    window's decision runs on its own series' state, then the tiers learn. Gives exactly what
+    `detect_window` gives window by window: a series' windows depend on each other, other
+    series' do not. `detectors`: the tiers (`tiers_for`; the flow's step passes them),
+    else those of the first state's configuration.
+
+    A window starting at or before the last one its series scored is never scored twice: it
+    is routed as a `late_window` dead letter (defence in depth; the feature operator already
+    emits each window once).
     """
+    results: list[Alert | DeadLetter | None] = [None] * len(windows)
+    live: list[int] = []
+    for i, (state, window) in enumerate(zip(states, windows, strict=True)):
+        last = state.last_window_start_ms
+        if last is not None and window.start_ms <= last:
+            results[i] = _late_window(window, last)
+        else:
+            state.last_window_start_ms = window.start_ms
+            live.append(i)
+    if not live:
+        return results
+    ss = [states[i] for i in live]
+    ws = [windows[i] for i in live]
+    t = detectors or tiers_for(ss[0].detector.config, ss[0].combine)
+    means = [w["mean"] for w in ws]
+    scores = score_robust([s.detector for s in ss], means)
+    raws = _score_novelty(ss, means)
+    ranks = _rank_novelty(ss, raws)
+    spreads = _score_spread(ss, ws)
+    for i, state, window, score, raw, rank, spread in zip(
+        live, ss, ws, scores, raws, ranks, spreads, strict=True
+    ):
+        results[i] = _decide_window(state, window, t, score, raw, rank, spread)
+    return results
+
+
+def _late_window(window: FeatureWindow, last: int) -> DeadLetter:
+    summary = {
+        "series": window.series,
+        "window_start": rfc3339_ms(window.start_ms),
+        "count": window["count"],
+        "mean": window["mean"],
+    }
+    return DeadLetter(
+        Reason.LATE_WINDOW,
+        f"window {rfc3339_ms(window.start_ms)} arrived after {rfc3339_ms(last)} was scored",
+        msgspec.json.encode(summary),
+        window.series.encode(),
+    )
+
+
+def _score_novelty(
+    states: Sequence[SeriesState], means: Sequence[float]
+) -> list[tuple[float, ...] | None]:
+    """The novelty tier's raw scores per scale for every series that has the tier."""
+    with_tier = [i for i, s in enumerate(states) if s.novelty is not None]
+    out: list[tuple[float, ...] | None] = [None] * len(states)
+    scored = score_novelty(
+        [states[i].novelty for i in with_tier],  # type: ignore[misc]
+        [means[i] for i in with_tier],
+    )
+    for i, raws in zip(with_tier, scored, strict=True):
+        out[i] = raws
+    return out
+
+
+def _rank_novelty(
+    states: Sequence[SeriesState], raws: Sequence[tuple[float, ...] | None]
+) -> list[list[float] | None]:
+    """Each scored series' novelty ranks, one per scale (its calibrators rank, not remember)."""
+    calibrators: list[RankCalibrator] = []
+    flat: list[float] = []
+    for state, scale_raws in zip(states, raws, strict=True):
+        if scale_raws is not None:
+            calibrators.extend(_novelty_calibrators(state))
+            flat.extend(scale_raws)
+    ranked = rank_many(calibrators, flat)
+    out: list[list[float] | None] = []
+    at = 0
+    for scale_raws in raws:
+        if scale_raws is None:
+            out.append(None)
+        else:
+            out.append(ranked[at : at + len(scale_raws)])
+            at += len(scale_raws)
+    return out
+
+
+def _score_spread(
+    states: Sequence[SeriesState], windows: Sequence[FeatureWindow]
+) -> list[float | None]:
+    """The spread tier: each window's standard deviation in robust noise widths above its
+    series' usual one (None while warming up, without the tier or with fewer than two
+    samples); then it learns the window."""
+    with_tier = [
+        i for i, s in enumerate(states) if s.spread is not None and windows[i]["count"] >= 2
+    ]
+    stds = [windows[i]["std"] for i in with_tier]
+    dets = [states[i].spread for i in with_tier]
+    out: list[float | None] = [None] * len(states)
+    for i, det, std, by_spread in zip(
+        with_tier,
+        dets,
+        stds,
+        score_robust(dets, stds),  # type: ignore[arg-type]
+        strict=True,
+    ):
+        assert det is not None
+        if by_spread is not None:
+            out[i] = by_spread.bad
+        det.learn(std, by_spread is not None and by_spread.anomalous)
+    return out
+
+
+def _decide_window(
+    state: SeriesState,
+    window: FeatureWindow,
+    t: Tiers,
+    score: Score | None,
+    raws: tuple[float, ...] | None,
+    ranks: list[float] | None,
+    by_spread: float | None,
+) -> Alert | None:
+    """One series' window after the batch was scored: its decision, then its tiers learn."""
     series = window.series
-    last = state.last_window_start_ms
-    if last is not None and window.start_ms <= last:
-        summary = {
-            "series": series,
-            "window_start": rfc3339_ms(window.start_ms),
-            "count": window["count"],
-            "mean": window["mean"],
-        }
-        return DeadLetter(
-            Reason.LATE_WINDOW,
-            f"window {rfc3339_ms(window.start_ms)} arrived after {rfc3339_ms(last)} was scored",
-            msgspec.json.encode(summary),
-            series.encode(),
-        )
-    state.last_window_start_ms = window.start_ms
     mean = window["mean"]
     det = state.detector
-    t = detectors or tiers_for(det.config, state.combine)
     threshold = det.threshold
-    score = score_one(t.robust_z, det, window)
     bad = 0.0 if score is None else score.bad
     tiers = {"robust_z": anomaly_score(bad, det.config.z_threshold) if score else 0.0}
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
-    raws = None
     warm = False
-    if state.novelty is not None:
-        raws = score_one(t.novelty, state.novelty, window)
-        if raws is not None:
-            tiers["novelty"], size, warm = _novelty_score(state, raws)
+    if raws is not None and ranks is not None:
+        tiers["novelty"], size, warm = _novelty_score(state, raws, ranks)
     if "novelty" not in state.combine.tiers:
         warm = score is not None  # the other tiers rank from their first windows
     river = None
@@ -345,24 +464,21 @@ def detect_window(
     for name, raw in raw_scores.items():
         tiers[name] = _calibrate(state, name, raw)
     spread = 0.0
-    if state.spread is not None and window["count"] >= 2:
-        by_spread = state.spread.score(window["std"])
-        if by_spread is not None:
-            spread = by_spread.bad
-            assert state.combine.spread_threshold is not None
-            tiers["spread"] = anomaly_score(spread, state.combine.spread_threshold)
-        state.spread.learn(window["std"], by_spread is not None and by_spread.anomalous)
+    if by_spread is not None:
+        spread = by_spread
+        assert state.combine.spread_threshold is not None
+        tiers["spread"] = anomaly_score(spread, state.combine.spread_threshold)
     state.tier_scores = tiers
     decision = decide(state, tiers, bad, size, warm, threshold, spread)
     state.last_score = decision.held_probability
     state.opened = decision.alerting and state.open_for == 1
     flagged = decision.alerting or (score is not None and score.anomalous)
-    learn_one(t.robust_z, det, window, score, score is not None and score.anomalous)
+    det.learn(mean, score is not None and score.anomalous)  # RobustZTier.learn_batch's rule
     if state.novelty is not None:
         if held_out(state):
             state.novelty.skip(mean)
         else:
-            learn_one(t.novelty, state.novelty, window, raws, flagged)
+            state.novelty.learn(mean)  # NoveltyTier.learn_batch: every window
             if raws is not None:
                 _remember_novelty(state, raws)
     if river is not None and t.river is not None:
@@ -413,21 +529,32 @@ def _calibrator(state: SeriesState, name: str) -> RankCalibrator:
     return calibrator
 
 
-def _novelty_score(state: SeriesState, raws: tuple[float, ...]) -> tuple[float, float, bool]:
+def _novelty_score(
+    state: SeriesState, raws: tuple[float, ...], ranks: Sequence[float]
+) -> tuple[float, float, bool]:
     """The novelty tier's score (the mean of its scales' ranks, 0 when no scale moved
     `min_novelty` of the range), the window's novelty distance (largest raw), and whether
-    every scale's calibrator is ready. Ranks only: `_remember_novelty` learns the raws."""
-    scales = state.combine.novelty.scales
-    calibrators = [_calibrator(state, f"novelty@{s}") for s in scales]
-    ranks = [c.rank(raw) for c, raw in zip(calibrators, raws, strict=True)]
+    every scale's calibrator is ready. `ranks`: the raws ranked by the scales' calibrators
+    (`_rank_novelty`); `_remember_novelty` learns the raws."""
+    calibrators = _novelty_calibrators(state)
     size = max(raws)
     score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
     return score, size, all(c.ready for c in calibrators)
 
 
 def _remember_novelty(state: SeriesState, raws: tuple[float, ...]) -> None:
-    for s, raw in zip(state.combine.novelty.scales, raws, strict=True):
-        _calibrator(state, f"novelty@{s}").remember(raw)
+    for calibrator, raw in zip(_novelty_calibrators(state), raws, strict=True):
+        calibrator.remember(raw)
+
+
+@lru_cache(maxsize=64)
+def _novelty_names(scales: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(f"novelty@{s}" for s in scales)
+
+
+def _novelty_calibrators(state: SeriesState) -> list[RankCalibrator]:
+    """The series' calibrator per novelty scale (`novelty@1`, ...), created on first use."""
+    return [_calibrator(state, name) for name in _novelty_names(state.combine.novelty.scales)]
 
 
 def _hold(state: SeriesState, alert_id: str, held: HeldWindow) -> None:

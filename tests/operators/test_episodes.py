@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataflows.steps import make_detect_step
+from dataflows.steps import DetectShard, make_detect_step
 from novacron_ml.core.features import N_FEATURES, FeatureWindow
 from novacron_ml.core.schema import Alert
 from operators.alerting.episodes import EpisodeConfig
@@ -27,9 +27,9 @@ def run(means: list[float], resolve_after: int = 3) -> list[Alert]:
         combine=CombineConfig(river=None),
         episodes=EpisodeConfig(resolve_after),
     )
-    state, out = None, []
+    shard, out = DetectShard(), []
     for i, m in enumerate(means):
-        state, items = step(state, window(i, m))
+        items = step(shard, [window(i, m)])
         out += [o for o in items if isinstance(o, Alert)]
     return out
 

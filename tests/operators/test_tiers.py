@@ -212,18 +212,18 @@ def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> 
     build = make_detect_builder(step)
     logic = build(None)
     for i in range(300):
-        logic.on_item(window(i, 100.0 + i % 7, 150.0))
+        logic.on_batch([window(i, 100.0 + i % 7, 150.0)])
     snap = logic.snapshot()
-    assert isinstance(snap, bytes)  # one untracked object, not a deep copy of River's trees
-    resumed, legacy = build(snap), build(pickle.loads(snap))  # legacy: stateful_map's copies
+    assert isinstance(snap, bytes)  # one untracked object, not a deep copy of every state
+    resumed, copied = build(snap), build(pickle.loads(snap))  # copied: a deep-copied snapshot
     for i in range(300, 320):
         w = window(i, 100.0 + i % 5, 400.0 if i == 310 else 150.0)
-        out, discard = logic.on_item(w)
-        assert not discard and out == resumed.on_item(w)[0] == legacy.on_item(w)[0]
+        out, discard = logic.on_batch([w])
+        assert not discard and out == resumed.on_batch([w])[0] == copied.on_batch([w])[0]
         assert out and isinstance(out[-1], WindowScore)
-    again = pickle.loads(resumed.snapshot())
-    assert logic.state is not None and again.tier_scores == logic.state.tier_scores
-    assert again.last_score == logic.state.last_score
+    again = pickle.loads(resumed.snapshot()).series[SERIES]
+    state = logic.state.series[SERIES]
+    assert again.tier_scores == state.tier_scores and again.last_score == state.last_score
 
 
 def test_settings_reject_an_unknown_tier() -> None:
@@ -327,37 +327,41 @@ def test_the_spread_tier_fires_on_a_variance_change_the_mean_does_not_show() -> 
 
 
 def test_verdicts_for_a_series_without_state_wait_small_and_expire_to_the_dlq() -> None:
-    from bytewax.operators import StatefulLogic
+    from bytewax.operators import StatefulBatchLogic
 
     from dataflows.steps import make_detect_builder, make_detect_step
     from novacron_ml.core.deadletter import Reason
-    from operators.detection.feedback import MAX_PENDING, PendingVerdicts
-    from operators.detection.series import SeriesState
+    from operators.detection.feedback import MAX_PENDING
 
     build = make_detect_builder(make_detect_step(RobustZConfig(min_history=5)), 600.0)
     fp = Feedback(alert_id="a1", verdict=Verdict.FALSE_POSITIVE, series=SERIES, value=None)
     # Replayed before the series' first window: kept (bytes, not a series' state), applied then.
     logic = build(None)
-    out, discard = logic.on_item(fp)
-    assert out == [] and discard is StatefulLogic.RETAIN
-    assert isinstance(logic.state, PendingVerdicts) and len(logic.snapshot()) < 1024
+    out, discard = logic.on_batch([fp])
+    assert out == [] and discard is StatefulBatchLogic.RETAIN
+    assert set(logic.state.pending) == {SERIES} and not logic.state.series
+    assert len(logic.snapshot()) < 1024
     due = logic.notify_at()
-    assert due is not None and due.timestamp() - logic.state.since_s == pytest.approx(600, abs=1e-3)
-    logic.on_item(window(0, 100.0, 150.0))
-    assert isinstance(logic.state, SeriesState)
-    assert logic.state.detector.threshold_scale == pytest.approx(1.25)  # the verdict applied
+    since = logic.state.pending[SERIES].since_s
+    assert due is not None and due.timestamp() - since == pytest.approx(600, abs=1e-3)
+    assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)  # not due yet: still waits
+    logic.on_batch([window(0, 100.0, 150.0)])
+    assert not logic.state.pending
+    assert logic.state.series[SERIES].detector.threshold_scale == pytest.approx(1.25)  # applied
     assert logic.notify_at() is None
     # A series that never comes: its verdicts leave as dead letters, at the TTL or at the end.
     for end in ("on_notify", "on_eof"):
         logic = build(None)
-        logic.on_item(fp)
+        logic.on_batch([fp])
+        if end == "on_notify":
+            logic.state.pending[SERIES].since_s -= 600  # the TTL has passed
         letters, discard = getattr(logic, end)()
-        assert discard is StatefulLogic.DISCARD
+        assert discard is StatefulBatchLogic.DISCARD
         assert [d.reason for d in letters] == [Reason.UNKNOWN_SERIES]
         assert msgspec.json.decode(letters[0].payload, type=Feedback) == fp
     # At most MAX_PENDING wait; the next is a dead letter at once.
     logic = build(None)
     for _ in range(MAX_PENDING):
-        assert logic.on_item(fp)[0] == []
-    (letter,), _ = logic.on_item(fp)
+        assert logic.on_batch([fp])[0] == []
+    (letter,), _ = logic.on_batch([fp])
     assert letter.reason is Reason.UNKNOWN_SERIES and "already wait" in letter.detail

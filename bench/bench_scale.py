@@ -1,0 +1,200 @@
+"""The whole detect flow at fleet scale, one worker (issue 18): events/s, µs per window and
+detection state per series at 1,000 and 10,000 series, beside the naive per-event River
+pattern measured in the same run.
+
+For each `--series` count (10 metrics a host, so series / 10 hosts) the simulator's fleet
+runs `--hours` of 5 s samples (60 s windows) through the production flow
+(`dataflows.detect.build_flow`, default settings, in-process source, results held in
+memory). The rate is the steady state: events from `--measure-from` of the run (after the
+novelty tier's 100-shape and the calibrators' 50-rank warm-ups at the default 3 h × 0.6) to
+the end, over the wall time between them. `µs/window` is that time per closed window (the
+whole flow: parse, features, detect, outputs). `state` is the pickled detection state per
+series at the end (what a recovery snapshot holds), and `features` the feature engine's.
+The naive pattern (`bench.bench_throughput.naive_flow`: one River HalfSpaceTrees per series
+scoring every raw event) runs on the first `--naive-events` events of the same fleet as JSON
+objects. With `--kafka`, the default flow also reads the same fleet from a topic of that
+broker (one JSON object per message, and JSON arrays), whole run timed.
+
+    python bench/bench_scale.py                                  # 1,000 and 10,000 series
+    python bench/bench_scale.py --series 1000 --kafka 127.0.0.1:9092
+    python bench/bench_scale.py --series 1000 --format json --no-naive --json out/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import platform
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from bench.bench_throughput import naive_flow, settings_for_bench, timed
+from dataflows.inprocess import run_in_process
+from dataflows.io import CallbackSink, MessageSource
+from novacron_ml.core.kafka import delete_topics, ensure_topics, produce
+from novacron_ml.core.settings import Settings
+from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+
+START_MS = 1_790_000_000_000
+
+
+def fleet(series: int, hours: float) -> FleetSimulator:
+    hosts = max(1, series // 10)
+    return FleetSimulator(
+        FleetConfig(hosts=hosts, clusters=4, duration_s=hours * 3600, start_ms=START_MS)
+    )
+
+
+class Marked:
+    """The messages, noting the wall time at which the source hands out message `mark`."""
+
+    def __init__(self, messages: list[tuple[bytes, bytes]], mark: int) -> None:
+        self.messages = messages
+        self.mark = mark
+        self.marked_at = 0.0
+
+    def __call__(self) -> Iterator[tuple[bytes, bytes]]:
+        for i, msg in enumerate(self.messages):
+            if i == self.mark:
+                self.marked_at = time.perf_counter()
+            yield msg
+
+
+def in_process(
+    messages: list[tuple[bytes, bytes]], events_per_message: float, measure_from: float
+) -> dict[str, Any]:
+    """One in-process run of the default flow: the steady-state rate and the state sizes."""
+    settings = Settings(ingest={"max_event_age_s": 0, "max_event_future_s": 0})
+    marked = Marked(messages, int(len(messages) * measure_from))
+    states: dict[int, bytes] = {}
+    from dataflows import steps
+
+    keep = steps.DetectLogic.snapshot
+
+    def remember(self: steps.DetectLogic) -> bytes:  # the last snapshot of each shard
+        data = keep(self)
+        states[id(self)] = data
+        return data
+
+    steps.DetectLogic.snapshot = remember  # type: ignore[method-assign]
+    gc.collect()
+    try:
+        start = time.perf_counter()
+        out = run_in_process(settings, MessageSource(marked, 1000))
+        end = time.perf_counter()
+    finally:
+        steps.DetectLogic.snapshot = keep  # type: ignore[method-assign]
+    tail_events = (len(messages) - marked.mark) * events_per_message
+    tail_windows = out.windows_scored * (1 - measure_from)
+    n_series = sum(len(pickle.loads(s).series) for s in states.values())
+    state_bytes = sum(len(s) for s in states.values())
+    return {
+        "events": out.events,
+        "windows": out.windows_scored,
+        "alerts": len(out.alerts),
+        "seconds": end - start,
+        "events_per_s": tail_events / (end - marked.marked_at),
+        "us_per_window": (end - marked.marked_at) / max(tail_windows, 1) * 1e6,
+        "state_bytes_per_series": state_bytes / max(n_series, 1),
+        "series_in_state": n_series,
+    }
+
+
+def naive(series: int, max_events: int) -> dict[str, Any]:
+    sim = fleet(series, 24)
+    messages = []
+    for msg in sim.messages("json"):
+        messages.append(msg)
+        if len(messages) >= max_events:
+            break
+    sink = CallbackSink(lambda items: None)
+    seconds = timed(lambda: naive_flow(MessageSource(lambda: iter(messages), 1000), sink))
+    return {"events": len(messages), "seconds": seconds, "events_per_s": len(messages) / seconds}
+
+
+def from_kafka(bootstrap: str, messages: list[tuple[bytes, bytes]], events: int) -> float:
+    """The default flow reading `messages` from a fresh topic to its end: events/s."""
+    from dataflows.detect import kafka_flow
+
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
+    topics = [topic, f"{topic}.alerts", f"{topic}.dlq"]
+    ensure_topics(bootstrap, topics)
+    try:
+        produce(bootstrap, topic, messages)
+        seconds = timed(lambda: kafka_flow(settings_for_bench(bootstrap, topic)))
+    finally:
+        delete_topics(bootstrap, topics)
+    return events / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--hours", type=float, default=3.0, help="simulated hours (5 s steps)")
+    parser.add_argument("--measure-from", type=float, default=0.6, help="share of the run")
+    parser.add_argument(
+        "--format",
+        choices=("auto", "json", "json-array"),
+        default="auto",
+        help="in-process wire format; auto: JSON objects up to 2,000 series, arrays above "
+        "(the messages are held in memory)",
+    )
+    parser.add_argument("--naive-events", type=int, default=300_000)
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive pattern")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP", help="also read from this broker")
+    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    args = parser.parse_args()
+    print(f"python {platform.python_version()}, {platform.machine()}, 1 worker")
+    results: dict[str, Any] = {}
+    for series in args.series:
+        fmt = args.format if args.format != "auto" else ("json" if series <= 2000 else "json-array")
+        t0 = time.perf_counter()
+        sim = fleet(series, args.hours)
+        messages = list(sim.messages(fmt))
+        n_events = sim.config.hosts * 10 * sim.n_ticks
+        per_message = n_events / len(messages)
+        print(
+            f"\n{series:,} series, {args.hours:g} h: {n_events:,} events in {len(messages):,} "
+            f"{fmt} messages (made in {time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+        row: dict[str, Any] = {"format": fmt, "events": n_events}
+        row["default"] = ours = in_process(messages, per_message, args.measure_from)
+        print(
+            f"  default flow, in-process: {ours['events_per_s']:>10,.0f} events/s steady "
+            f"({ours['us_per_window']:.1f} µs/window; whole run {ours['seconds']:.0f} s, "
+            f"{ours['alerts']} alerts); detection state {ours['state_bytes_per_series'] / 1024:.1f}"
+            f" KB/series",
+            flush=True,
+        )
+        if not args.no_naive:
+            row["naive"] = base = naive(series, args.naive_events)
+            ratio = ours["events_per_s"] / base["events_per_s"]
+            print(
+                f"  naive per-event HST:      {base['events_per_s']:>10,.0f} events/s "
+                f"({base['events']:,} events) -> ours {ratio:.1f}x",
+                flush=True,
+            )
+        del messages
+        if args.kafka:
+            for kfmt in ("json", "json-array"):
+                msgs = list(fleet(series, args.hours).messages(kfmt))
+                rate = from_kafka(args.kafka, msgs, n_events)
+                row[f"kafka_{kfmt}"] = rate
+                print(f"  default flow, Kafka {kfmt:<10}: {rate:>10,.0f} events/s (whole run)")
+                del msgs
+        results[str(series)] = row
+        gc.collect()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
