@@ -20,14 +20,16 @@ class RankCalibrator:
     """A tier's raw scores → [0, 1]: the share of the series' recent raw scores below it.
 
     The empirical form of the anomaly-likelihood step (its tail probability over the recent
-    score distribution, without the Gaussian assumption). Picklable.
+    score distribution, without the Gaussian assumption). Picklable. The ring is float32 (half
+    the state); a new raw score is compared with it as float32 too, so a score equal to a
+    remembered one stays a tie (a float32 copy of it compared in float64 could fall below).
     """
 
     __slots__ = ("_filled", "_pos", "_raw", "config")
 
     def __init__(self, config: CalibrationConfig | None = None) -> None:
         self.config = c = config or CalibrationConfig()
-        self._raw = np.zeros(c.history, np.float64)
+        self._raw = np.zeros(c.history, np.float32)
         self._filled = 0
         self._pos = 0
 
@@ -40,7 +42,7 @@ class RankCalibrator:
         """The share of the recent raw scores below `raw` (0 until `ready`); remembers nothing."""
         if self._filled < self.config.min_ranked:
             return 0.0
-        return float(np.count_nonzero(self._raw[: self._filled] < raw)) / self._filled
+        return float(np.count_nonzero(self._raw[: self._filled] < np.float32(raw))) / self._filled
 
     def remember(self, raw: float) -> None:
         c = self.config
@@ -80,7 +82,7 @@ def rank_many(calibrators: Sequence[RankCalibrator], raws: Sequence[float]) -> l
         chunk = ready[start : start + CHUNK]
         rings = np.stack([calibrators[i]._raw for i in chunk])
         filled = np.fromiter((calibrators[i]._filled for i in chunk), np.int64, len(chunk))
-        raw = np.fromiter((raws[i] for i in chunk), np.float64, len(chunk))
+        raw = np.fromiter((raws[i] for i in chunk), np.float32, len(chunk))
         below = rings < raw[:, None]
         if int(filled.min()) < history:  # only the remembered part of each ring counts
             below &= np.arange(history) < filled[:, None]

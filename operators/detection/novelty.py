@@ -48,7 +48,11 @@ class NoveltyConfig:
 
 class NoveltyDetector:
     """Per-series state: a ring buffer of past shapes (the longest scale's; shorter scales use
-    their last columns) and the running range. Picklable."""
+    their last columns) and the running range. Picklable.
+
+    The ring stays float64: in float32 (half the state) the NAB alerts moved (every alert row
+    61.70 -> 61.53, openings 66.89 -> 66.80: near-flat series' distances round to 0), where
+    the calibrators' float32 rings changed no figure (docs/STATE.md)."""
 
     __slots__ = ("_filled", "_hi", "_lo", "_pos", "_recent", "_shapes", "config")
 
