@@ -1,17 +1,19 @@
 """Cost per feature vector of the per-series detector stack, side by side (issue 4).
 
 Feature windows of simulated series (the flow's own feature engine) go through
-`operators.detection.series.detect_window` four ways, in one run on the same windows: the naive
+`operators.detection.series.detect_window` five ways, in one run on the same windows: the naive
 baseline (robust z only, the foundation detector); the alert decision as the flow runs it by
 default (robust z, novelty, spread, the probability, cooldown, episodes and explanations); the
-same + the River tier (off by default since issue 17); and the decision with the NAB runner's
-25,000-window histories. Prints µs per window (median of
+same batched across series as the flow's shard step runs it (`detect_batch`, one call per step
+of all series: issue 18); the same + the River tier (off by default since issue 17); and the
+decision with the NAB runner's 25,000-window histories. Prints µs per window (median of
 `--repeats`), p50/p99 of single-window times, the ratio to the baseline and the pickled
 state per series after the run (what a recovery snapshot holds). Then the
 Isolation Forest tier (the committed ONNX models, scored in the feature stage) per window at
 micro-batch sizes 1, 64 and 512.
 
     python bench/bench_detect.py                       # 20 series x 2,000 one-minute windows
+    python bench/bench_detect.py --series 1000 --windows 300 --repeats 1
     python bench/bench_detect.py --series 50 --windows 3000 --json out/bench_detect.json
 """
 
@@ -37,6 +39,7 @@ from operators.detection.series import (
     CombineConfig,
     SeriesState,
     Tiers,
+    detect_batch,
     detect_window,
     new_series_state,
     tiers_for,
@@ -72,6 +75,22 @@ def run(
     return total, np.array(times) / 1000.0
 
 
+def run_batched(
+    states: list[SeriesState], series: list[list[FeatureWindow]], detectors: Tiers
+) -> tuple[float, np.ndarray]:
+    """The same windows through `detect_batch`: each step's windows of every series together,
+    as the flow's shard step scores a round (times per window: the round's time / its size)."""
+    times = []
+    start = time.perf_counter()
+    for i in range(max(len(w) for w in series)):
+        pairs = [(st, ws[i]) for st, ws in zip(states, series, strict=True) if i < len(ws)]
+        t0 = time.perf_counter_ns()
+        detect_batch([p[0] for p in pairs], [p[1] for p in pairs], detectors)
+        times.extend([(time.perf_counter_ns() - t0) / len(pairs)] * len(pairs))
+    total = time.perf_counter() - start
+    return total, np.array(times) / 1000.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--series", type=int, default=20)
@@ -86,6 +105,7 @@ def main() -> None:
     variants: dict[str, Any] = {
         "baseline: robust z only": None,
         "the decision (flow defaults)": CombineConfig(),
+        "the decision, batched across series": CombineConfig(),
         "+ River HST (off by default)": CombineConfig(river=RiverConfig()),
         "the decision, NAB histories": CombineConfig(
             novelty=NoveltyConfig(history=25_000), calibration=CalibrationConfig(history=25_000)
@@ -102,7 +122,8 @@ def main() -> None:
                     st.baseline = None
                     st.river = None
                     st.spread = None
-            total, times = run(states, series, tiers_for(rz, combine or CombineConfig()))
+            step = run_batched if "batched" in name else run
+            total, times = step(states, series, tiers_for(rz, combine or CombineConfig()))
             totals.append(total)
             p50.append(np.percentile(times, 50))
             p99.append(np.percentile(times, 99))
