@@ -539,7 +539,8 @@ class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes]):
 
     def on_notify(self) -> tuple[list[DetectOut], bool]:
         why = f"no window of it arrived within {self.pending_ttl_s:g} s (features.idle_ttl_s)"
-        return self._expire(time.time() - self.pending_ttl_s, why), self._retain()
+        due_s = time.time() - self.pending_ttl_s + 0.001  # woken on time: the first is due
+        return self._expire(due_s, why), self._retain()
 
     def on_eof(self) -> tuple[list[DetectOut], bool]:
         why = "no window of it arrived before the input ended"

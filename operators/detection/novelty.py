@@ -47,18 +47,24 @@ class NoveltyConfig:
 
 
 class NoveltyDetector:
-    """Per-series state: a ring buffer of past shapes (the longest scale's; shorter scales use
-    their last columns) and the running range. Picklable.
+    """Per-series state: the past shapes (the longest scale's; shorter scales use their last
+    positions) and the running range. Picklable.
 
-    The ring stays float64: in float32 (half the state) the NAB alerts moved (every alert row
-    61.70 -> 61.53, openings 66.89 -> 66.80: near-flat series' distances round to 0), where
-    the calibrators' float32 rings changed no figure (docs/STATE.md)."""
+    A shape is the means of consecutive windows, so the shapes are kept as one ring of window
+    means (`_means`, float64: the slot of a shape holds its newest mean) and rebuilt from it,
+    shape at slot p = the means of slots p - longest + 1 .. p, exactly. The few shapes that
+    the ring cannot rebuild are kept whole in `_except`: the first longest - 1 (padded with
+    the first mean), those that include windows held out of the ring (`skip`), and those whose
+    earlier slots are about to be overwritten (the oldest longest - 1 of a full ring). So the
+    shapes take `history` floats (11.5 KB at the defaults), not `history` × longest (46 KB);
+    a float32 ring of whole shapes moved NAB's alert rows (61.70 -> 61.53), this is exact."""
 
-    __slots__ = ("_filled", "_hi", "_lo", "_pos", "_recent", "_shapes", "config")
+    __slots__ = ("_except", "_filled", "_hi", "_lo", "_means", "_pos", "_recent", "config")
 
     def __init__(self, config: NoveltyConfig | None = None) -> None:
         self.config = c = config or NoveltyConfig()
-        self._shapes = np.zeros((c.longest, c.history), np.float64)
+        self._means = np.zeros(c.history, np.float64)
+        self._except: dict[int, tuple[float, ...]] = {}
         self._filled = 0
         self._pos = 0
         self._recent: list[float] = []
@@ -72,6 +78,19 @@ class NoveltyDetector:
             return lo, hi, [value] * self.config.longest
         return lo, hi, [*self._recent[1:], value]
 
+    def _rebuilt(self, slot: int) -> tuple[float, ...]:
+        """The shape at `slot` as the ring of means rebuilds it."""
+        c = self.config
+        return tuple(
+            float(self._means[(slot - j) % c.history]) for j in range(c.longest - 1, -1, -1)
+        )
+
+    def past_shapes(self) -> np.ndarray:
+        """Every filled slot's shape, one row per position in a shape (longest × filled)."""
+        return past_shapes(self._means[None], [self._except], self.config.longest)[0][
+            :, : self._filled
+        ]
+
     def score(self, value: float) -> tuple[float, ...] | None:
         """Raw score per scale of the window mean `value`, in `config.scales` order (None
         while warming up); learns nothing."""
@@ -82,7 +101,7 @@ class NoveltyDetector:
         shape = np.array(recent)
         span = hi - lo
         scale = span if span > 0 else 1.0
-        past = self._shapes[:, : self._filled]  # one contiguous row per position in a shape
+        past = self.past_shapes()
         wanted = set(c.scales)
         found: dict[int, float] = {}
         total = np.zeros(self._filled)
@@ -103,8 +122,17 @@ class NoveltyDetector:
         """Add the window mean `value`: the range, the latest shape, the ring of shapes."""
         c = self.config
         self._lo, self._hi, self._recent = self._next(value)
-        self._shapes[:, self._pos] = self._recent
-        self._pos = (self._pos + 1) % c.history
+        pos = self._pos
+        for j in range(1, c.longest):  # filled shapes that rebuild from this slot: keep them
+            later = (pos + j) % c.history
+            if later < self._filled and later not in self._except:
+                self._except[later] = self._rebuilt(later)
+        self._except.pop(pos, None)
+        self._means[pos] = value
+        shape = tuple(self._recent)
+        if shape != self._rebuilt(pos):
+            self._except[pos] = shape
+        self._pos = (pos + 1) % c.history
         self._filled = min(self._filled + 1, c.history)
 
     def skip(self, value: float) -> None:
@@ -123,7 +151,20 @@ class NoveltyDetector:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        if len(state) != len(self.__slots__):
+        if len(state) == 7 and isinstance(state[5], np.ndarray) and state[5].ndim == 2:
+            # the ring of whole shapes (before issue 18): the same shapes, rebuilt exactly
+            filled, hi, lo, pos, recent, _, config = state
+            shapes = np.asarray(state[5])
+            self.__init__(config)  # type: ignore[misc]
+            self._filled, self._hi, self._lo, self._pos = filled, hi, lo, pos  # type: ignore[assignment]
+            self._recent = recent  # type: ignore[assignment]
+            self._means[:] = shapes[-1]
+            for slot in range(self._filled):
+                shape = tuple(float(x) for x in shapes[:, slot])
+                if shape != self._rebuilt(slot):
+                    self._except[slot] = shape
+            return
+        if len(state) != len(self.__slots__) or not isinstance(state[0], dict):
             # a snapshot from before the multi-scale tier (one `embed`, a pending queue): its
             # shapes do not fit; start over with its history sizes (relearns in min_history)
             old = state[-1]
@@ -136,6 +177,29 @@ class NoveltyDetector:
             return
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+
+
+def past_shapes(
+    means: np.ndarray, exceptions: Sequence[dict[int, tuple[float, ...]]], longest: int
+) -> np.ndarray:
+    """The shapes of every slot of several rings of means at once (series × position in a
+    shape × slot): each position a rolled copy of the ring, then the shapes kept whole
+    (`NoveltyDetector._except`) written over their slots."""
+    n, history = means.shape
+    past = np.empty((n, longest, history), np.float64)
+    for k in range(longest):
+        past[:, k, :] = np.roll(means, longest - 1 - k, axis=1)
+    rows: list[int] = []
+    slots: list[int] = []
+    shapes: list[tuple[float, ...]] = []
+    for row, kept in enumerate(exceptions):
+        if kept:
+            rows.extend([row] * len(kept))
+            slots.extend(kept)
+            shapes.extend(kept.values())
+    if rows:
+        past[np.array(rows), :, np.array(slots)] = np.array(shapes)
+    return past
 
 
 CHUNK = 64
@@ -179,7 +243,9 @@ def _score_chunk(
         shapes[row] = recent
         span = hi - lo
         scale[row] = span if span > 0 else 1.0
-    past = np.stack([d._shapes for d in dets])  # (series, position in shape, ring slot)
+    past = past_shapes(  # (series, position in shape, ring slot)
+        np.stack([d._means for d in dets]), [d._except for d in dets], longest
+    )
     filled = np.fromiter((d._filled for d in dets), np.int64, n)
     pos = np.fromiter((d._pos for d in dets), np.int64, n)
     unfilled = np.arange(c.history) >= filled[:, None] if int(filled.min()) < c.history else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import random
 
+import numpy as np
 import pytest
 
 from dataflows.steps import DetectShard, in_rounds, make_detect_step
@@ -13,6 +14,7 @@ from novacron_ml.core.features import FeatureConfig, FeatureWindow, SeriesEvicte
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection.feedback import Feedback, Verdict
+from operators.detection.novelty import NoveltyConfig, NoveltyDetector
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
@@ -114,3 +116,54 @@ def test_rounds_keep_each_series_in_order_and_hold_one_item_per_series() -> None
     rounds = in_rounds(windows)
     assert [[w.series for w in r] for r in rounds] == [["a", "b", "c"], ["a", "b"], ["a"]]
     assert [[w.start_ms for w in r] for r in rounds] == [[0, 2, 3], [1, 5], [4]]
+
+
+class WholeShapes:
+    """The novelty tier's ring of whole shapes as it was before issue 18 (the reference)."""
+
+    def __init__(self, longest: int, history: int) -> None:
+        self.longest, self.history = longest, history
+        self.shapes = np.zeros((longest, history))
+        self.recent: list[float] = []
+        self.pos = self.filled = 0
+
+    def _next(self, value: float) -> list[float]:
+        return [value] * self.longest if not self.recent else [*self.recent[1:], value]
+
+    def learn(self, value: float) -> None:
+        self.recent = self._next(value)
+        self.shapes[:, self.pos] = self.recent
+        self.pos = (self.pos + 1) % self.history
+        self.filled = min(self.filled + 1, self.history)
+
+    def skip(self, value: float) -> None:
+        self.recent = self._next(value)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_ring_of_means_rebuilds_every_shape_of_the_ring_of_whole_shapes(seed: int) -> None:
+    """Through skips (held-out windows), repeated values, a first value of 0 and several
+    wraps of a small ring, the shapes rebuilt from the means are the whole shapes, and the
+    raw scores are the same."""
+    rng = np.random.default_rng(seed)
+    config = NoveltyConfig(history=50, min_history=10)
+    det, ref = NoveltyDetector(config), WholeShapes(config.longest, config.history)
+    levels = [0.0, 1.0, 1.0, 2.5]
+    for i in range(400):
+        value = float(rng.choice(levels) if rng.random() < 0.3 else rng.normal(5, 2))
+        if i == 0:
+            value = 0.0
+        if rng.random() < 0.04:
+            det.skip(value), ref.skip(value)
+            continue
+        if det._filled >= config.min_history:
+            assert np.array_equal(det.past_shapes(), ref.shapes[:, : ref.filled])
+        det.learn(value), ref.learn(value)
+    assert np.array_equal(det.past_shapes(), ref.shapes[:, : ref.filled])
+    assert len(det._except) < config.history // 2  # the ring of means carries most shapes
+    # a snapshot in the whole-shapes layout resumes as the same shapes
+    old = (ref.filled, det._hi, det._lo, ref.pos, list(ref.recent), ref.shapes.copy(), config)
+    resumed = NoveltyDetector()
+    resumed.__setstate__(old)
+    assert np.array_equal(resumed.past_shapes(), det.past_shapes())
+    assert resumed.score(3.0) == det.score(3.0)
