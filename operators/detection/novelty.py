@@ -183,12 +183,14 @@ def past_shapes(
     means: np.ndarray, exceptions: Sequence[dict[int, tuple[float, ...]]], longest: int
 ) -> np.ndarray:
     """The shapes of every slot of several rings of means at once (series × position in a
-    shape × slot): each position a rolled copy of the ring, then the shapes kept whole
-    (`NoveltyDetector._except`) written over their slots."""
+    shape × slot): each position the ring shifted by its distance from the newest, then the
+    shapes kept whole (`NoveltyDetector._except`) written over their slots."""
     n, history = means.shape
     past = np.empty((n, longest, history), np.float64)
-    for k in range(longest):
-        past[:, k, :] = np.roll(means, longest - 1 - k, axis=1)
+    for k in range(longest):  # position k of slot p's shape: the mean of slot p - shift
+        shift = longest - 1 - k
+        past[:, k, shift:] = means[:, : history - shift]
+        past[:, k, :shift] = means[:, history - shift :]
     rows: list[int] = []
     slots: list[int] = []
     shapes: list[tuple[float, ...]] = []
