@@ -64,7 +64,7 @@ class RankCalibrator:
 
 
 CHUNK = 256
-"""Calibrators whose rings are stacked into one comparison (1440 float64 each by default)."""
+"""Calibrators whose rings are stacked into one comparison (1440 float32 each by default)."""
 
 
 def rank_many(calibrators: Sequence[RankCalibrator], raws: Sequence[float]) -> list[float]:
