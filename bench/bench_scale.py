@@ -91,7 +91,12 @@ def in_process(
         steps.DetectLogic.snapshot = keep  # type: ignore[method-assign]
     tail_events = (len(messages) - marked.mark) * events_per_message
     tail_windows = out.windows_scored * (1 - measure_from)
-    n_series = sum(len(pickle.loads(s).series) for s in states.values())
+    # a shard's DetectShard holds many series; a per-series step's state (before issue 18:
+    # run this file from another tree with PYTHONPATH set to it) holds one
+    n_series = 0
+    for data in states.values():
+        state = pickle.loads(data)
+        n_series += len(state.series) if hasattr(state, "series") else 1
     state_bytes = sum(len(s) for s in states.values())
     return {
         "events": out.events,
