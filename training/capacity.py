@@ -29,6 +29,13 @@ from training.metrics import coverage, mean_defined, naive_scale, point_metrics
 from training.series_io import Series
 
 MODELS: tuple[str, ...] = ("prophet", "seasonal_naive", "auto_ets", "mstl")
+RULES: tuple[str, ...] = ("select", "median", "mean", "weighted", "shrink", "select_ensemble")
+"""How the planner turns the candidates into one forecast (docs/CAPACITY.md#choosing):
+`select` the lowest CV MASE; the `median` or `mean` of all; `weighted` by inverse CV MASE;
+`shrink`: the selection's one-hot weights pulled toward equal ones, trusting the selection in
+proportion to the windows behind it."""
+SHRINK_PRIOR_WINDOWS = 5.0
+"""`shrink`: weight on the selected model = k / (k + this), k = windows it was chosen on."""
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 ETS_MAX_SEASON = 24
@@ -201,6 +208,8 @@ class WindowResult:
     y: np.ndarray
     forecasts: dict[str, Forecast]
     scale: float | None
+    t_s: np.ndarray | None = None
+    """Times of `y` (epoch or offset seconds)."""
 
 
 @dataclass
@@ -213,6 +222,9 @@ class BacktestResult:
     level: float
     per_model: dict[str, dict[str, float | None]] = field(default_factory=dict)
     chosen: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rule_points: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Per rule, its scored out-of-sample points: (t_s, actual, forecast)."""
     final_choice: str = ""
     final_factor: dict[str, float] = field(default_factory=dict)
 
@@ -224,6 +236,7 @@ class BacktestResult:
             "windows_scored": max(len(self.windows) - 1, 0),
             "models": self.per_model,
             "chosen": self.chosen,
+            "rules": self.rules,
             "choice_for_planning": self.final_choice,
             "interval_factor": self.final_factor,
         }
@@ -270,7 +283,11 @@ def backtest(
             fcs[m] = forecast(m, train, t_s[:o], horizon, series.step_s, series.absolute_time, opts)
             if on_step is not None:
                 on_step()
-        results.append(WindowResult(o, y[o : o + horizon], fcs, naive_scale(train, season)))
+        results.append(
+            WindowResult(
+                o, y[o : o + horizon], fcs, naive_scale(train, season), t_s[o : o + horizon]
+            )
+        )
     out = BacktestResult(series.name, horizon, season, results, list(models), opts.level)
     _score(out)
     return out
@@ -303,27 +320,132 @@ def _score(result: BacktestResult) -> None:
         result.per_model[m] = metrics
         every = np.concatenate([_ratios(w.y, w.forecasts[m]) for w in result.windows])
         result.final_factor[m] = conformal_factor(every.tolist(), level)
-    # the chosen model of window k: lowest mean MASE over the windows before k
-    picks, chosen_windows, covers = [], [], []
-    for k in range(1, len(result.windows)):
-        past = result.windows[:k]
-        best = min(result.models, key=lambda m: float(np.mean([_window_mase(p, m) for p in past])))
-        w = result.windows[k]
-        picks.append(best)
-        chosen_windows.append(point_metrics(w.y, w.forecasts[best].mean, w.scale))
-        prior = np.concatenate([_ratios(p.y, p.forecasts[best]) for p in past])
-        lo, hi = w.forecasts[best].scaled(conformal_factor(prior.tolist(), level))
-        covers.append(coverage(w.y, lo, hi))
-    chosen: dict[str, Any] = {
-        key: mean_defined(pw[key] for pw in chosen_windows) for key in _METRIC_KEYS
-    }
-    chosen["coverage"] = mean_defined(covers)
-    chosen["picks"] = picks
-    result.chosen = chosen
-    result.final_choice = min(
-        result.models,
-        key=lambda m: float(np.mean([_window_mase(w, m) for w in result.windows])),
+    for rule in RULES:
+        result.rules[rule] = _score_rule(result, rule)
+    result.chosen = result.rules["select"]
+    final = combine_weights("select", result.models, _mase_table(result, result.windows))
+    result.final_choice = result.models[int(np.argmax(final[:-1]))]
+
+
+def final_combination(result: BacktestResult, rule: str) -> tuple[np.ndarray, float]:
+    """The planner's weights (models..., median) from every CV window, and the interval factor
+    of that combination over the same windows."""
+    weights = combine_weights(rule, result.models, _mase_table(result, result.windows))
+    ratios = [
+        _ratios(w.y, combine([w.forecasts[m] for m in result.models], weights))
+        for w in result.windows
+    ]
+    return weights, conformal_factor(np.concatenate(ratios).tolist(), result.level)
+
+
+def describe(models: Sequence[str], weights: np.ndarray) -> str:
+    """`mstl`, `median`, or `0.44 mstl + 0.56 median` (what the plan's `model` field says)."""
+    labels = [*models, "median"]
+    parts = [(w, name) for w, name in zip(weights, labels, strict=True) if w > 0]
+    if len(parts) == 1:
+        return parts[0][1]
+    return " + ".join(f"{w:.2f} {name}" for w, name in parts)
+
+
+def median_forecast(forecasts: Sequence[Forecast]) -> Forecast:
+    """The candidates' elementwise median (of the means and of each interval bound)."""
+    return Forecast(
+        np.median([f.mean for f in forecasts], axis=0),
+        np.median([f.lo for f in forecasts], axis=0),
+        np.median([f.hi for f in forecasts], axis=0),
     )
+
+
+def _mase_table(result: BacktestResult, windows: Sequence[WindowResult]) -> np.ndarray:
+    """MASE per window (rows) of each model and, last column, of their median."""
+    rows = []
+    for w in windows:
+        med = WindowResult(
+            w.origin,
+            w.y,
+            {"median": median_forecast([w.forecasts[m] for m in result.models])},
+            w.scale,
+        )
+        rows.append([_window_mase(w, m) for m in result.models] + [_window_mase(med, "median")])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(result.models) + 1)
+
+
+def combine_weights(rule: str, models: Sequence[str], past: np.ndarray) -> np.ndarray:
+    """Weights of each model and, last, of the models' median, from the MASE on past windows
+    (`_mase_table`: rows are windows). A weight vector sums to 1."""
+    n = len(models)
+    out = np.zeros(n + 1)
+    if rule in models:
+        out[list(models).index(rule)] = 1.0
+        return out
+    if rule == "median" or (len(past) == 0 and rule != "mean"):
+        out[n] = 1.0
+        return out
+    if rule == "mean" or len(past) == 0:
+        out[:n] = 1.0 / n
+        return out
+    err = np.where(np.isfinite(past), past, np.inf).mean(axis=0)
+    best = int(np.argmin(err[:n]))
+    if rule == "select":
+        out[best] = 1.0
+    elif rule == "select_ensemble":
+        out[int(np.argmin(err))] = 1.0
+    elif rule == "weighted":
+        inv = np.where(np.isfinite(err[:n]), 1.0 / np.maximum(err[:n], 1e-9), 0.0)
+        out[:n] = inv / inv.sum() if inv.sum() > 0 else 1.0 / n
+    elif rule == "shrink":
+        lam = len(past) / (len(past) + SHRINK_PRIOR_WINDOWS)
+        out[best] = lam
+        out[n] = 1.0 - lam
+    else:
+        raise ValueError(f"unknown rule {rule!r} (known: {', '.join(RULES)} or a model name)")
+    return out
+
+
+def combine(forecasts: Sequence[Forecast], weights: np.ndarray) -> Forecast:
+    """The weighted sum of the candidates' forecasts and (last weight) of their median."""
+    parts = [(w, f) for w, f in zip(weights[:-1], forecasts, strict=True) if w > 0]
+    if weights[-1] > 0:
+        parts.append((weights[-1], median_forecast(forecasts)))
+    return Forecast(
+        sum(w * f.mean for w, f in parts),
+        sum(w * f.lo for w, f in parts),
+        sum(w * f.hi for w, f in parts),
+    )
+
+
+def _score_rule(result: BacktestResult, rule: str) -> dict[str, Any]:
+    """Out of sample: the rule's forecast for window k uses weights from windows < k only, and
+    its interval factor the same weights' errors on those windows."""
+    level = result.level
+    table = _mase_table(result, result.windows)
+    labels = [*result.models, "median"]
+    scored, covers, picks = [], [], []
+    points: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for k in range(1, len(result.windows)):
+        weights = combine_weights(rule, result.models, table[:k])
+        at = [
+            combine([p.forecasts[m] for m in result.models], weights)
+            for p in result.windows[: k + 1]
+        ]
+        prior = np.concatenate(
+            [_ratios(p.y, fc) for p, fc in zip(result.windows[:k], at[:-1], strict=True)]
+        )
+        w = result.windows[k]
+        lo, hi = at[-1].scaled(conformal_factor(prior.tolist(), level))
+        covers.append(coverage(w.y, lo, hi))
+        scored.append(point_metrics(w.y, at[-1].mean, w.scale))
+        picks.append(labels[int(np.argmax(weights))])
+        points.append((w.t_s if w.t_s is not None else np.full(len(w.y), np.nan), w.y,
+                       at[-1].mean))  # fmt: skip
+    if points:
+        result.rule_points[rule] = tuple(  # type: ignore[assignment]
+            np.concatenate([p[i] for p in points]) for i in range(3)
+        )
+    out: dict[str, Any] = {key: mean_defined(pw[key] for pw in scored) for key in _METRIC_KEYS}
+    out["coverage"] = mean_defined(covers)
+    out["picks"] = picks
+    return out
 
 
 _METRIC_KEYS = ("mase", "smape", "rmse", "mae", "r2", "mape", "accuracy", "within_5pct")
@@ -341,4 +463,9 @@ def overall(results: Sequence[BacktestResult]) -> dict[str, Any]:
     out["chosen"] = {
         key: mean_defined(r.chosen.get(key) for r in results) for key in (*_METRIC_KEYS, "coverage")
     }
+    for rule in RULES:
+        out[f"rule:{rule}"] = {
+            key: mean_defined(r.rules[rule].get(key) for r in results)
+            for key in (*_METRIC_KEYS, "coverage")
+        }
     return out

@@ -78,7 +78,7 @@ def write_report(plans: Sequence[SeriesPlan], out: Path, problems: Sequence[str]
             else "no capacity set"
         )
         colour = _COLOURS.get(plan.urgency or "", "#bdc3c7")
-        cv = plan.cv.get(plan.model, {})
+        cv = plan.cv.get("selection", {})
         mase = cv.get("mase")
         rows.append(
             "<tr>"

@@ -25,7 +25,15 @@ from novacron_ml.core.catalogue import physical_bounds, spec_for
 from novacron_ml.core.schema import parse_rfc3339_ms
 from novacron_ml.core.settings import CapacitySettings, Settings
 from operators.alerting.suppression import Rule, rules_from_settings
-from training.capacity import ModelOptions, backtest, forecast
+from training.capacity import (
+    Forecast,
+    ModelOptions,
+    backtest,
+    combine,
+    describe,
+    final_combination,
+    forecast,
+)
 from training.series_io import Series, SeriesError
 
 HOUR_S = 3600.0
@@ -49,8 +57,10 @@ class SeriesPlan:
     cluster: str
     resource: str
     model: str
+    """What made the forecast: one model, `median`, or `0.44 mstl + 0.56 median`."""
     interval_factor: float
     cv: dict[str, dict[str, float | None]]
+    """CV (out of sample) per candidate model and, under `selection`, of the plan's rule."""
     history_t: np.ndarray
     history: np.ndarray
     forecast_t: np.ndarray
@@ -64,6 +74,10 @@ class SeriesPlan:
     """Same for the point forecast (the likely date, vs the prudent one above)."""
     urgency: str | None
     warnings: list[str] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    """Weight of each candidate and of `median` in the forecast (zeros left out)."""
+    cv_points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """The rule's out-of-sample CV points (t_s, actual, forecast): the report's accuracy."""
 
     @property
     def key(self) -> str:
@@ -132,10 +146,20 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
         maintenance=maintenance_fn(rules, history.cluster, history.resource),
     )
     cv_h = max(6, min(24 * 7, horizon, n // (cfg.cv_windows + 3)))
-    result = backtest(series, cv_h, cfg.models, cfg.cv_windows + 1, opts, min_train=3 * cv_h)
-    model = result.final_choice
-    factor = result.final_factor[model]
-    fc = forecast(model, series.values, series.t_s, horizon, HOUR_S, True, opts)
+    models = candidates(cfg, opts)
+    if cfg.selection not in ("shrink", "select", "median", "mean", "weighted", "select_ensemble")\
+            and cfg.selection not in models:  # fmt: skip
+        raise SeriesError(f"capacity.selection {cfg.selection!r} is not among the models {models}")
+    result = backtest(series, cv_h, models, cfg.cv_windows + 1, opts, min_train=3 * cv_h)
+    weights, factor = final_combination(result, cfg.selection)
+    needed = (
+        models if weights[-1] > 0 else [m for m, w in zip(models, weights, strict=False) if w > 0]
+    )
+    fitted = {
+        m: forecast(m, series.values, series.t_s, horizon, HOUR_S, True, opts) for m in needed
+    }
+    zero = np.zeros(horizon)
+    fc = combine([fitted.get(m, Forecast(zero, zero, zero)) for m in models], weights)
     lo, hi = fc.scaled(factor)
     mean = fc.mean
     low, high = physical_bounds(spec_for(history.resource))
@@ -151,9 +175,14 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
     plan = SeriesPlan(
         cluster=history.cluster,
         resource=history.resource,
-        model=model,
+        model=describe(models, weights),
         interval_factor=factor,
-        cv={m: {k: result.per_model[m][k] for k in ("mase", "accuracy")} for m in cfg.models},
+        cv={
+            **{m: {k: result.per_model[m][k] for k in _CV_KEYS} for m in models},
+            "selection": {k: result.rules[cfg.selection][k] for k in _CV_KEYS}
+            if cfg.selection in result.rules
+            else {k: result.per_model[cfg.selection][k] for k in _CV_KEYS},
+        },
         history_t=series.t_s,
         history=series.values,
         forecast_t=t,
@@ -164,10 +193,40 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
         exhaustion_s=exhaustion,
         exhaustion_mean_s=exhaustion_mean,
         urgency=None,
+        weights={
+            name: round(float(w), 4)
+            for name, w in zip([*models, "median"], weights, strict=True)
+            if w > 0
+        },
+        cv_points=result.rule_points.get(cfg.selection),
     )
+    if cfg.selection in models:
+        plan.cv_points = _model_points(result, cfg.selection)
     if capacity is not None:
         plan.urgency = urgency_for(plan.days_to_exhaustion, cfg)
     return plan
+
+
+_CV_KEYS = ("mase", "accuracy", "coverage")
+
+
+def candidates(cfg: CapacitySettings, opts: ModelOptions) -> list[str]:
+    """The models fitted for a series: all of `capacity.models`, or on the fast path the
+    statistical ones, plus Prophet where a maintenance window applies (only Prophet models it)."""
+    if not cfg.fast:
+        return list(cfg.models)
+    return [m for m in cfg.models if m != "prophet" or opts.maintenance is not None] or list(
+        cfg.models
+    )
+
+
+def _model_points(result: Any, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ws = result.windows[1:]
+    return (
+        np.concatenate([w.t_s for w in ws]),
+        np.concatenate([w.y for w in ws]),
+        np.concatenate([w.forecasts[model].mean for w in ws]),
+    )
 
 
 def _plan_or_error(
@@ -235,6 +294,7 @@ def forecast_record(plan: SeriesPlan, generated_at: str) -> dict[str, Any]:
         "resource": plan.resource,
         "generated_at": generated_at,
         "model": plan.model,
+        "weights": plan.weights,
         "interval": {"factor": plan.interval_factor},
         "history_end": _iso(float(plan.history_t[-1])),
         "step_s": HOUR_S,

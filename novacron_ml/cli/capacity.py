@@ -34,7 +34,8 @@ def _bar(total: int, desc: str) -> Any:
 def cmd_backtest(args: argparse.Namespace) -> int:
     _require_train()
     from novacron_ml.app.console import table
-    from training.capacity import MODELS, ModelOptions, backtest, overall
+    from novacron_ml.core.settings import load_settings
+    from training.capacity import MODELS, RULES, ModelOptions, backtest, overall
     from training.series_io import aggregate, load_series
 
     models = args.models or list(MODELS)
@@ -83,8 +84,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "level": args.level,
         "aggregate_s": args.aggregate,
         "seconds": round(time.perf_counter() - start, 2),
-        "notes": "window 0 of each file is warm-up: interval calibration and the chosen model"
-        " of window k use windows < k only; metrics are means over the scored windows",
+        "notes": "window 0 of each file is warm-up: interval calibration and each rule's"
+        " weights for window k use windows < k only; metrics are means over the scored windows;"
+        " 'chosen' = rule:select (per-series CV-best), kept for older readers",
         "files": files,
         "overall": summary,
     }
@@ -94,17 +96,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     def f(x: float | None, digits: int = 3) -> str:
         return "-" if x is None else f"{x:.{digits}f}"
 
+    shipped = load_settings().capacity.selection
+
+    def label(rule: str) -> str:
+        return f"rule:{rule}" + (" (planner)" if rule == shipped else "")
+
     rows = []
     for name, r in zip(files, results, strict=True):
         for m in models:
             pm = r.per_model[m]
             rows.append([name, m, f(pm["mase"]), f(pm["accuracy"], 2), f(pm["coverage"], 3)])
-        c = r.chosen
-        rows.append([name, "chosen", f(c["mase"]), f(c["accuracy"], 2), f(c["coverage"], 3)])
-    for m in [*models, "chosen"]:
-        o = summary[m]
-        rows.append(["OVERALL", m, f(o["mase"]), f(o["accuracy"], 2), f(o["coverage"], 3)])
-    print(table(rows, ["series", "model", "MASE", "accuracy %", "coverage"]))
+        for rule in RULES:
+            c = r.rules[rule]
+            rows.append(
+                [name, label(rule), f(c["mase"]), f(c["accuracy"], 2), f(c["coverage"], 3)]
+            )
+    for key in [*models, *(f"rule:{rule}" for rule in RULES)]:
+        o = summary[key]
+        name = label(key[5:]) if key.startswith("rule:") else key
+        rows.append(["OVERALL", name, f(o["mase"]), f(o["accuracy"], 2), f(o["coverage"], 3)])
+    print(table(rows, ["series", "model or rule", "MASE", "accuracy %", "coverage"]))
     print(f"wrote {args.json} ({report['seconds']} s)")
     return 0
 
@@ -254,8 +265,9 @@ def register(sub: Any) -> None:
         description="For every CSV and value column: rolling-origin cross-validation "
         "(--windows origins, --horizon steps apart) of each model; writes MASE (seasonal "
         "naive scale), sMAPE, accuracy = 100 - MAPE and the coverage of the calibrated "
-        "interval per file, model and overall, plus the out-of-sample 'chosen' model (the one "
-        "earlier windows favoured). Bad input gets a one-line error naming the file.",
+        "interval per file, model and overall, plus every selection rule out of sample (its "
+        "weights for a window come from earlier windows only; the planner's rule is marked). "
+        "Bad input gets a one-line error naming the file.",
     )
     csv_series_args(p)
     p.add_argument("--windows", type=int, default=6, help="rolling origins (6; first is warm-up)")

@@ -475,7 +475,33 @@ class CapacitySettings(_Group):
     )
     models: list[str] = Field(
         default_factory=lambda: ["prophet", "seasonal_naive", "auto_ets", "mstl"],
-        description="Candidate models; the planner keeps, per series, the one CV favours.",
+        description="Candidate models; `selection` turns their CV results into one forecast.",
+    )
+    selection: Literal[
+        "shrink", "select", "median", "mean", "weighted", "select_ensemble",
+        "prophet", "seasonal_naive", "auto_ets", "mstl",
+    ] = Field(
+        "shrink",
+        description="How the candidates become one forecast per series: `shrink` (the CV-best"
+        " model weighted k/(k+5) over k CV windows, the rest on the candidates' median; the"
+        " rule that held out of sample, docs/CAPACITY.md#choosing), `select` (CV-best only),"
+        " `median`, `mean`, `weighted` (inverse CV MASE), `select_ensemble` (CV-best of the"
+        " models and their median), or one model's name.",
+    )  # fmt: skip
+    fast: bool = Field(
+        False,
+        description="Fast path: fit the statistical models for every series and Prophet only"
+        " where a maintenance window applies to the series (the regressor only Prophet uses).",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="Dask scheduler address (tcp://host:8786) to plan on a Dask cluster;"
+        " unset: a LocalCluster of `workers` processes on this machine.",
+    )
+    engine: Literal["dask", "processes"] = Field(
+        "dask",
+        description="Where series are fitted: `dask` (a LocalCluster, or `scheduler`) or"
+        " `processes` (a local process pool, no Dask needed).",
     )
     cv_windows: int = Field(3, ge=1, le=50, description="Rolling origins used to choose a model.")
     min_history_days: float = Field(

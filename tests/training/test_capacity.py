@@ -21,7 +21,15 @@ from novacron_ml.cli import main
 from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
 from novacron_ml.core.settings import CapacitySettings
 from operators.aggregate.hourly import HOUR_MS, HourlyAggregator
-from training.capacity import ModelOptions, backtest, conformal_factor
+from training.capacity import (
+    RULES,
+    Forecast,
+    ModelOptions,
+    backtest,
+    combine,
+    combine_weights,
+    conformal_factor,
+)
 from training.metrics import mape, mase, naive_scale, point_metrics
 from training.planner import (
     HourlyHistory,
@@ -158,8 +166,11 @@ def test_backtest_cli_writes_json_and_rejects_bad_files(
     report = json.loads(out.read_text())
     file_report = report["files"][f"{good}:load"]
     assert file_report["windows_scored"] == 2
-    assert set(report["overall"]) == {"seasonal_naive", "auto_ets", "chosen"}
+    rules = {f"rule:{rule}" for rule in RULES}
+    assert set(report["overall"]) == {"seasonal_naive", "auto_ets", "chosen", *rules}
     assert 0 < report["overall"]["chosen"]["mase"] < 5
+    assert report["overall"]["chosen"] == report["overall"]["rule:select"]
+    assert "rule:shrink (planner)" in capsys.readouterr().out
     bad = _csv(tmp_path, "ts,load\n0,1\n3600,oops\n", "bad.csv")
     capsys.readouterr()
     rc = main(
@@ -171,12 +182,48 @@ def test_backtest_cli_writes_json_and_rejects_bad_files(
     assert str(bad) in err and "line 3" in err and "Traceback" not in err
 
 
+def test_rule_weights_by_hand() -> None:
+    models = ["a", "b", "c"]
+    past = np.array([[1.0, 0.5, 2.0, 0.4], [1.0, 0.7, 2.0, 0.6]])  # MASE of a, b, c, median
+    assert list(combine_weights("select", models, past)) == [0, 1, 0, 0]
+    assert list(combine_weights("select_ensemble", models, past)) == [0, 0, 0, 1]
+    assert list(combine_weights("median", models, past)) == [0, 0, 0, 1]
+    assert list(combine_weights("c", models, past)) == [0, 0, 1, 0]
+    shrink = combine_weights("shrink", models, past)  # 2 windows: 2 / (2 + 5) on the best
+    assert shrink[1] == pytest.approx(2 / 7) and shrink[3] == pytest.approx(5 / 7)
+    inv = combine_weights("weighted", models, past)
+    assert inv[:3] == pytest.approx(np.array([1, 1 / 0.6, 0.5]) / (1 + 1 / 0.6 + 0.5))
+    # no past windows: the median (a selection has nothing to go on), the mean for `mean`
+    assert list(combine_weights("shrink", models, past[:0])) == [0, 0, 0, 1]
+    fcs = [Forecast(np.array([v]), np.array([v - 1]), np.array([v + 1])) for v in (1.0, 2.0, 9.0)]
+    med = combine(fcs, combine_weights("median", models, past))
+    assert (med.mean[0], med.lo[0], med.hi[0]) == (2.0, 1.0, 3.0)
+    mix = combine(fcs, shrink)
+    assert mix.mean[0] == pytest.approx(2 / 7 * 2.0 + 5 / 7 * 2.0)
+
+
+def test_every_rule_is_scored_out_of_sample() -> None:
+    """A rule's forecast for window k may use windows < k only: changing the last window's
+    actuals must not change the weights (picks) used on it, only its score."""
+    s = _seasonal_trend(20)
+    r = backtest(s, 24, ["seasonal_naive", "auto_ets", "mstl"], 4, ModelOptions())
+    s2 = Series("b", s.t_s, s.values.copy(), s.step_s, True)
+    s2.values[-24:] += 40.0  # a shock in the last window only
+    r2 = backtest(s2, 24, ["seasonal_naive", "auto_ets", "mstl"], 4, ModelOptions())
+    for rule in RULES:
+        assert r.rules[rule]["picks"] == r2.rules[rule]["picks"], rule
+        assert r2.rules[rule]["mase"] > r.rules[rule]["mase"], rule
+    t, y, yhat = r.rule_points["shrink"]
+    assert len(t) == len(y) == len(yhat) == 3 * 24 and t[-1] == s.t_s[-1]
+
+
 @pytest.mark.skipif(not (DATA / "dctraces").is_dir(), reason="shared dctraces data not present")
 def test_backtest_on_dctraces_chosen_beats_seasonal_naive() -> None:
     path = DATA / "dctraces/alibaba2018/machine_usage_days_1_to_8_grouped_300_seconds.csv"
     s = aggregate(load_series(path, "net_out", None, step_s=300), 3600)
     r = backtest(s, 24, ["seasonal_naive", "auto_ets", "mstl"], 4, ModelOptions())
     assert r.chosen["mase"] < r.per_model["seasonal_naive"]["mase"]
+    assert r.rules["shrink"]["mase"] < r.per_model["seasonal_naive"]["mase"]
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -193,6 +240,8 @@ def test_exhaustion_date_of_a_linear_trend() -> None:
     )
     plan = plan_series(HourlyHistory("c", "cpu", t, y), cfg, [])
     assert plan.model != "seasonal_naive"  # the only model blind to the trend
+    assert sum(plan.weights.values()) == pytest.approx(1.0)
+    assert plan.cv["selection"]["mase"] is not None and plan.cv_points is not None
     assert plan.exhaustion_mean_s is not None
     likely_days = (plan.exhaustion_mean_s - t[-1]) / 86400
     assert 2.5 <= likely_days <= 6.0
