@@ -293,6 +293,14 @@ def backtest(
     return out
 
 
+def backtest_job(
+    job: tuple[Series, int, Sequence[str], int, ModelOptions],
+) -> BacktestResult:
+    """`backtest(*job)`: one series as one task (training.fleet.run_tasks)."""
+    quiet_prophet()  # in a fresh worker process too
+    return backtest(*job)
+
+
 def _window_mase(w: WindowResult, model: str) -> float:
     fc = w.forecasts[model]
     if w.scale is None:

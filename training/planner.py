@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +32,7 @@ from training.capacity import (
     final_combination,
     forecast,
 )
+from training.fleet import run_tasks
 from training.series_io import Series, SeriesError
 
 HOUR_S = 3600.0
@@ -247,33 +246,22 @@ def plan_all(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[SeriesPlan], list[str]]:
-    """Plan every series in parallel processes; problems come back as one-line messages."""
+    """Plan every series, one task per series on `capacity.engine` (Dask by default: a
+    LocalCluster, or `capacity.scheduler`); problems come back as one-line messages."""
 
     cfg = settings.capacity
     rules = rules_from_settings(settings.suppression)
     jobs = [(h, cfg, rules) for h in histories]
-    n_workers = workers if workers is not None else (cfg.workers or os.cpu_count() or 1)
-    plans: list[SeriesPlan] = []
-    problems: list[str] = []
-    done = 0
-
-    def collect(out: SeriesPlan | str) -> None:
-        nonlocal done
-        done += 1
-        if isinstance(out, str):
-            problems.append(out)
-        else:
-            plans.append(out)
-        if progress is not None:
-            progress(done, len(jobs))
-
-    if n_workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            collect(_plan_or_error(job))
-    else:
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
-            for out in pool.map(_plan_or_error, jobs):
-                collect(out)
+    outs = run_tasks(
+        _plan_or_error,
+        jobs,
+        engine=cfg.engine,
+        workers=workers if workers is not None else cfg.workers,
+        scheduler=cfg.scheduler,
+        progress=progress,
+    )
+    plans = [o for o in outs if not isinstance(o, str)]
+    problems = [o for o in outs if isinstance(o, str)]
     plans.sort(key=lambda p: p.key)
     return plans, problems
 

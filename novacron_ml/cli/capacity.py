@@ -25,17 +25,33 @@ def _require_train() -> None:
     quiet_prophet()  # prophet's import configures cmdstanpy's logger again
 
 
-def _bar(total: int, desc: str) -> Any:
+def _bar(total: int, desc: str, unit: str = "series") -> Any:
     from novacron_ml.cli.common import Bar
 
-    return Bar(total, desc, "fits")
+    return Bar(total, desc, unit)
+
+
+def _capacity_settings(args: argparse.Namespace, settings: Any = None) -> Any:
+    """The `capacity` settings with this command's --workers/--engine/--scheduler/--fast/
+    --selection applied."""
+    from novacron_ml.core.settings import load_settings
+
+    cap = (settings or load_settings()).capacity
+    update = {
+        key: getattr(args, key)
+        for key in ("workers", "engine", "scheduler", "selection")
+        if getattr(args, key, None) is not None
+    }
+    if getattr(args, "fast", False):
+        update["fast"] = True
+    return cap.model_copy(update=update) if update else cap
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     _require_train()
     from novacron_ml.app.console import table
-    from novacron_ml.core.settings import load_settings
-    from training.capacity import MODELS, RULES, ModelOptions, backtest, overall
+    from training.capacity import MODELS, RULES, ModelOptions, backtest_job, overall
+    from training.fleet import run_tasks
     from training.series_io import aggregate, load_series
 
     models = args.models or list(MODELS)
@@ -65,16 +81,27 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         holidays_country=args.holidays,
         season_override=args.season,
     )
-    bar = _bar(len(series) * args.windows * len(models), "backtest")
-    results, files = [], {}
+    cap = _capacity_settings(args)
+    bar = _bar(len(series), "backtest")
     start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
     try:
-        for name, s in series:
-            r = backtest(s, args.horizon, models, args.windows, opts, on_step=bar.update)
-            results.append(r)
-            files[name] = {"rows": len(s), "step_s": s.step_s, **r.summary()}
+        results = run_tasks(
+            backtest_job,
+            [(s, args.horizon, models, args.windows, opts) for _name, s in series],
+            engine=cap.engine,
+            workers=cap.workers,
+            scheduler=cap.scheduler,
+            progress=progress,
+        )
     finally:
         bar.close()
+    files = {}
+    for (name, s), r in zip(series, results, strict=True):
+        files[name] = {"rows": len(s), "step_s": s.step_s, **r.summary()}
     summary = overall(results)
     report = {
         "command": args.invocation,
@@ -82,6 +109,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "horizon": args.horizon,
         "windows": args.windows,
         "level": args.level,
+        "engine": "local" if (cap.workers == 1 and not cap.scheduler) else cap.engine,
         "aggregate_s": args.aggregate,
         "seconds": round(time.perf_counter() - start, 2),
         "notes": "window 0 of each file is warm-up: interval calibration and each rule's"
@@ -96,7 +124,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     def f(x: float | None, digits: int = 3) -> str:
         return "-" if x is None else f"{x:.{digits}f}"
 
-    shipped = load_settings().capacity.selection
+    shipped = cap.selection
 
     def label(rule: str) -> str:
         return f"rule:{rule}" + (" (planner)" if rule == shipped else "")
@@ -108,9 +136,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             rows.append([name, m, f(pm["mase"]), f(pm["accuracy"], 2), f(pm["coverage"], 3)])
         for rule in RULES:
             c = r.rules[rule]
-            rows.append(
-                [name, label(rule), f(c["mase"]), f(c["accuracy"], 2), f(c["coverage"], 3)]
-            )
+            rows.append([name, label(rule), f(c["mase"]), f(c["accuracy"], 2), f(c["coverage"], 3)])
     for key in [*models, *(f"rule:{rule}" for rule in RULES)]:
         o = summary[key]
         name = label(key[5:]) if key.startswith("rule:") else key
@@ -144,6 +170,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, list[Any], list[str], str]:
     from training.planner import plan_all
 
     settings = load_settings()
+    settings = settings.model_copy(update={"capacity": _capacity_settings(args, settings)})
     histories = _histories(args, settings)
     if args.resource:
         histories = [h for h in histories if h.resource in set(args.resource)]
@@ -155,7 +182,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, list[Any], list[str], str]:
         bar.update(done - bar.n)
 
     try:
-        plans, problems = plan_all(histories, settings, workers=args.workers, progress=progress)
+        plans, problems = plan_all(histories, settings, progress=progress)
     finally:
         bar.close()
     for p in problems:
@@ -250,6 +277,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def scale_args(p: argparse.ArgumentParser, unit: str) -> None:
+    p.add_argument(
+        "--workers", type=int, help=f"parallel {unit} (default: capacity.workers, 0 = per core)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=("dask", "processes"),
+        help="dask (a LocalCluster, the default) or a local process pool (capacity.engine)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (capacity.scheduler; "
+        "docs/CAPACITY.md#scale)",
+    )
+
+
 def register(sub: Any) -> None:
     cap = sub.add_parser(
         "capacity",
@@ -280,6 +323,7 @@ def register(sub: Any) -> None:
         "--uncertainty-samples", type=int, default=100, help="Prophet trend samples (100)"
     )
     p.add_argument("--changepoints", type=int, default=10, help="Prophet changepoints (10)")
+    scale_args(p, "series")
     writes(p, "json")
     p.set_defaults(func=cmd_backtest)
 
@@ -291,7 +335,18 @@ def register(sub: Any) -> None:
             "value) instead of replaying topics.hourly",
         )
         p.add_argument("--resource", action="append", help="only these resources (repeatable)")
-        p.add_argument("--workers", type=int, help="fitting processes (default: settings)")
+        scale_args(p, "series")
+        p.add_argument(
+            "--fast",
+            action="store_true",
+            help="statistical models for every series, Prophet only where a maintenance window"
+            " applies (capacity.fast)",
+        )
+        p.add_argument(
+            "--selection",
+            help="how candidates become one forecast (capacity.selection: shrink, select,"
+            " median, mean, weighted, select_ensemble or a model name)",
+        )
         p.add_argument("--wait", type=float, default=30, help="seconds to wait for Kafka (30)")
 
     p = cs.add_parser(
