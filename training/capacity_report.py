@@ -10,7 +10,85 @@ from pathlib import Path
 
 import numpy as np
 
+from training.metrics import mean_defined
 from training.planner import URGENCIES, SeriesPlan
+
+RESOURCE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CPU", ("cpu",)),
+    ("memory", ("mem", "ram", "swap")),
+    ("network", ("net", "bandwidth", "_rx", "_tx", "bytes_recv", "bytes_sent")),
+    ("storage", ("disk", "storage", "filesystem", "fs_", "volume", "iops", "_io")),
+    ("request rate", ("request", "req_", "http", "rps", "qps")),
+)
+"""The seed's resource groups, matched on the resource (metric) name, first match wins."""
+
+
+def resource_kind(resource: str) -> str:
+    name = resource.lower()
+    for kind, needles in RESOURCE_KINDS:
+        if any(n in name for n in needles):
+            return kind
+    return "other"
+
+
+def _accuracy(y: np.ndarray, yhat: np.ndarray) -> float | None:
+    """100 - MAPE over the points with a non-zero actual (None if there is none)."""
+    keep = y != 0
+    if not keep.any():
+        return None
+    return float(100.0 - 100.0 * np.mean(np.abs((y[keep] - yhat[keep]) / y[keep])))
+
+
+def holiday_mask(t_s: np.ndarray, country: str | None) -> np.ndarray:
+    """True where the UTC date of t is a public holiday of `country` (none: all False)."""
+    if not country or len(t_s) == 0 or not np.isfinite(t_s).all():
+        return np.zeros(len(t_s), dtype=bool)
+    import holidays  # Prophet's own dependency
+
+    days = (np.asarray(t_s, dtype=np.float64) // 86_400).astype("datetime64[D]")
+    years = sorted({int(str(d)[:4]) for d in (days.min(), days.max())})
+    cal = holidays.country_holidays(country, years=range(years[0], years[-1] + 1))
+    dates = np.array(sorted(cal), dtype="datetime64[D]")
+    return np.isin(days, dates)
+
+
+def accuracy_summary(
+    plans: Sequence[SeriesPlan], holidays_country: str | None = None
+) -> list[dict[str, object]]:
+    """The seed's accuracy table from the plan's own out-of-sample CV: per resource kind and
+    overall, accuracy = 100 - MAPE (mean over series), the same on holiday hours only, the
+    measured coverage of the calibrated interval, and the series counted."""
+    rows: dict[str, dict[str, list[float | None]]] = {}
+    for plan in plans:
+        if plan.cv_points is None:
+            continue
+        t, y, yhat = plan.cv_points
+        hol = holiday_mask(t, holidays_country)
+        cov = plan.cv.get("selection", {}).get("coverage")
+        for kind in (resource_kind(plan.resource), "overall"):
+            r = rows.setdefault(kind, {"acc": [], "hol": [], "cov": [], "hol_n": []})
+            r["acc"].append(_accuracy(y, yhat))
+            r["hol"].append(_accuracy(y[hol], yhat[hol]) if hol.any() else None)
+            r["hol_n"].append(float(hol.sum()))
+            r["cov"].append(cov)
+    order = [k for k, _ in RESOURCE_KINDS] + ["other", "overall"]
+    out = []
+    for kind in order:
+        if kind not in rows:
+            continue
+        r = rows[kind]
+        out.append(
+            {
+                "resource": kind,
+                "series": len(r["acc"]),
+                "accuracy": mean_defined(r["acc"]),
+                "holiday_accuracy": mean_defined(r["hol"]),
+                "holiday_hours": int(sum(v or 0 for v in r["hol_n"])),
+                "coverage": mean_defined(r["cov"]),
+            }
+        )
+    return out
+
 
 _COLOURS = {"URGENT": "#c0392b", "HIGH": "#e67e22", "MEDIUM": "#f1c40f", "LOW": "#27ae60"}
 
@@ -57,9 +135,25 @@ def plot_plan(plan: SeriesPlan, path: Path, history_days: float = 28.0) -> None:
     plt.close(fig)
 
 
-def write_report(plans: Sequence[SeriesPlan], out: Path, problems: Sequence[str] = ()) -> Path:
+def _fmt(x: object, digits: int = 2) -> str:
+    return "-" if x is None else f"{float(x):.{digits}f}"  # type: ignore[arg-type]
+
+
+def write_report(
+    plans: Sequence[SeriesPlan],
+    out: Path,
+    problems: Sequence[str] = (),
+    holidays_country: str | None = None,
+    level: float = 0.95,
+) -> Path:
     """Write OUT/index.html and one OUT/<cluster>_<resource>.png per plan; returns the index."""
     out.mkdir(parents=True, exist_ok=True)
+    acc_rows = "".join(
+        f"<tr><td>{html.escape(str(r['resource']))}</td><td>{r['series']}</td>"
+        f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['holiday_accuracy'])}"
+        f" ({r['holiday_hours']} h)</td><td>{_fmt(r['coverage'], 3)}</td></tr>"
+        for r in accuracy_summary(plans, holidays_country)
+    )
     rank = {u: i for i, u in enumerate(URGENCIES)}
     ordered = sorted(
         plans,
@@ -99,7 +193,15 @@ def write_report(plans: Sequence[SeriesPlan], out: Path, problems: Sequence[str]
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>
 <h1>Capacity plan</h1><p>Generated {generated}. Exhaustion: the first forecast hour whose
 upper interval bound reaches the capacity. Urgency: URGENT / HIGH / MEDIUM within the
-configured days, LOW otherwise. MASE: rolling-origin CV of the chosen model.</p>
+configured days, LOW otherwise. MASE: rolling-origin CV of the plan's forecast rule.</p>
+<h2>Forecast accuracy (out of sample)</h2><p>From each series' rolling-origin CV, scored
+exactly as the plan forecasts (capacity.selection): accuracy = 100 &minus; MAPE, mean over
+series; holiday: the same on the CV hours that fall on a public holiday of
+{html.escape(holidays_country or "no country")}; coverage: the share of CV hours inside the
+calibrated {level:.0%} interval.</p>
+<table><tr><th>resource</th><th>series</th><th>accuracy %</th><th>holiday accuracy %</th>
+<th>interval coverage</th></tr>{acc_rows}</table>
+<h2>Exhaustion</h2>
 <table><tr><th>cluster</th><th>resource</th><th>urgency</th><th>exhaustion (UTC)</th>
 <th>days</th><th>current</th><th>capacity</th><th>model</th><th>CV MASE</th></tr>
 {"".join(rows)}</table>

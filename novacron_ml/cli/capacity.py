@@ -191,8 +191,9 @@ def _plan(args: argparse.Namespace) -> tuple[Any, list[Any], list[str], str]:
     return settings, plans, problems, generated
 
 
-def _print_plans(plans: list[Any]) -> None:
+def _print_plans(plans: list[Any], settings: Any = None) -> None:
     from novacron_ml.app.console import table
+    from training.capacity_report import accuracy_summary
 
     rows = []
     for p in plans:
@@ -213,14 +214,50 @@ def _print_plans(plans: list[Any]) -> None:
         "urgency: "
         + ", ".join(f"{u} {counts.get(u, 0)}" for u in ("URGENT", "HIGH", "MEDIUM", "LOW"))
     )
+    country = settings.capacity.holidays_country if settings is not None else None
+
+    def f(x: Any, digits: int = 2) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    summary = [
+        [r["resource"], r["series"], f(r["accuracy"]), f(r["holiday_accuracy"]),
+         r["holiday_hours"], f(r["coverage"], 3)]
+        for r in accuracy_summary(plans, country)
+    ]  # fmt: skip
+    print("out-of-sample CV of the plan's forecasts (accuracy = 100 - MAPE):")
+    print(
+        table(
+            summary,
+            ["resource", "series", "accuracy %", "holiday acc. %", "holiday h", "coverage"],
+        )
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """One plan, or with --every H a plan every H hours (the daily refresh) until interrupted."""
+    if not args.every:
+        return _plan_once(args)
+    while True:
+        started = time.monotonic()
+        try:
+            rc = _plan_once(args)
+        except ValueError as exc:  # e.g. no hourly data yet: say so and try at the next slot
+            print(f"capacity plan: {exc}", file=sys.stderr)
+            rc = 1
+        wait = max(0.0, args.every * 3600.0 - (time.monotonic() - started))
+        print(f"plan done (exit {rc}); next in {wait / 3600:.2f} h (Ctrl-C stops)", flush=True)
+        try:
+            time.sleep(wait)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _plan_once(args: argparse.Namespace) -> int:
     from novacron_ml.core import kafka as kafka_io
     from training.planner import alert_record, forecast_record
 
     settings, plans, problems, generated = _plan(args)
-    _print_plans(plans)
+    _print_plans(plans, settings)
     if not args.no_publish:
         bootstrap = settings.kafka.bootstrap_servers
         t = settings.topics
@@ -240,7 +277,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.report:
         from training.capacity_report import write_report
 
-        print(f"report: {write_report(plans, args.report, problems)}")
+        cap = settings.capacity
+        index = write_report(plans, args.report, problems, cap.holidays_country, cap.interval)
+        print(f"report: {index}")
     if args.json:
         Path(args.json).write_text(
             json.dumps([alert_record(p, generated) for p in plans], indent=2)
@@ -251,9 +290,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from training.capacity_report import write_report
 
-    _settings, plans, problems, _generated = _plan(args)
-    _print_plans(plans)
-    print(f"report: {write_report(plans, args.out, problems)}")
+    settings, plans, problems, _generated = _plan(args)
+    _print_plans(plans, settings)
+    cap = settings.capacity
+    print(f"report: {write_report(plans, args.out, problems, cap.holidays_country, cap.interval)}")
     return 0 if plans else 1
 
 
@@ -358,6 +398,13 @@ def register(sub: Any) -> None:
     )
     source_args(p)
     p.add_argument("--no-publish", action="store_true", help="print only, publish nothing")
+    p.add_argument(
+        "--every",
+        type=float,
+        metavar="HOURS",
+        help="re-plan every HOURS (24: the daily refresh) from the latest metrics.hourly,"
+        " until interrupted; a failed plan is reported and retried at the next slot",
+    )
     p.add_argument("--report", type=Path, help="also write the HTML/PNG report here")
     p.add_argument("--json", help="also write the alert records as JSON")
     writes(p, "json", "report")

@@ -401,3 +401,37 @@ def test_a_utilisation_forecast_stays_within_zero_and_one() -> None:
     assert plan.hi.max() <= 1.0 and plan.lo.min() >= 0.0
     assert np.all(plan.lo <= plan.mean) and np.all(plan.mean <= plan.hi)
     assert plan.hi.max() == 1.0  # the unclipped band went past it
+
+
+def test_accuracy_by_resource_with_holiday_hours_and_the_report(tmp_path: Path) -> None:
+    """The seed's accuracy table comes from each plan's out-of-sample CV points: CPU and
+    memory rows and an overall one; the CV windows of 20 days ending 2026-12-01 hold
+    Thanksgiving (2026-11-26, US), whose hours are scored separately."""
+    from training.capacity_report import accuracy_summary, resource_kind, write_report
+
+    assert [resource_kind(r) for r in ("cpu_util", "memory_util", "net_in", "disk_io_percent",
+            "http_requests_rate", "temperature")] == [  # fmt: skip
+        "CPU", "memory", "network", "storage", "request rate", "other"
+    ]  # fmt: skip
+    hours = np.arange(20 * 24)
+    t = 1_764_547_200.0 - (len(hours) - hours) * 3600.0  # ends 2026-12-01 00:00 UTC
+    cfg = CapacitySettings(models=["seasonal_naive", "auto_ets", "mstl"], cv_windows=3)
+    plans = []
+    for i, resource in enumerate(("cpu_util", "memory_util")):
+        rng = np.random.default_rng(i)
+        y = 0.5 + 0.1 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.01 * (i + 1), len(hours))
+        plans.append(plan_series(HourlyHistory("c", resource, t, y), cfg, []))
+    rows = {r["resource"]: r for r in accuracy_summary(plans, "US")}
+    assert set(rows) == {"CPU", "memory", "overall"}
+    cv_t, cv_y, cv_hat = plans[0].cv_points  # type: ignore[misc]
+    by_hand = 100 - 100 * np.mean(np.abs((cv_y - cv_hat) / cv_y))
+    assert rows["CPU"]["accuracy"] == pytest.approx(by_hand)
+    assert rows["CPU"]["holiday_hours"] == 24 and rows["overall"]["holiday_hours"] == 48
+    assert rows["CPU"]["holiday_accuracy"] is not None
+    assert rows["overall"]["accuracy"] == pytest.approx(
+        (rows["CPU"]["accuracy"] + rows["memory"]["accuracy"]) / 2  # type: ignore[operator]
+    )
+    assert rows["memory"]["accuracy"] < rows["CPU"]["accuracy"]  # twice the noise
+    assert accuracy_summary(plans, None)[0]["holiday_accuracy"] is None
+    page = write_report(plans, tmp_path / "r", [], "US").read_text()
+    assert "holiday accuracy" in page and f"{rows['CPU']['accuracy']:.2f}" in page
