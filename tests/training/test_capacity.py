@@ -431,7 +431,7 @@ def test_accuracy_by_resource_with_holiday_hours_and_the_report(tmp_path: Path) 
     assert rows["overall"]["accuracy"] == pytest.approx(
         (rows["CPU"]["accuracy"] + rows["memory"]["accuracy"]) / 2  # type: ignore[operator]
     )
-    assert rows["memory"]["accuracy"] < rows["CPU"]["accuracy"]  # twice the noise
+    assert rows["memory"]["accuracy"] < rows["CPU"]["accuracy"]  # type: ignore[operator]
     assert accuracy_summary(plans, None)[0]["holiday_accuracy"] is None
     page = write_report(plans, tmp_path / "r", [], "US").read_text()
     assert "holiday accuracy" in page and f"{rows['CPU']['accuracy']:.2f}" in page
