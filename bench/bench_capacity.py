@@ -3,6 +3,12 @@ parallel processes (issue 6 targets: <= 0.2 s per series; 1,000 series <= 2 min 
 
 Series: 60 days of hourly history each (daily and weekly cycles, a trend, AR noise; one seed
 per series). Run: `python bench/bench_capacity.py [--series 1000] [--workers 2]`.
+
+`--plan N [N ...]`: the whole daily plan instead (CV, the selection rule, the final fit, the
+calibrated interval, the exhaustion date: `training.planner.plan_all`), full and fast path,
+per series in one process, then N series on a process pool and on a Dask LocalCluster side by
+side, with seconds per series, the total, and the linear-scaling projection per worker count
+(issue 23: 1,000 series <= 2 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -69,8 +75,62 @@ def floor(samples: int, reps: int = 5) -> None:
               f"median {statistics.median(times):.3f} s")  # fmt: skip
 
 
+def plan_bench(
+    sizes: list[int], workers: int, sample: int, full_fleet: bool, engines: list[str]
+) -> None:
+    from novacron_ml.core.settings import CapacitySettings, Settings
+    from training.planner import HourlyHistory, plan_all, plan_series
+
+    def histories(n: int) -> list[HourlyHistory]:
+        out = []
+        for seed in range(n):
+            t, y = make_series(seed)
+            out.append(HourlyHistory(f"c{seed}", "cpu_util", t, y))
+        return out
+
+    paths = {"full": CapacitySettings(), "fast": CapacitySettings(fast=True)}
+    per_series: dict[str, float] = {}
+    print(f"plan of one series ({HISTORY_H} hourly points, {HORIZON_H}-step forecast), 1 process")
+    for name, cfg in paths.items():
+        hs = histories(sample + 1)
+        plan_series(hs[0], cfg, [])  # warm-up: imports, JIT
+        start = time.perf_counter()
+        for h in hs[1:]:
+            plan_series(h, cfg, [])
+        per_series[name] = (time.perf_counter() - start) / sample
+        print(f"  {name:<5} {per_series[name]:.3f} s/series (mean of {sample}; models "
+              f"{plan_series(hs[0], cfg, []).model})")  # fmt: skip
+    for n in sizes:
+        for path in ("fast", "full") if full_fleet else ("fast",):
+            for engine in engines:
+                cfg = paths[path].model_copy(update={"workers": workers, "engine": engine})
+                start = time.perf_counter()
+                plans, problems = plan_all(histories(n), Settings(capacity=cfg))
+                wall = time.perf_counter() - start
+                print(f"{n:>6} series, {path} path, {engine:<9} x{workers}: {wall:7.1f} s "
+                      f"({wall / n:.3f} s/series; {len(plans)} planned, {len(problems)} "
+                      "skipped)", flush=True)  # fmt: skip
+    print("linear scaling on paper (per-series cost above x series / workers):")
+    for name, cost in per_series.items():
+        for n in (1_000, 10_000, 100_000):
+            cells = ", ".join(f"{w} workers {cost * n / w / 60:.1f} min" for w in (2, 16, 64))
+            print(f"  {name}, {n:,} series: {cells}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--plan", type=int, nargs="+", help="plan N series instead (e.g. 1000 10000)")
+    p.add_argument("--sample", type=int, default=10, help="--plan: series timed alone (10)")
+    p.add_argument(
+        "--full-fleet", action="store_true", help="--plan: the full path at N series too (slow)"
+    )
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=["processes", "dask"],
+        choices=["processes", "dask"],
+        help="--plan: engines compared (both)",
+    )
     p.add_argument(
         "--series", type=int, default=1000, help="series in the parallel run (1000; 0: skip it)"
     )
@@ -79,6 +139,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100, help="Prophet uncertainty samples (100)")
     args = p.parse_args()
     quiet_prophet()
+    if args.plan:
+        plan_bench(args.plan, args.workers, args.sample, args.full_fleet, args.engines)
+        return
     fit_one(("prophet", 0, args.samples))  # warm-up: imports, Stan model load, numba JIT
     for m in MODELS[1:]:
         fit_one((m, 0, 0))

@@ -57,6 +57,15 @@ class ModelOptions:
     holidays_country: str | None = "US"
     maintenance: MaintenanceFn | None = None
     season_override: int | None = None
+    fast: bool = False
+    """The planner's fast path: statistical models get the daily season only (MSTL with the
+    weekly season costs ~5x its daily-only fit on 60 days of hours), and MSTL's trend is a
+    damped additive ETS instead of AutoETS' search over six (~6x cheaper again)."""
+
+
+FAST_MODELS: tuple[str, ...] = ("seasonal_naive", "mstl")
+"""The fast path's candidates: the cheapest pair that still beats SeasonalNaive on every data
+set out of sample (docs/QUALITY.md#capacity-selection)."""
 
 
 @dataclass
@@ -135,7 +144,7 @@ def _z(level: float) -> float:
 
 
 def _statsforecast(
-    name: str, y: np.ndarray, h: int, season_list: list[int], level: float
+    name: str, y: np.ndarray, h: int, season_list: list[int], level: float, fast: bool = False
 ) -> Forecast:
     from statsforecast.models import MSTL, AutoETS, SeasonalNaive
 
@@ -147,7 +156,8 @@ def _statsforecast(
         model = AutoETS(season_length=daily if daily <= ETS_MAX_SEASON else 1)
     elif name == "mstl":
         if season_list:
-            model = MSTL(season_length=season_list, trend_forecaster=AutoETS(model="ZZN"))
+            trend = AutoETS(model="AAN", damped=True) if fast else AutoETS(model="ZZN")
+            model = MSTL(season_length=season_list, trend_forecaster=trend)
         else:
             model = AutoETS(season_length=1)
     else:
@@ -175,7 +185,10 @@ def forecast(
     if name == "prophet":
         fc = _prophet(y, t_s, h, step_s, absolute, opts)
     else:
-        fc = _statsforecast(name, y, h, seasons(step_s, len(y), opts.season_override), opts.level)
+        periods = seasons(step_s, len(y), opts.season_override)
+        fc = _statsforecast(
+            name, y, h, periods[:1] if opts.fast else periods, opts.level, fast=opts.fast
+        )
     bad = ~np.isfinite(fc.mean)
     if bad.any():  # a diverged fit: fall back to the last value rather than poison the report
         fc.mean[bad] = y[-1]
@@ -477,3 +490,36 @@ def overall(results: Sequence[BacktestResult]) -> dict[str, Any]:
             for key in (*_METRIC_KEYS, "coverage")
         }
     return out
+
+
+def compare_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Backtest reports' `overall` per data set -> each row's MASE relative to SeasonalNaive
+    per data set, its mean and worst, and leave one data set out: the row with the lowest
+    mean relative MASE on the other data sets, scored on the held-out one."""
+    rows = sorted({k for o in reports.values() for k in o if k != "chosen"})
+    rel: dict[str, dict[str, float | None]] = {}
+    for row in rows:
+        rel[row] = {}
+        for name, o in reports.items():
+            base = (o.get("seasonal_naive") or {}).get("mase")
+            value = (o.get(row) or {}).get("mase")
+            rel[row][name] = value / base if value is not None and base else None
+    complete = [r for r in rows if all(v is not None for v in rel[r].values())]
+
+    def mean_over(row: str, names: Sequence[str]) -> float:
+        return float(np.mean([rel[row][n] for n in names]))
+
+    names = list(reports)
+    loo = []
+    for held in names:
+        others = [n for n in names if n != held] or names
+        best = min(complete, key=lambda r: mean_over(r, others))
+        loo.append({"held_out": held, "chosen": best, "relative": rel[best][held]})
+    ordered = sorted(complete, key=lambda r: mean_over(r, names))
+    return {
+        "relative": {r: rel[r] for r in ordered},
+        "mean": {r: mean_over(r, names) for r in ordered},
+        "worst": {r: max(v for v in rel[r].values() if v is not None) for r in ordered},
+        "leave_one_out": loo,
+        "leave_one_out_mean": float(np.mean([h["relative"] for h in loo])) if loo else None,
+    }

@@ -84,10 +84,15 @@ def _dask(
             processes=True,
             dashboard_address=None,
             host="127.0.0.1",
+            # workers' own log lines (a heartbeat retried on a busy 2-core machine) are noise:
+            # a task's failure comes back with its result
+            silence_logs=logging.CRITICAL,
         )
     client = Client(cluster if cluster is not None else scheduler)
     try:
-        futures = client.map(fn, list(jobs), pure=False)
+        # the series' data goes to the workers directly, not inside the task graph
+        data = client.scatter(list(jobs))
+        futures = client.map(fn, data, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(jobs)
         for done, fut in enumerate(dask_completed(futures), start=1):

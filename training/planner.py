@@ -24,6 +24,7 @@ from novacron_ml.core.schema import parse_rfc3339_ms
 from novacron_ml.core.settings import CapacitySettings, Settings
 from operators.alerting.suppression import Rule, rules_from_settings
 from training.capacity import (
+    FAST_MODELS,
     Forecast,
     ModelOptions,
     backtest,
@@ -143,6 +144,7 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
         changepoints=cfg.changepoints,
         holidays_country=cfg.holidays_country,
         maintenance=maintenance_fn(rules, history.cluster, history.resource),
+        fast=cfg.fast,
     )
     cv_h = max(6, min(24 * 7, horizon, n // (cfg.cv_windows + 3)))
     models = candidates(cfg, opts)
@@ -211,12 +213,16 @@ _CV_KEYS = ("mase", "accuracy", "coverage")
 
 def candidates(cfg: CapacitySettings, opts: ModelOptions) -> list[str]:
     """The models fitted for a series: all of `capacity.models`, or on the fast path the
-    statistical ones, plus Prophet where a maintenance window applies (only Prophet models it)."""
+    cheap ones (`FAST_MODELS`, daily season only), plus Prophet where a maintenance window
+    applies to the series (only Prophet models it)."""
     if not cfg.fast:
         return list(cfg.models)
-    return [m for m in cfg.models if m != "prophet" or opts.maintenance is not None] or list(
-        cfg.models
-    )
+    keep = [
+        m
+        for m in cfg.models
+        if m in FAST_MODELS or (m == "prophet" and opts.maintenance is not None)
+    ]
+    return keep or list(cfg.models)
 
 
 def _model_points(result: Any, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -50,7 +50,7 @@ def _capacity_settings(args: argparse.Namespace, settings: Any = None) -> Any:
 def cmd_backtest(args: argparse.Namespace) -> int:
     _require_train()
     from novacron_ml.app.console import table
-    from training.capacity import MODELS, RULES, ModelOptions, backtest_job, overall
+    from training.capacity import FAST_MODELS, MODELS, RULES, ModelOptions, backtest_job, overall
     from training.fleet import run_tasks
     from training.series_io import aggregate, load_series
 
@@ -80,7 +80,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         changepoints=args.changepoints,
         holidays_country=args.holidays,
         season_override=args.season,
+        fast=args.fast,
     )
+    if args.fast:  # the planner's fast path: its candidates, daily season only
+        models = [m for m in models if m in FAST_MODELS] or list(FAST_MODELS)
     cap = _capacity_settings(args)
     bar = _bar(len(series), "backtest")
     start = time.perf_counter()
@@ -111,6 +114,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "level": args.level,
         "engine": "local" if (cap.workers == 1 and not cap.scheduler) else cap.engine,
         "aggregate_s": args.aggregate,
+        "fast": args.fast,
         "seconds": round(time.perf_counter() - start, 2),
         "notes": "window 0 of each file is warm-up: interval calibration and each rule's"
         " weights for window k use windows < k only; metrics are means over the scored windows;"
@@ -297,6 +301,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if plans else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from novacron_ml.app.console import table
+    from training.capacity import compare_reports
+
+    reports = {}
+    for path in args.reports:
+        try:
+            reports[path.stem] = json.loads(path.read_text())["overall"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a capacity backtest report ({exc})") from None
+    out = compare_reports(reports)
+    names = list(reports)
+    rows = [
+        [row, *(f"{v:.3f}" if v is not None else "-" for v in vals.values()),
+         f"{out['mean'][row]:.3f}", f"{out['worst'][row]:.3f}"]
+        for row, vals in out["relative"].items()
+    ]  # fmt: skip
+    print("MASE relative to SeasonalNaive (mean over each data set's series; < 1 is better)")
+    print(table(rows, ["model or rule", *names, "mean", "worst"]))
+    held = [[h["held_out"], h["chosen"], f"{h['relative']:.3f}"] for h in out["leave_one_out"]]
+    print("leave one data set out: the best row on the others, scored on the held-out one")
+    print(table(held, ["held out", "chosen on the others", "relative MASE there"]))
+    print(f"mean over held-out data sets: {out['leave_one_out_mean']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     _require_train()
     from training.planner import write_hourly_csv
@@ -365,7 +397,25 @@ def register(sub: Any) -> None:
     p.add_argument("--changepoints", type=int, default=10, help="Prophet changepoints (10)")
     scale_args(p, "series")
     writes(p, "json")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="the planner's fast path: SeasonalNaive and daily-season MSTL only",
+    )
     p.set_defaults(func=cmd_backtest)
+
+    p = cs.add_parser(
+        "compare",
+        help="models and selection rules across backtest reports, leave one data set out",
+        description="Read `capacity backtest --json` reports (one per data set) and print each "
+        "model's and rule's MASE relative to SeasonalNaive per data set, the mean and worst, "
+        "and a leave-one-data-set-out check: the row that is best on the other data sets, "
+        "scored on the held-out one (what choosing a rule on our data is worth elsewhere).",
+    )
+    p.add_argument("reports", nargs="+", type=Path, help="backtest JSON reports")
+    p.add_argument("--json", help="also write the table here")
+    writes(p, "json")
+    p.set_defaults(func=cmd_compare)
 
     def source_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -490,8 +490,9 @@ class CapacitySettings(_Group):
     )  # fmt: skip
     fast: bool = Field(
         False,
-        description="Fast path: fit the statistical models for every series and Prophet only"
-        " where a maintenance window applies to the series (the regressor only Prophet uses).",
+        description="Fast path: SeasonalNaive and daily-season MSTL for every series, Prophet"
+        " only where a maintenance window applies to it (the regressor only Prophet uses);"
+        " ~10x cheaper, a little less accurate (docs/QUALITY.md#capacity-selection).",
     )
     scheduler: str | None = Field(
         None,

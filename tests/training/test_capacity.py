@@ -435,3 +435,44 @@ def test_accuracy_by_resource_with_holiday_hours_and_the_report(tmp_path: Path) 
     assert accuracy_summary(plans, None)[0]["holiday_accuracy"] is None
     page = write_report(plans, tmp_path / "r", [], "US").read_text()
     assert "holiday accuracy" in page and f"{rows['CPU']['accuracy']:.2f}" in page
+
+
+def test_compare_reports_relative_and_leave_one_out(tmp_path: Path) -> None:
+    from training.capacity import compare_reports
+
+    def o(sn: float, a: float, b: float) -> dict[str, dict[str, float]]:
+        return {"seasonal_naive": {"mase": sn}, "rule:a": {"mase": a}, "rule:b": {"mase": b}}
+
+    # a is better on x and y, b much better on z: held out z, the others choose a
+    reports = {"x": o(1.0, 0.5, 0.6), "y": o(2.0, 1.0, 1.4), "z": o(1.0, 0.9, 0.1)}
+    out = compare_reports(reports)
+    assert out["relative"]["rule:a"] == pytest.approx({"x": 0.5, "y": 0.5, "z": 0.9})
+    assert out["worst"]["rule:b"] == pytest.approx(0.7)
+    loo = {h["held_out"]: (h["chosen"], h["relative"]) for h in out["leave_one_out"]}
+    assert loo["z"] == ("rule:a", pytest.approx(0.9))
+    assert loo["x"][0] == "rule:b"  # on y and z, b's mean 0.4 beats a's 0.7
+    paths = []
+    for name, overall in reports.items():
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"overall": overall}))
+    assert main(["capacity", "compare", *map(str, paths)]) == 0
+    bad = _csv(tmp_path, "not json", "bad.json")
+    assert main(["capacity", "compare", str(bad)]) == 2
+
+
+def test_fast_path_fits_prophet_only_where_a_maintenance_window_applies() -> None:
+    from training.planner import candidates
+
+    cfg = CapacitySettings(fast=True)
+    assert candidates(cfg, ModelOptions()) == ["seasonal_naive", "mstl"]
+    with_window = ModelOptions(maintenance=lambda t: np.zeros(len(t)))
+    assert candidates(cfg, with_window) == ["prophet", "seasonal_naive", "mstl"]
+    assert candidates(CapacitySettings(), ModelOptions()) == list(CapacitySettings().models)
+    # the fast path is a different, cheaper MSTL: daily season only, a fixed damped trend
+    s = _seasonal_trend(21)
+    full = backtest(s, 24, ["mstl"], 3, ModelOptions())
+    fast = backtest(s, 24, ["seasonal_naive", "mstl"], 3, ModelOptions(fast=True))
+    assert not np.allclose(full.windows[-1].forecasts["mstl"].mean,
+                           fast.windows[-1].forecasts["mstl"].mean)  # fmt: skip
+    # and still sees the trend that "same hour yesterday" misses
+    assert fast.per_model["mstl"]["mase"] < fast.per_model["seasonal_naive"]["mase"]
