@@ -27,6 +27,7 @@ COMMAND_GROUPS = (
     "capacity",
     "forecast",
     "iforest",
+    "tune",
     "settings",
 )
 """Modules of this package, in `--help` order; each is imported only to add its parsers

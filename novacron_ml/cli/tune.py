@@ -1,0 +1,394 @@
+"""`novacron-ml tune ...`: the DWCP tuning environments and tuners (needs the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from novacron_ml.cli.common import require_train_extra, writes
+
+DEFAULT_TABLE = Path("models/tuning/compression_table.json")
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    require_train_extra("zstandard")
+    from novacron_ml.cli.common import Bar
+    from training.tuning.compression import grid, measure_grid, payload_corpus
+
+    start = time.perf_counter()
+    corpus = payload_corpus(args.data)
+    print("payloads: " + ", ".join(f"{k} {len(v) // 1024} KiB" for k, v in corpus.items()))
+    configs = grid()
+    bar = Bar(len(corpus) * len(configs), "measure", "cells")
+    try:
+        table = measure_grid(
+            corpus, configs, args.repeats, progress=lambda d, _t: bar.update(d - bar.n)
+        )
+    finally:
+        bar.close()
+    table.meta["command"] = args.invocation
+    table.meta["seconds"] = round(time.perf_counter() - start, 1)
+    table.save(args.out)
+    print(f"wrote {len(table.cells)} measured cells to {args.out} ({table.meta['seconds']} s)")
+    return 0
+
+
+def _eval_table(report: dict[str, Any]) -> list[list[str]]:
+    def f(x: Any, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    rows = []
+    for name, r in report["tuners"].items():
+        rows.append(
+            [
+                name,
+                f(r["mean_reward"], 3),
+                f(r["final_fraction_of_best"]),
+                f"{f(r['decisions_to_95pct'], 0)} ({r['decisions_to_95pct_reached']})",
+                f(r["regret_first_200"], 1),
+                f"{f(r.get('reconverge_decisions'), 0)} ({r.get('reconverge_decisions_reached')})",
+                f(r.get("final_fraction_after_switch")),
+                f(r["chosen_lose_10pct"], 2),
+            ]
+        )
+    return rows
+
+
+_EVAL_HEADERS = ["tuner", "reward", "of best", "to 95 %", "regret 200", "re-converge",
+                 "after switch", "chosen lose >10 %"]  # fmt: skip
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    require_train_extra("optuna", "matplotlib")
+    from novacron_ml.app.console import table
+    from novacron_ml.cli.common import Bar
+    from training.tuning.evaluate import TUNERS, evaluate, plot
+
+    tuners = tuple(args.tuners or TUNERS)
+    policy = None
+    if "dqn" in tuners:
+        from training.tuning.dqn import as_tuner_factory, onnx_q_values
+
+        policy = as_tuner_factory(onnx_q_values(Path(args.policy)))
+    reports: dict[str, dict[str, Any]] = {}
+    if args.env == "compression":
+        from training.tuning.compression import CompressionTable
+
+        if not args.table.is_file():
+            raise ValueError(f"{args.table}: no measured table (run `novacron-ml tune measure`)")
+        t = CompressionTable.load(args.table)
+        bar = Bar(len(tuners) * args.seeds, "tuners", "runs")
+        try:
+            reports["compression"] = evaluate(
+                t,
+                tuners=tuners,
+                seeds=args.seeds,
+                decisions=args.decisions,
+                budget=args.budget,
+                start_mix=args.mix,
+                switch_to=args.switch_to,
+                switch_at=args.switch_at,
+                link_mb_s=args.link_mb_s,
+                policy=policy,
+                progress=lambda d, _t: bar.update(d - bar.n),
+            )
+        finally:
+            bar.close()
+    elif args.env == "consensus":
+        require_train_extra("simpy")
+        from training.tuning.consensus import DEFAULT_ACP, ConsensusEnv
+
+        if "dqn" in tuners:
+            raise ValueError("the DQN is trained for the compression environment only so far")
+        probe = ConsensusEnv()
+        print(
+            f"consensus: {len(probe.configs)} safe settings; the rules remove "
+            f"{len(probe.unsafe_configs)} (quorum not a majority, or timeout < "
+            f"2 x p99 round trip = {2 * probe.net.rtt_p99_ms():.0f} ms)"
+        )
+        bar = Bar(len(tuners) * args.seeds, "tuners", "runs")
+        try:
+            reports["consensus"] = evaluate(
+                None,
+                make_env=lambda seed: ConsensusEnv(seed=seed),
+                default=DEFAULT_ACP,
+                tuners=tuners,
+                seeds=args.seeds,
+                decisions=args.decisions,
+                budget=args.budget,
+                progress=lambda d, _t: bar.update(d - bar.n),
+            )
+        finally:
+            bar.close()
+    else:
+        from training.tuning.bandwidth import DEFAULT_PBA, BandwidthEnv, traffic_series
+
+        if "dqn" in tuners:
+            raise ValueError("the DQN is trained for the compression environment only so far")
+        series = traffic_series(args.data)
+        if not series:
+            raise ValueError("no traffic series found (../shared/data: NAB, dctraces)")
+        bar = Bar(len(series) * len(tuners) * args.seeds, "tuners", "runs")
+
+        def env_of(name: str) -> Any:
+            return lambda seed: BandwidthEnv(series, name, seed=seed)
+
+        try:
+            for name in series:
+                done0 = bar.n
+
+                def progress(d: int, _t: int, done0: int = done0) -> None:
+                    bar.update(done0 + d - bar.n)
+
+                reports[name] = evaluate(
+                    None,
+                    make_env=env_of(name),
+                    default=DEFAULT_PBA,
+                    tuners=tuners,
+                    seeds=args.seeds,
+                    decisions=args.decisions,
+                    budget=args.budget,
+                    progress=progress,
+                )
+        finally:
+            bar.close()
+    for name, report in reports.items():
+        report["command"] = args.invocation
+        print(f"{args.env}: {name}")
+        print(table(_eval_table(report), _EVAL_HEADERS))
+    if len(reports) > 1:
+        import numpy as np
+
+        mean = {
+            t: {
+                k: float(np.mean([r["tuners"][t][k] for r in reports.values()]))
+                for k in ("mean_reward", "final_fraction_of_best")
+            }
+            for t in tuners
+        }
+        print("mean over series: " + ", ".join(
+            f"{t} {m['final_fraction_of_best']:.3f}" for t, m in mean.items()))  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        body = reports.get(args.env, reports)
+        Path(args.json).write_text(json.dumps(body, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(next(iter(reports.values())), Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _rollout_plot(path: Path, returns: list[float], rollout: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(4, 1, figsize=(9, 9), dpi=100)
+    w = max(1, len(returns) // 50)
+    smooth = np.convolve(returns, np.ones(w) / w, mode="valid")
+    axes[0].plot(returns, color="#bdc3c7", lw=0.8, label="episode")
+    axes[0].plot(np.arange(w - 1, len(returns)), smooth, color="#2c3e50", lw=1.2,
+                 label=f"mean of {w}")  # fmt: skip
+    axes[0].set_ylabel("mean reward\n(vs default)")
+    axes[0].set_title("DQN training: reward per episode; a greedy run with a mix switch")
+    axes[0].legend(fontsize=8)
+    for ax, key in zip(axes[1:], ("level", "chunk_kib", "window_log"), strict=True):
+        ax.step(np.arange(len(rollout[key])), rollout[key], where="post", lw=1.2)
+        ax.set_ylabel(key)
+        ax.axvline(rollout["switch_at"], color="#7f8c8d", ls="--", lw=1)
+    axes[-1].set_xlabel(f"decision (mix {rollout['mixes'][0]} -> {rollout['mixes'][1]})")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    require_train_extra("torch", "onnx", "onnxruntime", "matplotlib")
+    import torch
+
+    from novacron_ml.cli.common import Bar
+    from training.tuning.compression import CompressionEnv, CompressionTable
+    from training.tuning.dqn import (
+        DQNConfig,
+        KnobEnv,
+        as_tuner_factory,
+        export_policy,
+        onnx_q_values,
+        train,
+    )
+    from training.tuning.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    if not args.table.is_file():
+        raise ValueError(f"{args.table}: no measured table (run `novacron-ml tune measure`)")
+    table = CompressionTable.load(args.table)
+    cfg = DQNConfig(
+        episodes=args.episodes,
+        steps=args.steps,
+        seed=args.seed,
+        eps_decay_steps=max(1, int(0.6 * args.episodes * args.steps)),
+    )
+    bar = Bar(cfg.episodes, "tune-train", "episodes")
+
+    def progress(done: int, _total: int, ret: float) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        q, report = train(
+            lambda seed: KnobEnv(
+                table, seed=seed, switch_every=args.switch_every, links=args.links
+            ),
+            cfg,
+            progress,
+        )
+    finally:
+        bar.close()
+    print(f"trained {report.steps:,} steps in {report.seconds:.0f} s")
+    # a greedy run on a fresh environment: telemetry, then a VM migration
+    env = CompressionEnv(table, "telemetry", schedule={50: "migration"}, seed=99)
+    kenv = KnobEnv(table, env=env)
+    kenv.reset("telemetry")
+    from training.tuning.dqn import torch_q_values
+
+    values = torch_q_values(q)
+    rollout: dict[str, Any] = {"level": [], "chunk_kib": [], "window_log": [], "switch_at": 50,
+                               "mixes": ["telemetry", "migration"]}  # fmt: skip
+    for _ in range(100):
+        kenv.step(int(values(kenv.state()[None])[0].argmax()))
+        for key, v in zip(("level", "chunk_kib", "window_log"), kenv.config, strict=True):
+            rollout[key].append(v)
+    out_dir = Path(args.report_dir)
+    _rollout_plot(out_dir / "dqn_training.png", report.episode_returns, rollout)
+    factory = as_tuner_factory(values)
+    check = evaluate(table, tuners=("default", "grid-best", "dqn"), seeds=3, decisions=200,
+                     switch_at=100, policy=factory)  # fmt: skip
+    dqn = check["tuners"]["dqn"]
+    metrics = {
+        "final_fraction_of_best": dqn["final_fraction_of_best"],
+        "final_fraction_after_switch": dqn.get("final_fraction_after_switch"),
+        "reconverge_decisions": dqn.get("reconverge_decisions"),
+        "default_fraction_of_best": check["tuners"]["default"]["final_fraction_of_best"],
+        "evaluation": "tune eval's harness, 3 fresh seeds, 200 decisions, telemetry -> "
+        "migration at 100",
+    }
+    manifest = export_policy(
+        q, Path(args.out), args.name, cfg=cfg, report=report, table=table,
+        command=args.invocation, metrics=metrics,
+    )  # fmt: skip
+    served = as_tuner_factory(onnx_q_values(manifest))
+    again = evaluate(table, tuners=("dqn",), seeds=3, decisions=200, switch_at=100,
+                     policy=served)["tuners"]["dqn"]  # fmt: skip
+    (out_dir / "dqn_training.json").write_text(
+        json.dumps(
+            {
+                "command": args.invocation,
+                "returns": report.episode_returns,
+                "seconds": report.seconds,
+                "rollout": rollout,
+                "metrics": metrics,
+                "onnx_metrics": again,
+            },
+            indent=1,
+        )
+    )
+    print(
+        f"policy: {dqn['final_fraction_of_best']:.3f} of the grid-best before the switch, "
+        f"{dqn.get('final_fraction_after_switch') or 0:.3f} after (default "
+        f"{metrics['default_fraction_of_best']:.3f}); ONNX policy "
+        f"{again['final_fraction_of_best']:.3f} / "
+        f"{again.get('final_fraction_after_switch') or 0:.3f}"
+    )
+    print(f"wrote {manifest}, {out_dir / 'dqn_training.png'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "tune-train",
+        help="train the DQN tuner on the measured compression table, export it to ONNX",
+        description="Double DQN (hidden [256, 256], 100,000-transition replay, target network, "
+        "epsilon to 0.01) on the measured compression environment (docs/TUNING.md); writes "
+        "models/onnx/<name>.onnx and its manifest, a report with plots (reward per episode, "
+        "the knobs over a greedy run with a traffic switch), and checks the ONNX policy.",
+    )
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"({DEFAULT_TABLE})")
+    p.add_argument("--episodes", type=int, default=400, help="episodes (400; the seed: 1000)")
+    p.add_argument("--steps", type=int, default=100, help="decisions per episode (100)")
+    p.add_argument("--switch-every", type=int, default=50, help="mix switch period (50)")
+    p.add_argument(
+        "--links",
+        type=float,
+        nargs="+",
+        default=[12.5, 125.0, 1250.0],
+        help="link speeds (MB/s) drawn per episode (12.5 125 1250: 100 Mbit/s to 10 Gbit/s)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="models/onnx", help="registry directory (models/onnx)")
+    p.add_argument("--name", default="dqn_compression", help="model name (dqn_compression)")
+    p.add_argument("--report-dir", default="out/tune", help="plots and JSON (out/tune)")
+    p.set_defaults(func=cmd_train)
+
+    tune = sub.add_parser(
+        "tune",
+        help="DWCP tuning: measure environments, compare tuners (needs the train extra)",
+        description="The auto-optimizer's environments and its baselines (docs/TUNING.md).",
+    )
+    ts = tune.add_subparsers(dest="tune_command", required=True, metavar="ACTION")
+
+    p = ts.add_parser(
+        "measure",
+        help="measure the compression grid on this machine (zstd level x chunk x window)",
+        description="Compress one MiB of each payload kind (simulator metrics in three wire "
+        "formats, NAB and dctraces CSVs, the project's source and ONNX models, VM-memory-like "
+        "pages) with every setting of the grid, --repeats times, and write ratio and speeds.",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_TABLE, help=f"table ({DEFAULT_TABLE})")
+    p.add_argument("--repeats", type=int, default=3, help="runs per cell (3)")
+    p.add_argument("--data", type=Path, help="the public data directory (../shared/data)")
+    writes(p, "out")
+    p.set_defaults(func=cmd_measure)
+
+    p = ts.add_parser(
+        "eval",
+        help="every tuner on the measured compression environment, side by side",
+        description="Default, grid-best, random search, hill climbing, LinUCB and Optuna on the "
+        "measured compression table (replayed with its noise), over --seeds seeds; the traffic "
+        "mix switches at --switch-at. Prints reward, share of the best, decisions to 95 %, "
+        "regret over the first 200 decisions, re-convergence and how often a configuration "
+        "chosen as best loses > 10 % when measured again.",
+    )
+    p.add_argument(
+        "--env",
+        choices=("compression", "bandwidth", "consensus"),
+        default="compression",
+        help="compression (the measured table), bandwidth (the predictor on real traffic) or"
+        " consensus (the quorum-replication simulation)",
+    )
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"({DEFAULT_TABLE})")
+    p.add_argument("--data", type=Path, help="bandwidth: the public data dir (../shared/data)")
+    p.add_argument("--tuners", nargs="+", help="subset (default: all; `dqn` uses --policy)")
+    p.add_argument(
+        "--policy",
+        default="models/onnx/dqn_compression.json",
+        help="the DQN's manifest (models/onnx/dqn_compression.json)",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="seeds (5)")
+    p.add_argument("--decisions", type=int, default=300, help="decisions per run (300)")
+    p.add_argument("--budget", type=int, default=50, help="random/optuna exploration (50)")
+    p.add_argument("--mix", default="telemetry", help="starting traffic mix (telemetry)")
+    p.add_argument("--switch-to", default="migration", help="mix after the switch (migration)")
+    p.add_argument("--switch-at", type=int, default=150, help="decision of the switch (150)")
+    p.add_argument("--link-mb-s", type=float, default=125.0, help="link speed, MB/s (125)")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--plot", help="write the reward curves (PNG) here")
+    writes(p, "json", "plot")
+    p.set_defaults(func=cmd_eval)

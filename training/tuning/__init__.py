@@ -1,0 +1,1 @@
+"""The auto-optimizer offline: measured environments, tuners, the DQN (docs/TUNING.md)."""
