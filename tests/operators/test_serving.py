@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -18,6 +19,7 @@ from novacron_ml.core.manifest import REGISTRY, read_manifest, write_manifest
 from novacron_ml.core.settings import Settings
 from operators.detection.iforest import OnnxIsolationForest
 from operators.forecast.model import OnnxForecaster
+from operators.tuning.policy import OnnxPolicy
 
 
 def copy_model(tmp_path: Path, name: str) -> Path:
@@ -38,11 +40,12 @@ def test_the_committed_models_pass_every_check_and_carry_a_golden_record() -> No
     for path in sorted(REGISTRY.glob("*.json")):
         manifest = read_manifest(path)
         assert manifest.golden is not None and len(manifest.golden.input) >= 2, path
-        model = (
-            OnnxForecaster(path)
-            if manifest.kind == "lstm_forecaster"
-            else OnnxIsolationForest(path)
-        )
+        if manifest.kind == "lstm_forecaster":
+            model: Any = OnnxForecaster(path)
+        elif manifest.kind == "dqn_policy":
+            model = OnnxPolicy(path)
+        else:
+            model = OnnxIsolationForest(path)
         assert model.session is not None
         served = metrics.MODEL_INFO.labels(
             name=manifest.name, kind=manifest.kind, version=manifest.version,
@@ -121,3 +124,10 @@ def test_a_configured_model_directory_without_models_is_an_error(tmp_path: Path)
     with pytest.raises(ValueError, match=r"holds no iforest_\*\.json .*iforest_models=''"):
         iforest_for(settings)
     assert iforest_for(Settings(detector={"iforest_models": ""})) is None  # off explicitly
+
+
+def test_a_policy_with_another_state_layout_is_refused(tmp_path: Path) -> None:
+    path = copy_model(tmp_path, "dqn_compression")
+    edit(path, feature_order=["knob_hde_level"])
+    with pytest.raises(ValueError, match="retrain with `novacron-ml tune-train`"):
+        OnnxPolicy(path)

@@ -409,10 +409,9 @@ def test_accuracy_by_resource_with_holiday_hours_and_the_report(tmp_path: Path) 
     Thanksgiving (2026-11-26, US), whose hours are scored separately."""
     from training.capacity_report import accuracy_summary, resource_kind, write_report
 
-    assert [resource_kind(r) for r in ("cpu_util", "memory_util", "net_in", "disk_io_percent",
-            "http_requests_rate", "temperature")] == [  # fmt: skip
-        "CPU", "memory", "network", "storage", "request rate", "other"
-    ]  # fmt: skip
+    names = ("cpu_util", "memory_util", "net_in", "disk_io_percent", "http_requests", "temp")
+    kinds = ["CPU", "memory", "network", "storage", "request rate", "other"]
+    assert [resource_kind(r) for r in names] == kinds
     hours = np.arange(20 * 24)
     t = 1_764_547_200.0 - (len(hours) - hours) * 3600.0  # ends 2026-12-01 00:00 UTC
     cfg = CapacitySettings(models=["seasonal_naive", "auto_ets", "mstl"], cv_windows=3)
@@ -423,7 +422,7 @@ def test_accuracy_by_resource_with_holiday_hours_and_the_report(tmp_path: Path) 
         plans.append(plan_series(HourlyHistory("c", resource, t, y), cfg, []))
     rows = {r["resource"]: r for r in accuracy_summary(plans, "US")}
     assert set(rows) == {"CPU", "memory", "overall"}
-    cv_t, cv_y, cv_hat = plans[0].cv_points  # type: ignore[misc]
+    _cv_t, cv_y, cv_hat = plans[0].cv_points  # type: ignore[misc]
     by_hand = 100 - 100 * np.mean(np.abs((cv_y - cv_hat) / cv_y))
     assert rows["CPU"]["accuracy"] == pytest.approx(by_hand)
     assert rows["CPU"]["holiday_hours"] == 24 and rows["overall"]["holiday_hours"] == 48

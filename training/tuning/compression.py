@@ -33,20 +33,9 @@ from typing import Any
 
 import numpy as np
 
-LEVELS: tuple[int, ...] = (1, 2, 3, 5, 7, 9, 12, 15, 19)
-CHUNK_KIB: tuple[int, ...] = (16, 64, 256, 1024)
-WINDOW_LOGS: tuple[int, ...] = (12, 15, 17, 20)
-DEFAULT_CONFIG: tuple[int, int, int] = (3, 64, 17)
-"""zstd's own default level, a common 64 KiB transfer chunk, a 128 KiB window."""
-KINDS: tuple[str, ...] = (
-    "metrics-json",
-    "metrics-json-array",
-    "metrics-line",
-    "csv",
-    "source",
-    "models",
-    "vm-pages",
-)
+from novacron_ml.core.tuning import CHUNK_KIB, DEFAULT_CONFIG, LEVELS, PAYLOAD_KINDS, WINDOW_LOGS
+
+KINDS = PAYLOAD_KINDS
 SAMPLE_BYTES = 1 << 20
 """Bytes of each payload kind compressed per measurement (one MiB)."""
 LINK_MB_S = 125.0
@@ -319,3 +308,6 @@ class CompressionEnv:
             best = max(scores, key=lambda c: scores[c])
             self._best[key] = (best, scores[best])  # type: ignore[assignment]
         return self._best[key]
+
+
+__all__ = ["CHUNK_KIB", "DEFAULT_CONFIG", "KINDS", "LEVELS", "WINDOW_LOGS"]

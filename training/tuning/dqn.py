@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from novacron_ml.core.tuning import ACTIONS, STATE_NAMES, apply_action
 from training.tuning.compression import (
     CHUNK_KIB,
     DEFAULT_CONFIG,
@@ -37,22 +38,6 @@ from training.tuning.compression import (
     CompressionEnv,
     CompressionTable,
 )
-
-KNOBS: tuple[str, ...] = ("hde_level", "hde_chunk_kib", "hde_window_log")
-STATE_NAMES: tuple[str, ...] = (
-    *(f"knob_{k}" for k in KNOBS),
-    *(f"mix_{k}" for k in KINDS),
-    "obs_log_ratio",
-    "obs_log_speed",
-    "obs_reward_vs_default",
-    "link_log_mb_s",
-)
-"""The policy's input, in order (the ONNX manifest's `feature_order`)."""
-ACTIONS: tuple[str, ...] = (
-    *(f"{k}_{d}" for k in KNOBS for d in ("down", "up")),
-    "keep",
-)
-"""Action i: knob i // 2 one grid step down (even) or up (odd); the last keeps all."""
 
 
 @dataclass
@@ -130,12 +115,7 @@ class KnobEnv:
 
     def apply(self, action: int) -> tuple[int, ...]:
         """The configuration an action leads to (bounded by each knob's grid)."""
-        if action == self.n_actions - 1:
-            return self.config
-        knob, up = divmod(action, 2)
-        axis = self.axes[knob]
-        j = min(max(axis.index(self.config[knob]) + (1 if up else -1), 0), len(axis) - 1)
-        return tuple(axis[j] if i == knob else v for i, v in enumerate(self.config))
+        return apply_action(self.config, action, self.axes)
 
     def step(self, action: int) -> tuple[np.ndarray, float]:
         self.t += 1
@@ -357,22 +337,8 @@ def export_policy(
 
 
 def onnx_q_values(manifest_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The exported policy as q_values(states), after the registry's checks."""
-    import onnxruntime as ort
+    """The exported policy as q_values(states), opened as the runtime opens it (sha256,
+    state layout, shapes, golden output: `operators.tuning.policy.OnnxPolicy`)."""
+    from operators.tuning.policy import OnnxPolicy
 
-    from novacron_ml.core.manifest import read_manifest, sha256_of
-
-    manifest = read_manifest(manifest_path)
-    if manifest.feature_order != list(STATE_NAMES):
-        raise ValueError(f"{manifest_path}: state {manifest.feature_order} is not this code's")
-    model = manifest_path.parent / manifest.file
-    if sha256_of(model) != manifest.sha256:
-        raise ValueError(f"{model}: sha256 does not match its manifest")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-    def values(states: np.ndarray) -> np.ndarray:
-        return session.run(None, {"state": np.asarray(states, np.float32)})[0]
-
-    return values
+    return OnnxPolicy(manifest_path).q_values
