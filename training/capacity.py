@@ -32,8 +32,9 @@ MODELS: tuple[str, ...] = ("prophet", "seasonal_naive", "auto_ets", "mstl")
 RULES: tuple[str, ...] = ("select", "median", "mean", "weighted", "shrink", "select_ensemble")
 """How the planner turns the candidates into one forecast (docs/CAPACITY.md#choosing):
 `select` the lowest CV MASE; the `median` or `mean` of all; `weighted` by inverse CV MASE;
-`shrink`: the selection's one-hot weights pulled toward equal ones, trusting the selection in
-proportion to the windows behind it."""
+`shrink` (the default): the CV-best model weighted k / (k + SHRINK_PRIOR_WINDOWS) over k CV
+windows and the candidates' median the rest, trusting the selection in proportion to the
+evidence behind it; `select_ensemble`: the CV-best of the models and their median."""
 SHRINK_PRIOR_WINDOWS = 5.0
 """`shrink`: weight on the selected model = k / (k + this), k = windows it was chosen on."""
 DAY_S = 86_400.0

@@ -25,6 +25,7 @@ from novacron_ml.core.settings import CapacitySettings, Settings
 from operators.alerting.suppression import Rule, rules_from_settings
 from training.capacity import (
     FAST_MODELS,
+    RULES,
     Forecast,
     ModelOptions,
     backtest,
@@ -148,8 +149,7 @@ def plan_series(history: HourlyHistory, cfg: CapacitySettings, rules: list[Rule]
     )
     cv_h = max(6, min(24 * 7, horizon, n // (cfg.cv_windows + 3)))
     models = candidates(cfg, opts)
-    if cfg.selection not in ("shrink", "select", "median", "mean", "weighted", "select_ensemble")\
-            and cfg.selection not in models:  # fmt: skip
+    if cfg.selection not in RULES and cfg.selection not in models:
         raise SeriesError(f"capacity.selection {cfg.selection!r} is not among the models {models}")
     result = backtest(series, cv_h, models, cfg.cv_windows + 1, opts, min_train=3 * cv_h)
     weights, factor = final_combination(result, cfg.selection)

@@ -44,7 +44,8 @@ def _capacity_settings(args: argparse.Namespace, settings: Any = None) -> Any:
     }
     if getattr(args, "fast", False):
         update["fast"] = True
-    return cap.model_copy(update=update) if update else cap
+    # validated like the settings themselves: a bad --selection is one line, before any fit
+    return type(cap).model_validate({**cap.model_dump(), **update}) if update else cap
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
