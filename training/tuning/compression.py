@@ -202,11 +202,9 @@ def measure_grid(
             done += 1
             if progress is not None:
                 progress(done, total)
-    import zstandard as z
-
     meta = {
-        "zstandard": z.__version__,
-        "zstd": ".".join(map(str, z.ZSTD_VERSION)),
+        "zstandard": zstandard.__version__,
+        "zstd": ".".join(map(str, zstandard.ZSTD_VERSION)),
         "sample_bytes": {k: len(v) for k, v in corpus.items()},
         "repeats": repeats,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
