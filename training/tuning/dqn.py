@@ -277,7 +277,9 @@ def export_policy(
     import onnxruntime as ort
     import torch
 
-    from novacron_ml.core.manifest import Golden, ModelManifest, sha256_of, write_manifest
+    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+    from operators.serving import make_golden
+    from operators.tuning.policy import POLICY_SIGNATURE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.onnx"
@@ -295,9 +297,7 @@ def export_policy(
             opset_version=17,
             dynamo=False,
         )
-    served = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        None, {"state": golden}
-    )[0]
+    golden_record = make_golden(path, POLICY_SIGNATURE, golden)
     manifest = ModelManifest(
         name=name,
         kind="dqn_policy",
@@ -329,7 +329,7 @@ def export_policy(
             "seconds": round(report.seconds, 1),
         },
         framework={"torch": str(torch.__version__), "onnxruntime": str(ort.__version__)},
-        golden=Golden(input=golden.tolist(), output=served.tolist(), atol=1e-4),
+        golden=golden_record,
     )
     manifest_path = out_dir / f"{name}.json"
     write_manifest(manifest_path, manifest)
