@@ -23,7 +23,6 @@ The "noise" is the real traffic itself: the next day differs from the last.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +141,3 @@ class BandwidthEnv:
         scores = {c: self.measure(c, noise=False)["reward"] for c in self.configs}
         best = max(scores, key=lambda c: scores[c])
         return best, scores[best]
-
-
-def describe(config: Sequence[float]) -> str:
-    return f"window {int(config[0])}, confidence {config[1]:g}, update every {int(config[2])}"
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -17,7 +17,6 @@ environment measures it (with noise) and returns the reward. The baselines:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -267,7 +266,3 @@ def chosen_of(result: RunResult, tuner: Tuner) -> tuple[Config, float] | None:
     pairs = list(zip(result.configs, result.rewards, strict=True))[start:]
     seen = [r for c, r in pairs if c == last]
     return (last, float(np.mean(seen))) if seen else None
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
