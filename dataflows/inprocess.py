@@ -134,3 +134,30 @@ def run_in_process(
     out.events = int(obs.counter_value(obs.EVENTS) - before[1])
     out.windows_scored = int(obs.counter_value(obs.WINDOWS) - before[2])
     return out
+
+
+def run_tune_in_process(
+    settings: Settings,
+    source: Source[Any],
+    on_items: Callable[[list[Any]], None],
+    *,
+    ctx: Any = None,
+) -> float:
+    """Run the tuning flow (`dataflows.tune`) over `source` to its end in this process; its
+    recommendations and settings go to `on_items` as they come (the demo's closed loop feeds
+    the settings back to its simulator there). Returns the seconds it ran."""
+    from dataflows.tune import build_flow as build_tune_flow
+
+    flow = build_tune_flow(
+        settings,
+        Stoppable(source) if isinstance(source, FixedPartitionedSource) else source,
+        CallbackSink(on_items),
+        kafka_output=False,
+        ctx=ctx,
+    )
+    start = time.perf_counter()
+    with stop_on_interrupt() as interrupted:
+        run_main(flow)
+    if interrupted:
+        raise KeyboardInterrupt
+    return time.perf_counter() - start

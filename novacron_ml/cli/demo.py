@@ -11,7 +11,60 @@ from typing import Any
 from novacron_ml.cli.common import fleet_args, fleet_config, writes
 
 
+def cmd_tune_demo(args: argparse.Namespace) -> int:
+    from dataflows.tune import tuner_context
+    from novacron_ml.app.tune_demo import run_tune_demo, summary, violations
+    from novacron_ml.core.settings import load_settings
+
+    fleet = fleet_config(args)
+    settings = load_settings(
+        tune={
+            "mode": args.mode,
+            "canary_fraction": args.canary,
+            "interval_s": args.interval,
+            "p99_margin": args.p99_margin,
+        }
+    )
+    ctx = tuner_context(settings)
+    result = run_tune_demo(settings, fleet, ctx, quiet=args.quiet)
+    print(summary(result))
+    if args.json:
+        from novacron_ml.app.tune_demo import host_rows
+
+        cols = [
+            "host",
+            "traffic",
+            "canary",
+            "setting",
+            "gain_vs_default",
+            "of_grid_best",
+            "mb_s_first_10_min",
+            "mb_s_last_30_min",
+            "observed_vs_default",
+        ]
+        recs = result.loop.recommendations
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "events": result.events,
+                    "seconds": result.seconds,
+                    "recommendations": len(recs),
+                    "allowed": sum(r.allowed and r.action == "change" for r in recs),
+                    "mode": args.mode,
+                    "reverts": sum(r.action == "revert" for r in recs),
+                    "blocked": Counter(r.guardrail.split(":")[0] for r in recs if not r.allowed),
+                    "violations": violations(result),
+                    "hosts": [dict(zip(cols, row, strict=True)) for row in host_rows(result)],
+                },
+                indent=2,
+            )
+        )
+    return 1 if violations(result) else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.tune:
+        return cmd_tune_demo(args)
     from novacron_ml.app.demo import false_positive_windows, run_demo, summary
     from novacron_ml.core.manifest import DEFAULT_FORECASTER
     from novacron_ml.core.settings import load_settings
@@ -67,6 +120,40 @@ def register(sub: Any) -> None:
         "--no-forecast",
         action="store_true",
         help="without the ONNX LSTM forecaster (models/onnx/lstm_forecaster.json)",
+    )
+    t = p.add_argument_group("closed-loop tuning (--tune)")
+    t.add_argument(
+        "--tune",
+        action="store_true",
+        help="run the tuning flow in a closed loop with the simulator instead: the DQN policy "
+        "recommends HDE compression settings, the guardrails allow or block, the simulated "
+        "hosts take the allowed ones and their throughput responds (docs/TUNING.md#flow)",
+    )
+    t.add_argument(
+        "--mode",
+        choices=["apply", "dry-run"],
+        default="apply",
+        help="apply (default here: the loop closes) or dry-run (advice only)",
+    )
+    t.add_argument(
+        "--canary",
+        type=float,
+        default=0.5,
+        help="share of hosts that may change (default 0.5 here; the flow's own "
+        "default is 0.1); the rest are the control group",
+    )
+    t.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="event-time seconds between a host's decisions (default 60)",
+    )
+    t.add_argument(
+        "--p99-margin",
+        type=float,
+        default=0.10,
+        help="how much longer a chunk's delivery may take after a change (default "
+        "0.10, the flow's; bulk transfers that do not mind latency: e.g. 10)",
     )
     writes(p, "json")
     p.set_defaults(func=cmd_demo)

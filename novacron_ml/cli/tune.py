@@ -311,6 +311,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The tuning flow on Kafka (runtime only: no train extra)."""
+    import sys
+    from datetime import timedelta
+
+    from bytewax.run import cli_main
+
+    from dataflows.tune import kafka_flow
+    from novacron_ml.core import metrics as obs
+    from novacron_ml.core.kafka import ensure_topics, wait_ready
+    from novacron_ml.core.metrics import counter_value, serve_metrics
+    from novacron_ml.core.settings import load_settings
+
+    settings = load_settings()
+    tune_changes: dict[str, object] = {}
+    if args.mode:
+        tune_changes["mode"] = args.mode
+    if args.canary is not None:
+        tune_changes["canary_fraction"] = args.canary
+    if tune_changes:
+        settings = settings.model_copy(
+            update={
+                "tune": settings.tune.model_validate({**settings.tune.model_dump(), **tune_changes})
+            }
+        )
+    if args.once:
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"tail": False})}
+        )
+    bootstrap = settings.kafka.bootstrap_servers
+    t = settings.topics
+    print(f"novacron-ml tune run: waiting for Kafka at {bootstrap}", file=sys.stderr)
+    wait_ready(bootstrap, timeout_s=args.wait)
+    ensure_topics(bootstrap, [t.metrics, t.optimizer_actions, t.dlq], compacted=[t.dwcp_config])
+    port = args.metrics_port or settings.observability.metrics_port
+    if port:
+        serve_metrics(port, settings.observability.metrics_bind)
+        print(f"novacron-ml tune run: Prometheus metrics on port {port}", file=sys.stderr)
+    tn = settings.tune
+    out = f"{t.optimizer_actions}" + (f" and {t.dwcp_config}" if tn.mode == "apply" else "")
+    print(
+        f"novacron-ml tune run: {t.metrics} + {t.dwcp_config} -> {out}; mode {tn.mode}, a "
+        f"decision per host every {tn.interval_s:g} s, canary {tn.canary_fraction:.0%}, "
+        f"cooldown {tn.cooldown_s:g} s, policy {tn.policy}",
+        file=sys.stderr,
+    )
+    flow = kafka_flow(settings)  # the policy and table checked before the flow starts
+    start = time.monotonic()
+    cli_main(flow, workers_per_process=args.workers, epoch_interval=timedelta(seconds=10))
+
+    def total(counter: Any) -> int:
+        return int(
+            sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+        )
+
+    print(
+        f"novacron-ml tune run: {time.monotonic() - start:.1f} s; "
+        f"{int(counter_value(obs.EVENTS)):,} events, {total(obs.RECOMMENDATIONS):,} "
+        f"recommendations, {total(obs.GUARDRAIL_BLOCKS):,} blocked, "
+        f"{total(obs.DEAD_LETTERS):,} dead letters",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "tune-train",
@@ -392,3 +457,19 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", help="write the reward curves (PNG) here")
     writes(p, "json", "plot")
     p.set_defaults(func=cmd_eval)
+
+    p = ts.add_parser(
+        "run",
+        help="the tuning flow on Kafka: recommendations on optimizer.actions (no train extra)",
+        description="Read metrics and dwcp.config, decide per host every tune.interval_s with "
+        "the ONNX policy and the guardrails, publish every verdict on optimizer.actions; in "
+        "apply mode (opt-in) also the allowed settings on dwcp.config (docs/TUNING.md#flow). "
+        "Settings: NOVACRON_TUNE_* (novacron-ml settings).",
+    )
+    p.add_argument("--mode", choices=("dry-run", "apply"), help="override tune.mode (dry-run)")
+    p.add_argument("--canary", type=float, help="override tune.canary_fraction (0.1)")
+    p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (1)")
+    p.add_argument("--once", action="store_true", help="stop at the end of the topics")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
+    p.set_defaults(func=cmd_run)

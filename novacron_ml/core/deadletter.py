@@ -30,6 +30,8 @@ class Reason(enum.StrEnum):
     SERIES_LIMIT = "series_limit"
     UNKNOWN_SERIES = "unknown_series"
     """An operator verdict for a series the flow has no state for (never seen, or evicted)."""
+    BAD_SETTING = "bad_setting"
+    """A `dwcp.config` record the tuning flow cannot read (docs/MESSAGES.md#dwcp-config)."""
     DELIVERY_FAILED = "delivery_failed"
     """An output record (alert, incident, feature record...) its topic refused for good."""
 

@@ -115,14 +115,27 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"cannot reach Kafka at {bootstrap} (waited {timeout_s:g} s): {reason}")
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (idempotent) and wait until they are visible."""
+def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 1, compacted: Iterable[str] = ()
+) -> None:
+    """Create the topics that do not exist yet (idempotent) and wait until they are visible;
+    those in `compacted` keep the latest record per key (`cleanup.policy=compact`)."""
+    names = list(names)
+    compact = set(compacted)
     admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [n for n in dict.fromkeys(names) if n not in existing]
+    wanted = [n for n in dict.fromkeys([*names, *compact]) if n not in existing]
     if wanted:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+            [
+                NewTopic(
+                    n,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    config={"cleanup.policy": "compact"} if n in compact else {},
+                )
+                for n in wanted
+            ]
         )
         for name, fut in futures.items():
             try:
@@ -133,7 +146,7 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         topics = admin.list_topics(timeout=10).topics
-        if all(n in topics and not topics[n].error for n in names):
+        if all(n in topics and not topics[n].error for n in [*names, *compact]):
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics not visible: {list(names)}")

@@ -98,6 +98,17 @@ DETECTION_LATENCY = Histogram(
     "the detect step; live windows only (closed within the last hour), not replays.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+RECOMMENDATIONS = Counter(
+    "novacron_tuning_recommendations",
+    "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert) "
+    "and whether the guardrails allowed them.",
+    ["mode", "action", "allowed"],
+)
+GUARDRAIL_BLOCKS = Counter(
+    "novacron_tuning_guardrail_blocks",
+    "Tuning flow: proposals a guardrail blocked, by guardrail.",
+    ["guardrail"],
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",
@@ -144,6 +155,15 @@ def initialise(output_topics: list[str], dlq_topic: str) -> None:
     OUTPUT_CUT.labels(topic=dlq_topic)
     for cause in ("_MSG_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN"):
         OUTPUT_RETRIES.labels(cause=cause)
+
+
+def initialise_tuning(mode: str) -> None:
+    """The tuning flow's label combinations at zero (`initialise` does the shared ones)."""
+    for action in ("change", "revert"):
+        for allowed in ("true", "false"):
+            RECOMMENDATIONS.labels(mode=mode, action=action, allowed=allowed)
+    for guardrail in ("bounds", "canary", "cooldown", "safe set", "reverted", "gain"):
+        GUARDRAIL_BLOCKS.labels(guardrail=guardrail)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +27,7 @@ from novacron_ml.core import topics
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.schema import AnomalyType
+from novacron_ml.core.tuning import KNOBS
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -141,6 +142,14 @@ class TopicSettings(_Group):
     )
     capacity_alerts: str = Field(
         topics.CAPACITY_ALERTS, description="Capacity planner: exhaustion alerts with urgency."
+    )
+    optimizer_actions: str = Field(
+        topics.OPTIMIZER_ACTIONS, description="Tuning flow: recommendations, allowed or blocked."
+    )
+    dwcp_config: str = Field(
+        topics.DWCP_CONFIG,
+        description="Each host's HDE setting (compacted): read by the tuning flow, written in "
+        "apply mode.",
     )
 
     @property
@@ -555,6 +564,70 @@ class RecoverySettings(_Group):
     )
 
 
+class TuneSettings(_Group):
+    """The tuning flow (`dataflows/tune.py`, docs/TUNING.md#flow)."""
+
+    mode: Literal["dry-run", "apply"] = Field(
+        "dry-run",
+        description="dry-run: recommendations on optimizer.actions only; apply (opt-in): also "
+        "publish each allowed change to dwcp.config.",
+    )
+    interval_s: PositiveFloat = Field(
+        60.0, description="Event-time seconds between two decisions of a host."
+    )
+    policy: str = Field(
+        "models/onnx/dqn_compression.json", description="The policy's manifest (ONNX)."
+    )
+    table: str = Field(
+        "models/tuning/compression_table.json",
+        description="The measured compression table the guardrails' estimates come from "
+        "(novacron-ml tune measure).",
+    )
+    canary_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of hosts (a stable hash of the name) that may change."
+    )
+    cooldown_s: float = Field(600.0, ge=0, description="At most one change per host this often.")
+    throughput_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Safe set: the new setting's 95 % lower bound of throughput must stay "
+        "within this of the current one; a change observed this much worse for revert_after "
+        "intervals is reverted.",
+    )
+    p99_margin: float = Field(
+        0.10,
+        ge=0,
+        description="Safe set: the upper bound of the new setting's chunk delivery time "
+        "(its p99) within this of the current one; reverts likewise.",
+    )
+    revert_after: int = Field(2, ge=1, description="Bad intervals in a row before a revert.")
+    settle_s: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds a change has to reach the host before its intervals are judged "
+        "for a revert.",
+    )
+    min_gain: float = Field(
+        0.01,
+        ge=0,
+        description="A change the measured table expects to gain less than this share of "
+        "throughput is not made (every change has a cost).",
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description='Per-knob bounds, e.g. {"hde_level": [1, 9]}; unset: the knob\'s grid.',
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _known_knobs(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        unknown = sorted(set(value) - set(KNOBS))
+        if unknown:
+            raise ValueError(f"unknown knobs {unknown}: the knobs are {list(KNOBS)}")
+        return value
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -599,6 +672,7 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -110,9 +110,17 @@ class _HostParams:
     tz_shift_s: np.ndarray
 
 
+HostHook = Callable[[int, int], dict[str, float]]
+"""`(host index, event time in ms) -> metric values` for that host's tick: DWCP metrics it
+names replace the simulated ones, other names are added (the tuning demo's closed loop)."""
+
+
 @dataclass
 class FleetSimulator:
     config: FleetConfig = field(default_factory=FleetConfig)
+    hook: HostHook | None = None
+    """Called per host and tick as events are emitted (so it may read state that changes
+    while they are consumed, e.g. a host's knob settings); None: the plain simulator."""
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -322,12 +330,19 @@ class FleetSimulator:
 
     def events(self) -> Iterator[MetricEvent]:
         offsets = self.params.offset_ms.tolist()
+        hook = self.hook
         for t_ms, values in self.ticks():
             rows = values.tolist()
             for i, t in enumerate(t_ms.tolist()):
                 for h, (cluster, host) in enumerate(self.hosts):
                     ts = t + offsets[h]
-                    for name, value in zip(METRIC_NAMES, rows[i][h], strict=True):
+                    if hook is None:
+                        for name, value in zip(METRIC_NAMES, rows[i][h], strict=True):
+                            yield MetricEvent(ts, host, cluster, name, value)
+                        continue
+                    tick = dict(zip(METRIC_NAMES, rows[i][h], strict=True))
+                    tick.update(hook(h, ts))
+                    for name, value in tick.items():
                         yield MetricEvent(ts, host, cluster, name, value)
 
     def messages(self, fmt: str = "json") -> Iterator[tuple[bytes, bytes]]:

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import math
+
+import msgspec
+
 LEVELS: tuple[int, ...] = (1, 2, 3, 5, 7, 9, 12, 15, 19)
 CHUNK_KIB: tuple[int, ...] = (16, 64, 256, 1024)
 WINDOW_LOGS: tuple[int, ...] = (12, 15, 17, 20)
@@ -48,3 +52,89 @@ def apply_action(
     axis = list(grids[knob])
     j = min(max(axis.index(config[knob]) + (1 if up else -1), 0), len(axis) - 1)
     return tuple(axis[j] if i == knob else v for i, v in enumerate(config))
+
+
+def policy_state(
+    config: tuple[int, ...],
+    mix: dict[str, float],
+    ratio: float,
+    compress_mb_s: float,
+    reward_vs_default: float,
+    link_mb_s: float,
+    grids: tuple[tuple[int, ...], ...] | list[list[int]] = GRIDS,
+) -> list[float]:
+    """The policy's input (`STATE_NAMES`), the same in training and in the tuning flow: each
+    knob's grid position in [0, 1], the payload mix (share per kind), the last observation
+    (log ratio / 3, log compression MB/s / 8, reward / the default setting's - 1) and the link
+    (log10 MB/s / 4). `grids`: the knobs' grids (a test table may hold fewer)."""
+    pos = [axis.index(v) / (len(axis) - 1) for axis, v in zip(grids, config, strict=True)]
+    return [
+        *pos,
+        *(mix.get(k, 0.0) for k in PAYLOAD_KINDS),
+        math.log(max(ratio, 1e-6)) / 3.0,
+        math.log(max(compress_mb_s, 1e-6)) / 8.0,
+        reward_vs_default,
+        math.log10(link_mb_s) / 4.0,
+    ]
+
+
+TUNING_METRICS: tuple[str, ...] = (
+    "link_mbps",
+    *(f"payload_share_{k.replace('-', '_')}" for k in PAYLOAD_KINDS),
+)
+"""What a host reports so the tuning flow knows its traffic (docs/CATALOGUE.md#tuning): its
+link speed in Mbit/s and the share of its transferred bytes per payload kind."""
+
+
+class KnobSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A host's HDE setting as published on `dwcp.config` (compacted, keyed by host): what the
+    host runs (or is told to run). Written by an operator or by the tuning flow in apply mode;
+    the tuning flow reads it to know where each host stands (absent: `DEFAULT_CONFIG`)."""
+
+    host: str
+    hde_level: int
+    hde_chunk_kib: int
+    hde_window_log: int
+    version: int = 0
+    """Raised by one on every change; the tuning flow ignores a record older than it knows."""
+    ts: str = ""
+    """When it was decided (RFC 3339; event time in the tuning flow)."""
+    source: str = "operator"
+    """`operator`, `optimizer` (apply mode) or `revert` (the guardrails undid a change)."""
+    cluster: str = ""
+
+    @property
+    def config(self) -> tuple[int, int, int]:
+        return (self.hde_level, self.hde_chunk_kib, self.hde_window_log)
+
+
+class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One decision of the tuning flow about one knob of one host, on `optimizer.actions`
+    (keyed by host): allowed or blocked, and which guardrail said so (docs/MESSAGES.md)."""
+
+    host: str
+    cluster: str
+    ts: str
+    """Event time of the decision (RFC 3339)."""
+    knob: str
+    old: int
+    new: int
+    allowed: bool
+    guardrail: str
+    """`passed: ...`, the check that blocked it and why, or `revert: ...`."""
+    mode: str
+    """`dry-run` (recommend only, the default) or `apply` (published to `dwcp.config`)."""
+    action: str = "change"
+    """`change` (the policy's proposal) or `revert` (the guardrails undo a change)."""
+    expected_gain: float = 0.0
+    """The environment model's throughput for the new setting / the current one's - 1."""
+    expected_mb_s: float = 0.0
+    current_mb_s: float = 0.0
+    """The environment model's effective throughput (MB/s) of the new and current setting."""
+    observed_mb_s: float = 0.0
+    """The host's mean throughput over the last decision interval (MB/s)."""
+    model: str = ""
+    """The policy that proposed it, `name@version` (its manifest)."""
+    assumed: list[str] = []
+    """What the host did not report and the flow assumed (link speed, payload mix)."""
+    schema_version: int = 1

@@ -10,10 +10,11 @@ A recommendation (host, knob, old -> new) is allowed only if every check passes,
    is within `throughput_margin` (5 %) of the current throughput, and the *upper* bound of
    its p99 latency within `p99_margin` (10 %) of the current p99.
 
-After a change is applied, `observe` compares each interval's observed throughput and p99
-with the values before the change; when either regresses past its margin for
-`revert_after` (2) consecutive intervals, it returns the revert (back to the old value).
-Pure logic: the tuning flow keeps one `Guardrails` per worker and publishes its verdicts.
+After a change is applied and has had `settle_s` to take effect, `observe` compares each
+interval's observed throughput and p99 with the values before the change; when either
+regresses past its margin for `revert_after` (2) consecutive intervals, it returns the revert
+(back to the old value). Pure logic: the tuning flow keeps one `Guardrails` per host (in the
+host's state, `operators.tuning.tuner.HostTuner`) and publishes its verdicts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class GuardrailConfig:
     throughput_margin: float = 0.05
     p99_margin: float = 0.10
     revert_after: int = 2
+    settle_s: float = 120.0
+    """Intervals ending sooner than this after a change are not judged: a setting takes a
+    while to reach the host, and an interval that began before it did measures the old one."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Guardrails:
         """One interval's observed metrics of a host; `(knob, new, old)` to revert when the
         change regressed past a margin for `revert_after` intervals in a row."""
         a = self.applied.get(host)
-        if a is None:
+        if a is None or now_s - a.at_s < self.cfg.settle_s:
             return None
         cfg = self.cfg
         worse = (

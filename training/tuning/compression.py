@@ -23,23 +23,28 @@ reported beside it for each configuration.
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from novacron_ml.core.tuning import CHUNK_KIB, DEFAULT_CONFIG, LEVELS, PAYLOAD_KINDS, WINDOW_LOGS
+from operators.tuning import envmodel
+from operators.tuning.envmodel import (
+    LINK_MB_S,
+    Cell,
+    CompressionTable,
+    measure_mix,
+    normalised,
+    reward,
+)
 
 KINDS = PAYLOAD_KINDS
 SAMPLE_BYTES = 1 << 20
 """Bytes of each payload kind compressed per measurement (one MiB)."""
-LINK_MB_S = 125.0
-"""The default link the reward assumes: 1 Gbit/s."""
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,45 +127,6 @@ def compress_chunked(data: bytes, level: int, chunk_kib: int, window_log: int) -
     return [cctx.compress(data[i : i + step]) for i in range(0, len(data), step)]
 
 
-@dataclass
-class Cell:
-    ratio: float
-    compress_mb_s: float
-    compress_sd: float
-    decompress_mb_s: float
-    decompress_sd: float
-
-
-@dataclass
-class CompressionTable:
-    """Measured cells keyed `kind/level/chunk_kib/window_log`, and how they were measured."""
-
-    cells: dict[str, Cell]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @staticmethod
-    def key(kind: str, config: Sequence[int]) -> str:
-        level, chunk, wlog = config
-        return f"{kind}/{level}/{chunk}/{wlog}"
-
-    def cell(self, kind: str, config: Sequence[int]) -> Cell:
-        return self.cells[self.key(kind, config)]
-
-    @property
-    def kinds(self) -> list[str]:
-        return list(dict.fromkeys(k.split("/")[0] for k in self.cells))
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"meta": self.meta, "cells": {k: asdict(v) for k, v in self.cells.items()}}
-        path.write_text(json.dumps(body, indent=1))
-
-    @classmethod
-    def load(cls, path: Path) -> CompressionTable:
-        body = json.loads(path.read_text())
-        return cls({k: Cell(**v) for k, v in body["cells"].items()}, body.get("meta", {}))
-
-
 def grid() -> list[tuple[int, int, int]]:
     return list(itertools.product(LEVELS, CHUNK_KIB, WINDOW_LOGS))
 
@@ -212,11 +178,6 @@ def measure_grid(
     return CompressionTable(cells, meta)
 
 
-def reward(ratio: float, compress_mb_s: float, link_mb_s: float = LINK_MB_S) -> float:
-    """MB of original data delivered per second: compress, then send the compressed bytes."""
-    return 1.0 / (1.0 / compress_mb_s + 1.0 / (ratio * link_mb_s))
-
-
 @dataclass
 class Mix:
     """Share of each payload kind in the traffic (sums to 1)."""
@@ -224,18 +185,11 @@ class Mix:
     weights: dict[str, float]
 
     def normalised(self) -> dict[str, float]:
-        total = sum(self.weights.values())
-        return {k: v / total for k, v in self.weights.items() if v > 0}
+        return normalised(self.weights)
 
 
-MIXES: dict[str, Mix] = {
-    "telemetry": Mix(
-        {"metrics-json": 0.4, "metrics-json-array": 0.3, "metrics-line": 0.2, "csv": 0.1}
-    ),
-    "migration": Mix({"vm-pages": 0.8, "models": 0.1, "source": 0.1}),
-    "mixed": Mix({k: 1.0 for k in KINDS}),
-}
-"""Traffic the tuner meets: a fleet's telemetry, a VM live migration, and everything."""
+MIXES: dict[str, Mix] = {name: Mix(dict(w)) for name, w in envmodel.MIXES.items()}
+"""Traffic the tuner meets (`operators.tuning.envmodel.MIXES`) as `Mix` objects."""
 
 
 class CompressionEnv:
@@ -274,20 +228,7 @@ class CompressionEnv:
         key = (self.mix_name, self.link_mb_s, tuple(config))
         if not noise and key in self._static:
             return self._static[key]
-        mix = self.mix
-        total = sum(mix.values())
-        out_bytes = seconds = 0.0
-        for kind, w in mix.items():
-            c = self.table.cell(kind, config)
-            speed = c.compress_mb_s
-            if noise:
-                speed = max(0.1 * speed, float(self.rng.normal(speed, c.compress_sd)))
-            out_bytes += w / c.ratio
-            seconds += w / speed
-        ratio = total / out_bytes
-        speed = total / seconds
-        gain = reward(ratio, speed, self.link_mb_s)
-        out = {"ratio": ratio, "compress_mb_s": speed, "reward": gain}
+        out = measure_mix(self.table, self.mix, config, self.link_mb_s, self.rng if noise else None)
         if not noise:
             self._static[key] = out
         return out
@@ -308,4 +249,14 @@ class CompressionEnv:
         return self._best[key]
 
 
-__all__ = ["CHUNK_KIB", "DEFAULT_CONFIG", "KINDS", "LEVELS", "WINDOW_LOGS"]
+__all__ = [
+    "CHUNK_KIB",
+    "DEFAULT_CONFIG",
+    "KINDS",
+    "LEVELS",
+    "LINK_MB_S",
+    "WINDOW_LOGS",
+    "Cell",
+    "CompressionTable",
+    "reward",
+]

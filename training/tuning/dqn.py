@@ -18,7 +18,6 @@ compression table) into states, actions and rewards:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.core.tuning import ACTIONS, STATE_NAMES, apply_action
+from novacron_ml.core.tuning import ACTIONS, STATE_NAMES, apply_action, policy_state
 from training.tuning.compression import (
     CHUNK_KIB,
     DEFAULT_CONFIG,
-    KINDS,
     LEVELS,
     MIXES,
     WINDOW_LOGS,
@@ -89,18 +87,17 @@ class KnobEnv:
         return self.env.measure(DEFAULT_CONFIG, noise=False)["reward"]
 
     def state(self) -> np.ndarray:
-        pos = [a.index(v) / (len(a) - 1) for a, v in zip(self.axes, self.config, strict=True)]
-        mix = self.env.mix
         obs = self.last or {"ratio": 1.0, "compress_mb_s": 1.0, "reward": self._baseline()}
         return np.array(
-            [
-                *pos,
-                *(mix.get(k, 0.0) for k in KINDS),
-                math.log(max(obs["ratio"], 1e-6)) / 3.0,
-                math.log(max(obs["compress_mb_s"], 1e-6)) / 8.0,
+            policy_state(
+                self.config,
+                self.env.mix,
+                obs["ratio"],
+                obs["compress_mb_s"],
                 obs["reward"] / self._baseline() - 1.0,
-                math.log10(self.env.link_mb_s) / 4.0,
-            ],
+                self.env.link_mb_s,
+                self.axes,
+            ),
             dtype=np.float32,
         )
 
