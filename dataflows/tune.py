@@ -59,7 +59,7 @@ def tuner_context(settings: Settings) -> TunerContext:
     """The policy (opened with the registry's checks), the measured table and the guardrails,
     once per worker at build time: a missing or altered model fails here, with its path."""
     t = settings.tune
-    policy = OnnxPolicy(resolve_model_path(t.policy))
+    policy = OnnxPolicy(resolve_model_path(t.policy), "compression")
     table_path = resolve_model_path(t.table)
     if not table_path.is_file():
         raise ValueError(f"tune.table: {table_path} does not exist; `novacron-ml tune measure`")

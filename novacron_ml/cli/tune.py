@@ -69,10 +69,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     tuners = tuple(args.tuners or TUNERS)
     policy = None
-    if "dqn" in tuners:
+    policy_path = Path(args.policy or f"models/onnx/dqn_{args.env}.json")
+    if "dqn" in tuners and args.env == "compression":
         from training.tuning.dqn import as_tuner_factory, onnx_q_values
 
-        policy = as_tuner_factory(onnx_q_values(Path(args.policy)))
+        policy = as_tuner_factory(onnx_q_values(policy_path))
+    elif "dqn" in tuners:
+        from training.tuning import gridq
+        from training.tuning.dqn import open_q_values
+
+        values = open_q_values(policy_path, args.env)
+        factory = (gridq.bandwidth_tuner_factory if args.env == "bandwidth"
+                   else gridq.consensus_tuner_factory)  # fmt: skip
+        policy = factory(values)
     reports: dict[str, dict[str, Any]] = {}
     if args.env == "compression":
         from training.tuning.compression import CompressionTable
@@ -101,8 +110,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         require_train_extra("simpy")
         from training.tuning.consensus import DEFAULT_ACP, ConsensusEnv
 
-        if "dqn" in tuners:
-            raise ValueError("the DQN is trained for the compression environment only so far")
         probe = ConsensusEnv()
         print(
             f"consensus: {len(probe.configs)} safe settings; the rules remove "
@@ -119,6 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 seeds=args.seeds,
                 decisions=args.decisions,
                 budget=args.budget,
+                policy=policy,
                 progress=lambda d, _t: bar.update(d - bar.n),
             )
         finally:
@@ -126,11 +134,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         from training.tuning.bandwidth import DEFAULT_PBA, BandwidthEnv, traffic_series
 
-        if "dqn" in tuners:
-            raise ValueError("the DQN is trained for the compression environment only so far")
         series = traffic_series(args.data)
         if not series:
             raise ValueError("no traffic series found (../shared/data: NAB, dctraces)")
+        if args.series:
+            unknown = sorted(set(args.series) - set(series))
+            if unknown:
+                raise ValueError(f"unknown series {unknown}; known: {sorted(series)}")
+            series = {k: v for k, v in series.items() if k in args.series}
         bar = Bar(len(series) * len(tuners) * args.seeds, "tuners", "runs")
 
         def env_of(name: str) -> Any:
@@ -151,6 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     seeds=args.seeds,
                     decisions=args.decisions,
                     budget=args.budget,
+                    policy=policy,
                     progress=progress,
                 )
         finally:
@@ -198,11 +210,17 @@ def _rollout_plot(path: Path, returns: list[float], rollout: dict[str, Any]) -> 
     axes[0].set_ylabel("mean reward\n(vs default)")
     axes[0].set_title("DQN training: reward per episode; a greedy run with a mix switch")
     axes[0].legend(fontsize=8)
-    for ax, key in zip(axes[1:], ("level", "chunk_kib", "window_log"), strict=True):
+    keys = rollout.get("knobs", ("level", "chunk_kib", "window_log"))
+    for ax, key in zip(axes[1:], keys, strict=True):
         ax.step(np.arange(len(rollout[key])), rollout[key], where="post", lw=1.2)
         ax.set_ylabel(key)
-        ax.axvline(rollout["switch_at"], color="#7f8c8d", ls="--", lw=1)
-    axes[-1].set_xlabel(f"decision (mix {rollout['mixes'][0]} -> {rollout['mixes'][1]})")
+        if rollout.get("switch_at"):
+            ax.axvline(rollout["switch_at"], color="#7f8c8d", ls="--", lw=1)
+    if rollout.get("mixes"):
+        axes[-1].set_xlabel(f"decision (mix {rollout['mixes'][0]} -> {rollout['mixes'][1]})")
+    else:
+        axes[0].set_title("DQN training: reward per episode; a greedy run on the replay")
+        axes[-1].set_xlabel("decision")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -211,8 +229,178 @@ def _rollout_plot(path: Path, returns: list[float], rollout: dict[str, Any]) -> 
     plt.close(fig)
 
 
+def cmd_train_grid(args: argparse.Namespace) -> int:
+    """`tune-train --env bandwidth | consensus`: the DQN on a replay of real predictor runs or
+    simulations, exported to ONNX, checked on the real environment (held-out series for
+    bandwidth); `--loo`: one policy per held-out series, side by side with the baselines."""
+    import numpy as np
+    import torch
+
+    from novacron_ml.app.console import table as text_table
+    from novacron_ml.cli.common import Bar
+    from training.tuning import gridq
+    from training.tuning.dqn import DQNConfig, export_q_network, open_q_values, train
+    from training.tuning.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    env_name = args.env
+    cfg = DQNConfig(episodes=args.episodes, steps=args.steps, seed=args.seed,
+                    eps_decay_steps=max(1, int(0.6 * args.episodes * args.steps)),
+                    warmup=min(1000, args.episodes * args.steps // 4))  # fmt: skip
+    out_dir = Path(args.report_dir)
+    baselines = tuple(args.baselines)
+
+    def grow(bar: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return progress
+
+    def fit(replay: Any, label: str) -> tuple[Any, Any]:
+        bar = Bar(cfg.episodes, f"train {label}", "episodes")
+        try:
+            return train(lambda _seed: gridq.GridKnobEnv(replay, env_name), cfg,
+                         lambda d, _t, _r: bar.update(d - bar.n))  # fmt: skip
+        finally:
+            bar.close()
+
+    def plot_training(q: Any, report: Any, replay: Any) -> Path:
+        """Reward per episode, and the knobs over a greedy run on the replay."""
+        values = gridq_torch(q)
+        env = gridq.GridKnobEnv(replay, env_name)
+        env.reset()
+        knobs = gridq.KNOBS[env_name]
+        rollout: dict[str, Any] = {"knobs": knobs, **{k: [] for k in knobs}}
+        for _ in range(40):
+            env.step(int(np.argmax(values(env.state()[None])[0])))
+            for k, v in zip(knobs, env.config, strict=True):
+                rollout[k].append(v)
+        path = out_dir / f"dqn_{env_name}_training.png"
+        _rollout_plot(path, report.episode_returns, rollout)
+        return path
+
+    def export(q: Any, report: Any, out: Path, name: str, data: dict[str, Any],
+               metrics: dict[str, Any]) -> Any:  # fmt: skip
+        manifest = export_q_network(
+            q, out, name, subsystem=env_name,
+            normalisation={"method": f"training.tuning.gridq ({env_name}): knob grid "
+                           "positions in [0, 1], context, log(default's cost / cost)"},
+            training_data=data, cfg=cfg, report=report, command=args.invocation,
+            metrics=metrics,
+        )  # fmt: skip
+        return manifest, open_q_values(manifest, env_name)
+
+    if env_name == "consensus":
+        require_train_extra("simpy")
+        from training.tuning.consensus import DEFAULT_ACP, ConsensusEnv
+
+        bar = Bar(1, "simulate", "runs")
+        try:
+            replay = gridq.ConsensusReplay(args.runs, args.seed, grow(bar))
+        finally:
+            bar.close()
+        q, report = fit(replay, "consensus")
+        check = evaluate(None, make_env=lambda seed: ConsensusEnv(seed=seed), default=DEFAULT_ACP,
+                         tuners=(*baselines, "dqn"), seeds=args.eval_seeds,
+                         decisions=args.eval_decisions, budget=20,
+                         policy=gridq.consensus_tuner_factory(gridq_torch(q)))  # fmt: skip
+        fractions = {t: r["final_fraction_of_best"] for t, r in check["tuners"].items()}
+        data = {"replay": f"{args.runs} SimPy runs per safe setting (seeds 50,000,000+)",
+                "episodes": cfg.episodes, "steps": cfg.steps}  # fmt: skip
+        manifest, served = export(q, report, Path(args.out), args.name or "dqn_consensus", data,
+                                  {"final_fraction_of_best": fractions})  # fmt: skip
+        again = evaluate(None, make_env=lambda seed: ConsensusEnv(seed=seed),
+                         default=DEFAULT_ACP, tuners=("dqn",), seeds=args.eval_seeds,
+                         decisions=args.eval_decisions,
+                         policy=gridq.consensus_tuner_factory(served))["tuners"]["dqn"]  # fmt: skip
+        print(text_table([[t, f] for t, f in fractions.items()], ["tuner", "of best (fresh sims)"]))
+        print(f"ONNX policy: {again['final_fraction_of_best']:.3f} of best; wrote {manifest}, "
+              f"{plot_training(q, report, replay)}")  # fmt: skip
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "dqn_consensus.json").write_text(json.dumps(
+            {"command": args.invocation, "returns": report.episode_returns, "check": check,
+             "onnx": again}, indent=1))  # fmt: skip
+        return 0
+
+    from training.tuning.bandwidth import DEFAULT_PBA, BandwidthEnv, traffic_series
+
+    series = traffic_series(args.data)
+    if not series:
+        raise ValueError("no traffic series found (../shared/data: NAB, dctraces)")
+    all_names = list(series)
+    bar = Bar(1, "predictor runs", "runs")
+    try:
+        bw_replay = gridq.BandwidthReplay(series, all_names, args.seed, grow(bar))
+    finally:
+        bar.close()
+
+    def evaluate_on(held: list[str], values: Any) -> dict[str, dict[str, float]]:
+        out = {}
+        for name in held:
+
+            def make_env(seed: int, n: str = name) -> Any:
+                return BandwidthEnv(series, n, seed=seed)
+
+            rep = evaluate(None, make_env=make_env,
+                           default=DEFAULT_PBA, tuners=(*baselines, "dqn"),
+                           seeds=args.eval_seeds, decisions=args.eval_decisions, budget=30,
+                           policy=gridq.bandwidth_tuner_factory(values))  # fmt: skip
+            out[name] = {t: r["final_fraction_of_best"] for t, r in rep["tuners"].items()}
+        return out
+
+    results: dict[str, Any] = {"command": args.invocation}
+    if args.loo:
+        loo: dict[str, dict[str, float]] = {}
+        for i, held in enumerate(all_names):
+            sub = bw_replay.only([j for j in range(len(all_names)) if j != i])
+            q, report = fit(sub, f"without {held}")
+            loo.update(evaluate_on([held], gridq_torch(q)))
+        results["leave_one_series_out"] = loo
+        tuners = list(next(iter(loo.values())))
+        rows = [[n, *(loo[n][t] for t in tuners)] for n in loo]
+        rows.append(["mean", *(float(np.mean([loo[n][t] for n in loo])) for t in tuners)])
+        print("leave one series out (trained on the other five, scored on the held-out one):")
+        print(text_table(rows, ["held-out series", *tuners]))
+    holdout = list(args.holdout or [])
+    unknown = sorted(set(holdout) - set(all_names))
+    if unknown:
+        raise ValueError(f"unknown series {unknown}; known: {all_names}")
+    keep = [j for j, n in enumerate(all_names) if n not in holdout]
+    q, report = fit(bw_replay.only(keep), "policy")
+    data = {"series": [all_names[j] for j in keep], "held_out": holdout,
+            "days": sum(len(bw_replay.series_days[j]) for j in keep),
+            "episodes": cfg.episodes, "steps": cfg.steps}  # fmt: skip
+    scored = holdout or all_names
+    check = evaluate_on(scored, gridq_torch(q))
+    metrics = {"final_fraction_of_best": check, "scored_on": "held-out series" if holdout
+               else "the training series (no hold-out: see --loo)"}  # fmt: skip
+    if "leave_one_series_out" in results:
+        metrics["leave_one_series_out"] = results["leave_one_series_out"]
+    manifest, served = export(q, report, Path(args.out), args.name or "dqn_bandwidth", data,
+                              metrics)  # fmt: skip
+    again = evaluate_on(scored[:1], served)
+    tuners = list(next(iter(check.values())))
+    print(text_table([[n, *(check[n][t] for t in tuners)] for n in check], ["series", *tuners]))
+    print(f"ONNX policy on {scored[0]}: {again[scored[0]]['dqn']:.3f} of best "
+          f"(torch {check[scored[0]]['dqn']:.3f}); wrote {manifest}, "
+          f"{plot_training(q, report, bw_replay.only(keep))}")  # fmt: skip
+    results.update(check=check, returns=report.episode_returns)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "dqn_bandwidth.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def gridq_torch(q: Any) -> Any:
+    from training.tuning.dqn import torch_q_values
+
+    return torch_q_values(q)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     require_train_extra("torch", "onnx", "onnxruntime", "matplotlib")
+    if args.env != "compression":
+        return cmd_train_grid(args)
     import torch
 
     from novacron_ml.cli.common import Bar
@@ -281,7 +469,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "migration at 100",
     }
     manifest = export_policy(
-        q, Path(args.out), args.name, cfg=cfg, report=report, table=table,
+        q, Path(args.out), args.name or "dqn_compression", cfg=cfg, report=report, table=table,
         command=args.invocation, metrics=metrics,
     )  # fmt: skip
     served = as_tuner_factory(onnx_q_values(manifest))
@@ -319,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from dataflows.tune import kafka_flow
+    from novacron_ml.cli.run import install_stop_handlers
     from novacron_ml.core import metrics as obs
     from novacron_ml.core.kafka import ensure_topics, wait_ready
     from novacron_ml.core.metrics import counter_value, serve_metrics
@@ -358,6 +547,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     flow = kafka_flow(settings)  # the policy and table checked before the flow starts
+    signals = install_stop_handlers()  # Ctrl-C / SIGTERM end the inputs; outputs flush
     start = time.monotonic()
     cli_main(flow, workers_per_process=args.workers, epoch_interval=timedelta(seconds=10))
 
@@ -373,7 +563,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{total(obs.DEAD_LETTERS):,} dead letters",
         file=sys.stderr,
     )
-    return 0
+    return 130 if signals else 0
 
 
 def register(sub: Any) -> None:
@@ -384,6 +574,13 @@ def register(sub: Any) -> None:
         "epsilon to 0.01) on the measured compression environment (docs/TUNING.md); writes "
         "models/onnx/<name>.onnx and its manifest, a report with plots (reward per episode, "
         "the knobs over a greedy run with a traffic switch), and checks the ONNX policy.",
+    )
+    p.add_argument(
+        "--env",
+        choices=("compression", "bandwidth", "consensus"),
+        default="compression",
+        help="compression (the measured table, the default), bandwidth (replayed predictor "
+        "runs on the real traffic series) or consensus (replayed SimPy runs)",
     )
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"({DEFAULT_TABLE})")
     p.add_argument("--episodes", type=int, default=400, help="episodes (400; the seed: 1000)")
@@ -398,7 +595,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="models/onnx", help="registry directory (models/onnx)")
-    p.add_argument("--name", default="dqn_compression", help="model name (dqn_compression)")
+    p.add_argument("--name", help="model name (default dqn_<env>)")
+    g = p.add_argument_group("bandwidth and consensus")
+    g.add_argument("--data", type=Path, help="bandwidth: the public data dir (../shared/data)")
+    g.add_argument("--holdout", nargs="+", help="bandwidth: series left out of training")
+    g.add_argument("--loo", action="store_true",
+                   help="bandwidth: also train one policy per held-out series and score each on "
+                   "it beside the baselines (leave one series out)")  # fmt: skip
+    g.add_argument("--runs", type=int, default=24, help="consensus: simulations per setting (24)")
+    g.add_argument("--baselines", nargs="*", default=["default", "random", "linucb", "optuna"],
+                   help="tuners scored beside the policy (default ... optuna)")  # fmt: skip
+    g.add_argument("--eval-seeds", type=int, default=3, help="evaluation seeds (3)")
+    g.add_argument("--eval-decisions", type=int, default=60, help="evaluation decisions (60)")
     p.add_argument("--report-dir", default="out/tune", help="plots and JSON (out/tune)")
     p.set_defaults(func=cmd_train)
 
@@ -443,9 +651,9 @@ def register(sub: Any) -> None:
     p.add_argument("--tuners", nargs="+", help="subset (default: all; `dqn` uses --policy)")
     p.add_argument(
         "--policy",
-        default="models/onnx/dqn_compression.json",
-        help="the DQN's manifest (models/onnx/dqn_compression.json)",
+        help="the DQN's manifest (default models/onnx/dqn_<env>.json)",
     )
+    p.add_argument("--series", nargs="+", help="bandwidth: only these series (default: all six)")
     p.add_argument("--seeds", type=int, default=5, help="seeds (5)")
     p.add_argument("--decisions", type=int, default=300, help="decisions per run (300)")
     p.add_argument("--budget", type=int, default=50, help="random/optuna exploration (50)")

@@ -40,6 +40,34 @@ ACTIONS: tuple[str, ...] = (
 """Action i: knob i // 2 one grid step down (even) or up (odd); the last keeps all."""
 
 
+GRID_KNOBS: dict[str, tuple[str, str, str]] = {
+    "bandwidth": ("pba_window", "pba_confidence", "pba_update_interval"),
+    "consensus": ("acp_timeout_ms", "acp_batch", "acp_quorum"),
+}
+"""The other subsystems' knobs (`training.tuning.gridq`: trained and evaluated, not served by
+a flow yet)."""
+GRID_CONTEXT: dict[str, tuple[str, ...]] = {
+    "bandwidth": ("day_cv", "day_burstiness", "day_ac1", "day_ac12"),
+    "consensus": (),
+}
+
+
+def layout(subsystem: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A subsystem's policy input names and actions (`compression`: `STATE_NAMES`,
+    `ACTIONS`); a policy's manifest names its subsystem (`normalisation.subsystem`)."""
+    if subsystem == "compression":
+        return STATE_NAMES, ACTIONS
+    if subsystem not in GRID_KNOBS:
+        raise ValueError(f"unknown tuning subsystem {subsystem!r}")
+    knobs = GRID_KNOBS[subsystem]
+    names = (
+        *(f"knob_{k}" for k in knobs),
+        *(f"ctx_{c}" for c in GRID_CONTEXT[subsystem]),
+        "obs_reward_vs_default",
+    )
+    return names, (*(f"{k}_{d}" for k in knobs for d in ("down", "up")), "keep")
+
+
 def apply_action(
     config: tuple[int, ...],
     action: int,

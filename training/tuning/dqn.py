@@ -146,11 +146,13 @@ class TrainReport:
 
 
 def train(
-    make_env: Callable[[int], KnobEnv],
+    make_env: Callable[[int], Any],
     cfg: DQNConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[Any, TrainReport]:
-    """Train the Q-network; returns it (torch, eval mode) and the per-episode report."""
+    """Train the Q-network on `make_env(seed)` (a `KnobEnv`, or anything with its `reset`,
+    `step(action)`, `state_dim`, `n_actions` and `config`, e.g. `gridq.GridKnobEnv`);
+    returns it (torch, eval mode) and the per-episode report."""
     import torch
     import torch.nn.functional as F
 
@@ -266,47 +268,14 @@ def export_policy(
     command: str,
     metrics: dict[str, Any],
 ) -> Path:
-    """`<name>.onnx` (input `state` (batch, len(STATE_NAMES)), output `q` (batch, actions))
-    and its manifest in the registry format, with a golden input; returns the manifest."""
-    import warnings
-    from datetime import UTC, datetime
-
-    import onnxruntime as ort
-    import torch
-
-    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
-    from operators.serving import make_golden
-    from operators.tuning.policy import POLICY_SIGNATURE
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.onnx"
-    rng = np.random.default_rng(0)
-    golden = rng.uniform(0, 1, (4, len(STATE_NAMES))).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            q,
-            (torch.from_numpy(golden),),
-            str(path),
-            input_names=["state"],
-            output_names=["q"],
-            dynamic_axes={"state": {0: "batch"}, "q": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    golden_record = make_golden(path, POLICY_SIGNATURE, golden)
-    manifest = ModelManifest(
-        name=name,
-        kind="dqn_policy",
-        version="1",
-        file=path.name,
-        sha256=sha256_of(path),
-        created_at=datetime.now(UTC).isoformat(),
-        command=command,
-        feature_order=list(STATE_NAMES),
-        input_len=len(STATE_NAMES),
-        horizon=0,
-        step_s=0.0,
+    """The compression policy: `<name>.onnx` (input `state` (batch, len(STATE_NAMES)),
+    output `q` (batch, actions)) and its manifest in the registry format, with a golden
+    input; returns the manifest."""
+    return export_q_network(
+        q,
+        out_dir,
+        name,
+        subsystem="compression",
         normalisation={
             "method": "training.tuning.dqn.KnobEnv.state: knob grid positions in [0, 1], "
             "payload mix shares, log ratio / 3, log MB/s / 8, reward / default's - 1, "
@@ -319,6 +288,71 @@ def export_policy(
             },
         },
         training_data={"table": table.meta, "episodes": cfg.episodes, "steps": cfg.steps},
+        cfg=cfg,
+        report=report,
+        command=command,
+        metrics=metrics,
+    )
+
+
+def export_q_network(
+    q: Any,
+    out_dir: Path,
+    name: str,
+    *,
+    subsystem: str,
+    normalisation: dict[str, Any],
+    training_data: dict[str, Any],
+    cfg: DQNConfig,
+    report: TrainReport,
+    command: str,
+    metrics: dict[str, Any],
+) -> Path:
+    """Any knob policy's Q-network to ONNX with its registry manifest (golden input); the
+    input layout and actions are the subsystem's (`novacron_ml.core.tuning.layout`)."""
+    import warnings
+    from datetime import UTC, datetime
+
+    import onnxruntime as ort
+    import torch
+
+    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+    from novacron_ml.core.tuning import layout
+    from operators.serving import Signature, make_golden
+
+    state_names, action_names = layout(subsystem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.onnx"
+    rng = np.random.default_rng(0)
+    golden = rng.uniform(0, 1, (4, len(state_names))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            q,
+            (torch.from_numpy(golden),),
+            str(path),
+            input_names=["state"],
+            output_names=["q"],
+            dynamic_axes={"state": {0: "batch"}, "q": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    signature = Signature(input_dims=(len(state_names),), output="q",
+                          output_dims=(len(action_names),))  # fmt: skip
+    manifest = ModelManifest(
+        name=name,
+        kind="dqn_policy",
+        version="1",
+        file=path.name,
+        sha256=sha256_of(path),
+        created_at=datetime.now(UTC).isoformat(),
+        command=command,
+        feature_order=list(state_names),
+        input_len=len(state_names),
+        horizon=0,
+        step_s=0.0,
+        normalisation={**normalisation, "subsystem": subsystem, "actions": list(action_names)},
+        training_data=training_data,
         metrics=metrics,
         architecture={
             "hidden": list(cfg.hidden),
@@ -326,11 +360,19 @@ def export_policy(
             "seconds": round(report.seconds, 1),
         },
         framework={"torch": str(torch.__version__), "onnxruntime": str(ort.__version__)},
-        golden=golden_record,
+        golden=make_golden(path, signature, golden),
     )
     manifest_path = out_dir / f"{name}.json"
     write_manifest(manifest_path, manifest)
     return manifest_path
+
+
+def open_q_values(manifest_path: Path, subsystem: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A knob policy's ONNX export as q_values(states), opened as the runtime opens it
+    (`operators.tuning.policy.OnnxPolicy`: layout, sha256, shapes, golden output)."""
+    from operators.tuning.policy import OnnxPolicy
+
+    return OnnxPolicy(manifest_path, subsystem).q_values
 
 
 def onnx_q_values(manifest_path: Path) -> Callable[[np.ndarray], np.ndarray]:
