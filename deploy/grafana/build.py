@@ -3,11 +3,11 @@
     python deploy/grafana/build.py            # rewrite the JSON (tests/app/test_grafana.py
                                               # checks the committed files are this output)
 
-Two dashboards, on the metrics the flow exports today (novacron_ml/core/metrics.py): the
-pipeline's health and anomaly detection. The seed's model-performance, auto-optimisation and
-capacity-planning dashboards wait for their metrics (inference latency per model, the DQN
-optimiser, capacity gauges), which no process exports yet: a dashboard of empty panels would
-say nothing.
+Three dashboards, on the metrics the flows export today (novacron_ml/core/metrics.py): the
+pipeline's health and anomaly detection (the detect flow, job novacron-detect) and
+auto-optimisation (the tuning flow, job novacron-tune). The seed's model-performance and
+capacity-planning dashboards wait for their metrics (drift, accuracy and capacity gauges),
+which no process exports yet: a dashboard of empty panels would say nothing.
 """
 
 from __future__ import annotations
@@ -172,7 +172,48 @@ def detection() -> Dashboard:
     )  # fmt: skip
 
 
-DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection}
+def tuning() -> Dashboard:
+    job = 'job="novacron-tune"'
+    return (
+        base("novacron-tuning", "novacron-ml · auto-optimisation")
+        .with_row(Row("Recommendations"))
+        .with_panel(stat("Changes allowed (1h)", "none",
+                         "Proposals the guardrails allowed (applied in apply mode).",
+                         'sum(increase(novacron_tuning_recommendations_total{action="change",'
+                         f'allowed="true",{job}}}[1h]))'))
+        .with_panel(stat("Reverts (1h)", "none",
+                         "Changes undone because the host did worse than the measured table "
+                         "expected (rule NovacronTuningReverts: 3 or more an hour).",
+                         'sum(increase(novacron_tuning_recommendations_total{action="revert",'
+                         f"{job}}}[1h]))"))
+        .with_panel(stat("Blocked (1h)", "none", "Proposals a guardrail blocked.",
+                         f"sum(increase(novacron_tuning_guardrail_blocks_total{{{job}}}[1h]))"))
+        .with_panel(stat("Events/s", "ops", "Metric events the tuning flow reads.",
+                         f"sum(rate(novacron_events_total{{{job}}}[2m]))"))
+        .with_panel(series("Recommendations", "opm",
+                           "Proposals per minute on optimizer.actions, by mode, action and "
+                           "verdict.",
+                           ("sum by (mode, action, allowed) (rate("
+                            f"novacron_tuning_recommendations_total{{{job}}}[15m])) * 60",
+                            "{{mode}} {{action}} allowed={{allowed}}")))
+        .with_panel(series("Blocked by guardrail", "opm",
+                           "Which guardrail stopped the proposals: bounds, canary, cooldown, "
+                           "safe set, gain, reverted.",
+                           ("sum by (guardrail) (rate("
+                            f"novacron_tuning_guardrail_blocks_total{{{job}}}[15m])) * 60",
+                            "{{guardrail}}")))
+        .with_panel(series("Dead letters by reason", "ops",
+                           "Metrics and dwcp.config records the tuning flow could not use.",
+                           (f"sum by (reason) (rate(novacron_dead_letters_total{{{job}}}[5m]))",
+                            "{{reason}}")))
+        .with_panel(series("Records written by topic", "ops",
+                           "optimizer.actions and (apply mode) dwcp.config records acknowledged.",
+                           (f"sum by (topic) (rate(novacron_output_records_total{{{job}}}[5m]))",
+                            "{{topic}}")))
+    )  # fmt: skip
+
+
+DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection, "tuning.json": tuning}
 
 
 def render() -> dict[str, str]:

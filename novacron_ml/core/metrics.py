@@ -101,12 +101,14 @@ DETECTION_LATENCY = Histogram(
 RECOMMENDATIONS = Counter(
     "novacron_tuning_recommendations",
     "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert) "
-    "and whether the guardrails allowed them.",
+    "and whether the guardrails allowed them (a verdict repeated unchanged at the next "
+    "decision is published, and counted, once).",
     ["mode", "action", "allowed"],
 )
 GUARDRAIL_BLOCKS = Counter(
     "novacron_tuning_guardrail_blocks",
-    "Tuning flow: proposals a guardrail blocked, by guardrail.",
+    "Tuning flow: blocked proposals published on optimizer.actions, by the guardrail that "
+    "blocked them (bounds, canary, cooldown, safe set, gain, reverted).",
     ["guardrail"],
 )
 PARSE_BATCH_SECONDS = Histogram(

@@ -89,6 +89,11 @@ def test_compose_runs_two_dataflow_processes_and_prometheus_scrapes_each() -> No
     assert targets == {f"detect:{args.metrics_port + i}" for i in range(args.processes)}
     published = {p.rsplit(":", 1)[1] for p in compose["services"]["detect"]["ports"]}
     assert published == {str(args.metrics_port + i) for i in range(args.processes)}
+    tune = build_parser().parse_args(compose["services"]["tune"]["command"][1:])
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "novacron-tune"]
+    assert [t for sc in job["static_configs"] for t in sc["targets"]] == [
+        f"tune:{tune.metrics_port}"
+    ]
 
 
 def test_compose_grafana_has_no_anonymous_access_and_no_default_password() -> None:

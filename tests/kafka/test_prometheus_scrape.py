@@ -57,7 +57,7 @@ def test_prometheus_scrapes_a_running_flow(
 ) -> None:
     prometheus = shutil.which("prometheus")
     assert prometheus, "scripts/tools.sh installs Debian's prometheus"
-    metrics_port, prom_port = free_loopback_ports(2)
+    metrics_port, prom_port, tune_port = free_loopback_ports(3)
     rules = tmp_path / "rules.yml"
     shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", rules)
     (tmp_path / "prometheus.yml").write_text(
@@ -66,6 +66,8 @@ def test_prometheus_scrapes_a_running_flow(
         "scrape_configs:\n"
         "  - job_name: novacron-detect\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+        "  - job_name: novacron-tune\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{tune_port}']}}]\n"
     )
     env = dict(
         os.environ,
@@ -82,6 +84,16 @@ def test_prometheus_scrapes_a_running_flow(
          "--metrics-port", str(metrics_port)],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # the tuning flow beside it (dry-run), for the auto-optimisation dashboard
+    tune_env = dict(
+        env,
+        NOVACRON_TOPICS_OPTIMIZER_ACTIONS=kafka_topics["metrics"] + ".actions",
+        NOVACRON_TOPICS_DWCP_CONFIG=kafka_topics["metrics"] + ".dwcp",
+    )
+    tuner = subprocess.Popen(
+        [sys.executable, "-m", "novacron_ml.cli", "tune", "run", "--metrics-port", str(tune_port)],
+        env=tune_env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     server = subprocess.Popen(
         [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -90,9 +102,11 @@ def test_prometheus_scrapes_a_running_flow(
     )  # fmt: skip
     try:
         wait_for(lambda: _up(prom_port), 60, "Prometheus to scrape the flow")
+        wait_for(lambda: value(prom_port, 'up{job="novacron-tune"}') == 1, 60,
+                 "Prometheus to scrape the tuning flow")  # fmt: skip
         for family in FAMILIES:  # there before any event: known label values start at zero
             assert query(prom_port, family), f"{family} not scraped"
-        before = value(prom_port, "sum(novacron_events_total)")
+        before = value(prom_port, 'sum(novacron_events_total{job="novacron-detect"})')
         # an hour: the forecaster serves once a series has input_len (48) windows
         start = int(time.time() // 60 * 60_000) - 60 * 60_000
         sim = FleetSimulator(
@@ -101,11 +115,15 @@ def test_prometheus_scrapes_a_running_flow(
         produce(kafka_bootstrap, kafka_topics["metrics"], sim.timed_messages("json"))
         produce(kafka_bootstrap, kafka_topics["metrics"], [(b"bad", b"{not json")])
         wait_for(
-            lambda: value(prom_port, "sum(novacron_events_total)") - before >= sim.n_events,
+            lambda: (
+                value(prom_port, 'sum(novacron_events_total{job="novacron-detect"})') - before
+                >= sim.n_events
+            ),
             90,
             "the scraped event count to reach what was produced",
         )
-        assert value(prom_port, "sum(novacron_events_total)") - before == sim.n_events
+        detect_events = 'sum(novacron_events_total{job="novacron-detect"})'
+        assert value(prom_port, detect_events) - before == sim.n_events
         wait_for(
             lambda: value(prom_port, 'novacron_dead_letters_total{reason="bad_json"}') >= 1,
             30,
@@ -139,9 +157,12 @@ def test_prometheus_scrapes_a_running_flow(
     finally:
         server.terminate()
         flow.terminate()
+        tuner.terminate()
         server.wait(30)
         _, err = flow.communicate(timeout=60)
+        _, tune_err = tuner.communicate(timeout=60)
     assert flow.returncode in (0, 130), err
+    assert tuner.returncode in (0, 130), tune_err
 
 
 def dashboard_queries() -> list[str]:
