@@ -96,6 +96,18 @@ def parse_setting(msg: Any) -> tuple[str, KnobSetting] | DeadLetter:
         return DeadLetter(
             Reason.BAD_SETTING, f"dwcp.config: {exc}", msg.value or b"", msg.key, source_of(msg)
         )
+    for knob, grid, value in zip(KNOBS, GRIDS, setting.config, strict=True):
+        if value not in grid:  # the policy moves on the grid: an off-grid setting cannot be tuned
+            return DeadLetter(
+                Reason.BAD_SETTING,
+                f"dwcp.config: {knob}={value} is not one of {list(grid)}",
+                msg.value or b"",
+                msg.key,
+                source_of(msg),
+            )
+    if not setting.host:
+        return DeadLetter(Reason.BAD_SETTING, "dwcp.config: empty host", msg.value or b"",
+                          msg.key, source_of(msg))  # fmt: skip
     return setting.host, setting
 
 

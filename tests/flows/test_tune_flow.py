@@ -47,7 +47,12 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     operator = KnobSetting(
         host="host-000", hde_level=9, hde_chunk_kib=64, hde_window_log=17, version=5
     )
-    config_msgs = [(b"host-000", msgspec.json.encode(operator)), (b"host-001", b'{"host": 1}')]
+    off_grid = KnobSetting(host="host-001", hde_level=4, hde_chunk_kib=64, hde_window_log=17)
+    config_msgs = [
+        (b"host-000", msgspec.json.encode(operator)),
+        (b"host-001", b'{"host": 1}'),
+        (b"host-001", msgspec.json.encode(off_grid)),  # level 4 is not on the grid
+    ]
     out: list[Any] = []
     flow = build_flow(
         settings,
@@ -59,7 +64,8 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     )
     run_main(flow)
     dead = [i for i in out if isinstance(i, DeadLetter)]
-    assert len(dead) == 1 and dead[0].reason is Reason.BAD_SETTING and dead[0].key == b"host-001"
+    assert [(d.reason, d.key) for d in dead] == [(Reason.BAD_SETTING, b"host-001")] * 2
+    assert "hde_level=4 is not one of" in dead[1].detail
     recs = [i for i in out if isinstance(i, Recommendation)]
     first = {r.host: r for r in reversed(recs)}
     assert first["host-000"].knob == "hde_level" and first["host-000"].old == 9
