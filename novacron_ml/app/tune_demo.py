@@ -303,3 +303,38 @@ def summary(result: TuneDemoResult) -> str:
     for line in bad:
         lines.append(paint(f"VIOLATION {line}", "31"))
     return "\n".join(lines)
+
+
+def html_page(result: TuneDemoResult) -> str:
+    """The demo as an HTML page: the summary, and per host its goodput over time (minute
+    means) with every setting the flow applied marked where the host took it."""
+    import re
+
+    from novacron_ml.app.plots import SeriesPlot, html_report
+
+    plots = []
+    for host, t in result.loop.trace.items():
+        minutes: dict[int, list[float]] = defaultdict(list)
+        for ts, v in t.throughput:
+            minutes[ts // 60_000].append(v)
+        times = [m * 60_000 for m in sorted(minutes)]
+        values = [statistics.fmean(minutes[m]) for m in sorted(minutes)]
+        at = dict(zip(times, values, strict=True))
+        marks = []
+        for _decided, taken, config, source in t.changes:
+            minute = taken // 60_000 * 60_000
+            tip = f"{source}: {'/'.join(map(str, config))}"
+            marks.append((minute, at.get(minute, values[-1]), tip))
+        if t.switch_ms is not None:
+            minute = t.switch_ms // 60_000 * 60_000
+            marks.append((minute, at.get(minute, values[-1]), f"traffic: {t.mix} -> {SWITCH[1]}"))
+        canary = "canary" if t.canary else "control (keeps the default)"
+        name = f"{host}: {t.mix} @ {t.link_mb_s * 8:g} Mbit/s, {canary} (goodput MB/s)"
+        plots.append(SeriesPlot(name, times, values, [], [], marks))
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", summary(result))
+    return html_report(
+        "novacron-ml demo --tune", plain.splitlines(), plots,
+        legend="Line: the host's goodput (MB/s of original data, minute means). Triangles: a "
+        "setting the tuning flow applied (level/chunk KiB/window log) or the host's traffic "
+        "changing; hover for which.",
+    )  # fmt: skip

@@ -28,6 +28,12 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
     ctx = tuner_context(settings)
     result = run_tune_demo(settings, fleet, ctx, quiet=args.quiet)
     print(summary(result))
+    if args.report:
+        from novacron_ml.app.tune_demo import html_page
+
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(html_page(result))
+        print(f"wrote {args.report}")
     if args.json:
         from novacron_ml.app.tune_demo import host_rows
 
@@ -155,5 +161,8 @@ def register(sub: Any) -> None:
         help="how much longer a chunk's delivery may take after a change (default "
         "0.10, the flow's; bulk transfers that do not mind latency: e.g. 10)",
     )
-    writes(p, "json")
+    t.add_argument("--report", metavar="HTML",
+                   help="--tune: also write an HTML page, each host's goodput over time with "
+                   "the settings it took marked")  # fmt: skip
+    writes(p, "json", "report")
     p.set_defaults(func=cmd_demo)

@@ -10,7 +10,13 @@ from bytewax.testing import run_main
 
 from dataflows.io import CallbackSink, MessageSource
 from dataflows.tune import build_flow, tuner_context
-from novacron_ml.app.tune_demo import ClosedLoop, host_rows, run_tune_demo, violations
+from novacron_ml.app.tune_demo import (
+    ClosedLoop,
+    host_rows,
+    html_page,
+    run_tune_demo,
+    violations,
+)
 from novacron_ml.core.deadletter import DeadLetter, Reason
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
@@ -35,6 +41,10 @@ def test_closed_loop_improves_canary_hosts_and_leaves_the_control_group() -> Non
     changes = sum(len(t.changes) for t in result.loop.trace.values())
     applied = [r for r in result.loop.recommendations if r.allowed and r.action == "change"]
     assert changes == len(applied) > 0
+    page = html_page(result)  # one plot per host; a mark per change and per traffic switch
+    switches = sum(t.switch_ms is not None for t in result.loop.trace.values())
+    assert page.count("<svg") == 6 and page.count("<polygon") == changes + switches
+    assert "\x1b[" not in page and "guardrail checks   0 violations" in page
 
 
 def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
