@@ -189,7 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(body, indent=1))
         print(f"wrote {args.json}")
     if args.plot:
-        plot(next(iter(reports.values())), Path(args.plot))
+        first = next(iter(reports))
+        label = args.env if first == args.env else f"{args.env} ({first})"
+        plot(reports[first], Path(args.plot), label)
         print(f"wrote {args.plot}")
     return 0
 

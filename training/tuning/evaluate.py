@@ -127,7 +127,7 @@ def evaluate(
     }
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
+def plot(report: dict[str, Any], path: Path, what: str = "compression") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +143,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("decision")
     ax.set_ylabel("reward / grid-best (noise-free)")
-    ax.set_title(f"compression tuners, mean of {s['seeds']} seeds")
+    ax.set_title(f"{what} tuners, mean of {s['seeds']} seeds")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
