@@ -125,7 +125,13 @@ def test_prometheus_scrapes_a_running_flow(
         detect_events = 'sum(novacron_events_total{job="novacron-detect"})'
         assert value(prom_port, detect_events) - before == sim.n_events
         wait_for(
-            lambda: value(prom_port, 'novacron_dead_letters_total{reason="bad_json"}') >= 1,
+            lambda: (
+                value(
+                    prom_port,
+                    'novacron_dead_letters_total{job="novacron-detect",reason="bad_json"}',
+                )
+                >= 1
+            ),
             30,
             "the dead letter to be counted",
         )
@@ -136,7 +142,10 @@ def test_prometheus_scrapes_a_running_flow(
             value(prom_port, 'sum(novacron_inference_seconds_count{model="lstm_forecaster"})') > 0
         )
         # consumer lag: sampled for the input partition, back to 0 once everything is consumed
-        lag = f'novacron_consumer_lag_messages{{topic="{kafka_topics["metrics"]}"}}'
+        lag = (  # the detect flow's (the tuning flow reads the same topic)
+            'novacron_consumer_lag_messages{job="novacron-detect",'
+            f'topic="{kafka_topics["metrics"]}"}}'
+        )
         wait_for(lambda: value(prom_port, lag) == 0, 30, "the consumer lag to return to 0")
         assert value(prom_port, lag.replace("_messages", "_seconds")) == 0
         # the shipped rules load and evaluate against live data (none fires on a healthy run)
