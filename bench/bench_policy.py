@@ -45,7 +45,11 @@ def bench_flow(hosts: int, hours: float) -> None:
         q[:, -1] = 1.0
         return q
 
-    print(f"tuning flow, {hosts} hosts, {hours:g} h, 18 metrics per host every 5 s, 1 worker")
+    from novacron_ml.core.simulator import METRIC_NAMES
+    from novacron_ml.core.tuning import TUNING_METRICS
+
+    per_host = len(METRIC_NAMES) + len(TUNING_METRICS)
+    print(f"tuning flow, {hosts} hosts, {hours:g} h, {per_host} metrics a host every 5 s, 1 worker")
     print(
         f"{'policy':>8} {'events':>10} {'seconds':>8} {'events/s':>10} {'us/event':>9} {'recs':>6}"
     )

@@ -124,7 +124,7 @@ def make_tune_step(ctx: TunerContext) -> Any:
                 obs.RECOMMENDATIONS.labels(
                     mode=rec.mode, action=rec.action, allowed=str(rec.allowed).lower()
                 ).inc()
-                if not rec.allowed:
+                if not rec.allowed and rec.action == "change":
                     obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.guardrail.split(":")[0]).inc()
         return state, out
 

@@ -72,8 +72,14 @@ class ClosedLoop:
     the measured table, and `dwcp.config` (the settings the flow applies) in process."""
 
     def __init__(
-        self, sim: FleetSimulator, ctx: TunerContext, canary: float, seed: int = 0
+        self,
+        sim: FleetSimulator,
+        ctx: TunerContext,
+        canary: float,
+        seed: int = 0,
+        report_setting: bool = True,
     ) -> None:
+        self.report_setting = report_setting
         self.table = ctx.table
         self.hosts = [host for _cluster, host in sim.hosts]
         self.setting: dict[str, tuple[int, ...]] = {h: DEFAULT_CONFIG for h in self.hosts}
@@ -108,6 +114,9 @@ class ClosedLoop:
         }
         for kind in PAYLOAD_KINDS:
             out[f"payload_share_{kind.replace('-', '_')}"] = mix.get(kind, 0.0)
+        if self.report_setting:  # the setting it runs, as a real host's agent would report it
+            for knob, value in zip(KNOBS, self.setting[host], strict=True):
+                out[knob] = float(value)
         return out
 
     def on_items(self, items: list[Any]) -> None:
@@ -251,8 +260,11 @@ def summary(result: TuneDemoResult) -> str:
     loop = result.loop
     recs = loop.recommendations
     allowed = [r for r in recs if r.allowed and r.action == "change"]
-    blocked = Counter(r.guardrail.split(":")[0] for r in recs if not r.allowed)
+    blocked = Counter(
+        r.guardrail.split(":")[0] for r in recs if not r.allowed and r.action == "change"
+    )
     reverts = sum(r.action == "revert" for r in recs)
+    lost = sum(r.action == "not-applied" for r in recs)
     rows = host_rows(result)
     gains: dict[str, list[float]] = defaultdict(list)
     for row in rows:
@@ -266,7 +278,7 @@ def summary(result: TuneDemoResult) -> str:
         f"  recommendations    {len(recs):,} published: {len(allowed):,} changes "
         + ("applied" if any(r.mode == "apply" for r in recs) else "advised (dry-run: none applied)")
         + ", "
-        f"{reverts} reverted; blocked by "
+        f"{reverts} reverted, {lost} not taken by the host; blocked by "
         + (", ".join(f"{k} {v}" for k, v in sorted(blocked.items())) or "none"),
         f"  guardrail checks   {len(bad)} violations (every applied change on a canary host, "
         "within bounds, a cooldown after the previous one)",

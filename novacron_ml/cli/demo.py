@@ -58,7 +58,12 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
                     "allowed": sum(r.allowed and r.action == "change" for r in recs),
                     "mode": args.mode,
                     "reverts": sum(r.action == "revert" for r in recs),
-                    "blocked": Counter(r.guardrail.split(":")[0] for r in recs if not r.allowed),
+                    "blocked": Counter(
+                        r.guardrail.split(":")[0]
+                        for r in recs
+                        if not r.allowed and r.action == "change"
+                    ),
+                    "not_applied": sum(r.action == "not-applied" for r in recs),
                     "violations": violations(result),
                     "hosts": [dict(zip(cols, row, strict=True)) for row in host_rows(result)],
                 },

@@ -100,7 +100,8 @@ DETECTION_LATENCY = Histogram(
 )
 RECOMMENDATIONS = Counter(
     "novacron_tuning_recommendations",
-    "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert) "
+    "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert, "
+    "not-applied) "
     "and whether the guardrails allowed them (a verdict repeated unchanged at the next "
     "decision is published, and counted, once).",
     ["mode", "action", "allowed"],
@@ -161,7 +162,7 @@ def initialise(output_topics: list[str], dlq_topic: str) -> None:
 
 def initialise_tuning(mode: str) -> None:
     """The tuning flow's label combinations at zero (`initialise` does the shared ones)."""
-    for action in ("change", "revert"):
+    for action in ("change", "revert", "not-applied"):
         for allowed in ("true", "false"):
             RECOMMENDATIONS.labels(mode=mode, action=action, allowed=allowed)
     for guardrail in ("bounds", "canary", "cooldown", "safe set", "reverted", "gain"):

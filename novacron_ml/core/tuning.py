@@ -109,9 +109,11 @@ def policy_state(
 TUNING_METRICS: tuple[str, ...] = (
     "link_mbps",
     *(f"payload_share_{k.replace('-', '_')}" for k in PAYLOAD_KINDS),
+    *KNOBS,
 )
-"""What a host reports so the tuning flow knows its traffic (docs/CATALOGUE.md#tuning): its
-link speed in Mbit/s and the share of its transferred bytes per payload kind."""
+"""What a host reports so the tuning flow knows its traffic and setting (docs/CATALOGUE.md#tuning):
+its link speed in Mbit/s, the share of its transferred bytes per payload kind, and the HDE
+setting it runs (optional: without it, `dwcp.config` is taken as the truth)."""
 
 
 class KnobSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -153,7 +155,8 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     mode: str
     """`dry-run` (recommend only, the default) or `apply` (published to `dwcp.config`)."""
     action: str = "change"
-    """`change` (the policy's proposal) or `revert` (the guardrails undo a change)."""
+    """`change` (the policy's proposal), `revert` (the guardrails undo a change) or
+    `not-applied` (the host still reports its old setting `settle_s` after a change)."""
     expected_gain: float = 0.0
     """The environment model's throughput for the new setting / the current one's - 1."""
     expected_mb_s: float = 0.0

@@ -2,6 +2,10 @@
 
 Every `interval_s` of event time, a host that reported its throughput gets one decision:
 
+0. where the host reports the setting it runs (`hde_level`, `hde_chunk_kib`,
+   `hde_window_log` as metrics), that is its setting: one changed out of band is adopted, and
+   an applied one the host has not taken after `settle_s` is dropped with an `not-applied`
+   record (no revert is judged on a change that never happened);
 1. revert first: in apply mode, a change is undone when the host's observed throughput,
    relative to what the measured table expects of its setting for its current traffic, fell
    past the guardrails' margin below the same ratio before the change, for two intervals in
@@ -36,6 +40,7 @@ from novacron_ml.core.schema import MetricEvent, rfc3339_ms
 from novacron_ml.core.tuning import (
     ACTIONS,
     DEFAULT_CONFIG,
+    GRIDS,
     KNOBS,
     PAYLOAD_KINDS,
     KnobSetting,
@@ -49,7 +54,7 @@ from operators.tuning.guardrails import Estimate, GuardrailConfig, Guardrails, V
 
 SHARE_METRICS: dict[str, str] = {f"payload_share_{k.replace('-', '_')}": k for k in PAYLOAD_KINDS}
 OBSERVED = ("throughput_mbps", "compression_ratio")
-INPUT_METRICS: frozenset[str] = frozenset({*SHARE_METRICS, "link_mbps", *OBSERVED})
+INPUT_METRICS: frozenset[str] = frozenset({*SHARE_METRICS, "link_mbps", *OBSERVED, *KNOBS})
 """The metrics the tuning flow reads; the rest of a host's metrics pass it by."""
 MODES = ("dry-run", "apply")
 
@@ -92,6 +97,11 @@ class HostTuner:
     published: set[tuple[str, int, str]] = field(default_factory=set)
     reverted: set[tuple[int, ...]] = field(default_factory=set)
     """Settings reverted on this host: never proposed to it again."""
+    running: dict[str, int] = field(default_factory=dict)
+    """The setting the host reports it runs (`hde_level`, ... as metrics), when it does."""
+    pending: tuple[int, ...] | None = None
+    pending_since_ms: int = 0
+    """An applied setting the host has not reported running yet, and since when."""
     decisions: int = 0
 
     # -- inputs ----------------------------------------------------------------------------
@@ -111,6 +121,8 @@ class HostTuner:
         elif name in OBSERVED:
             self.sums[name] = self.sums.get(name, 0.0) + event.value
             self.counts[name] = self.counts.get(name, 0) + 1
+        elif name in KNOBS:
+            self.running[name] = int(event.value)
         self.cluster = self.cluster or event.cluster
         step_ms = int(ctx.interval_s * 1000)
         if self.next_decision_ms is None:
@@ -155,6 +167,7 @@ class HostTuner:
         now_s = now_ms / 1000.0
         table = ctx.table
         mix, link, assumed = self.traffic(table)
+        lost = self._reconcile(now_ms, ctx, guard)
         observed = observed_mbps / 8.0
         model_now = envmodel.measure_mix(table, mix, self.config, link)
         # How the host does against the table's expectation of its setting for its current
@@ -175,6 +188,11 @@ class HostTuner:
                 **kw,  # type: ignore[arg-type]
             )
 
+        if lost is not None:
+            knob, old_v, new_v = lost
+            return [record(knob=knob, old=old_v, new=new_v, allowed=False, action="not-applied",
+                           guardrail=f"not applied: the host still runs {self.config} "
+                           f"{ctx.guardrails.settle_s:g} s after the change")]  # fmt: skip
         if ctx.mode == "apply":
             revert = guard.observe(self.host, now_s, seen.throughput, seen.p99)
             if revert is not None:
@@ -182,6 +200,7 @@ class HostTuner:
                 i = KNOBS.index(knob)
                 self.reverted.add(tuple(self.config))
                 self.config = tuple(int(old) if j == i else v for j, v in enumerate(self.config))
+                self.pending, self.pending_since_ms = self.config, now_ms
                 self.published.clear()
                 rec = record(
                     knob=knob,
@@ -239,6 +258,7 @@ class HostTuner:
                 if ctx.mode == "apply":
                     guard.applied_change(self.host, knob, old_v, new_v, now_s, seen)
                     self.config = new
+                    self.pending, self.pending_since_ms = new, now_ms
                     published.clear()  # the setting moved: every verdict is news again
                     out.append(self._setting(now_ms, "optimizer"))
                 break
@@ -246,6 +266,36 @@ class HostTuner:
                 break  # the host is blocked, not the move
         self.published = published
         return out
+
+    def _reconcile(
+        self, now_ms: int, ctx: TunerContext, guard: Guardrails
+    ) -> tuple[str, int, int] | None:
+        """Where the host reports the setting it runs, that is where it stands: a setting
+        changed out of band (or a `dwcp.config` record that has not arrived yet) is adopted;
+        an applied one the host has not taken after `settle_s` is dropped (no revert judged
+        on a change that never happened), returned as (knob, old, new) to say so."""
+        if len(self.running) < len(KNOBS):
+            return None  # the host does not report its setting: dwcp.config is the truth
+        running = tuple(self.running[k] for k in KNOBS)
+        if not all(v in g for v, g in zip(running, GRIDS, strict=True)):
+            return None  # a setting off the grid cannot be tuned from: not taken as truth
+        if self.pending is not None:
+            if running == self.pending:
+                self.pending = None  # arrived
+            elif now_ms - self.pending_since_ms >= ctx.guardrails.settle_s * 1000:
+                wanted, self.pending = self.pending, None
+                guard.applied.pop(self.host, None)
+                self.config = running
+                changed = [
+                    i for i, (a, b) in enumerate(zip(running, wanted, strict=True)) if a != b
+                ]
+                i = changed[0] if changed else 0
+                return KNOBS[i], int(running[i]), int(wanted[i])
+            return None
+        if running != self.config:
+            self.config = running
+            self.published.clear()
+        return None
 
     def _setting(self, now_ms: int, source: str) -> KnobSetting:
         self.version += 1

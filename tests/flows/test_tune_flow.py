@@ -52,7 +52,7 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     ctx = tuner_context(settings)
     fleet = FleetConfig(hosts=2, clusters=1, duration_s=1800, step_s=10)
     sim = FleetSimulator(fleet)
-    loop = ClosedLoop(sim, ctx, 1.0)
+    loop = ClosedLoop(sim, ctx, 1.0, report_setting=False)  # dwcp.config is the truth here
     sim.hook = loop.hook
     operator = KnobSetting(
         host="host-000", hde_level=9, hde_chunk_kib=64, hde_window_log=17, version=5

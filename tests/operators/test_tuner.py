@@ -10,7 +10,7 @@ import pytest
 
 from novacron_ml.core.manifest import PROJECT_ROOT
 from novacron_ml.core.schema import MetricEvent, parse_rfc3339_ms
-from novacron_ml.core.tuning import DEFAULT_CONFIG, KnobSetting, Recommendation
+from novacron_ml.core.tuning import DEFAULT_CONFIG, KNOBS, KnobSetting, Recommendation
 from operators.tuning import envmodel
 from operators.tuning.envmodel import CompressionTable
 from operators.tuning.guardrails import GuardrailConfig, in_canary
@@ -59,12 +59,16 @@ class Host:
         mix: str,
         link_mb_s: float,
         report_traffic: bool = True,
+        runs: tuple[int, ...] | None = None,
     ) -> None:
         self.tuner, self.table, self.link = tuner, table, link_mb_s
         self.report_traffic = report_traffic
         self.mix = mix
         self.t = T0
         self.factor = 1.0
+        self.runs = runs
+        """The setting the host really runs and reports (None: it reports none, and runs
+        whatever the tuner thinks)."""
 
     def warm(self, ctx: TunerContext) -> list[object]:
         """Three minutes: the first decision comes after two intervals (60 s each)."""
@@ -72,12 +76,15 @@ class Host:
 
     def minute(self, ctx: TunerContext) -> list[object]:
         mix = envmodel.normalised(envmodel.MIXES[self.mix], self.table.kinds)
-        m = envmodel.measure_mix(self.table, mix, self.tuner.config, self.link)
+        setting = self.runs or self.tuner.config
+        m = envmodel.measure_mix(self.table, mix, setting, self.link)
         values = {"throughput_mbps": 8 * m["reward"] * self.factor, "compression_ratio": m["ratio"]}
         if self.report_traffic:
             values["link_mbps"] = 8 * self.link
             for kind in envmodel.MIXES["mixed"]:
                 values[f"payload_share_{kind.replace('-', '_')}"] = mix.get(kind, 0.0)
+        if self.runs is not None:
+            values.update(zip(KNOBS, map(float, self.runs), strict=True))
         out: list[object] = []
         for _ in range(6):  # six ticks of ten seconds
             for name, v in values.items():
@@ -190,3 +197,37 @@ def test_settings_from_dwcp_config(policy, table) -> None:
     host = Host(tuner, table, "telemetry", 125.0)
     (r, *_) = recs(host.warm(ctx))
     assert r.old in (9, 256, 20)  # the proposal starts from the operator's setting
+
+
+def test_the_setting_a_host_reports_is_where_it_stands(policy, table) -> None:
+    ctx = context(policy, table, mode="apply")
+    host = Host(HostTuner("h"), table, "telemetry", 125.0, runs=(9, 64, 17))
+    (r, *_) = recs(host.warm(ctx))
+    assert host.tuner.config[0] != 3 and r.old == 9  # adopted: no dwcp.config record needed
+
+
+def test_a_change_the_host_never_takes_is_said_and_not_reverted(policy, table) -> None:
+    ctx = context(policy, table, mode="apply")
+    host = Host(HostTuner("h"), table, "telemetry", 125.0, runs=DEFAULT_CONFIG)
+    out = host.warm(ctx)
+    (change,) = [i for i in out if isinstance(i, KnobSetting)]
+    later: list[object] = []
+    for _ in range(4):  # the host keeps reporting (and running) the default
+        later += host.minute(ctx)
+    lost = [r for r in recs(later) if r.action == "not-applied"]
+    assert len(lost) == 1 and not lost[0].allowed and lost[0].new == change.config[0]
+    assert not any(r.action == "revert" for r in recs(later))
+    assert host.tuner.config == DEFAULT_CONFIG
+
+
+def test_a_change_the_host_takes_clears(policy, table) -> None:
+    ctx = context(policy, table, mode="apply")
+    host = Host(HostTuner("h"), table, "telemetry", 125.0, runs=DEFAULT_CONFIG)
+    out = host.warm(ctx)
+    (change,) = [i for i in out if isinstance(i, KnobSetting)]
+    host.runs = change.config  # the agent applied it
+    later: list[object] = []
+    for _ in range(4):
+        later += host.minute(ctx)
+    assert host.tuner.pending is None
+    assert not any(r.action in ("not-applied", "revert") for r in recs(later))
