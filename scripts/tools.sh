@@ -3,10 +3,12 @@
 #   prometheus-alertmanager   Alertmanager and amtool (tests/app/test_alertmanager.py)
 #   prometheus                promtool: alert rules and metrics (tests/app/test_prometheus_rules.py),
 #                             and the server that scrapes a running flow (tests/kafka/test_prometheus_scrape.py)
+#   kcat                      an operator's Kafka client: writes dwcp.config, reads optimizer.actions
+#                             (tests/kafka/test_tune_kafka.py)
 # Needs root (apt-get) only when something is missing; prints what it installs.
 set -euo pipefail
 declare -A wanted=([prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
-  [promtool]=prometheus [prometheus]=prometheus)
+  [promtool]=prometheus [prometheus]=prometheus [kcat]=kcat)
 missing=()
 for program in "${!wanted[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${wanted[$program]}")

@@ -3,6 +3,8 @@ on `optimizer.actions`, applied settings on `dwcp.config`, a malformed setting o
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,10 +12,17 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 from bytewax.testing import run_main
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from dataflows.tune import kafka_flow, tuner_context
 from novacron_ml.app.tune_demo import ClosedLoop
-from novacron_ml.core.kafka import delete_topics, ensure_topics, produce, read_topic
+from novacron_ml.core.kafka import (
+    client_config,
+    delete_topics,
+    ensure_topics,
+    produce,
+    read_topic,
+)
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from novacron_ml.core.tuning import KnobSetting, Recommendation
@@ -50,17 +59,18 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     produce(kafka_bootstrap, tune_topics["metrics"], sim.timed_messages("json"))
     operator = KnobSetting(host="host-002", hde_level=5, hde_chunk_kib=64, hde_window_log=17,
                            version=1, source="operator")  # fmt: skip
-    produce(
-        kafka_bootstrap,
-        tune_topics["dwcp_config"],
-        [(b"host-002", msgspec.json.encode(operator)), (b"host-001", b"not a setting")],
-    )
+    # an operator sets a host with kcat, as docs/TUNING.md shows (and mistypes another)
+    lines = f"host-002|{msgspec.json.encode(operator).decode()}\nhost-001|not a setting\n"
+    kcat("-P", "-K", "|", "-t", tune_topics["dwcp_config"], stdin=lines, bootstrap=kafka_bootstrap)
     run_main(kafka_flow(settings))
 
-    recs = [
-        msgspec.json.decode(r.value, type=Recommendation)
-        for r in read_topic(kafka_bootstrap, tune_topics["optimizer_actions"])
-    ]
+    # what an operator's consumer sees: kcat reads optimizer.actions, key and value
+    out = kcat("-C", "-e", "-q", "-f", "%k|%s\n", "-t", tune_topics["optimizer_actions"],
+               bootstrap=kafka_bootstrap)  # fmt: skip
+    pairs = [line.split("|", 1) for line in out.splitlines() if line]
+    recs = [msgspec.json.decode(v, type=Recommendation) for _k, v in pairs]
+    assert recs and all(k == r.host for (k, _v), r in zip(pairs, recs, strict=True))
+    assert len(recs) == len(read_topic(kafka_bootstrap, tune_topics["optimizer_actions"]))
     assert {r.host for r in recs} == {"host-000", "host-001", "host-002"}
     assert all(r.mode == "apply" and r.model == "dqn_compression@1" for r in recs)
     assert any(r.allowed for r in recs) and all(r.assumed == [] for r in recs)
@@ -78,3 +88,19 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     assert not any(r.action == "revert" for r in recs)
     dlq = read_topic(kafka_bootstrap, tune_topics["dlq"])
     assert len(dlq) == 1 and dlq[0].headers["novacron.reason"] == b"bad_setting"
+    assert dlq[0].value == b"not a setting" and dlq[0].key == b"host-001"
+    # the broker keeps dwcp.config compacted: the latest setting per host survives
+    admin = AdminClient(client_config(kafka_bootstrap))
+    resource = ConfigResource(ConfigResource.Type.TOPIC, tune_topics["dwcp_config"])
+    described = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert described["cleanup.policy"].value == "compact"
+
+
+def kcat(*args: str, bootstrap: str, stdin: str | None = None) -> str:
+    """Debian's kcat (scripts/tools.sh) against the test broker; its output."""
+    binary = shutil.which("kcat")
+    assert binary, "kcat missing: run scripts/tools.sh"
+    done = subprocess.run([binary, "-b", bootstrap, *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
