@@ -5,7 +5,7 @@
 
 Topology (the per-host logic is `operators.tuning.tuner.HostTuner`; docs/TUNING.md#flow):
 
-    metrics_in -> parse -> (host, event) for the tuning metrics -+
+    metrics_in -> parse -> (host, its events in the batch) -----+
     config_in -> parse_config -> (host, KnobSetting) ------------+-> tune (per host) -> out
                           +- dead letters (malformed) ---------------------------------> out
 
@@ -112,13 +112,17 @@ def parse_setting(msg: Any) -> tuple[str, KnobSetting] | DeadLetter:
 
 
 def make_tune_step(ctx: TunerContext) -> Any:
-    def tune(state: HostTuner | None, item: MetricEvent | KnobSetting) -> tuple[HostTuner, list]:
+    def tune(
+        state: HostTuner | None, item: list[MetricEvent] | KnobSetting
+    ) -> tuple[HostTuner, list]:
         if isinstance(item, KnobSetting):
             state = state or HostTuner(item.host, item.cluster)
             state.on_setting(item)
             return state, []
-        state = state or HostTuner(item.host, item.cluster)
-        out = state.on_event(item, ctx)
+        state = state or HostTuner(item[0].host, item[0].cluster)
+        out: list[object] = []
+        for event in item:  # one host's events of one input batch, in order
+            out += state.on_event(event, ctx)
         for rec in out:
             if isinstance(rec, Recommendation):
                 obs.RECOMMENDATIONS.labels(
@@ -132,15 +136,19 @@ def make_tune_step(ctx: TunerContext) -> Any:
 
 
 def events_of(batch: list[Any]) -> list[Any]:
-    """Shard batches to (host, event) pairs of the metrics the tuner reads; dead letters on."""
+    """Shard batches to one (host, events) pair per host of the metrics the tuner reads, so
+    the per-host step runs once per host and input batch, not once per event; dead letters
+    pass on."""
     out: list[Any] = []
+    by_host: dict[str, list[MetricEvent]] = {}
     for item in batch:
         if isinstance(item, DeadLetter):
             out.append(item)
             continue
         for e in item[1]:
             if e.metric in INPUT_METRICS:
-                out.append((e.host, e))
+                by_host.setdefault(e.host, []).append(e)
+    out.extend(by_host.items())
     return out
 
 
