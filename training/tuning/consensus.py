@@ -182,10 +182,11 @@ class ConsensusEnv:
     seed: int = 0
     static_runs: int = 64
     """A run with a failure costs ~10x a quiet one and the top settings differ mostly in how
-    often that happens (8-16 % of 2-s runs): with 4 or 16 runs the "true" value of a top
-    setting moved by 2x between seed sets (100 ms, 4, 3: 16 runs -0.079 or -0.027); 64 runs
-    rank them stably (-0.033 for 100 ms, 16, 3 vs -0.040 for 100 ms, 4, 3). Computed once per
-    process (48 settings x 64 runs, ~2 min), shared by every environment of the network."""
+    often that happens (8-16 % of 2-s runs): the mean of 16 runs of a top setting moved up to
+    3x between seed sets (100 ms, 4, 3: cost 0.079 over the first 16, 0.027 over the next);
+    64 runs rank them (0.033 for 100 ms, 16, 3 vs 0.040 for 100 ms, 4, 3):
+    `python bench/bench_consensus_truth.py`. Computed once per process (48 settings x 64
+    runs, ~2 min), shared by every environment of the network."""
 
     def __post_init__(self) -> None:
         every = [tuple(c) for c in itertools.product(TIMEOUTS_MS, BATCHES, QUORUMS)]
