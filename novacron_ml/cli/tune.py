@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from novacron_ml.cli.common import require_train_extra, writes
+from novacron_ml.core.tuning import GRID_KNOBS, SUBSYSTEMS
 
 DEFAULT_TABLE = Path("models/tuning/compression_table.json")
 
@@ -272,7 +273,7 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
         values = gridq_torch(q)
         env = gridq.GridKnobEnv(replay, env_name)
         env.reset()
-        knobs = gridq.KNOBS[env_name]
+        knobs = GRID_KNOBS[env_name]
         rollout: dict[str, Any] = {"knobs": knobs, **{k: [] for k in knobs}}
         for _ in range(40):
             env.step(int(np.argmax(values(env.state()[None])[0])))
@@ -571,15 +572,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "tune-train",
-        help="train the DQN tuner on the measured compression table, export it to ONNX",
+        help="train a DQN tuner (compression, bandwidth or consensus), export it to ONNX",
         description="Double DQN (hidden [256, 256], 100,000-transition replay, target network, "
-        "epsilon to 0.01) on the measured compression environment (docs/TUNING.md); writes "
+        "epsilon to 0.01) on the measured compression environment, or with --env on replayed "
+        "bandwidth-predictor or consensus runs (docs/TUNING.md); writes "
         "models/onnx/<name>.onnx and its manifest, a report with plots (reward per episode, "
         "the knobs over a greedy run with a traffic switch), and checks the ONNX policy.",
     )
     p.add_argument(
         "--env",
-        choices=("compression", "bandwidth", "consensus"),
+        choices=SUBSYSTEMS,
         default="compression",
         help="compression (the measured table, the default), bandwidth (replayed predictor "
         "runs on the real traffic series) or consensus (replayed SimPy runs)",
@@ -643,7 +645,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--env",
-        choices=("compression", "bandwidth", "consensus"),
+        choices=SUBSYSTEMS,
         default="compression",
         help="compression (the measured table), bandwidth (the predictor on real traffic) or"
         " consensus (the quorum-replication simulation)",

@@ -46,6 +46,8 @@ GRID_KNOBS: dict[str, tuple[str, str, str]] = {
 }
 """The other subsystems' knobs (`training.tuning.gridq`: trained and evaluated, not served by
 a flow yet)."""
+SUBSYSTEMS: tuple[str, ...] = ("compression", *GRID_KNOBS)
+"""Every tuned subsystem: `tune-train --env` and `tune eval --env` choices."""
 GRID_CONTEXT: dict[str, tuple[str, ...]] = {
     "bandwidth": ("day_cv", "day_burstiness", "day_ac1", "day_ac12"),
     "consensus": (),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from novacron_ml.core.tuning import GRID_KNOBS
 from training.tuning import gridq
 
 AXES = ((1, 2, 3, 4), (10, 20, 30), (5, 6))
@@ -92,11 +93,15 @@ def test_bandwidth_replay_holds_real_predictor_runs(tmp_path: Path) -> None:
     assert rewards[tuple(DEFAULT_PBA)] == pytest.approx(expect)
     replay.reset()
     first = replay.context()
-    reward, default = replay.step(tuple(DEFAULT_PBA))
-    assert reward == default and first in [d[0] for d in replay.days]
+    day = next(i for i, d in enumerate(replay.days) if d[0] == first)
+    other = (6, 0.99, 1)
+    reward, default = replay.step(other)  # that day's costs, for the setting and the default
+    assert (reward, default) == (replay.days[day][1][other], replay.days[day][1][DEFAULT_PBA])
+    assert reward != default
+    assert replay.context() == replay.days[(day + 1) % 3][0]  # the next day follows
 
 
-@pytest.mark.parametrize("subsystem", gridq.SUBSYSTEMS)
+@pytest.mark.parametrize("subsystem", tuple(GRID_KNOBS))
 def test_committed_policies_open_with_the_registry_checks(subsystem: str) -> None:
     pytest.importorskip("onnxruntime")
     from novacron_ml.core.manifest import REGISTRY

@@ -33,10 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from novacron_ml.core.tuning import GRID_KNOBS, apply_action, layout
-
-SUBSYSTEMS = tuple(GRID_KNOBS)
-KNOBS = GRID_KNOBS
+from novacron_ml.core.tuning import apply_action, layout
 
 
 def state_names(subsystem: str) -> tuple[str, ...]:
