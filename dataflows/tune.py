@@ -128,8 +128,8 @@ def make_tune_step(ctx: TunerContext) -> Any:
                 obs.RECOMMENDATIONS.labels(
                     mode=rec.mode, action=rec.action, allowed=str(rec.allowed).lower()
                 ).inc()
-                if not rec.allowed and rec.action == "change":
-                    obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.guardrail.split(":")[0]).inc()
+                if rec.blocked_by is not None:
+                    obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
         return state, out
 
     return tune

@@ -256,15 +256,21 @@ def host_rows(result: TuneDemoResult) -> list[list[object]]:
     return rows
 
 
+def counts(recs: list[Recommendation]) -> dict[str, Any]:
+    """The run's verdicts: changes allowed, reverts, changes not taken, blocks by guardrail."""
+    return {
+        "allowed": sum(r.allowed and r.action == "change" for r in recs),
+        "reverts": sum(r.action == "revert" for r in recs),
+        "not_applied": sum(r.action == "not-applied" for r in recs),
+        "blocked": Counter(r.blocked_by for r in recs if r.blocked_by is not None),
+    }
+
+
 def summary(result: TuneDemoResult) -> str:
     loop = result.loop
     recs = loop.recommendations
-    allowed = [r for r in recs if r.allowed and r.action == "change"]
-    blocked = Counter(
-        r.guardrail.split(":")[0] for r in recs if not r.allowed and r.action == "change"
-    )
-    reverts = sum(r.action == "revert" for r in recs)
-    lost = sum(r.action == "not-applied" for r in recs)
+    c = counts(recs)
+    blocked = c["blocked"]
     rows = host_rows(result)
     gains: dict[str, list[float]] = defaultdict(list)
     for row in rows:
@@ -275,10 +281,10 @@ def summary(result: TuneDemoResult) -> str:
         paint("Summary", "1"),
         f"  events             {result.events:,} messages in {result.seconds:.1f} s; dead letters "
         + (", ".join(f"{k} {v}" for k, v in sorted(loop.dead_letters.items())) or "0"),
-        f"  recommendations    {len(recs):,} published: {len(allowed):,} changes "
+        f"  recommendations    {len(recs):,} published: {c['allowed']:,} changes "
         + ("applied" if any(r.mode == "apply" for r in recs) else "advised (dry-run: none applied)")
         + ", "
-        f"{reverts} reverted, {lost} not taken by the host; blocked by "
+        f"{c['reverts']} reverted, {c['not_applied']} not taken by the host; blocked by "
         + (", ".join(f"{k} {v}" for k, v in sorted(blocked.items())) or "none"),
         f"  guardrail checks   {len(bad)} violations (every applied change on a canary host, "
         "within bounds, a cooldown after the previous one)",

@@ -35,7 +35,7 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
         Path(args.report).write_text(html_page(result))
         print(f"wrote {args.report}")
     if args.json:
-        from novacron_ml.app.tune_demo import host_rows
+        from novacron_ml.app.tune_demo import counts, host_rows
 
         cols = [
             "host",
@@ -55,15 +55,8 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
                     "events": result.events,
                     "seconds": result.seconds,
                     "recommendations": len(recs),
-                    "allowed": sum(r.allowed and r.action == "change" for r in recs),
                     "mode": args.mode,
-                    "reverts": sum(r.action == "revert" for r in recs),
-                    "blocked": Counter(
-                        r.guardrail.split(":")[0]
-                        for r in recs
-                        if not r.allowed and r.action == "change"
-                    ),
-                    "not_applied": sum(r.action == "not-applied" for r in recs),
+                    **counts(recs),
                     "violations": violations(result),
                     "hosts": [dict(zip(cols, row, strict=True)) for row in host_rows(result)],
                 },

@@ -171,3 +171,10 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     assumed: list[str] = []
     """What the host did not report and the flow assumed (link speed, payload mix)."""
     schema_version: int = 1
+
+    @property
+    def blocked_by(self) -> str | None:
+        """The guardrail that blocked a proposed change (`canary`, `safe set`, ...), else None."""
+        if self.allowed or self.action != "change":
+            return None
+        return self.guardrail.split(":")[0]
