@@ -17,6 +17,10 @@ leave as dead letters (`metrics.dlq`), counted by reason.
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -24,6 +28,7 @@ import msgspec
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
+from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
@@ -111,28 +116,78 @@ def parse_setting(msg: Any) -> tuple[str, KnobSetting] | DeadLetter:
     return setting.host, setting
 
 
-def make_tune_step(ctx: TunerContext) -> Any:
-    def tune(
-        state: HostTuner | None, item: list[MetricEvent] | KnobSetting
-    ) -> tuple[HostTuner, list]:
-        if isinstance(item, KnobSetting):
-            state = state or HostTuner(item.host, item.cluster)
-            state.on_setting(item)
-            return state, []
-        state = state or HostTuner(item[0].host, item[0].cluster)
-        out: list[object] = []
-        for event in item:  # one host's events of one input batch, in order
-            out += state.on_event(event, ctx)
-        for rec in out:
-            if isinstance(rec, Recommendation):
-                obs.RECOMMENDATIONS.labels(
-                    mode=rec.mode, action=rec.action, allowed=str(rec.allowed).lower()
-                ).inc()
-                if rec.blocked_by is not None:
-                    obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
-        return state, out
+def _count(out: list[object]) -> None:
+    for rec in out:
+        if isinstance(rec, Recommendation):
+            obs.RECOMMENDATIONS.labels(
+                mode=rec.mode, action=rec.action, allowed=str(rec.allowed).lower()
+            ).inc()
+            if rec.blocked_by is not None:
+                obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
 
-    return tune
+
+HostSnapshot = tuple[HostTuner, float, bool]
+"""A host's recovery state: its tuner, when it was last heard from (wall clock, epoch s) and
+whether it has been compacted."""
+
+
+class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
+    """The `tune` step for one host: its `HostTuner` fed with its events (one input batch at
+    a time) and its `dwcp.config` records; a host silent for `idle_s` of wall clock is
+    compacted (`HostTuner.compacted`) and forgotten after `forget_s`, so a churning fleet
+    does not grow the state without bound. Wall clock, not event time: a replay never
+    evicts a host in the middle of its own history."""
+
+    def __init__(
+        self,
+        ctx: TunerContext,
+        idle_s: float,
+        forget_s: float,
+        resume: HostSnapshot | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ctx, self.idle_s, self.forget_s, self.clock = ctx, idle_s, forget_s, clock
+        self.tuner: HostTuner | None = None
+        self.seen, self.compact = clock(), False
+        if resume is not None:
+            self.tuner, self.seen, self.compact = resume
+
+    def on_item(self, value: Any) -> tuple[list[object], bool]:
+        self.seen, self.compact = self.clock(), False
+        if isinstance(value, KnobSetting):
+            self.tuner = self.tuner or HostTuner(value.host, value.cluster)
+            self.tuner.on_setting(value)
+            return [], StatefulLogic.RETAIN
+        tuner = self.tuner = self.tuner or HostTuner(value[0].host, value[0].cluster)
+        out: list[object] = []
+        for event in value:  # one host's events of one input batch, in order
+            out += tuner.on_event(event, self.ctx)
+        _count(out)
+        return out, StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime:
+        wait = self.forget_s if self.compact else self.idle_s
+        return datetime.fromtimestamp(self.seen + wait, tz=UTC)
+
+    def on_notify(self) -> tuple[list[object], bool]:
+        if self.clock() < self.notify_at().timestamp():
+            return [], StatefulLogic.RETAIN  # woken early (a resumed snapshot): not yet
+        kept = None if self.compact or self.tuner is None else self.tuner.compacted()
+        if kept is None:
+            obs.TUNING_HOSTS_IDLE.labels(outcome="dropped").inc()
+            return [], StatefulLogic.DISCARD
+        obs.TUNING_HOSTS_IDLE.labels(outcome="compacted").inc()
+        self.tuner, self.compact = kept, True
+        return [], StatefulLogic.RETAIN
+
+    def snapshot(self) -> HostSnapshot:
+        return copy.deepcopy(self.tuner), self.seen, self.compact  # type: ignore[return-value]
+
+
+def host_logic_builder(
+    ctx: TunerContext, idle_s: float, forget_s: float
+) -> Callable[[HostSnapshot | None], HostLogic]:
+    return lambda resume: HostLogic(ctx, idle_s, forget_s, resume)
 
 
 def events_of(batch: list[Any]) -> list[Any]:
@@ -211,7 +266,8 @@ def build_flow(
         keyed = op.merge("events_and_settings", keyed, split_cfg.trues)
         bad = op.map("count_bad_config", split_cfg.falses, count_dead_letter)
         dead = op.merge("dead_letters", dead, bad)
-    tuned = op.stateful_flat_map("tune", keyed, make_tune_step(ctx))
+    builder = host_logic_builder(ctx, settings.tune.idle_s, settings.tune.forget_s)
+    tuned = op.stateful("tune", keyed, builder)
     merged = op.merge("collect_outputs", op.map("drop_host", tuned, lambda kv: kv[1]), dead)
     if kafka_output:
         merged = op.map("encode", merged, encode_tuning(topics))

@@ -265,20 +265,24 @@ def supervise(children: list[Any], grace_s: float = 15.0) -> list[int]:
     return [int(p.returncode) for p in children]
 
 
-def recovery_dir(settings: Any, given: Path | None) -> Path:
+def recovery_dir(settings: Any, given: Path | None, flow: str = "detect") -> Path:
     """--recovery-dir, else recovery.dir, else one directory per broker and metrics topic
-    (state from another topic's partitions must never be resumed)."""
+    (state from another topic's partitions must never be resumed). Each flow has its own:
+    the tuning flow's is recovery.dir's sibling `<dir>-tune`, or `tune-<topic>-<digest>`."""
     import hashlib
     import os
 
     if given:
         return given
+    suffix = "" if flow == "detect" else f"-{flow}"
     if settings.recovery.dir:
-        return Path(settings.recovery.dir)
+        configured = Path(settings.recovery.dir)
+        return configured.with_name(configured.name + suffix)
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     key = f"{settings.kafka.bootstrap_servers}|{settings.topics.metrics}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return base / "novacron-ml" / "recovery" / f"{settings.topics.metrics}-{digest}"
+    prefix = "" if flow == "detect" else f"{flow}-"
+    return base / "novacron-ml" / "recovery" / f"{prefix}{settings.topics.metrics}-{digest}"
 
 
 def prepare_recovery(directory: Path, from_beginning: bool) -> bool:

@@ -507,10 +507,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     import sys
     from datetime import timedelta
 
+    from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
     from dataflows.tune import kafka_flow
-    from novacron_ml.cli.run import install_stop_handlers
+    from novacron_ml.cli.run import install_stop_handlers, prepare_recovery, recovery_dir
     from novacron_ml.core import metrics as obs
     from novacron_ml.core.kafka import ensure_topics, wait_ready
     from novacron_ml.core.metrics import counter_value, serve_metrics
@@ -549,10 +550,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"cooldown {tn.cooldown_s:g} s, policy {tn.policy}",
         file=sys.stderr,
     )
+    recovery = None
+    if settings.recovery.enabled and not args.no_recovery:
+        directory = recovery_dir(settings, args.recovery_dir, flow="tune")
+        fresh = prepare_recovery(directory, args.from_beginning)
+        state = "new" if fresh else "resuming every host's loop where it stopped"
+        print(f"novacron-ml tune run: recovery state {directory} ({state})", file=sys.stderr)
+        recovery = RecoveryConfig(
+            str(directory), backup_interval=timedelta(seconds=settings.recovery.backup_interval_s)
+        )
+    else:
+        print(
+            "novacron-ml tune run: no recovery state: a restart forgets cooldowns, pending "
+            "reverts and reverted settings",
+            file=sys.stderr,
+        )
     flow = kafka_flow(settings)  # the policy and table checked before the flow starts
     signals = install_stop_handlers()  # Ctrl-C / SIGTERM end the inputs; outputs flush
     start = time.monotonic()
-    cli_main(flow, workers_per_process=args.workers, epoch_interval=timedelta(seconds=10))
+    cli_main(
+        flow,
+        workers_per_process=args.workers,
+        epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
+        recovery_config=recovery,
+    )
 
     def total(counter: Any) -> int:
         return int(
@@ -683,5 +704,18 @@ def register(sub: Any) -> None:
     p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (1)")
     p.add_argument("--once", action="store_true", help="stop at the end of the topics")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="Bytewax recovery state (default: recovery.dir + '-tune', else one directory per "
+        "broker and topic under ~/.local/state/novacron-ml/recovery): a restart resumes every "
+        "host's cooldown, pending revert and reverted settings",
+    )
+    p.add_argument("--no-recovery", action="store_true", help="keep no recovery state")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start over: delete the recovery state and read from kafka.starting_offset",
+    )
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_run)

@@ -112,6 +112,13 @@ GUARDRAIL_BLOCKS = Counter(
     "blocked them (bounds, canary, cooldown, safe set, gain, reverted).",
     ["guardrail"],
 )
+TUNING_HOSTS_IDLE = Counter(
+    "novacron_tuning_hosts_idle",
+    "Tuning flow: hosts silent for tune.idle_s, by what happened to their state (compacted: "
+    "setting, version and reverted settings kept; dropped: nothing to keep, or silent for "
+    "tune.forget_s).",
+    ["outcome"],
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",
@@ -167,6 +174,8 @@ def initialise_tuning(mode: str) -> None:
             RECOMMENDATIONS.labels(mode=mode, action=action, allowed=allowed)
     for guardrail in ("bounds", "canary", "cooldown", "safe set", "reverted", "gain"):
         GUARDRAIL_BLOCKS.labels(guardrail=guardrail)
+    for outcome in ("compacted", "dropped"):
+        TUNING_HOSTS_IDLE.labels(outcome=outcome)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -542,8 +542,9 @@ class CatalogueSettings(_Group):
 class RecoverySettings(_Group):
     enabled: bool = Field(
         True,
-        description="novacron-ml run keeps Bytewax recovery state, so a restart resumes where "
-        "it stopped (no re-published alerts, no gap); false: every start reads from "
+        description="novacron-ml run and tune run keep Bytewax recovery state, so a restart "
+        "resumes where it stopped (no re-published alerts, no gap; the tuning flow keeps every "
+        "host's cooldown and pending revert); false: every start reads from "
         "kafka.starting_offset.",
     )
     dir: str = Field(
@@ -617,6 +618,17 @@ class TuneSettings(_Group):
     bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description='Per-knob bounds, e.g. {"hde_level": [1, 9]}; unset: the knob\'s grid.',
+    )
+    idle_s: PositiveFloat = Field(
+        86400.0,
+        description="A host silent this long (wall clock) is compacted: its working state is "
+        "dropped, its setting, version and reverted settings kept (a host still at the default "
+        "with nothing to remember is dropped outright).",
+    )
+    forget_s: PositiveFloat = Field(
+        30 * 86400.0,
+        description="A compacted host silent this long is forgotten; if it returns it is tuned "
+        "from the setting it reports (hde_* metrics), else from the default.",
     )
 
     @field_validator("bounds")

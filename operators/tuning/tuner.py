@@ -104,6 +104,17 @@ class HostTuner:
     """An applied setting the host has not reported running yet, and since when."""
     decisions: int = 0
 
+    def compacted(self) -> HostTuner | None:
+        """What a host that went silent keeps (docs/TUNING.md#flow): the setting it was left
+        at, its version and the settings reverted on it, so that it is tuned from where it
+        stands if it returns; its observations, cooldown, pending change and published
+        verdicts go (they describe a past that a returning host no longer has). None when
+        nothing is worth keeping: a host at the default that was never changed."""
+        if self.config == DEFAULT_CONFIG and self.version == 0 and not self.reverted:
+            return None
+        return HostTuner(self.host, self.cluster, self.config, self.version,
+                         reverted=set(self.reverted))  # fmt: skip
+
     # -- inputs ----------------------------------------------------------------------------
     def on_setting(self, record: KnobSetting) -> None:
         """A `dwcp.config` record: adopt it unless it is older than what this loop knows (its

@@ -3,13 +3,16 @@ read from `dwcp.config` (an operator's, and a malformed one to the dead letters)
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from typing import Any
 
 import msgspec
+from bytewax.operators import StatefulLogic
 from bytewax.testing import run_main
 
 from dataflows.io import CallbackSink, MessageSource
-from dataflows.tune import build_flow, tuner_context
+from dataflows.tune import HostLogic, build_flow, host_logic_builder, tuner_context
 from novacron_ml.app.tune_demo import (
     ClosedLoop,
     host_rows,
@@ -17,10 +20,14 @@ from novacron_ml.app.tune_demo import (
     run_tune_demo,
     violations,
 )
+from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter, Reason
+from novacron_ml.core.metrics import counter_value
+from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-from novacron_ml.core.tuning import KnobSetting, Recommendation
+from novacron_ml.core.tuning import DEFAULT_CONFIG, KnobSetting, Recommendation
+from operators.tuning import envmodel
 
 
 def test_closed_loop_improves_canary_hosts_and_leaves_the_control_group() -> None:
@@ -81,3 +88,73 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     assert first["host-000"].knob == "hde_level" and first["host-000"].old == 9
     assert first["host-001"].old in (3, 64, 17)  # the default
     assert not any(isinstance(i, KnobSetting) for i in out)  # dry-run publishes no settings
+
+
+def _minutes(logic: HostLogic, minutes: int, t0: int, mix: str = "telemetry") -> list[object]:
+    """Feed a host's logic `minutes` of telemetry traffic on 1 Gbit/s, one input batch a
+    minute, its throughput as the table says its current setting performs."""
+    table = logic.ctx.table
+    weights = envmodel.normalised(envmodel.MIXES[mix], table.kinds)
+    out: list[object] = []
+    for m in range(minutes):
+        config = logic.tuner.config if logic.tuner else DEFAULT_CONFIG
+        reward = envmodel.measure_mix(table, weights, config, 125.0)["reward"]
+        batch = [
+            MetricEvent(t0 + (m * 6 + i) * 10_000, "h", "c", name, value)
+            for i in range(6)
+            for name, value in (("throughput_mbps", 8 * reward), ("link_mbps", 1000.0),
+                                *((f"payload_share_{k.replace('-', '_')}", w)
+                                  for k, w in weights.items()))
+        ]  # fmt: skip
+        items, discard = logic.on_item(batch)
+        assert discard is StatefulLogic.RETAIN
+        out += items
+    return out
+
+
+def test_a_silent_host_is_compacted_then_forgotten_and_its_snapshot_resumes() -> None:
+    ctx = tuner_context(Settings(tune={"mode": "apply", "canary_fraction": 1.0}))
+    now = [1_000.0]
+    build = host_logic_builder(ctx, 60.0, 600.0)
+    logic = HostLogic(ctx, 60.0, 600.0, clock=lambda: now[0])
+    out = _minutes(logic, 5, 1_700_000_000_000)
+    tuner = logic.tuner
+    assert tuner is not None and any(isinstance(i, KnobSetting) for i in out)
+    assert tuner.config != DEFAULT_CONFIG and tuner.guard is not None and tuner.version == 1
+    # a snapshot is a copy (later steps do not change it) and survives pickling
+    snap = pickle.loads(pickle.dumps(logic.snapshot()))
+    resumed = build(snap)
+    assert resumed.tuner is not None and resumed.tuner is not tuner
+    assert resumed.tuner.guard is not None and vars(resumed.tuner.guard) == vars(tuner.guard)
+    assert dataclasses.replace(resumed.tuner, guard=None) == dataclasses.replace(tuner, guard=None)
+    assert resumed.notify_at() == logic.notify_at()
+
+    compacted = counter_value(obs.TUNING_HOSTS_IDLE, outcome="compacted")
+    dropped = counter_value(obs.TUNING_HOSTS_IDLE, outcome="dropped")
+    now[0] += 59
+    assert logic.on_notify() == ([], StatefulLogic.RETAIN) and logic.tuner is tuner  # not yet
+    now[0] += 2
+    assert logic.on_notify() == ([], StatefulLogic.RETAIN)
+    kept = logic.tuner
+    assert kept is not None and kept is not tuner
+    assert (kept.config, kept.version, kept.reverted) == (tuner.config, 1, tuner.reverted)
+    assert kept.guard is None and kept.sums == {} and kept.next_decision_ms is None
+    assert logic.notify_at().timestamp() == 1_000.0 + 600.0  # 600 s after it was last heard
+    assert counter_value(obs.TUNING_HOSTS_IDLE, outcome="compacted") == compacted + 1
+    # it returns: tuned from where it stands, its next settings carry on the version
+    back = _minutes(logic, 4, 1_700_000_900_000)
+    assert not logic.compact
+    assert all(s.version > 1 for s in back if isinstance(s, KnobSetting))
+    now[0] += 61
+    logic.on_notify()
+    assert logic.compact
+    now[0] += 600
+    assert logic.on_notify() == ([], StatefulLogic.DISCARD)
+    assert counter_value(obs.TUNING_HOSTS_IDLE, outcome="dropped") == dropped + 1
+
+    # a host that was never changed (dry-run) has nothing worth keeping: dropped at once
+    dry = tuner_context(Settings(tune={"mode": "dry-run", "canary_fraction": 1.0}))
+    quiet = HostLogic(dry, 60.0, 600.0, clock=lambda: now[0])
+    _minutes(quiet, 5, 1_700_000_000_000)
+    now[0] += 61
+    assert quiet.on_notify() == ([], StatefulLogic.DISCARD)

@@ -91,7 +91,8 @@ def test_prometheus_scrapes_a_running_flow(
         NOVACRON_TOPICS_DWCP_CONFIG=kafka_topics["metrics"] + ".dwcp",
     )
     tuner = subprocess.Popen(
-        [sys.executable, "-m", "novacron_ml.cli", "tune", "run", "--metrics-port", str(tune_port)],
+        [sys.executable, "-m", "novacron_ml.cli", "tune", "run", "--no-recovery",
+         "--metrics-port", str(tune_port)],
         env=tune_env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     server = subprocess.Popen(

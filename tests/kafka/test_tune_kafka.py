@@ -3,11 +3,14 @@ on `optimizer.actions`, applied settings on `dwcp.config`, a malformed setting o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -23,6 +26,7 @@ from novacron_ml.core.kafka import (
     produce,
     read_topic,
 )
+from novacron_ml.core.schema import rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from novacron_ml.core.tuning import KnobSetting, Recommendation
@@ -104,3 +108,83 @@ def kcat(*args: str, bootstrap: str, stdin: str | None = None) -> str:
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_restart_resumes_every_hosts_loop(
+    kafka_bootstrap: str, tune_topics: dict[str, str], tmp_path: Path
+) -> None:
+    """`tune run` twice with recovery (the default), the second half of the metrics produced
+    between the runs, publishes exactly the verdicts and settings of one uninterrupted run:
+    cooldowns, pending changes, published verdicts and half-filled intervals survive the
+    restart. Without recovery the second run starts every host over and differs."""
+    now = int(time.time() // 60 * 60_000)
+    sim = FleetSimulator(
+        FleetConfig(
+            hosts=6, clusters=1, duration_s=2 * 3600, step_s=10, start_ms=now - 3 * 3_600_000
+        )
+    )
+    loop = ClosedLoop(sim, tuner_context(Settings()), 1.0)
+    sim.hook = loop.hook
+    messages = list(sim.timed_messages("json"))
+    half = messages[0][2] + 3_600_000 + 25_000  # mid-interval: a half-filled one is carried
+    produce(kafka_bootstrap, tune_topics["metrics"], [m for m in messages if m[2] < half])
+    env = dict(
+        os.environ,
+        NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        NOVACRON_TOPICS_METRICS=tune_topics["metrics"],
+        NOVACRON_TOPICS_DLQ=tune_topics["dlq"],
+        NOVACRON_TUNE_MODE="apply",
+        NOVACRON_TUNE_CANARY_FRACTION="1.0",
+    )
+    resumed = dict(env, NOVACRON_TOPICS_OPTIMIZER_ACTIONS=tune_topics["optimizer_actions"],
+                   NOVACRON_TOPICS_DWCP_CONFIG=tune_topics["dwcp_config"])  # fmt: skip
+    command = [*TUNE_CLI, "--recovery-dir", str(tmp_path / "recovery")]
+    first = tune_cli(command, resumed)
+    assert "recovery state" in first and "(new)" in first
+    produce(kafka_bootstrap, tune_topics["metrics"], [m for m in messages if m[2] >= half])
+    assert "resuming" in tune_cli(command, resumed)
+
+    clean = {k: f"{tune_topics[k]}.clean" for k in ("optimizer_actions", "dwcp_config")}
+    ensure_topics(kafka_bootstrap, [clean["optimizer_actions"]], compacted=[clean["dwcp_config"]])
+    tune_cli([*TUNE_CLI, "--no-recovery"], dict(
+        env, NOVACRON_TOPICS_OPTIMIZER_ACTIONS=clean["optimizer_actions"],
+        NOVACRON_TOPICS_DWCP_CONFIG=clean["dwcp_config"]))  # fmt: skip
+    expected = verdicts(kafka_bootstrap, clean["optimizer_actions"])
+    got = verdicts(kafka_bootstrap, tune_topics["optimizer_actions"])
+    assert len(expected) >= 12 and {v[0] for v in expected} == {f"host-00{i}" for i in range(6)}
+    assert {"change", "not-applied"} <= {v[5] for v in expected}  # state worth carrying
+    assert got == expected
+    settings = [r.value for r in read_topic(kafka_bootstrap, tune_topics["dwcp_config"])]
+    assert sorted(settings) == sorted(
+        r.value for r in read_topic(kafka_bootstrap, clean["dwcp_config"])
+    )
+    delete_topics(kafka_bootstrap, clean.values())
+
+    # the contrast: the second half alone without the first run's state starts every host over
+    fresh = {k: f"{tune_topics[k]}.fresh" for k in ("metrics", "optimizer_actions", "dwcp_config")}
+    ensure_topics(kafka_bootstrap, [fresh["metrics"], fresh["optimizer_actions"]],
+                  compacted=[fresh["dwcp_config"]])  # fmt: skip
+    produce(kafka_bootstrap, fresh["metrics"], [m for m in messages if m[2] >= half])
+    tune_cli([*TUNE_CLI, "--no-recovery"], dict(
+        env, NOVACRON_TOPICS_METRICS=fresh["metrics"],
+        NOVACRON_TOPICS_OPTIMIZER_ACTIONS=fresh["optimizer_actions"],
+        NOVACRON_TOPICS_DWCP_CONFIG=fresh["dwcp_config"]))  # fmt: skip
+    later = [v for v in expected if v[1] >= rfc3339_ms(half)]
+    assert verdicts(kafka_bootstrap, fresh["optimizer_actions"]) != later
+    delete_topics(kafka_bootstrap, fresh.values())
+
+
+TUNE_CLI = [sys.executable, "-m", "novacron_ml.cli", "tune", "run", "--once", "--wait", "30"]
+
+
+def tune_cli(command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def verdicts(bootstrap: str, topic: str) -> list[tuple[object, ...]]:
+    """Each host's verdicts in the order published (hosts interleave as batches fall)."""
+    recs = [msgspec.json.decode(r.value, type=Recommendation) for r in read_topic(bootstrap, topic)]
+    rows = [(r.host, r.ts, r.knob, r.old, r.new, r.action, r.allowed, r.guardrail) for r in recs]
+    return sorted(rows, key=lambda row: row[0])  # stable: a host's own order is kept
