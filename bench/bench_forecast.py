@@ -109,7 +109,7 @@ def architecture_costs(batch: int = 512, reps: int = 20) -> dict[str, float]:
 
 
 SERVED = {"layers": 1, "bidirectional": False, "attention": False}
-"""The served model's architecture (models/onnx/lstm_forecaster.json) over the defaults."""
+"""The served model's architecture (models/onnx/lstm_forecaster) over the defaults."""
 
 
 def training_rate(n_windows: int, epochs: int, **arch: Any) -> float:

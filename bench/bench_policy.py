@@ -2,7 +2,8 @@
 interval).
 
 One ONNX Runtime session (one thread, as the flow opens models) on the committed
-`models/onnx/dqn_compression.json`; a decision round scores every host's state in one call.
+`models/onnx/dqn_compression` (its champion); a decision round scores every host's state in
+one call.
 Per event = the round's time / the events the hosts send in one decision interval (the
 simulator's 10 DWCP metrics every 5 s). Run: `python bench/bench_policy.py [--hosts 1000]`.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from novacron_ml.core.registry import champion_manifest
 from training.tuning.dqn import STATE_NAMES, onnx_q_values
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +77,7 @@ def bench_flow(hosts: int, hours: float) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--manifest", type=Path, default=ROOT / "models/onnx/dqn_compression.json")
+    p.add_argument("--manifest", type=Path, default=champion_manifest("dqn_compression"))
     p.add_argument("--hosts", type=int, nargs="+", default=[1, 100, 1000, 10_000])
     p.add_argument("--interval-s", type=float, default=60.0, help="decision interval (60)")
     p.add_argument("--metrics", type=int, default=10, help="metrics per host (10)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue, catalogue_for
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.manifest import resolve_model_path
+from novacron_ml.core.registry import ALIASES_FILE
 from novacron_ml.core.settings import Settings, TopicSettings
 from operators.alerting.episodes import EpisodeConfig
 from operators.alerting.suppression import Rule, rules_from_settings
@@ -27,6 +28,7 @@ from operators.forecast.forecaster import ForecastConfig, SeriesForecaster
 from operators.forecast.model import load_forecaster
 from operators.ingest.counters import CounterRates
 from operators.ingest.parse import ParseLimits
+from operators.serving import set_poll_s
 
 LOG = logging.getLogger("novacron.config")
 
@@ -61,6 +63,7 @@ class FlowConfig:
 
 def resolve(settings: Settings) -> FlowConfig:
     """Every setting the flow uses, translated and checked once (models opened)."""
+    set_poll_s(settings.models.poll_s)
     catalogue = catalogue_for(settings.catalogue)
     forecaster, model_path = forecaster_for(settings, catalogue)
     window = settings.window
@@ -121,8 +124,8 @@ def forecaster_for(
     fs = settings.forecast
     if not fs.enabled:
         return None, ""
-    path = resolve_model_path(fs.model)
-    model = load_forecaster(str(path))
+    path = fs.model  # a registry folder (its champion, followed) or a manifest
+    model = load_forecaster(path)
     step_ms = int((settings.window.slide_s or settings.window.length_s) * 1000)
     if abs(model.manifest.step_s * 1000 - step_ms) > 1:
         raise ValueError(
@@ -137,7 +140,7 @@ def forecaster_for(
         model_name=f"{model.manifest.name}@{model.manifest.version}",
         catalogue=catalogue,
     )
-    return SeriesForecaster(config, model.input_len), str(path)
+    return SeriesForecaster(config, model.input_len), path
 
 
 def iforest_for(
@@ -151,18 +154,24 @@ def iforest_for(
     if not directory:
         return None
     path = resolve_model_path(directory)
-    manifests = sorted(path.glob("iforest_*.json"))
-    if not manifests:
+    refs = {  # registry folders (champions, followed) or, in a directory of exports, manifests
+        p.name.removeprefix("iforest_"): str(p.resolve())
+        for p in sorted(path.glob("iforest_*"))
+        if (p / ALIASES_FILE).is_file()
+    }
+    for p in sorted(path.glob("iforest_*.json")):
+        refs.setdefault(p.stem.removeprefix("iforest_"), str(p.resolve()))
+    if not refs:
         raise ValueError(
-            f"detector.iforest_models: {path} holds no iforest_*.json manifests; train them "
+            f"detector.iforest_models: {path} holds no iforest_* models; train them "
             "with `novacron-ml iforest-train`, or turn the tier off with iforest_models=''"
         )
-    for manifest in manifests:  # a missing or altered model fails here, not mid-stream
-        load_iforest(str(manifest.resolve()))
-    families = {m.stem.removeprefix("iforest_") for m in manifests}
+    for ref in refs.values():  # a missing or altered model fails here, not mid-stream
+        load_iforest(ref)
+    families = set(refs)
     if "generic" not in families:
         raise ValueError(
-            f"detector.iforest_models: {path} has no iforest_generic.json, which serves every "
+            f"detector.iforest_models: {path} has no iforest_generic model, which serves every "
             "metric whose family has no model of its own"
         )
     missing = sorted(set(FAMILIES.values()) - families)

@@ -18,6 +18,7 @@ leave as dead letters (`metrics.dlq`), counted by reason.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings, TopicSettings, load_settings
 from novacron_ml.core.tuning import GRIDS, KNOBS, KnobSetting, Recommendation
 from operators.ingest.parse import MessageParser, ParseLimits
+from operators.serving import ServedModel, served, set_poll_s
 from operators.tuning.envmodel import CompressionTable
 from operators.tuning.guardrails import GuardrailConfig
 from operators.tuning.policy import OnnxPolicy
@@ -60,11 +62,35 @@ _SETTING = msgspec.json.Decoder(KnobSetting)
 _JSON = msgspec.json.Encoder()
 
 
+def served_policy(settings: Settings) -> ServedModel[OnnxPolicy]:
+    """The compression policy this process serves (`tune.policy`: a registry folder, its
+    champion followed, or a pinned manifest), opened with the registry's checks."""
+    return served("policy", settings.tune.policy, lambda path: OnnxPolicy(path, "compression"))
+
+
+def live_context(settings: Settings) -> Callable[[], TunerContext]:
+    """The context every host's step asks for: rebuilt with the newly served policy when the
+    registry's champion moves (hot reload between batches), the same object otherwise."""
+    policy = served_policy(settings)
+    ctx = tuner_context(settings)
+    model = policy.model
+
+    def current() -> TunerContext:
+        nonlocal ctx, model
+        now = policy.current()
+        if now is not model:
+            model = now
+            ctx = dataclasses.replace(ctx, q_values=now.q_values, model=policy.label)
+        return ctx
+
+    return current
+
+
 def tuner_context(settings: Settings) -> TunerContext:
     """The policy (opened with the registry's checks), the measured table and the guardrails,
     once per worker at build time: a missing or altered model fails here, with its path."""
     t = settings.tune
-    policy = OnnxPolicy(resolve_model_path(t.policy), "compression")
+    policy = served_policy(settings).current()
     table_path = resolve_model_path(t.table)
     if not table_path.is_file():
         raise ValueError(f"tune.table: {table_path} does not exist; `novacron-ml tune measure`")
@@ -140,13 +166,14 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
 
     def __init__(
         self,
-        ctx: TunerContext,
+        context: Callable[[], TunerContext],
         idle_s: float,
         forget_s: float,
         resume: HostSnapshot | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ctx, self.idle_s, self.forget_s, self.clock = ctx, idle_s, forget_s, clock
+        self.context, self.idle_s, self.forget_s = context, idle_s, forget_s
+        self.clock = clock
         self.tuner: HostTuner | None = None
         self.seen, self.compact = clock(), False
         if resume is not None:
@@ -160,8 +187,9 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
             return [], StatefulLogic.RETAIN
         tuner = self.tuner = self.tuner or HostTuner(value[0].host, value[0].cluster)
         out: list[object] = []
+        ctx = self.context()  # the policy serving now (a promoted version between batches)
         for event in value:  # one host's events of one input batch, in order
-            out += tuner.on_event(event, self.ctx)
+            out += tuner.on_event(event, ctx)
         _count(out)
         return out, StatefulLogic.RETAIN
 
@@ -185,9 +213,9 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
 
 
 def host_logic_builder(
-    ctx: TunerContext, idle_s: float, forget_s: float
+    context: Callable[[], TunerContext], idle_s: float, forget_s: float
 ) -> Callable[[HostSnapshot | None], HostLogic]:
-    return lambda resume: HostLogic(ctx, idle_s, forget_s, resume)
+    return lambda resume: HostLogic(context, idle_s, forget_s, resume)
 
 
 def events_of(batch: list[Any]) -> list[Any]:
@@ -242,7 +270,13 @@ def build_flow(
     """Wire the tuning flow between any source of Kafka-style metric messages (and optionally
     of `dwcp.config` records) and any sink: `KafkaSinkMessage`s when `kafka_output`, else the
     `Recommendation`/`KnobSetting`/`DeadLetter` objects themselves."""
-    ctx = ctx or tuner_context(settings)
+    set_poll_s(settings.models.poll_s)
+    if ctx is None:
+        context = live_context(settings)
+        ctx = context()
+    else:
+        fixed = ctx
+        context = lambda: fixed  # noqa: E731  (a given context is served as it is)
     topics = settings.topics
     outputs = [topics.optimizer_actions, topics.dlq]
     if ctx.mode == "apply":
@@ -266,7 +300,7 @@ def build_flow(
         keyed = op.merge("events_and_settings", keyed, split_cfg.trues)
         bad = op.map("count_bad_config", split_cfg.falses, count_dead_letter)
         dead = op.merge("dead_letters", dead, bad)
-    builder = host_logic_builder(ctx, settings.tune.idle_s, settings.tune.forget_s)
+    builder = host_logic_builder(context, settings.tune.idle_s, settings.tune.forget_s)
     tuned = op.stateful("tune", keyed, builder)
     merged = op.merge("collect_outputs", op.map("drop_host", tuned, lambda kv: kv[1]), dead)
     if kafka_output:

@@ -1,8 +1,10 @@
-"""ONNX Runtime sessions for a stream worker (per process, never Bytewax state).
+"""ONNX Runtime sessions for a stream worker (per process, never Bytewax state), and hot
+reload of registry models (`ServedModel`, docs/REGISTRY.md#reload).
 
 Sessions use one intra-op thread and no spinning: the flow runs one worker per core, so ORT
-must not compete for them. A session is served only after these checks, at flow build time,
-each failure one line naming the manifest and the command that makes a model that fits:
+must not compete for them. A session is served only after these checks, at flow build time
+and again before a promoted version is swapped in, each failure one line naming the manifest
+and the command that makes a model that fits:
 
 1. the manifest's input columns are this code's (`feature_order`);
 2. the model file's sha256 matches the manifest (`novacron_ml.core.manifest`);
@@ -15,14 +17,20 @@ each failure one line naming the manifest and the command that makes a model tha
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from novacron_ml.core import metrics
 from novacron_ml.core.manifest import Golden, ModelManifest, sha256_of
+from novacron_ml.core.registry import MANIFEST_FILE, ModelRef, parse_ref, resolve_version
 
 
 @dataclass(frozen=True)
@@ -174,3 +182,148 @@ def open_session(
     ).set(1)
     metrics.INFERENCE_SECONDS.labels(model=manifest.name)  # the series exists from the start
     return session
+
+
+class Served(Protocol):
+    manifest: ModelManifest
+
+
+M = TypeVar("M", bound=Served)
+LOG = logging.getLogger("novacron.models")
+
+
+class ServedModel(Generic[M]):
+    """One model reference served by this process, with hot reload (docs/REGISTRY.md#reload).
+
+    `current()` is called between batches; at most every `poll_s` (wall clock) it reads the
+    followed alias. When the alias names another version, that version is opened with every
+    check above (sha256, shapes, golden parity: the golden run also warms the session) and
+    `compatible` (the serving code's own conditions, e.g. the same input length), and only
+    then swapped in; the version it replaces stays loaded, so moving the alias back
+    (`novacron-ml models rollback`) swaps instantly. A version that fails is rejected once
+    (one log line, `novacron_model_reloads_total{outcome="rejected"}`) while the current one
+    keeps serving; versions are immutable, so it is not tried again. A pinned reference
+    (a manifest file, or `<folder>@<version>`) never reloads."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        load: Callable[[Path], M],
+        poll_s: float = 10.0,
+        compatible: Callable[[M, M], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ref, self.load, self.poll_s, self.clock = ref, load, poll_s, clock
+        self.compatible = compatible
+        self.model: M = load(ref.manifest_path())  # at build time a failure stops the flow
+        self.version = self.model.manifest.version
+        self.loaded: dict[str, M] = {self.version: self.model}
+        self.rejected: dict[str, str] = {}
+        """Versions refused, and why."""
+        self.swaps = 0
+        self._next_poll = clock() + poll_s
+        self._lock = threading.Lock()
+        self._alias_error = ""
+        metrics.MODEL_RELOADS.labels(model=ref.name, outcome="swapped")
+        metrics.MODEL_RELOADS.labels(model=ref.name, outcome="rejected")
+
+    def current(self) -> M:
+        if self.ref.folder is not None and self.clock() >= self._next_poll:
+            self.refresh()
+        return self.model
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.manifest.name}@{self.version}"
+
+    def refresh(self) -> bool:
+        """Read the alias now; whether the served model changed."""
+        if self.ref.folder is None or not self._lock.acquire(blocking=False):
+            return False  # pinned, or another worker of this process is at it
+        try:
+            self._next_poll = self.clock() + self.poll_s
+            return self._refresh(self.ref.folder)
+        finally:
+            self._lock.release()
+
+    def _refresh(self, folder: Path) -> bool:
+        try:
+            version = resolve_version(folder, self.ref.alias)
+        except ValueError as exc:
+            if str(exc) != self._alias_error:  # said once, not every poll
+                LOG.error("model %s: %s; %s keeps serving", folder.name, exc, self.label)
+            self._alias_error = str(exc)
+            return False
+        self._alias_error = ""
+        if version == self.version or version in self.rejected:
+            return False
+        if version not in self.loaded:
+            try:
+                candidate = self.load(folder / version / MANIFEST_FILE)
+                why = self.compatible(self.model, candidate) if self.compatible else None
+                if why:
+                    raise ValueError(f"{folder / version}: {why}")
+            except (ValueError, OSError) as exc:
+                self.rejected[version] = str(exc)
+                metrics.MODEL_RELOADS.labels(model=self.ref.name, outcome="rejected").inc()
+                LOG.error(
+                    "model %s: version %s rejected, %s keeps serving: %s",
+                    folder.name, version, self.label, exc,
+                )  # fmt: skip
+                return False
+            self.loaded[version] = candidate
+        self._swap(version)
+        return True
+
+    def _swap(self, version: str) -> None:
+        old, old_version = self.model, self.version
+        self.model, self.version = self.loaded[version], version
+        # the one it replaced stays loaded (instant rollback); older ones are let go
+        self.loaded = {version: self.model, old_version: old}
+        m = old.manifest
+        with contextlib.suppress(KeyError):  # not exported if it was never served here
+            metrics.MODEL_INFO.remove(m.name, m.kind, m.version, m.sha256[:12])
+        n = self.model.manifest
+        metrics.MODEL_INFO.labels(
+            name=n.name, kind=n.kind, version=n.version, sha256=n.sha256[:12]
+        ).set(1)
+        metrics.MODEL_RELOADS.labels(model=self.ref.name, outcome="swapped").inc()
+        self.swaps += 1
+        LOG.warning("model %s: now serving version %s (was %s)", n.name, version, old_version)
+
+
+_SERVED: dict[tuple[str, str], ServedModel[Any]] = {}
+_SERVED_LOCK = threading.Lock()
+
+
+def served(
+    kind: str,
+    ref: str | Path,
+    load: Callable[[Path], M],
+    poll_s: float | None = None,
+    compatible: Callable[[M, M], str | None] | None = None,
+) -> ServedModel[M]:
+    """The process's one `ServedModel` for (`kind`, `ref`): every worker and shard of a
+    process serves the same session and sees a swap at the same time. `poll_s` applies when
+    it is created (None: `models.poll_s` as `set_poll_s` last set it)."""
+    key = (kind, str(ref))
+    found = _SERVED.get(key)
+    if found is not None:
+        return found
+    with _SERVED_LOCK:
+        if key not in _SERVED:
+            poll = _POLL["s"] if poll_s is None else poll_s
+            _SERVED[key] = ServedModel(parse_ref(ref), load, poll, compatible)
+        return _SERVED[key]
+
+
+_POLL = {"s": 10.0}
+"""How often a served model's alias is read (the `models.poll_s` setting sets it per process
+when a flow is built)."""
+
+
+def set_poll_s(seconds: float) -> None:
+    _POLL["s"] = seconds
+    for model in _SERVED.values():
+        model.poll_s = seconds
+        model._next_poll = min(model._next_poll, model.clock() + seconds)

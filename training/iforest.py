@@ -21,7 +21,8 @@ import numpy as np
 
 from novacron_ml.core.features import FEATURE_VERSION, FeatureWindow
 from novacron_ml.core.labels import AnomalyLabel
-from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
+from novacron_ml.core.manifest import ModelManifest, sha256_of
+from novacron_ml.core.registry import register, staging
 from novacron_ml.core.schema import split_series_key
 from operators.detection.iforest import IFOREST_SIGNATURE, family_of
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
@@ -211,88 +212,89 @@ def train_and_export(
     fam_eval = np.array([family_of(w.series) for w in eval_w])
     positive = anomalous_mask(eval_w, labels)
     report: dict[str, Any] = {"families": {}, "eval_windows": len(eval_w)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for family in [*sorted(set(fam_train.tolist())), "generic"]:
-        tm = np.ones(len(fam_train), bool) if family == "generic" else fam_train == family
-        em = np.ones(len(fam_eval), bool) if family == "generic" else fam_eval == family
-        forest = IsolationForest(
-            n_estimators=config.n_estimators,
-            contamination=config.contamination,
-            max_samples=min(config.max_samples, int(tm.sum())),
-            random_state=config.seed,
-        ).fit(x_train[tm])
-        raw = -forest.decision_function(x_eval[em])
-        flagged = raw > 0  # decision < 0: below the contamination threshold
-        pos = positive[em]
-        metrics = {
-            "train_windows": int(tm.sum()),
-            "eval_windows": int(em.sum()),
-            "eval_anomalous_windows": int(pos.sum()),
-            "roc_auc": roc_auc(raw, pos),
-            "flagged_share_normal": float(flagged[~pos].mean()) if (~pos).any() else None,
-            "flagged_share_anomalous": float(flagged[pos].mean()) if pos.any() else None,
-        }
-        name = f"iforest_{family}"
-        model_path = export_onnx(forest, out_dir / f"{name}.onnx", converter)
-        manifest = ModelManifest(
-            name=name,
-            kind="isolation_forest",
-            version="1",
-            file=model_path.name,
-            sha256=sha256_of(model_path),
-            created_at=datetime.now(UTC).isoformat(),
-            command=command,
-            feature_order=list(IFOREST_INPUTS),
-            input_len=len(IFOREST_INPUTS),
-            horizon=0,
-            step_s=60.0,
-            normalisation={
-                "method": "operators.features.scale_free.iforest_inputs: scale-free ratios, "
-                "signed log1p",
-                "feature_version": FEATURE_VERSION,
-            },
-            training_data={
-                "simulator": {
-                    "hours": train_hours,
-                    "hosts": hosts,
-                    "seed": config.seed,
-                    "start": SIM_START,
-                    "anomalies": 0,
+    with staging(out_dir) as scratch:  # the ONNX exports, until each is registered
+        for family in [*sorted(set(fam_train.tolist())), "generic"]:
+            tm = np.ones(len(fam_train), bool) if family == "generic" else fam_train == family
+            em = np.ones(len(fam_eval), bool) if family == "generic" else fam_eval == family
+            forest = IsolationForest(
+                n_estimators=config.n_estimators,
+                contamination=config.contamination,
+                max_samples=min(config.max_samples, int(tm.sum())),
+                random_state=config.seed,
+            ).fit(x_train[tm])
+            raw = -forest.decision_function(x_eval[em])
+            flagged = raw > 0  # decision < 0: below the contamination threshold
+            pos = positive[em]
+            metrics = {
+                "train_windows": int(tm.sum()),
+                "eval_windows": int(em.sum()),
+                "eval_anomalous_windows": int(pos.sum()),
+                "roc_auc": roc_auc(raw, pos),
+                "flagged_share_normal": float(flagged[~pos].mean()) if (~pos).any() else None,
+                "flagged_share_anomalous": float(flagged[pos].mean()) if pos.any() else None,
+            }
+            name = f"iforest_{family}"
+            model_path = export_onnx(forest, scratch / f"{name}.onnx", converter)
+            manifest = ModelManifest(
+                name=name,
+                kind="isolation_forest",
+                version="1",
+                file=model_path.name,
+                sha256=sha256_of(model_path),
+                created_at=datetime.now(UTC).isoformat(),
+                command=command,
+                feature_order=list(IFOREST_INPUTS),
+                input_len=len(IFOREST_INPUTS),
+                horizon=0,
+                step_s=60.0,
+                normalisation={
+                    "method": "operators.features.scale_free.iforest_inputs: scale-free ratios, "
+                    "signed log1p",
+                    "feature_version": FEATURE_VERSION,
                 },
-                "family": family,
-            },
-            metrics={
-                "held_out": {
+                training_data={
                     "simulator": {
-                        "hours": eval_hours,
+                        "hours": train_hours,
                         "hosts": hosts,
-                        "seed": config.seed + 1,
-                        "start": SIM_EVAL_START,
-                        "anomalies_per_host_per_hour": 0.5,
+                        "seed": config.seed,
+                        "start": SIM_START,
+                        "anomalies": 0,
                     },
-                    **metrics,
-                }
-            },
-            architecture={
-                "n_estimators": config.n_estimators,
-                "contamination": config.contamination,
-                "max_samples": min(config.max_samples, int(tm.sum())),
-            },
-            framework={
-                "sklearn": sklearn.__version__,
-                "converter": converter,
-                **({"skl2onnx": skl2onnx.__version__} if converter == "skl2onnx" else {}),
-                "python": platform.python_version(),
-            },
-            golden=make_golden(model_path, IFOREST_SIGNATURE, x_eval[em][:4]),
-        )
-        write_manifest(out_dir / f"{name}.json", manifest)
-        report["families"][family] = metrics
-        auc = metrics["roc_auc"]
-        progress(
-            f"{family:11s} train {metrics['train_windows']:6d}  eval {metrics['eval_windows']:6d} "
-            f"({metrics['eval_anomalous_windows']} anomalous)  AUC "
-            f"{'n/a' if auc is None else f'{auc:.3f}'}  flagged normal "
-            f"{metrics['flagged_share_normal']:.3f}"
-        )
+                    "family": family,
+                },
+                metrics={
+                    "held_out": {
+                        "simulator": {
+                            "hours": eval_hours,
+                            "hosts": hosts,
+                            "seed": config.seed + 1,
+                            "start": SIM_EVAL_START,
+                            "anomalies_per_host_per_hour": 0.5,
+                        },
+                        **metrics,
+                    }
+                },
+                architecture={
+                    "n_estimators": config.n_estimators,
+                    "contamination": config.contamination,
+                    "max_samples": min(config.max_samples, int(tm.sum())),
+                },
+                framework={
+                    "sklearn": sklearn.__version__,
+                    "converter": converter,
+                    **({"skl2onnx": skl2onnx.__version__} if converter == "skl2onnx" else {}),
+                    "python": platform.python_version(),
+                },
+                golden=make_golden(model_path, IFOREST_SIGNATURE, x_eval[em][:4]),
+            )
+            path, alias = register(out_dir, model_path, manifest)
+            report["families"][family] = {**metrics, "manifest": str(path), "alias": alias}
+            auc = metrics["roc_auc"]
+            progress(
+                f"{family:11s} train {metrics['train_windows']:6d}  "
+                f"eval {metrics['eval_windows']:6d} "
+                f"({metrics['eval_anomalous_windows']} anomalous)  AUC "
+                f"{'n/a' if auc is None else f'{auc:.3f}'}  flagged normal "
+                f"{metrics['flagged_share_normal']:.3f}"
+            )
     return report

@@ -28,6 +28,7 @@ COMMAND_GROUPS = (
     "forecast",
     "iforest",
     "tune",
+    "models",
     "settings",
 )
 """Modules of this package, in `--help` order; each is imported only to add its parsers

@@ -73,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from novacron_ml.core.manifest import DEFAULT_FORECASTER
     from novacron_ml.core.settings import load_settings
 
-    forecast = not args.no_forecast and DEFAULT_FORECASTER.is_file()
+    forecast = not args.no_forecast and DEFAULT_FORECASTER.is_dir()
     settings = load_settings(forecast={"enabled": True}) if forecast else load_settings()
     result = run_demo(
         settings,
@@ -123,7 +123,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--no-forecast",
         action="store_true",
-        help="without the ONNX LSTM forecaster (models/onnx/lstm_forecaster.json)",
+        help="without the ONNX LSTM forecaster (models/onnx/lstm_forecaster)",
     )
     t = p.add_argument_group("closed-loop tuning (--tune)")
     t.add_argument(

@@ -163,14 +163,10 @@ def _kafka_series(args: argparse.Namespace, cfg: LSTMConfig) -> Any:
 
 def cmd_forecast_train(args: argparse.Namespace) -> int:
     require_train_extra("torch")
-    import torch
-
-    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
-    from operators.forecast.model import FORECASTER_INPUTS, forecaster_signature, golden_input
-    from operators.serving import make_golden
+    from novacron_ml.core.registry import register, staging
     from training.features import simulator_series
     from training.forecast_train import held_out_test, train_on, training_report
-    from training.lstm import architecture, export_onnx
+    from training.lstm import export_onnx
     from training.series_io import load_series
 
     cfg = _config(args, args.horizon)
@@ -209,13 +205,36 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
     result = train_on(series, cfg, False, "train")
     test = held_out_test(result, series, cfg)
     out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / f"{args.name}.onnx"
-    export_onnx(result.model, onnx_path)
-    manifest = ModelManifest(
+    with staging(out_dir) as scratch:
+        onnx_path = scratch / f"{args.name}.onnx"
+        export_onnx(result.model, onnx_path)
+        manifest_path, alias = register(
+            out_dir, onnx_path, _manifest(args, cfg, result, test, series, kafka, onnx_path)
+        )
+        size = onnx_path.stat().st_size
+    if args.report:
+        training_report(args.report, result.history, test)
+    print(
+        f"registered {manifest_path} as the {alias} ({size / 1024:.0f} KiB; "
+        f"`novacron-ml models promote {args.name}` serves a challenger); "
+        f"held-out test: MASE {test['mase']:.3f}, within 5% {test['within_5pct']:.3f}"
+    )
+    return 0
+
+
+def _manifest(args: argparse.Namespace, cfg: Any, result: Any, test: dict[str, Any],
+              series: list[Series], kafka: Any, onnx_path: Path) -> Any:  # fmt: skip
+    import torch
+
+    from novacron_ml.core.manifest import ModelManifest, sha256_of
+    from operators.forecast.model import FORECASTER_INPUTS, forecaster_signature, golden_input
+    from operators.serving import make_golden
+    from training.lstm import architecture
+
+    return ModelManifest(
         name=args.name,
         kind="lstm_forecaster",
-        version=args.version,
+        version="1",  # the registry numbers versions (register)
         file=onnx_path.name,
         sha256=sha256_of(onnx_path),
         created_at=datetime.now(UTC).isoformat(),
@@ -249,14 +268,6 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
             onnx_path, forecaster_signature(cfg.input_len, cfg.horizon), golden_input(cfg.input_len)
         ),
     )  # fmt: skip
-    write_manifest(out_dir / f"{args.name}.json", manifest)
-    if args.report:
-        training_report(args.report, result.history, test)
-    print(
-        f"wrote {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB) and its manifest; "
-        f"held-out test: MASE {test['mase']:.3f}, within 5% {test['within_5pct']:.3f}"
-    )
-    return 0
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -309,7 +320,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "forecast-train",
-        help="train the served LSTM forecaster and export it to models/onnx/ with a manifest",
+        help="train the LSTM forecaster and register it in models/onnx/ (a new version)",
         description="Train on steady-state simulated window means, optional CSVs and an "
         "optional replay of a Kafka metrics topic (the records stamped in --from..--to, parsed "
         "by the flow's parser, bad records counted and skipped, averaged per series over "
@@ -320,7 +331,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("models/onnx"), help="registry directory")
     p.add_argument("--name", default="lstm_forecaster", help="model name (lstm_forecaster)")
-    p.add_argument("--version", default="1", help="model version (1)")
     p.add_argument("--horizon", type=int, default=12, help="forecast steps (12)")
     p.add_argument("--window-s", type=float, default=60.0, help="step = flow window (60)")
     p.add_argument(

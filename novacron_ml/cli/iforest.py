@@ -29,7 +29,12 @@ def cmd_iforest_train(args: argparse.Namespace) -> int:
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"models written to {args.out}/iforest_<family>.{{onnx,json}}")
+    aliases = {f: r.get("alias") for f, r in report["families"].items()}
+    print(
+        f"registered in {args.out}/iforest_<family>/ as new versions: "
+        + ", ".join(f"{f} ({a})" for f, a in aliases.items())
+        + "; `novacron-ml models promote iforest_<family>` serves a challenger"
+    )
     return 0
 
 

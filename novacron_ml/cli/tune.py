@@ -70,7 +70,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     tuners = tuple(args.tuners or TUNERS)
     policy = None
-    policy_path = Path(args.policy or f"models/onnx/dqn_{args.env}.json")
+    from novacron_ml.core.registry import parse_ref
+
+    policy_path = parse_ref(args.policy or f"models/onnx/dqn_{args.env}").manifest_path()
     if "dqn" in tuners and args.env == "compression":
         from training.tuning.dqn import as_tuner_factory, onnx_q_values
 
@@ -597,7 +599,8 @@ def register(sub: Any) -> None:
         description="Double DQN (hidden [256, 256], 100,000-transition replay, target network, "
         "epsilon to 0.01) on the measured compression environment, or with --env on replayed "
         "bandwidth-predictor or consensus runs (docs/TUNING.md); writes "
-        "models/onnx/<name>.onnx and its manifest, a report with plots (reward per episode, "
+        "the registry models/onnx/<name>/ as a new version (the champion when there is none, "
+        "else the challenger), a report with plots (reward per episode, "
         "the knobs over a greedy run with a traffic switch), and checks the ONNX policy.",
     )
     p.add_argument(
@@ -676,7 +679,8 @@ def register(sub: Any) -> None:
     p.add_argument("--tuners", nargs="+", help="subset (default: all; `dqn` uses --policy)")
     p.add_argument(
         "--policy",
-        help="the DQN's manifest (default models/onnx/dqn_<env>.json)",
+        help="the DQN: a registry folder, <folder>@<version> or a manifest "
+        "(default models/onnx/dqn_<env>, its champion)",
     )
     p.add_argument("--series", nargs="+", help="bandwidth: only these series (default: all six)")
     p.add_argument("--seeds", type=int, default=5, help="seeds (5)")

@@ -1,8 +1,9 @@
 """The model manifest format and the registry in `models/onnx/` (one definition for every model).
 
-Each model is `<name>.onnx` with a `<name>.json` manifest beside it (`ModelManifest`): the
-flows check the file's sha256 against it before serving (`operators.serving.open_session`),
-`training/` writes it when it exports a model.
+Each model version is a folder `<name>/<version>/` holding its ONNX file and `manifest.json`
+(`ModelManifest`; the layout and aliases: `novacron_ml.core.registry`): the flows check the
+file's sha256 against it before serving (`operators.serving.open_session`), `training/`
+writes it when it exports a model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import msgspec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = PROJECT_ROOT / "models" / "onnx"
-DEFAULT_FORECASTER = REGISTRY / "lstm_forecaster.json"
+DEFAULT_FORECASTER = REGISTRY / "lstm_forecaster"
+"""The forecaster's registry folder (served: its champion)."""
 
 
 class Golden(msgspec.Struct, kw_only=True):

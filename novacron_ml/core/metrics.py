@@ -86,6 +86,12 @@ MODEL_INFO = Gauge(
     "sha256 prefix (set when the model passed its checks at start).",
     ["name", "kind", "version", "sha256"],
 )
+MODEL_RELOADS = Counter(
+    "novacron_model_reloads",
+    "Registry aliases followed by this process: a new version swapped in, or rejected (its "
+    "checks failed; the current version keeps serving), by model name.",
+    ["model", "outcome"],
+)
 INFERENCE_SECONDS = Histogram(
     "novacron_inference_seconds",
     "Time of one ONNX Runtime call (a batch of windows), by model (the manifest's name).",

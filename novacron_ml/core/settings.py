@@ -317,10 +317,10 @@ class DetectorSettings(_Group):
     )
     iforest_models: str = Field(
         "",
-        description="Directory with iforest_<family>.json manifests (e.g. models/onnx; a "
-        "relative path is looked up in the working directory, then the project root); empty "
-        "(the default: combined into the decision it lowered the NAB score) disables the "
-        "Isolation Forest tier.",
+        description="Registry (e.g. models/onnx: iforest_<family>/ folders, champions "
+        "followed) or directory of iforest_<family>.json manifests; a relative path is looked "
+        "up in the working directory, then the project root; empty (the default: combined "
+        "into the decision it lowered the NAB score) disables the Isolation Forest tier.",
     )
     fire_probability: float = Field(
         0.985,
@@ -432,8 +432,10 @@ class ForecastSettings(_Group):
         " prediction-error alerts from its residuals, SLO degradation alerts.",
     )
     model: str = Field(
-        "models/onnx/lstm_forecaster.json",
-        description="Manifest of the served model (relative paths: from the project root).",
+        "models/onnx/lstm_forecaster",
+        description="The served model: a registry folder (its champion, followed as it "
+        "moves: hot reload), <folder>@<version> or a manifest file (pinned); relative paths "
+        "from the working directory, then the project root.",
     )
     residual_threshold: PositiveFloat = Field(
         8.0,
@@ -577,7 +579,9 @@ class TuneSettings(_Group):
         60.0, description="Event-time seconds between two decisions of a host."
     )
     policy: str = Field(
-        "models/onnx/dqn_compression.json", description="The policy's manifest (ONNX)."
+        "models/onnx/dqn_compression",
+        description="The ONNX policy: a registry folder (its champion, followed: hot reload), "
+        "<folder>@<version> or a manifest file (pinned).",
     )
     table: str = Field(
         "models/tuning/compression_table.json",
@@ -640,6 +644,15 @@ class TuneSettings(_Group):
         return value
 
 
+class ModelsSettings(_Group):
+    poll_s: PositiveFloat = Field(
+        10.0,
+        description="Seconds between two reads of a served model's registry alias: a promoted "
+        "version (novacron-ml models promote) is checked, warmed and swapped in between "
+        "batches; a rollback swaps back at once.",
+    )
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -685,6 +698,7 @@ class Settings(BaseSettings):
     catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:

@@ -2,10 +2,11 @@
 
 `training/iforest.py` fits one scikit-learn IsolationForest per metric family on feature
 vectors the flow's own engine computed, exports it as one ONNX TreeEnsembleRegressor to
-`models/onnx/iforest_<family>.onnx` with a manifest (`novacron_ml.models.ModelManifest`, kind
-`isolation_forest`). The flow scores every closed window of a feature-shard batch in one ORT
-call per family (`IsolationForestTier.score`, micro-batches) and attaches the raw score (the
-negated decision function: higher is more anomalous) to the window as
+`models/onnx/iforest_<family>/` (a registry model folder) with a manifest
+(`novacron_ml.core.manifest.ModelManifest`, kind `isolation_forest`). The flow scores every
+closed window of a feature-shard batch in one ORT call per family
+(`IsolationForestTier.score`, micro-batches) and attaches the raw score (the negated
+decision function: higher is more anomalous) to the window as
 `raw_scores["iforest"]`; the per-series step calibrates it like every other tier.
 
 The model never sees units: `iforest_inputs` turns the feature vector into scale-free inputs
@@ -27,9 +28,10 @@ from novacron_ml.core import metrics
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
+from novacron_ml.core.registry import ALIASES_FILE
 from novacron_ml.core.schema import AnomalyType, split_series_key
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
-from operators.serving import Signature, open_session
+from operators.serving import Signature, open_session, served
 
 IFOREST_SIGNATURE = Signature(input_dims=(len(IFOREST_INPUTS),), output="scores", output_dims=())
 """(n, inputs) -> (n,) raw scores: what `OnnxIsolationForest` feeds and reads."""
@@ -76,20 +78,25 @@ class OnnxIsolationForest:
         return -np.asarray(out, np.float64).reshape(-1)
 
 
-@lru_cache(maxsize=16)
-def load_iforest(manifest_path: str) -> OnnxIsolationForest:
-    """One session per process and model."""
-    return OnnxIsolationForest(Path(manifest_path))
+def load_iforest(ref: str) -> OnnxIsolationForest:
+    """The forest this process serves for `ref` (a registry model folder, followed as its
+    champion moves, or a manifest file), one session per process; called per batch, it
+    picks up a promoted version (`operators.serving.ServedModel`)."""
+    return served("iforest", ref, OnnxIsolationForest).current()
 
 
 @lru_cache(maxsize=64)
-def _manifest_for(directory: str, family: str) -> Path | None:
-    """The family's model, else `generic`; looked up once per process (models are checked when
-    the flow is built), not on every batch."""
+def _manifest_for(directory: str, family: str) -> str | None:
+    """The family's model, else `generic`: a registry folder `iforest_<family>/` (served as
+    its champion) or a manifest `iforest_<family>.json` (a directory of exports); looked up
+    once per process (models are checked when the flow is built), not on every batch."""
     for name in (family, "generic"):
+        folder = Path(directory) / f"iforest_{name}"
+        if (folder / ALIASES_FILE).is_file():
+            return str(folder.resolve())
         path = Path(directory) / f"iforest_{name}.json"
         if path.is_file():
-            return path.resolve()
+            return str(path.resolve())
     return None
 
 
@@ -104,7 +111,8 @@ class IsolationForestTier:
     catalogue: Catalogue = DEFAULT_CATALOGUE
     """Which family's forest scores a metric (by its anomaly type)."""
 
-    def manifest_for(self, family: str) -> Path | None:
+    def manifest_for(self, family: str) -> str | None:
+        """The model reference serving `family`."""
         return _manifest_for(self.directory, family)
 
     def new_state(self, series: str) -> None:
@@ -115,8 +123,8 @@ class IsolationForestTier:
     ) -> list[float | None]:
         """Each window's raw score; None where no model serves its family."""
         out: list[float | None] = [None] * len(windows)
-        groups: dict[Path, list[int]] = {}
-        paths: dict[str, Path | None] = {}
+        groups: dict[str, list[int]] = {}
+        paths: dict[str, str | None] = {}
         for i, w in enumerate(windows):
             family = family_of(w.series, self.catalogue)
             if family not in paths:
@@ -125,7 +133,7 @@ class IsolationForestTier:
             if path is not None:
                 groups.setdefault(path, []).append(i)
         for path, idx in groups.items():
-            model = load_iforest(str(path))
+            model = load_iforest(path)
             x = iforest_inputs(np.stack([windows[i].features for i in idx]))
             for i, raw in zip(idx, model.raw_scores(x).tolist(), strict=True):
                 out[i] = raw

@@ -186,6 +186,8 @@ class SeriesForecaster:
             np.stack([s.starts for _, s, _ in ready]) / 1000.0,
         )
         preds = model.predict(x).astype(np.float64)
+        manifest = getattr(model, "manifest", None)  # the version serving now (hot reload)
+        label = f"{manifest.name}@{manifest.version}" if manifest else self.config.model_name
         self.forecasts_made += len(ready)
         step_s = self.config.step_ms / 1000.0
         for (key, s, w), pred in zip(ready, preds, strict=True):
@@ -196,7 +198,7 @@ class SeriesForecaster:
                     window_end=rfc3339_ms(w.end_ms),
                     step_s=step_s,
                     forecast=pred.tolist(),
-                    model=self.config.model_name,
+                    model=label,
                 )
             )
             alert = self._slo(key, s, w, pred)

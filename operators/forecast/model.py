@@ -7,14 +7,13 @@ step; `training/lstm.py` builds its training windows with the same function.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from novacron_ml.core import metrics
 from novacron_ml.core.manifest import read_manifest
-from operators.serving import Signature, open_session
+from operators.serving import Signature, open_session, served
 
 DAY_S = 86_400.0
 
@@ -85,7 +84,20 @@ class OnnxForecaster:
         return np.asarray(out[0])
 
 
-@lru_cache(maxsize=8)
-def load_forecaster(manifest_path: str) -> OnnxForecaster:
-    """One session per process and model (the flow's workers share it)."""
-    return OnnxForecaster(Path(manifest_path))
+def same_shape(old: OnnxForecaster, new: OnnxForecaster) -> str | None:
+    """A forecaster swapped in must fit the histories the flow keeps for the served one."""
+    a, b = old.manifest, new.manifest
+    if (a.input_len, a.horizon, a.step_s) != (b.input_len, b.horizon, b.step_s):
+        return (
+            f"input_len/horizon/step_s {b.input_len}/{b.horizon}/{b.step_s:g} differ from the "
+            f"served {a.input_len}/{a.horizon}/{a.step_s:g} (the flow's histories would not "
+            "fit: restart the flow to change them)"
+        )
+    return None
+
+
+def load_forecaster(ref: str) -> OnnxForecaster:
+    """The forecaster this process serves for `ref` (a registry model folder, followed as its
+    champion moves, or a pinned manifest), one session per process; called between
+    batches, it picks up a promoted version (`operators.serving.ServedModel`)."""
+    return served("forecaster", ref, OnnxForecaster, compatible=same_shape).current()

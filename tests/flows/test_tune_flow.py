@@ -93,7 +93,7 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
 def _minutes(logic: HostLogic, minutes: int, t0: int, mix: str = "telemetry") -> list[object]:
     """Feed a host's logic `minutes` of telemetry traffic on 1 Gbit/s, one input batch a
     minute, its throughput as the table says its current setting performs."""
-    table = logic.ctx.table
+    table = logic.context().table
     weights = envmodel.normalised(envmodel.MIXES[mix], table.kinds)
     out: list[object] = []
     for m in range(minutes):
@@ -115,8 +115,8 @@ def _minutes(logic: HostLogic, minutes: int, t0: int, mix: str = "telemetry") ->
 def test_a_silent_host_is_compacted_then_forgotten_and_its_snapshot_resumes() -> None:
     ctx = tuner_context(Settings(tune={"mode": "apply", "canary_fraction": 1.0}))
     now = [1_000.0]
-    build = host_logic_builder(ctx, 60.0, 600.0)
-    logic = HostLogic(ctx, 60.0, 600.0, clock=lambda: now[0])
+    build = host_logic_builder(lambda: ctx, 60.0, 600.0)
+    logic = HostLogic(lambda: ctx, 60.0, 600.0, clock=lambda: now[0])
     out = _minutes(logic, 5, 1_700_000_000_000)
     tuner = logic.tuner
     assert tuner is not None and any(isinstance(i, KnobSetting) for i in out)
@@ -154,7 +154,7 @@ def test_a_silent_host_is_compacted_then_forgotten_and_its_snapshot_resumes() ->
 
     # a host that was never changed (dry-run) has nothing worth keeping: dropped at once
     dry = tuner_context(Settings(tune={"mode": "dry-run", "canary_fraction": 1.0}))
-    quiet = HostLogic(dry, 60.0, 600.0, clock=lambda: now[0])
+    quiet = HostLogic(lambda: dry, 60.0, 600.0, clock=lambda: now[0])
     _minutes(quiet, 5, 1_700_000_000_000)
     now[0] += 61
     assert quiet.on_notify() == ([], StatefulLogic.DISCARD)

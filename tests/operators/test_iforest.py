@@ -16,6 +16,7 @@ from novacron_ml.core.manifest import (
     sha256_of,
     write_manifest,
 )
+from novacron_ml.core.registry import champion_manifest
 from operators.detection.iforest import FAMILIES, IsolationForestTier, family_of, load_iforest
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 
@@ -71,7 +72,7 @@ def test_onnx_export_scores_like_scikit_learn(tmp_path: Path, converter: str) ->
     model = export_onnx(forest, tmp_path / "iforest_generic.onnx", converter)
     n_nodes = len(onnx.load(str(model)).graph.node)
     assert n_nodes == 5 if converter == "compact" else n_nodes > 30  # one ensemble vs per tree
-    base = read_manifest(REGISTRY / "iforest_generic.json")
+    base = read_manifest(champion_manifest("iforest_generic"))
     manifest = ModelManifest(
         **{
             **{f: getattr(base, f) for f in base.__struct_fields__},
@@ -107,7 +108,7 @@ def test_committed_models_are_intact_and_catch_held_out_anomalies() -> None:
     from training.iforest import anomalous_mask, roc_auc, simulated_windows
 
     for family in sorted(set(FAMILIES.values())):
-        path = REGISTRY / f"iforest_{family}.json"
+        path = champion_manifest(f"iforest_{family}")
         manifest = read_manifest(path)
         assert manifest.kind == "isolation_forest"
         assert manifest.feature_order == list(IFOREST_INPUTS)

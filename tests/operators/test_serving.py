@@ -16,6 +16,7 @@ import pytest
 
 from dataflows.config import forecaster_for, iforest_for
 from novacron_ml.core.manifest import REGISTRY, read_manifest, write_manifest
+from novacron_ml.core.registry import MANIFEST_FILE, champion_manifest
 from novacron_ml.core.settings import Settings
 from operators.detection.iforest import OnnxIsolationForest
 from operators.forecast.model import OnnxForecaster
@@ -23,9 +24,10 @@ from operators.tuning.policy import OnnxPolicy
 
 
 def copy_model(tmp_path: Path, name: str) -> Path:
-    manifest = read_manifest(REGISTRY / f"{name}.json")
-    shutil.copy(REGISTRY / manifest.file, tmp_path / manifest.file)
-    shutil.copy(REGISTRY / f"{name}.json", tmp_path / f"{name}.json")
+    source = champion_manifest(name)
+    manifest = read_manifest(source)
+    shutil.copy(source.parent / manifest.file, tmp_path / manifest.file)
+    shutil.copy(source, tmp_path / f"{name}.json")
     return tmp_path / f"{name}.json"
 
 
@@ -37,7 +39,7 @@ def edit(path: Path, **fields: object) -> None:
 def test_the_committed_models_pass_every_check_and_carry_a_golden_record() -> None:
     from novacron_ml.core import metrics
 
-    for path in sorted(REGISTRY.glob("*.json")):
+    for path in sorted(REGISTRY.glob(f"*/*/{MANIFEST_FILE}")):
         manifest = read_manifest(path)
         assert manifest.golden is not None and len(manifest.golden.input) >= 2, path
         if manifest.kind == "lstm_forecaster":
@@ -121,7 +123,7 @@ def test_a_file_that_is_not_onnx_is_one_line(tmp_path: Path) -> None:
 
 def test_a_configured_model_directory_without_models_is_an_error(tmp_path: Path) -> None:
     settings = Settings(detector={"iforest_models": str(tmp_path)})
-    with pytest.raises(ValueError, match=r"holds no iforest_\*\.json .*iforest_models=''"):
+    with pytest.raises(ValueError, match=r"holds no iforest_\* models.*iforest_models=''"):
         iforest_for(settings)
     assert iforest_for(Settings(detector={"iforest_models": ""})) is None  # off explicitly
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from novacron_ml.core.manifest import PROJECT_ROOT
+from novacron_ml.core.registry import champion_manifest
 from novacron_ml.core.schema import MetricEvent, parse_rfc3339_ms
 from novacron_ml.core.tuning import DEFAULT_CONFIG, KNOBS, KnobSetting, Recommendation
 from operators.tuning import envmodel
@@ -29,7 +30,7 @@ def table() -> CompressionTable:
 
 @pytest.fixture(scope="module")
 def policy() -> OnnxPolicy:
-    return OnnxPolicy(ROOT / "models/onnx/dqn_compression.json")
+    return OnnxPolicy(champion_manifest("dqn_compression"))
 
 
 def context(

@@ -155,7 +155,7 @@ def _train_cli(tmp_path: Path) -> Path:
         ]
     )  # fmt: skip
     assert rc == 0
-    return tmp_path / "tiny.json"
+    return tmp_path / "tiny" / "1" / "manifest.json"  # registered: version 1, the champion
 
 
 def test_forecast_train_writes_a_checked_model_and_manifest(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_forecast_train_writes_a_checked_model_and_manifest(tmp_path: Path) -> N
     served = OnnxForecaster(manifest_path)
     x = forecaster_inputs(np.full((3, 16), 0.5), np.arange(48).reshape(3, 16) * 60.0)
     assert served.predict(x).shape == (3, 4)
-    onnx_file = tmp_path / "tiny.onnx"
+    onnx_file = manifest_path.parent / "tiny.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="does not match the manifest"):
         OnnxForecaster(manifest_path)

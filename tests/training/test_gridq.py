@@ -104,12 +104,12 @@ def test_bandwidth_replay_holds_real_predictor_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("subsystem", tuple(GRID_KNOBS))
 def test_committed_policies_open_with_the_registry_checks(subsystem: str) -> None:
     pytest.importorskip("onnxruntime")
-    from novacron_ml.core.manifest import REGISTRY
+    from novacron_ml.core.registry import champion_manifest
     from training.tuning.dqn import open_q_values
 
     names = gridq.state_names(subsystem)
-    values = open_q_values(REGISTRY / f"dqn_{subsystem}.json", subsystem)
+    values = open_q_values(champion_manifest(f"dqn_{subsystem}"), subsystem)
     q = values(np.zeros((3, len(names)), np.float32))
     assert q.shape == (3, 7) and np.isfinite(q).all()
     with pytest.raises(ValueError, match=f"a {subsystem} policy, not a compression one"):
-        open_q_values(REGISTRY / f"dqn_{subsystem}.json", "compression")
+        open_q_values(champion_manifest(f"dqn_{subsystem}"), "compression")

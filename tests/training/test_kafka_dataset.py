@@ -99,13 +99,13 @@ def test_forecast_train_from_a_kafka_replay(
         "--epochs", "1",
     ]  # fmt: skip
     assert main(args) == 0
-    m = read_manifest(tmp_path / "replayed.json")
+    m = read_manifest(tmp_path / "replayed" / "1" / "manifest.json")
     kafka = m.training_data["kafka"]
     assert kafka["topic"] == topic and kafka["series"] == 20 and kafka["records"] == 21_602
     # neither JSON nor line protocol; a string where the value is a number
     assert kafka["dead_letters"] == {"bad_line_protocol": 1, "wrong_type": 1}
     assert m.training_data["simulator"] is None and m.training_data["series"] == 20
-    assert OnnxForecaster(tmp_path / "replayed.json").horizon == 4
+    assert OnnxForecaster(tmp_path / "replayed" / "1" / "manifest.json").horizon == 4
     assert "21,602 records" in capsys.readouterr().err
     # a missing topic is one line and exit 2, not a traceback
     assert main([*args[:7], "--kafka-topic", "no.such.topic", "--from", str(start)]) == 2

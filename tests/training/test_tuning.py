@@ -156,7 +156,8 @@ def test_dqn_learns_the_toy_table_and_its_onnx_export_serves_the_same(tmp_path: 
     )
     dqn, default = report_eval["tuners"]["dqn"], report_eval["tuners"]["default"]
     assert dqn["mean_reward"] > default["mean_reward"]
-    (tmp_path / "dqn_toy.onnx").write_bytes(b"changed")
+    assert manifest == tmp_path / "dqn_toy" / "1" / "manifest.json"
+    (manifest.parent / "dqn_toy.onnx").write_bytes(b"changed")
     with pytest.raises(ValueError, match="sha256"):
         onnx_q_values(manifest)
 

@@ -105,7 +105,7 @@ def payload_corpus(data_dir: Path | None = None, size: int = SAMPLE_BYTES) -> di
         "metrics-line": lambda: _simulated("line"),
         "csv": lambda: _files(csvs),
         "source": lambda: _files(sorted(ROOT.glob("**/*.py"))),
-        "models": lambda: _files(sorted(ROOT.glob("models/onnx/*.onnx"))),
+        "models": lambda: _files(sorted(ROOT.glob("models/onnx/**/*.onnx"))),
         "vm-pages": _vm_pages,
     }
     out = {}

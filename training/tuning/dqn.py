@@ -309,20 +309,33 @@ def export_q_network(
     metrics: dict[str, Any],
 ) -> Path:
     """Any knob policy's Q-network to ONNX with its registry manifest (golden input); the
-    input layout and actions are the subsystem's (`novacron_ml.core.tuning.layout`)."""
+    input layout and actions are the subsystem's (`novacron_ml.core.tuning.layout`). Registered
+    as the model's next version (`novacron_ml.core.registry.register`): the champion when it
+    has none, else the challenger. Returns the new version's manifest."""
+    from novacron_ml.core.registry import staging
+    from novacron_ml.core.tuning import layout
+
+    state_names, action_names = layout(subsystem)
+    with staging(out_dir) as scratch:
+        return _export_q(q, scratch / f"{name}.onnx", out_dir, name, state_names, action_names,
+                         subsystem, normalisation, training_data, metrics, cfg, report,
+                         command)  # fmt: skip
+
+
+def _export_q(q: Any, path: Path, out_dir: Path, name: str, state_names: Sequence[str],
+              action_names: Sequence[str], subsystem: str, normalisation: dict[str, Any],
+              training_data: dict[str, Any], metrics: dict[str, Any], cfg: DQNConfig,
+              report: Any, command: str) -> Path:  # fmt: skip
     import warnings
     from datetime import UTC, datetime
 
     import onnxruntime as ort
     import torch
 
-    from novacron_ml.core.manifest import ModelManifest, sha256_of, write_manifest
-    from novacron_ml.core.tuning import layout
+    from novacron_ml.core.manifest import ModelManifest, sha256_of
+    from novacron_ml.core.registry import register
     from operators.serving import Signature, make_golden
 
-    state_names, action_names = layout(subsystem)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.onnx"
     rng = np.random.default_rng(0)
     golden = rng.uniform(0, 1, (4, len(state_names))).astype(np.float32)
     with warnings.catch_warnings():
@@ -362,8 +375,7 @@ def export_q_network(
         framework={"torch": str(torch.__version__), "onnxruntime": str(ort.__version__)},
         golden=make_golden(path, signature, golden),
     )
-    manifest_path = out_dir / f"{name}.json"
-    write_manifest(manifest_path, manifest)
+    manifest_path, _alias = register(out_dir, path, manifest)
     return manifest_path
 
 

@@ -1,0 +1,130 @@
+"""`novacron-ml models list | show | promote | rollback | diff`: the model registry
+(models/onnx, docs/REGISTRY.md). Runtime only: no train extra."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _folder(args: argparse.Namespace) -> Path:
+    from novacron_ml.core.manifest import resolve_model_path
+
+    root = resolve_model_path(args.registry)
+    folder = root / args.name
+    if not (folder / "aliases.json").is_file():
+        from novacron_ml.core import registry
+
+        known = ", ".join(p.name for p in registry.models(root)) if root.is_dir() else "none"
+        raise ValueError(f"no model {args.name!r} in {root} (models: {known})")
+    return folder
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from novacron_ml.app.console import table
+    from novacron_ml.app.models import LIST_HEADER, list_rows
+    from novacron_ml.core.manifest import resolve_model_path
+
+    root = resolve_model_path(args.registry)
+    rows = list_rows(root)
+    if args.json:
+        print(json.dumps([dict(zip(LIST_HEADER, r, strict=True)) for r in rows], indent=2))
+    else:
+        print(table(rows, LIST_HEADER))
+        print(f"\n{len(rows)} models in {root}; served: each model's champion")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from novacron_ml.core import registry
+
+    folder = _folder(args)
+    manifest = registry.manifest_of(folder, args.version)
+    data: dict[str, Any] = msgspec.to_builtins(manifest)
+    if not args.golden:
+        data.pop("golden", None)
+    aliases = registry.read_aliases(folder)
+    data["aliases"] = [a for a in registry.ALIASES if aliases.get(a) == manifest.version]
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from novacron_ml.app.models import promote_checked
+
+    folder = _folder(args)
+    old, new = promote_checked(folder, args.version)
+    print(
+        f"{args.name}: champion {old or '-'} -> {new} (checked: sha256, shapes, golden parity); "
+        f"running flows swap at their next registry poll (models.poll_s); "
+        f"`novacron-ml models rollback {args.name}` goes back"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from novacron_ml.core import registry
+
+    folder = _folder(args)
+    old, new = registry.rollback(folder)
+    print(
+        f"{args.name}: champion {old} -> {new}; running flows still hold {new} loaded and "
+        "swap back at their next registry poll"
+    )
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from novacron_ml.app.console import table
+    from novacron_ml.app.models import diff_rows
+    from novacron_ml.core import registry
+
+    folder = _folder(args)
+    a = registry.manifest_of(folder, args.a)
+    b = registry.manifest_of(folder, args.b)
+    rows = diff_rows(a, b)
+    if not rows:
+        print(f"{args.name}: versions {a.version} and {b.version} have identical manifests")
+        return 0
+    print(table(rows, ["field", f"version {a.version}", f"version {b.version}"]))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "models",
+        help="the model registry: list, show, promote, rollback, diff (models/onnx)",
+        description="Each model is a folder of immutable versions with aliases (champion: "
+        "served; challenger: the latest training run's candidate). Flows follow the "
+        "champion and swap a promoted version in between batches after checking it "
+        "(docs/REGISTRY.md).",
+    )
+    p.add_argument("--registry", default="models/onnx", help="registry directory (models/onnx)")
+    ms = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    q = ms.add_parser("list", help="every model: versions, aliases, quality")
+    q.add_argument("--json", action="store_true", help="JSON instead of a table")
+    q.set_defaults(func=cmd_list)
+    q = ms.add_parser("show", help="one version's manifest (JSON)")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", default="champion", help="version or alias (champion)")
+    q.add_argument("--golden", action="store_true", help="include the golden record")
+    q.set_defaults(func=cmd_show)
+    q = ms.add_parser(
+        "promote",
+        help="make a version (default: the challenger) the champion, after the serving checks",
+    )
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", help="version (default: the challenger)")
+    q.set_defaults(func=cmd_promote)
+    q = ms.add_parser("rollback", help="move the champion back to the one before it")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_rollback)
+    q = ms.add_parser("diff", help="the manifest fields that differ between two versions")
+    q.add_argument("name")
+    q.add_argument("a", help="version or alias")
+    q.add_argument("b", help="version or alias")
+    q.set_defaults(func=cmd_diff)
