@@ -94,6 +94,47 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from novacron_ml.cli.common import require_train_extra
+
+    require_train_extra("pandas")
+    from novacron_ml.app.console import table
+    from novacron_ml.core import registry
+    from training.compare import compare
+
+    folder = _folder(args)
+    champion = registry.version_manifest(folder, registry.resolve_version(folder, "champion"))
+    target = args.challenger or registry.read_aliases(folder).get("challenger")
+    if not isinstance(target, str):
+        raise ValueError(f"{args.name}: no challenger to compare; name a version")
+    challenger = registry.version_manifest(folder, target)
+    kw = {k: v for k, v in (("hours", args.hours), ("hosts", args.hosts), ("seed", args.seed))
+          if v is not None}  # fmt: skip
+    result = compare(champion, challenger, **kw)
+    rows = [
+        [f"champion {result.champion}", f"{result.champion_score:.4f}"],
+        [f"challenger {result.challenger}", f"{result.challenger_score:.4f}"],
+    ]
+    print(table(rows, ["version", result.metric]))
+    print("test: " + result.test)
+    print("      " + ", ".join(f"{k} {v:.4g}" for k, v in result.statistic.items()))
+    print(result.verdict())
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        print(f"report: {args.json}")
+    if not args.promote:
+        return 0
+    if not result.better:
+        print(f"{args.name}: not promoted; {target} stays the challenger")
+        return 1
+    from novacron_ml.app.models import promote_checked
+
+    old, new = promote_checked(folder, target)
+    print(f"{args.name}: champion {old or '-'} -> {new}")
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "models",
@@ -128,3 +169,19 @@ def register(sub: Any) -> None:
     q.add_argument("a", help="version or alias")
     q.add_argument("b", help="version or alias")
     q.set_defaults(func=cmd_diff)
+    q = ms.add_parser(
+        "compare",
+        help="champion vs challenger on a held-out stretch with a stated test (train extra)",
+        description="Score both versions on a fresh simulated stretch neither was trained on: "
+        "forecasters by MASE per series (one-sided sign test, alpha 0.05), Isolation Forests "
+        "by ROC AUC (paired bootstrap: 5th percentile of the difference > 0). With --promote "
+        "the challenger becomes the champion only if it passed (exit 1 otherwise).",
+    )
+    q.add_argument("name")
+    q.add_argument("challenger", nargs="?", help="version (default: the challenger)")
+    q.add_argument("--promote", action="store_true", help="promote it if it passed")
+    q.add_argument("--hours", type=float, help="held-out hours (forecaster 12, forests 6)")
+    q.add_argument("--hosts", type=int, help="simulated hosts (4)")
+    q.add_argument("--seed", type=int, help="simulator seed (11)")
+    q.add_argument("--json", type=Path, help="write the comparison here")
+    q.set_defaults(func=cmd_compare)

@@ -5,6 +5,7 @@ keeps serving."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from novacron_ml.app.models import diff_rows, list_rows, promote_checked
 from novacron_ml.cli import main
 from novacron_ml.core import metrics, registry
-from novacron_ml.core.manifest import read_manifest, write_manifest
+from novacron_ml.core.manifest import ModelManifest, read_manifest, write_manifest
 from novacron_ml.core.metrics import counter_value
 from operators.forecast.model import OnnxForecaster, same_shape
 from operators.serving import ServedModel
@@ -208,3 +209,63 @@ def test_the_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "champion 2 -> 1" in capsys.readouterr().out
     assert main([*root, "promote", "no_such_model"]) == 2
     assert "no model 'no_such_model'" in capsys.readouterr().err
+
+
+def weak_forest(tmp_path: Path) -> tuple[Path, ModelManifest]:
+    """An Isolation Forest of 3 trees fitted on noise, as an ONNX file with a manifest in the
+    committed forest's format (its own sha256 and golden record)."""
+    sklearn = pytest.importorskip("sklearn.ensemble")
+    from operators.detection.iforest import IFOREST_SIGNATURE
+    from operators.serving import make_golden
+    from training.iforest import export_onnx
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, len(read_manifest(registry.champion_manifest("iforest_generic"))
+                                .feature_order))).astype(np.float32)  # fmt: skip
+    forest = sklearn.IsolationForest(n_estimators=3, max_samples=16, random_state=0).fit(x)
+    path = export_onnx(forest, tmp_path / "iforest_latency.onnx")
+    base = read_manifest(registry.champion_manifest("iforest_latency"))
+    manifest = msgspec.structs.replace(
+        base, golden=make_golden(path, IFOREST_SIGNATURE, x[:4]), created_at="weak"
+    )
+    return path, manifest
+
+
+def test_promotion_refuses_a_worse_challenger_and_takes_a_better_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx_file, weak = weak_forest(tmp_path)
+    worse = tmp_path / "worse"
+    add_version(worse, "iforest_latency")
+    registry.register(worse, onnx_file, weak)  # the challenger: 3 trees fitted on noise
+    args = ["models", "--registry", str(worse), "compare", "iforest_latency", "--promote",
+            "--hours", "3", "--json", str(tmp_path / "worse.json")]  # fmt: skip
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "not better" in out and "2 stays the challenger" in out
+    assert registry.read_aliases(worse / "iforest_latency")["champion"] == "1"
+    report = json.loads((tmp_path / "worse.json").read_text())
+    assert report["challenger_score"] < report["champion_score"] and not report["better"]
+
+    better = tmp_path / "better"  # the same two, the other way round
+    registry.register(better, onnx_file, weak)
+    add_version(better, "iforest_latency")
+    args[2], args[-1] = str(better), str(tmp_path / "better.json")
+    assert main(args) == 0
+    assert "champion 1 -> 2" in capsys.readouterr().out
+    assert registry.read_aliases(better / "iforest_latency")["champion"] == "2"
+    report = json.loads((tmp_path / "better.json").read_text())
+    assert report["better"] and report["statistic"]["difference_p05"] > 0
+
+
+def test_an_identical_challenger_is_never_better(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")
+    from training.compare import compare, sign_test_p
+
+    add_version(tmp_path, "lstm_forecaster")
+    add_version(tmp_path, "lstm_forecaster")
+    folder = tmp_path / "lstm_forecaster"
+    result = compare(folder / "1" / "manifest.json", folder / "2" / "manifest.json", hours=6)
+    assert not result.better and result.statistic["ties"] == result.held_out["series"] > 0
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(10, 0) == pytest.approx(1 / 1024)
+    assert sign_test_p(6, 4) > 0.05

@@ -1,0 +1,169 @@
+"""Champion against challenger on a held-out stretch neither was trained on, with a stated
+test (docs/REGISTRY.md#promotion): `novacron-ml models compare NAME [--promote]`.
+
+- Forecasters (`lstm_forecaster`): both forecast every series of a fresh simulated fleet from
+  rolling origins; the score per series is MASE (mean absolute error over the horizon / the
+  in-sample one-step naive error of the history before the first origin). **Test: one-sided
+  sign test over series at alpha = 0.05** — the challenger has the lower MASE on more series
+  than chance allows (ties dropped), and the lower mean MASE.
+- Isolation Forests (`isolation_forest`): both score every feature window of a fresh
+  simulated fleet with injected anomalies (the family's windows; `generic`: all); the score
+  is ROC AUC against the labels. **Test: paired bootstrap over windows (1,000 resamples,
+  seeded)** — the 5th percentile of AUC(challenger) - AUC(champion) is above 0.
+
+A challenger that does not pass stays the challenger (the report says why); an identical one
+never passes (no wins, or a zero difference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from novacron_ml.core.manifest import ModelManifest, read_manifest
+
+HELD_OUT_START = "2026-03-02T00:00:00Z"
+"""A month after the iforest's evaluation stretch and two after every training start."""
+ALPHA = 0.05
+
+
+@dataclass
+class Comparison:
+    model: str
+    kind: str
+    champion: str
+    challenger: str
+    metric: str
+    lower_is_better: bool
+    champion_score: float
+    challenger_score: float
+    test: str
+    statistic: dict[str, float]
+    better: bool
+    held_out: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def verdict(self) -> str:
+        if self.better:
+            return f"the challenger ({self.challenger}) is better: {self.test} passed"
+        return f"the challenger ({self.challenger}) is not better: {self.test} not passed"
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact binomial p of `wins` or more out of wins + losses at p = 1/2."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
+def _forecaster_mase(model: Any, series: list[Any], stride: int) -> np.ndarray:
+    from operators.forecast.model import forecaster_inputs
+    from training.metrics import naive_scale
+
+    L, H = model.input_len, model.horizon
+    out = []
+    for s in series:
+        y = s.values.astype(np.float64)
+        origins = np.arange(L, len(y) - H + 1, stride)
+        scale = naive_scale(y[:L], 1)
+        if len(origins) == 0 or scale is None:
+            out.append(np.nan)
+            continue
+        idx = origins[:, None] + np.arange(-L, 0)[None, :]
+        x = forecaster_inputs(y[idx], s.t_s[idx])
+        pred = model.predict(x).astype(np.float64)
+        target = y[origins[:, None] + np.arange(H)[None, :]]
+        out.append(float(np.mean(np.abs(target - pred)) / scale))
+    return np.asarray(out)
+
+
+def compare_forecasters(
+    champion: Path, challenger: Path, hours: float = 12.0, hosts: int = 4, seed: int = 11,
+    start: str = HELD_OUT_START, stride: int = 6,
+) -> Comparison:  # fmt: skip
+    from operators.forecast.model import OnnxForecaster
+    from training.features import simulator_series
+
+    a, b = OnnxForecaster(champion), OnnxForecaster(challenger)
+    if a.manifest.step_s != b.manifest.step_s:
+        raise ValueError("the versions forecast different steps: not comparable")
+    series = simulator_series(hours, hosts, seed, a.manifest.step_s, start)
+    ea, eb = _forecaster_mase(a, series, stride), _forecaster_mase(b, series, stride)
+    ok = np.isfinite(ea) & np.isfinite(eb)
+    ea, eb = ea[ok], eb[ok]
+    wins, losses = int(np.sum(eb < ea)), int(np.sum(eb > ea))
+    p = sign_test_p(wins, losses)
+    better = p < ALPHA and float(eb.mean()) < float(ea.mean())
+    return Comparison(
+        model=a.manifest.name, kind=a.manifest.kind, champion=a.manifest.version,
+        challenger=b.manifest.version, metric="MASE (mean over series)", lower_is_better=True,
+        champion_score=float(ea.mean()), challenger_score=float(eb.mean()),
+        test=f"one-sided sign test over {len(ea)} series, alpha {ALPHA}, and a lower mean",
+        statistic={"wins": wins, "losses": losses, "ties": len(ea) - wins - losses, "p": p},
+        better=better,
+        held_out={"simulator": {"hours": hours, "hosts": hosts, "seed": seed, "start": start},
+                  "series": len(ea), "stride_windows": stride},
+    )  # fmt: skip
+
+
+def compare_forests(
+    champion: Path, challenger: Path, hours: float = 6.0, hosts: int = 4, seed: int = 11,
+    start: str = HELD_OUT_START, resamples: int = 1000,
+) -> Comparison:  # fmt: skip
+    from operators.detection.iforest import OnnxIsolationForest, family_of
+    from operators.features.scale_free import iforest_inputs
+    from training.iforest import anomalous_mask, roc_auc, simulated_windows
+
+    a, b = OnnxIsolationForest(champion), OnnxIsolationForest(challenger)
+    family = a.manifest.name.removeprefix("iforest_")
+    windows, labels = simulated_windows(hours, hosts, seed, start, 1.0)
+    if family != "generic":
+        windows = [w for w in windows if family_of(w.series) == family]
+    positive = anomalous_mask(windows, labels)
+    x = iforest_inputs(np.stack([w.features for w in windows]))
+    sa, sb = a.raw_scores(x), b.raw_scores(x)
+    auc_a, auc_b = roc_auc(sa, positive), roc_auc(sb, positive)
+    if auc_a is None or auc_b is None:
+        raise ValueError(f"the held-out stretch has no {family} windows of both classes")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(windows), len(windows))
+        da, db = roc_auc(sa[i], positive[i]), roc_auc(sb[i], positive[i])
+        if da is not None and db is not None:
+            diffs.append(db - da)
+    low = float(np.quantile(diffs, 0.05))
+    return Comparison(
+        model=a.manifest.name, kind=a.manifest.kind, champion=a.manifest.version,
+        challenger=b.manifest.version, metric="ROC AUC", lower_is_better=False,
+        champion_score=auc_a, challenger_score=auc_b,
+        test=f"paired bootstrap over {len(windows)} windows ({resamples} resamples): "
+        "5th percentile of the AUC difference > 0",
+        statistic={"difference_p05": low, "difference": auc_b - auc_a}, better=low > 0,
+        held_out={"simulator": {"hours": hours, "hosts": hosts, "seed": seed, "start": start,
+                                "anomalies_per_host_per_hour": 1.0},
+                  "windows": len(windows), "anomalous": int(positive.sum())},
+    )  # fmt: skip
+
+
+def compare(champion: Path, challenger: Path, **kw: Any) -> Comparison:
+    """Champion against challenger with the test of their kind."""
+    kind = read_manifest(champion).kind
+    other: ModelManifest = read_manifest(challenger)
+    if other.kind != kind:
+        raise ValueError(f"a {kind} champion and a {other.kind} challenger are not comparable")
+    if kind == "lstm_forecaster":
+        return compare_forecasters(champion, challenger, **kw)
+    if kind == "isolation_forest":
+        return compare_forests(champion, challenger, **kw)
+    raise ValueError(
+        f"{kind}: no held-out comparison here; tuning policies are compared with "
+        "`novacron-ml tune eval --tuners ... dqn --policy <manifest>`"
+    )
