@@ -25,6 +25,7 @@ from novacron_ml.core.manifest import ModelManifest, sha256_of
 from novacron_ml.core.registry import register, staging
 from novacron_ml.core.schema import split_series_key
 from operators.detection.iforest import IFOREST_SIGNATURE, family_of
+from operators.drift import reference_of
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import make_golden
 from training.features import SIM_START, simulated_windows
@@ -286,6 +287,7 @@ def train_and_export(
                     "python": platform.python_version(),
                 },
                 golden=make_golden(model_path, IFOREST_SIGNATURE, x_eval[em][:4]),
+                reference=reference_of(x_train[tm], IFOREST_INPUTS),
             )
             path, alias = register(out_dir, model_path, manifest)
             report["families"][family] = {**metrics, "manifest": str(path), "alias": alias}

@@ -32,6 +32,17 @@ class Golden(msgspec.Struct, kw_only=True):
     atol: float = 1e-4
 
 
+class Reference(msgspec.Struct, kw_only=True):
+    """The training distribution of a model's inputs, for input drift (PSI,
+    `operators.drift`): per input, the inner edges of its deciles and the share of the
+    training rows in each of the bins they make."""
+
+    inputs: list[str]
+    edges: list[list[float]]
+    proportions: list[list[float]]
+    rows: int
+
+
 class ModelManifest(msgspec.Struct, kw_only=True):
     name: str
     kind: str
@@ -54,6 +65,9 @@ class ModelManifest(msgspec.Struct, kw_only=True):
     framework: dict[str, str]
     golden: Golden | None = None
     """Written at export; without it the flow checks shapes and finiteness on a probe input."""
+    reference: Reference | None = None
+    """The training inputs' distribution (written at export since the drift monitors;
+    without it a model has no input-drift gauge)."""
 
 
 def resolve_model_path(path: str | Path) -> Path:

@@ -92,6 +92,24 @@ MODEL_RELOADS = Counter(
     "checks failed; the current version keeps serving), by model name.",
     ["model", "outcome"],
 )
+MODEL_INPUT_DRIFT = Gauge(
+    "novacron_model_input_drift",
+    "Population stability index of a served model's recent inputs (last 5,000 rows) against "
+    "its training distribution (the manifest's reference), per input; 0.15 is the seed's "
+    "alert threshold.",
+    ["model", "input"],
+)
+MODEL_ERROR_DRIFT = Gauge(
+    "novacron_model_error_drift",
+    "A served forecaster's recent scaled one-step error over the level of its first 2,000 "
+    "errors, minus 1 (0.15: 15 % worse).",
+    ["model"],
+)
+MODEL_DRIFT_ALARMS = Counter(
+    "novacron_model_drift_alarms",
+    "Page-Hinkley alarms (River, mode up) on a served forecaster's scaled one-step errors.",
+    ["model"],
+)
 INFERENCE_SECONDS = Histogram(
     "novacron_inference_seconds",
     "Time of one ONNX Runtime call (a batch of windows), by model (the manifest's name).",

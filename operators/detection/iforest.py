@@ -30,6 +30,7 @@ from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
 from novacron_ml.core.registry import ALIASES_FILE
 from novacron_ml.core.schema import AnomalyType, split_series_key
+from operators import drift
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import Signature, open_session, served
 
@@ -137,6 +138,7 @@ class IsolationForestTier:
             x = iforest_inputs(np.stack([windows[i].features for i in idx]))
             for i, raw in zip(idx, model.raw_scores(x).tolist(), strict=True):
                 out[i] = raw
+            drift.observe_inputs(model.manifest.name, model.manifest.reference, x)
         return out
 
     def learn_batch(

@@ -34,6 +34,7 @@ from novacron_ml.core.schema import (
     rfc3339_ms,
     split_series_key,
 )
+from operators import drift
 from operators.alerting.alerts import window_alert
 from operators.detection.robust_z import severity_for
 from operators.forecast.model import forecaster_inputs
@@ -115,10 +116,14 @@ class SeriesForecaster:
             if k == len(rounds):
                 rounds.append([])
             rounds[k].append(w)
+        errors: list[float] = []
         for batch in rounds:
-            ready = [r for w in batch if (r := self._observe(w, out)) is not None]
+            ready = [r for w in batch if (r := self._observe(w, out, errors)) is not None]
             if ready:
                 self._forecast(ready, model, out)
+        manifest = getattr(model, "manifest", None)  # a test double may have none
+        if errors and manifest is not None:
+            drift.observe_errors(manifest.name, errors)
         if windows:
             self.newest_ms = max(self.newest_ms, *(w.start_ms for w in windows))
             self.calls += 1
@@ -135,7 +140,7 @@ class SeriesForecaster:
         return len(gone)
 
     def _observe(
-        self, w: FeatureWindow, out: list[SeriesForecast | Alert]
+        self, w: FeatureWindow, out: list[SeriesForecast | Alert], errors: list[float]
     ) -> tuple[str, _Series, FeatureWindow] | None:
         """Check the window against its forecast, add it to the history; the series if it
         is ready for a forecast."""
@@ -153,6 +158,10 @@ class SeriesForecaster:
             s.n, s.pending = 0, None  # a gap: start the history again
         observed = value
         if s.pending is not None:
+            history = s.values[self.input_len - s.n :]
+            step = float(np.mean(np.abs(np.diff(history)))) if len(history) > 1 else 0.0
+            if step > 0:  # the one-step error on the series' own scale (drift monitor)
+                errors.append(abs(value - float(s.pending[0])) / step)
             alert, suspect = self._residual(w, s, value, float(s.pending[0]))
             if alert is not None:
                 out.append(alert)
