@@ -29,6 +29,7 @@ COMMAND_GROUPS = (
     "iforest",
     "tune",
     "models",
+    "train",
     "settings",
 )
 """Modules of this package, in `--help` order; each is imported only to add its parsers

@@ -96,6 +96,36 @@ def test_compose_runs_two_dataflow_processes_and_prometheus_scrapes_each() -> No
     ]
 
 
+def test_compose_retrains_on_a_schedule_into_the_registry_the_flows_follow() -> None:
+    import shlex
+    import subprocess
+
+    from novacron_ml.cli import build_parser
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    script = services["retrain"]["command"][2].replace("$$", "$")  # compose's escape
+    assert subprocess.run(["sh", "-n", "-c", script], capture_output=True).returncode == 0
+    runs = [
+        part.strip().removeprefix("do ").removeprefix("[ $((i % 7)) -eq 0 ] && ")
+        for part in script.split(";")
+    ]
+    trains = [build_parser().parse_args(shlex.split(r)[1:]) for r in runs
+              if r.startswith("novacron-ml")]  # fmt: skip
+    assert [(a.only, a.promote, a.out) for a in trains] == [
+        (["forecaster"], True, "/registry"),
+        (["iforest"], True, "/registry"),
+    ]
+    assert "sleep 86400" in script
+    for flow, setting in (("detect", "NOVACRON_FORECAST_MODEL"), ("tune", "NOVACRON_TUNE_POLICY")):
+        service = services[flow]
+        assert service["environment"][setting].startswith("/registry/")
+        assert "registry:/registry:ro" in service["volumes"]
+        assert service["depends_on"]["registry-init"] == {
+            "condition": "service_completed_successfully"
+        }
+    assert "registry:/registry" in services["retrain"]["volumes"]
+
+
 def test_compose_grafana_has_no_anonymous_access_and_no_default_password() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = compose["services"]["grafana"]["environment"]

@@ -99,3 +99,32 @@ def test_a_pods_volume_holds_only_its_own_recovery_partition(tmp_path: Path) -> 
     assert prepare_member_recovery(tmp_path / "pod1", 1, 3) is False  # resumes
     with pytest.raises(ValueError, match=r"not this pod's part-2\.sqlite3"):
         prepare_member_recovery(tmp_path / "pod1", 2, 3)
+
+
+def test_the_retraining_cronjobs_validate_and_run_commands_the_cli_accepts() -> None:
+    import kubernetes_validate
+
+    from novacron_ml.cli import build_parser
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "retrain.yaml").read_text()))
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
+    # the seed's schedule: daily forecaster, weekly anomaly detectors, monthly everything
+    assert {n: j["spec"]["schedule"] for n, j in jobs.items()} == {
+        "novacron-retrain-forecaster": "30 2 * * *",
+        "novacron-retrain-detectors": "0 3 * * 0",
+        "novacron-retrain-all": "0 4 1 * *",
+    }
+    for job in jobs.values():
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        args = build_parser().parse_args(container["command"][1:])
+        assert args.command == "train" and args.out == "/registry" and args.promote
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["registry"] == "/registry"
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+                  for v in pod["volumes"]}  # fmt: skip
+        assert claims["registry"] == claim["metadata"]["name"]
+        assert pod["securityContext"]["runAsUser"] == 10001
