@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue, catalogue_for
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.manifest import resolve_model_path
-from novacron_ml.core.registry import ALIASES_FILE
+from novacron_ml.core.registry import ALIASES_FILE, parse_ref
 from novacron_ml.core.settings import Settings, TopicSettings
 from operators.alerting.episodes import EpisodeConfig
 from operators.alerting.suppression import Rule, rules_from_settings
@@ -52,6 +52,8 @@ class FlowConfig:
     """A fresh forecaster state (each shard starts from a copy), None when disabled."""
     model_path: str = ""
     """The forecaster's manifest; the ONNX session itself is per process, not state."""
+    shadow: bool = False
+    """Shadow-score the challenger (topics.forecasts_shadow set)."""
     iforest: IsolationForestTier | None = None
 
     def new_forecaster(self) -> SeriesForecaster | None:
@@ -80,8 +82,24 @@ def resolve(settings: Settings) -> FlowConfig:
         hourly_lateness_ms=int(max(window.allowed_lateness_s, window.length_s) * 1000),
         forecaster=forecaster,
         model_path=model_path,
+        shadow=shadow_for(settings),
         iforest=iforest_for(settings, catalogue),
     )
+
+
+def shadow_for(settings: Settings) -> bool:
+    """Shadow scoring is on when its topic is set; it needs the forecaster served from a
+    registry folder (a pinned model has no challenger)."""
+    if settings.topics.forecasts_shadow is None:
+        return False
+    if not settings.forecast.enabled:
+        raise ValueError("topics.forecasts_shadow needs forecast.enabled: nothing to shadow")
+    if parse_ref(settings.forecast.model).folder is None:
+        raise ValueError(
+            f"topics.forecasts_shadow: forecast.model {settings.forecast.model} is pinned (a "
+            "manifest or a version); shadow scoring follows a registry folder's challenger"
+        )
+    return True
 
 
 def detector_config(settings: Settings) -> RobustZConfig:

@@ -60,7 +60,7 @@ from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
 from operators.alerting.incidents import HostIncidents
 from operators.detection.feedback import Feedback
-from operators.forecast.forecaster import SeriesForecast
+from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 from operators.ingest.parse import MessageParser
 
 FLOW_ID = "novacron_detect"
@@ -89,6 +89,10 @@ def is_dead_letter(item: object) -> bool:
 
 def is_forecast_output(item: object) -> bool:
     return isinstance(item, (SeriesForecast, Alert))
+
+
+def is_shadow(item: object) -> bool:
+    return isinstance(item, ShadowForecast)
 
 
 def is_alert(item: object) -> bool:
@@ -191,8 +195,11 @@ def build_flow(
         lambda a: count_and_suppress(a, config.rules),
     )
     merged = op.merge("collect_outputs", split.falses, late, results, suppressed)
-    if topics.forecasts is not None:
-        merged = op.merge("with_forecasts", merged, forecast_alerts.falses)
+    if topics.forecasts is not None or topics.forecasts_shadow is not None:
+        published = forecast_alerts.falses  # shadows only exist with forecasts_shadow set
+        if topics.forecasts is None:
+            published = op.filter("only_shadow_forecasts", published, is_shadow)
+        merged = op.merge("with_forecasts", merged, published)
     if feedback_dead is not None:
         merged = op.merge("with_bad_feedback", merged, feedback_dead)
     if topics.features is not None:

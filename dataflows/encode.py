@@ -16,7 +16,7 @@ from novacron_ml.core.schema import Alert, Incident, rfc3339_ms
 from novacron_ml.core.settings import TopicSettings
 from operators.aggregate.hourly import HourlyAggregate
 from operators.features.cross import HostWindow
-from operators.forecast.forecaster import SeriesForecast
+from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 
 DLQ_MAX_PAYLOAD_BYTES = 900_000
 """Dead-letter payloads are cut to this (and say so in a header) so that a DLQ record always
@@ -51,6 +51,7 @@ def to_kafka_message(topics: TopicSettings) -> Any:
     alerts_topic, dlq_topic = topics.alerts, topics.dlq
     features_topic, hourly_topic = topics.features, topics.hourly
     forecasts_topic, incidents_topic = topics.forecasts, topics.incidents
+    shadow_topic = topics.forecasts_shadow
 
     def encode(
         item: Alert
@@ -61,6 +62,10 @@ def to_kafka_message(topics: TopicSettings) -> Any:
         | HourlyAggregate
         | SeriesForecast,
     ) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        if isinstance(item, ShadowForecast):
+            return KafkaSinkMessage(
+                key=item.series.encode(), value=_JSON.encode(item), topic=shadow_topic
+            )
         if isinstance(item, SeriesForecast):
             return KafkaSinkMessage(
                 key=item.series.encode(), value=_JSON.encode(item), topic=forecasts_topic

@@ -60,7 +60,7 @@ from operators.detection.series import (
 from operators.features.cross import CrossMetricJoiner, HostWindow
 from operators.features.engine import FeatureEngine, LateEvent
 from operators.forecast.forecaster import SeriesForecast, SeriesForecaster
-from operators.forecast.model import load_forecaster
+from operators.forecast.model import load_forecaster, load_shadow
 from operators.ingest.counters import CounterRates
 from operators.ingest.parse import MessageParser, wall_clock_ms
 
@@ -198,6 +198,8 @@ class FeatureState:
     forecaster: SeriesForecaster | None = None
     model_path: str = ""
     """The forecaster's manifest; the ONNX session itself is per process, not state."""
+    shadow: bool = False
+    """Shadow-score the registry's challenger on the same windows (topics.forecasts_shadow)."""
     iforest: IsolationForestTier | None = None
     """Scores each batch's closed windows (sessions are per process, not state)."""
     counters: CounterRates | None = None
@@ -235,7 +237,8 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
                 out.extend(self.state.joiner.add(windows))
             if self.state.forecaster is not None:
                 model = load_forecaster(self.state.model_path)
-                out.extend(self.state.forecaster.add(windows, model))
+                shadow = load_shadow(self.state.model_path) if self.state.shadow else None
+                out.extend(self.state.forecaster.add(windows, model, shadow))
         engine = self.state.engine
         if engine.over_limit:
             out.extend(series_limit_dead_letter(e, engine.config) for e in engine.over_limit)
@@ -323,11 +326,13 @@ def make_feature_builder(config: FlowConfig) -> Any:
                 joiner,
                 config.new_forecaster(),
                 config.model_path,
+                config.shadow,
                 config.iforest,
                 config.new_counter_rates(),
             )
         else:  # the settings of this run decide, not the snapshot's
             resume.iforest = config.iforest
+            resume.shadow = config.shadow
             if resume.counters is None:
                 resume.counters = config.new_counter_rates()
             else:

@@ -154,7 +154,10 @@ def observe_errors(model: str, errors: Sequence[float]) -> None:
     if not errors:
         return
     with _LOCK:
-        monitor = _ERROR.setdefault(model, ErrorDrift())
+        monitor = _ERROR.get(model)
+        if monitor is None:
+            monitor = _ERROR[model] = ErrorDrift()
+            metrics.MODEL_DRIFT_ALARMS.labels(model=model)  # at zero from the first error
         before = monitor.alarms
         drift = monitor.add(errors)
         alarms = monitor.alarms - before

@@ -3,11 +3,12 @@
     python deploy/grafana/build.py            # rewrite the JSON (tests/app/test_grafana.py
                                               # checks the committed files are this output)
 
-Three dashboards, on the metrics the flows export today (novacron_ml/core/metrics.py): the
-pipeline's health and anomaly detection (the detect flow, job novacron-detect) and
-auto-optimisation (the tuning flow, job novacron-tune). The seed's model-performance and
-capacity-planning dashboards wait for their metrics (drift, accuracy and capacity gauges),
-which no process exports yet: a dashboard of empty panels would say nothing.
+Four dashboards, on the metrics the flows export (novacron_ml/core/metrics.py): the
+pipeline's health, anomaly detection and model performance (the detect flow, job
+novacron-detect: served versions, inference time, swaps and rejections, input and
+forecast-error drift) and auto-optimisation (the tuning flow, job novacron-tune). The seed's
+capacity-planning dashboard waits for its metrics: the planner is a batch command that
+exports no gauges yet, and a dashboard of empty panels would say nothing.
 """
 
 from __future__ import annotations
@@ -213,7 +214,54 @@ def tuning() -> Dashboard:
     )  # fmt: skip
 
 
-DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection, "tuning.json": tuning}
+def models() -> Dashboard:
+    return (
+        base("novacron-models", "novacron-ml · model performance")
+        .with_row(Row("Serving"))
+        .with_panel(stat("Models served", "none",
+                         "Model versions this flow's processes serve (novacron_model_info).",
+                         f"count(novacron_model_info{{{JOB}}})"))
+        .with_panel(stat("Rejected versions (24h)", "none",
+                         "Promoted versions a running flow refused (rule NovacronModelRejected; "
+                         "the log says why).",
+                         'sum(increase(novacron_model_reloads_total{outcome="rejected",'
+                         f"{JOB}}}[24h]))"))
+        .with_panel(stat("Worst input drift (PSI)", "none",
+                         "Largest population stability index of any input of any model "
+                         "against its training distribution (alert past 0.15).",
+                         f"max(novacron_model_input_drift{{{JOB}}})"))
+        .with_panel(stat("Forecast error drift", "percentunit",
+                         "The forecaster's recent scaled one-step error over its starting "
+                         "level, minus 1 (alert past 15 %).",
+                         f"max(novacron_model_error_drift{{{JOB}}})"))
+        .with_panel(series("Inference time p99", "s",
+                           "One ONNX Runtime call (a batch of windows), by model.",
+                           ("histogram_quantile(0.99, sum by (model, le) (rate("
+                            f"novacron_inference_seconds_bucket{{{JOB}}}[5m])))", "{{model}}")))
+        .with_panel(series("Versions swapped in and rejected", "none",
+                           "Registry aliases followed: swaps and rejections per hour, by model.",
+                           ("sum by (model, outcome) (increase("
+                            f"novacron_model_reloads_total{{{JOB}}}[1h]))",
+                            "{{model}} {{outcome}}")))
+        .with_row(Row("Drift"))
+        .with_panel(series("Input drift by model (worst input)", "none",
+                           "PSI against the manifest's training reference; 0.1-0.25 moderate, "
+                           "> 0.25 large.",
+                           (f"max by (model) (novacron_model_input_drift{{{JOB}}})",
+                            "{{model}}")))
+        .with_panel(series("Forecast error drift", "percentunit",
+                           "Recent scaled one-step error over the starting level, minus 1; "
+                           "Page-Hinkley alarms below.",
+                           (f"max by (model) (novacron_model_error_drift{{{JOB}}})",
+                            "{{model}}"),
+                           ("sum by (model) (increase("
+                            f"novacron_model_drift_alarms_total{{{JOB}}}[1h]))",
+                            "{{model}} alarms (1h)")))
+    )  # fmt: skip
+
+
+DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection, "tuning.json": tuning,
+              "models.json": models}  # fmt: skip
 
 
 def render() -> dict[str, str]:

@@ -137,6 +137,12 @@ class TopicSettings(_Group):
     forecasts: str | None = Field(
         None, description="If set (e.g. metrics.forecasts), publish per-series LSTM forecasts."
     )
+    forecasts_shadow: str | None = Field(
+        None,
+        description="If set (e.g. metrics.forecasts.shadow) and forecast.model is a registry "
+        "folder, its challenger forecasts the same windows here (shadow scoring: no alerts, "
+        "nothing else changes).",
+    )
     capacity_forecasts: str = Field(
         topics.CAPACITY_FORECASTS, description="Capacity planner: one forecast per series."
     )
@@ -157,7 +163,14 @@ class TopicSettings(_Group):
         """Every topic the detect flow reads or writes with these settings."""
         optional = [
             t
-            for t in (self.incidents, self.features, self.feedback, self.hourly, self.forecasts)
+            for t in (
+                self.incidents,
+                self.features,
+                self.feedback,
+                self.hourly,
+                self.forecasts,
+                self.forecasts_shadow,
+            )
             if t
         ]
         return [self.metrics, self.dlq, self.alerts, *optional]

@@ -63,6 +63,11 @@ class SeriesForecast(msgspec.Struct, frozen=True, kw_only=True):
     model: str
 
 
+class ShadowForecast(SeriesForecast, frozen=True, kw_only=True):
+    """The challenger's forecast of the same window from the same history, on
+    `topics.forecasts_shadow` (same JSON): shadow scoring, never an alert."""
+
+
 @dataclass(frozen=True)
 class ForecastConfig:
     step_ms: int
@@ -103,10 +108,14 @@ class SeriesForecaster:
     newest_ms: int = 0
     calls: int = 0
 
-    def add(self, windows: list[FeatureWindow], model: Model) -> list[SeriesForecast | Alert]:
+    def add(
+        self, windows: list[FeatureWindow], model: Model, shadow: Model | None = None
+    ) -> list[SeriesForecast | Alert]:
         """Windows of one batch, in order per series. A series with several windows in the
         batch (replays, backfills) is handled in rounds, so every window is compared with a
-        forecast made from the windows before it."""
+        forecast made from the windows before it. A `shadow` model (the challenger) forecasts
+        from exactly the same inputs: its `ShadowForecast`s change no state and raise no
+        alert."""
         out: list[SeriesForecast | Alert] = []
         rounds: list[list[FeatureWindow]] = []
         seen: dict[str, int] = {}
@@ -120,7 +129,7 @@ class SeriesForecaster:
         for batch in rounds:
             ready = [r for w in batch if (r := self._observe(w, out, errors)) is not None]
             if ready:
-                self._forecast(ready, model, out)
+                self._forecast(ready, model, out, shadow)
         manifest = getattr(model, "manifest", None)  # a test double may have none
         if errors and manifest is not None:
             drift.observe_errors(manifest.name, errors)
@@ -189,15 +198,23 @@ class SeriesForecaster:
         ready: list[tuple[str, _Series, FeatureWindow]],
         model: Model,
         out: list[SeriesForecast | Alert],
+        shadow: Model | None = None,
     ) -> None:
         x = forecaster_inputs(
             np.stack([s.values for _, s, _ in ready]),
             np.stack([s.starts for _, s, _ in ready]) / 1000.0,
         )
         preds = model.predict(x).astype(np.float64)
-        manifest = getattr(model, "manifest", None)  # the version serving now (hot reload)
-        label = f"{manifest.name}@{manifest.version}" if manifest else self.config.model_name
+        label = _label(model, self.config.model_name)  # the version serving now (hot reload)
         self.forecasts_made += len(ready)
+        if shadow is not None:
+            shadow_label = _label(shadow, "shadow")
+            step = self.config.step_ms / 1000.0
+            for (key, _s, w), pred in zip(ready, shadow.predict(x).astype(np.float64),
+                                          strict=True):  # fmt: skip
+                out.append(ShadowForecast(series=key, window_end=rfc3339_ms(w.end_ms),
+                                          step_s=step, forecast=pred.tolist(),
+                                          model=shadow_label))  # fmt: skip
         step_s = self.config.step_ms / 1000.0
         for (key, s, w), pred in zip(ready, preds, strict=True):
             s.pending = pred
@@ -255,6 +272,12 @@ class SeriesForecaster:
         severity = Severity.HIGH if steps <= max(1, len(pred) // 4) else Severity.MEDIUM
         kind = spec.anomaly_type
         return _alert(w, kind, worst, slo, float(steps), severity, SLO_DETECTOR, suffix="slo")
+
+
+def _label(model: object, default: str) -> str:
+    """`name@version` of a served model (a test double may have no manifest)."""
+    manifest = getattr(model, "manifest", None)
+    return f"{manifest.name}@{manifest.version}" if manifest is not None else default
 
 
 def _alert(

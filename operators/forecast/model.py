@@ -6,7 +6,9 @@ step; `training/lstm.py` builds its training windows with the same function.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,38 @@ def load_forecaster(ref: str) -> OnnxForecaster:
     champion moves, or a pinned manifest), one session per process; called between
     batches, it picks up a promoted version (`operators.serving.ServedModel`)."""
     return served("forecaster", ref, OnnxForecaster, compatible=same_shape).current()
+
+
+_SHADOW_RETRY: dict[str, float] = {}
+_SHADOW_SAID: set[str] = set()
+
+
+def load_shadow(ref: str, poll_s: float = 10.0) -> OnnxForecaster | None:
+    """The challenger of a registry folder `ref`, for shadow scoring, or None: no challenger
+    (looked for again every `poll_s`), one that is the champion itself, or one whose input
+    length or step does not fit the histories the flow keeps (said once in the log)."""
+    key = f"{ref}@challenger"
+    now = time.monotonic()
+    if _SHADOW_RETRY.get(key, 0.0) > now:
+        return None
+    try:
+        shadow = served("forecaster-shadow", key, OnnxForecaster, compatible=same_shape)
+    except ValueError:  # no challenger yet
+        _SHADOW_RETRY[key] = now + poll_s
+        return None
+    model = shadow.current()
+    champion = load_forecaster(ref)
+    if model.manifest.version == champion.manifest.version:
+        return None  # promoted: the champion now, nothing to shadow
+    why = same_shape(champion, model)
+    if why:
+        if key not in _SHADOW_SAID:
+            _SHADOW_SAID.add(key)
+            metrics_log().warning("shadow %s@%s not scored: %s", model.manifest.name,
+                                  model.manifest.version, why)  # fmt: skip
+        return None
+    return model
+
+
+def metrics_log() -> logging.Logger:
+    return logging.getLogger("novacron.models")

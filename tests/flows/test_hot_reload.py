@@ -16,15 +16,17 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows.detect import build_flow as build_detect
+from dataflows.encode import to_kafka_message
 from dataflows.io import CallbackSink, MessageSource
 from dataflows.tune import build_flow as build_tune
 from dataflows.tune import tuner_context
 from novacron_ml.app.tune_demo import ClosedLoop
 from novacron_ml.core import registry
+from novacron_ml.core.schema import Alert
 from novacron_ml.core.settings import Settings, load_settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from novacron_ml.core.tuning import Recommendation
-from operators.forecast.forecaster import SeriesForecast
+from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 from operators.serving import set_poll_s
 from tests.operators.test_registry import add_version
 
@@ -118,3 +120,59 @@ def test_the_tuning_flow_swaps_its_policy_mid_stream(tmp_path: Path) -> None:
             ["dqn_compression@1"],  # a host with no verdict after the swap
         )
     assert any(r.model == "dqn_compression@2" for r in swapped)
+
+
+def test_a_challenger_is_shadow_scored_on_the_same_windows_without_alerting(
+    tmp_path: Path,
+) -> None:
+    hours = 3.0  # past the forecaster's 48 windows of history and 60 residuals: alerts fire
+    start = int(time.time() // 60 * 60_000) - int(hours * 3_600_000)
+    outs: dict[str, list[Any]] = {}
+    for run in ("alone", "shadowed"):
+        root = tmp_path / run
+        add_version(root, "lstm_forecaster")
+        if run == "shadowed":  # a challenger: the same weights registered again
+            add_version(root, "lstm_forecaster")
+        sim = FleetSimulator(
+            FleetConfig(hosts=2, clusters=1, duration_s=hours * 3600, seed=3, start_ms=start,
+                        anomalies_per_host_per_hour=2.0)
+        )  # fmt: skip
+        settings = load_settings(
+            forecast={"enabled": True, "model": str(root / "lstm_forecaster"),
+                      "slo": {"latency_p99_ms": 50.0}},
+            topics={"forecasts": "metrics.forecasts",
+                    "forecasts_shadow": "metrics.forecasts.shadow"},
+        )  # fmt: skip
+        out: list[Any] = []
+        source = MessageSource(lambda s=sim: s.messages("json"), 200)
+        run_main(build_detect(settings, source, CallbackSink(out.extend), kafka_output=False))
+        outs[run] = out
+    alone, shadowed = outs["alone"], outs["shadowed"]
+    assert not any(isinstance(o, ShadowForecast) for o in alone)  # no challenger: idle
+    shadows = [o for o in shadowed if isinstance(o, ShadowForecast)]
+    champion = [o for o in shadowed if type(o) is SeriesForecast]
+    assert len(shadows) == len(champion) > 100
+    assert [(s.series, s.window_end, s.forecast) for s in shadows] == [
+        (f.series, f.window_end, f.forecast) for f in champion
+    ]  # the same inputs: identical weights give identical forecasts
+    assert {s.model for s in shadows} == {"lstm_forecaster@2"}
+    assert {f.model for f in champion} == {"lstm_forecaster@1"}
+
+    def alerts(items: list[Any]) -> list[str]:
+        return sorted(a.alert_id for a in items if isinstance(a, Alert))
+
+    assert alerts(shadowed) == alerts(alone) and alerts(alone)  # the shadow alerts nothing
+    assert [f for f in alone if isinstance(f, SeriesForecast)] == champion
+    # encoded, shadows go to their own topic
+    encode = to_kafka_message(settings.topics)
+    assert encode(shadows[0]).topic == "metrics.forecasts.shadow"
+    assert encode(champion[0]).topic == "metrics.forecasts"
+
+
+def test_shadow_scoring_needs_a_registry_folder(tmp_path: Path) -> None:
+    add_version(tmp_path, "lstm_forecaster")
+    pinned = str(tmp_path / "lstm_forecaster" / "1" / "manifest.json")
+    settings = load_settings(forecast={"enabled": True, "model": pinned},
+                             topics={"forecasts_shadow": "metrics.forecasts.shadow"})  # fmt: skip
+    with pytest.raises(ValueError, match="is pinned"):
+        build_detect(settings, MessageSource(lambda: iter([]), 10), CallbackSink(print))

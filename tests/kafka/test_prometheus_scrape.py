@@ -78,6 +78,8 @@ def test_prometheus_scrapes_a_running_flow(
         NOVACRON_TOPICS_INCIDENTS=kafka_topics["incidents"],
         NOVACRON_OBSERVABILITY_LAG_INTERVAL_S="1",
         NOVACRON_FORECAST_ENABLED="true",  # a served model: its inference histogram too
+        # the forests too: their input drift (PSI against the manifest's reference)
+        NOVACRON_DETECTOR_IFOREST_MODELS="models/onnx",
     )
     flow = subprocess.Popen(
         [sys.executable, "-m", "novacron_ml.cli", "run", "--no-recovery",
@@ -108,10 +110,12 @@ def test_prometheus_scrapes_a_running_flow(
         for family in FAMILIES:  # there before any event: known label values start at zero
             assert query(prom_port, family), f"{family} not scraped"
         before = value(prom_port, 'sum(novacron_events_total{job="novacron-detect"})')
-        # an hour: the forecaster serves once a series has input_len (48) windows
-        start = int(time.time() // 60 * 60_000) - 60 * 60_000
+        # two hours of six hosts: the forecaster serves once a series has input_len (48)
+        # windows, and checks > 2,000 forecasts (the error-drift baseline); > 1,000 windows a
+        # forest family (its input-drift figure)
+        start = int(time.time() // 60 * 60_000) - 120 * 60_000
         sim = FleetSimulator(
-            FleetConfig(hosts=3, clusters=1, duration_s=60 * 60, start_ms=start, seed=2)
+            FleetConfig(hosts=6, clusters=1, duration_s=120 * 60, start_ms=start, seed=2)
         )
         produce(kafka_bootstrap, kafka_topics["metrics"], sim.timed_messages("json"))
         produce(kafka_bootstrap, kafka_topics["metrics"], [(b"bad", b"{not json")])
