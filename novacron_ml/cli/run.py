@@ -265,6 +265,18 @@ def supervise(children: list[Any], grace_s: float = 15.0) -> list[int]:
     return [int(p.returncode) for p in children]
 
 
+def add_recovery_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    """--recovery-dir (`default`: where it is otherwise, and what a restart resumes),
+    --no-recovery, --from-beginning: the same for every flow command."""
+    p.add_argument("--recovery-dir", type=Path, help=f"Bytewax recovery state (default: {default}")
+    p.add_argument("--no-recovery", action="store_true", help="keep no recovery state")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start over: delete this run's recovery state and read from kafka.starting_offset",
+    )
+
+
 def recovery_dir(settings: Any, given: Path | None, flow: str = "detect") -> Path:
     """--recovery-dir, else recovery.dir, else one directory per broker and metrics topic
     (state from another topic's partitions must never be resumed). Each flow has its own:
@@ -434,18 +446,11 @@ def register(sub: Any) -> None:
     p.add_argument("--from-end", action="store_true", help="start at the end of the topic")
     p.add_argument("--partitions", type=count, default=1, help="partitions for topics it creates")
     p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
-    p.add_argument(
-        "--recovery-dir",
-        type=Path,
-        help="Bytewax recovery state (default: recovery.dir, else one directory per broker and "
-        "topic under ~/.local/state/novacron-ml/recovery), created on first start: a restart "
-        "resumes where the last run stopped",
-    )
-    p.add_argument("--no-recovery", action="store_true", help="keep no recovery state")
-    p.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="start over: delete this run's recovery state and read from kafka.starting_offset",
+    add_recovery_arguments(
+        p,
+        "recovery.dir, else one directory per broker and topic under "
+        "~/.local/state/novacron-ml/recovery), created on first start: a restart resumes where "
+        "the last run stopped",
     )
     p.add_argument("--wait", type=seconds, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_run)

@@ -708,18 +708,13 @@ def register(sub: Any) -> None:
     p.add_argument("-w", "--workers", type=int, default=1, help="worker threads (1)")
     p.add_argument("--once", action="store_true", help="stop at the end of the topics")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument(
-        "--recovery-dir",
-        type=Path,
-        help="Bytewax recovery state (default: recovery.dir + '-tune', else one directory per "
-        "broker and topic under ~/.local/state/novacron-ml/recovery): a restart resumes every "
-        "host's cooldown, pending revert and reverted settings",
-    )
-    p.add_argument("--no-recovery", action="store_true", help="keep no recovery state")
-    p.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="start over: delete the recovery state and read from kafka.starting_offset",
+    from novacron_ml.cli.run import add_recovery_arguments
+
+    add_recovery_arguments(
+        p,
+        "recovery.dir + '-tune', else one directory per broker and topic under "
+        "~/.local/state/novacron-ml/recovery): a restart resumes every host's cooldown, pending "
+        "revert and reverted settings",
     )
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for Kafka (60)")
     p.set_defaults(func=cmd_run)

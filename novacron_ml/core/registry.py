@@ -127,6 +127,7 @@ def write_aliases(folder: Path, aliases: dict[str, object]) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from flows running as another user
         os.replace(tmp, folder / ALIASES_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,6 +162,7 @@ def register(
             manifest, version=version, file=onnx_file.name, sha256=sha256_of(onnx_file)
         )
         write_manifest(staging / MANIFEST_FILE, final)
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from other users' flows
         os.rename(staging, target)  # a version appears whole or not at all
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

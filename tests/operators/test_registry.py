@@ -76,6 +76,9 @@ def test_versions_aliases_promote_rollback(tmp_path: Path) -> None:
     assert registry.rollback(folder) == ("2", "1")
     assert registry.read_aliases(folder)["champion"] == "1"
     assert not list(folder.glob(".aliases.*"))  # replaced by rename, nothing left behind
+    # readable by flows that run as another user than the training job (compose, Kubernetes)
+    assert (folder / "aliases.json").stat().st_mode & 0o777 == 0o644
+    assert (folder / "2").stat().st_mode & 0o777 == 0o755
     assert read_manifest(folder / "2" / "manifest.json").version == "2"
     with pytest.raises(ValueError, match="no version 7"):
         registry.promote(folder, "7")
