@@ -119,8 +119,11 @@ def load_shadow(ref: str, poll_s: float = 10.0) -> OnnxForecaster | None:
         return None
     try:
         shadow = served("forecaster-shadow", key, OnnxForecaster, compatible=same_shape)
-    except ValueError:  # no challenger yet
+    except ValueError as exc:  # no challenger yet, or one that fails the serving checks
         _SHADOW_RETRY[key] = now + poll_s
+        if "no challenger" not in str(exc) and str(exc) not in _SHADOW_SAID:
+            _SHADOW_SAID.add(str(exc))
+            metrics_log().error("shadow of %s not scored: %s", ref, exc)
         return None
     model = shadow.current()
     champion = load_forecaster(ref)
