@@ -167,3 +167,78 @@ def compare(champion: Path, challenger: Path, **kw: Any) -> Comparison:
         f"{kind}: no held-out comparison here; tuning policies are compared with "
         "`novacron-ml tune eval --tuners ... dqn --policy <manifest>`"
     )
+
+
+def compare_live(
+    bootstrap: str, metrics_topic: str, champion_topic: str, shadow_topic: str,
+    from_ms: int, to_ms: int,
+) -> Comparison:  # fmt: skip
+    """Champion against the shadow-scored challenger on the fleet's own traffic: the
+    forecasts both published for the same (series, window) in [from, to]
+    (`topics.forecasts`, `topics.forecasts_shadow`) against the actual window means replayed
+    from the metrics topic. Per series the mean absolute error over every step both
+    forecast; **one-sided sign test over series at alpha = 0.05** and a lower mean relative
+    error (MAE / the series' mean level)."""
+    import msgspec
+
+    from novacron_ml.core.kafka import read_topic
+    from novacron_ml.core.schema import parse_rfc3339_ms
+    from operators.forecast.forecaster import SeriesForecast
+    from training.kafka_dataset import kafka_series
+
+    def forecasts(topic: str) -> dict[tuple[str, int], SeriesForecast]:
+        out = {}
+        for record in read_topic(bootstrap, topic):
+            f = msgspec.json.decode(record.value or b"", type=SeriesForecast)
+            end = parse_rfc3339_ms(f.window_end)
+            if from_ms <= end <= to_ms:
+                out[(f.series, end)] = f
+        return out
+
+    champ, shadow = forecasts(champion_topic), forecasts(shadow_topic)
+    both = sorted(set(champ) & set(shadow))
+    if not both:
+        raise ValueError(
+            f"no window forecast on both {champion_topic} and {shadow_topic} in the range: is "
+            "topics.forecasts_shadow set and a challenger registered?"
+        )
+    step_s = champ[both[0]].step_s
+    horizon = max(len(champ[k].forecast) for k in both)
+    actual = kafka_series(bootstrap, metrics_topic, from_ms,
+                          to_ms + int(horizon * step_s * 1000), step_s)  # fmt: skip
+    means = {
+        s.name: dict(zip(np.round(s.t_s).astype(np.int64).tolist(), s.values.tolist(),
+                         strict=True))
+        for s in actual.series
+    }  # fmt: skip
+    errs: dict[str, list[tuple[float, float, float]]] = {}
+    for series, end in both:
+        truth = means.get(series)
+        if truth is None:
+            continue
+        a, b = champ[(series, end)].forecast, shadow[(series, end)].forecast
+        for i, (fa, fb) in enumerate(zip(a, b, strict=False)):
+            y = truth.get(end // 1000 + round(i * step_s))
+            if y is not None:
+                errs.setdefault(series, []).append((abs(fa - y), abs(fb - y), abs(y)))
+    if not errs:
+        raise ValueError(f"no actual window means on {metrics_topic} for the forecast windows")
+    per_series = [np.asarray(v, dtype=np.float64) for v in errs.values()]  # (n, 3) each
+    level = np.array([max(float(v[:, 2].mean()), 1e-12) for v in per_series])
+    ea = np.array([float(v[:, 0].mean()) for v in per_series]) / level
+    eb = np.array([float(v[:, 1].mean()) for v in per_series]) / level
+    wins, losses = int(np.sum(eb < ea)), int(np.sum(eb > ea))
+    p = sign_test_p(wins, losses)
+    label_a, label_b = champ[both[0]].model, shadow[both[0]].model
+    return Comparison(
+        model=label_a.split("@")[0], kind="lstm_forecaster",
+        champion=label_a.split("@")[-1], challenger=label_b.split("@")[-1],
+        metric="relative MAE (mean over series)", lower_is_better=True,
+        champion_score=float(ea.mean()), challenger_score=float(eb.mean()),
+        test=f"one-sided sign test over {len(ea)} series, alpha {ALPHA}, and a lower mean",
+        statistic={"wins": wins, "losses": losses, "ties": len(ea) - wins - losses, "p": p},
+        better=p < ALPHA and float(eb.mean()) < float(ea.mean()),
+        held_out={"live": {"metrics": metrics_topic, "champion": champion_topic,
+                           "shadow": shadow_topic, "from_ms": from_ms, "to_ms": to_ms},
+                  "forecasts": len(both), "series": len(ea)},
+    )  # fmt: skip

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _time(text: str) -> int:
+    from novacron_ml.cli.common import parse_time
+
+    return parse_time(text)
+
+
 def _folder(args: argparse.Namespace) -> Path:
     from novacron_ml.core.manifest import resolve_model_path
 
@@ -108,9 +114,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not isinstance(target, str):
         raise ValueError(f"{args.name}: no challenger to compare; name a version")
     challenger = registry.version_manifest(folder, target)
-    kw = {k: v for k, v in (("hours", args.hours), ("hosts", args.hosts), ("seed", args.seed))
-          if v is not None}  # fmt: skip
-    result = compare(champion, challenger, **kw)
+    if args.live:
+        result = _live(args)
+        if result.challenger != target or result.champion != registry.resolve_version(
+            folder, "champion"
+        ):
+            raise ValueError(
+                f"the shadow topic scored {result.model}@{result.challenger} against "
+                f"@{result.champion}; the registry's challenger is {target}: not comparable"
+            )
+    else:
+        kw = {k: v for k, v in (("hours", args.hours), ("hosts", args.hosts),
+                                ("seed", args.seed)) if v is not None}  # fmt: skip
+        result = compare(champion, challenger, **kw)
     rows = [
         [f"champion {result.champion}", f"{result.champion_score:.4f}"],
         [f"challenger {result.challenger}", f"{result.challenger_score:.4f}"],
@@ -133,6 +149,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     old, new = promote_checked(folder, target)
     print(f"{args.name}: champion {old or '-'} -> {new}")
     return 0
+
+
+def _live(args: argparse.Namespace) -> Any:
+    """The shadow-scored challenger against the champion on the fleet's own traffic."""
+    import time
+
+    from novacron_ml.cli.common import parse_time
+    from novacron_ml.core.settings import load_settings
+    from training.compare import compare_live
+
+    settings = load_settings()
+    t = settings.topics
+    shadow = t.forecasts_shadow or "metrics.forecasts.shadow"
+    if not t.forecasts:
+        raise ValueError("--live needs topics.forecasts (the champion's forecasts) set")
+    to_ms = args.to_ms if args.to_ms is not None else int(time.time() * 1000)
+    from_ms = args.from_ms if args.from_ms is not None else parse_time("now-1d")
+    return compare_live(settings.kafka.bootstrap_servers, t.metrics, t.forecasts, shadow,
+                        from_ms, to_ms)  # fmt: skip
 
 
 def register(sub: Any) -> None:
@@ -183,5 +218,14 @@ def register(sub: Any) -> None:
     q.add_argument("--hours", type=float, help="held-out hours (forecaster 12, forests 6)")
     q.add_argument("--hosts", type=int, help="simulated hosts (4)")
     q.add_argument("--seed", type=int, help="simulator seed (11)")
+    q.add_argument(
+        "--live",
+        action="store_true",
+        help="forecasters: compare on the fleet's own traffic instead — the forecasts the "
+        "champion and the shadow-scored challenger published (topics.forecasts, "
+        "topics.forecasts_shadow) against the metrics topic's window means",
+    )
+    q.add_argument("--from", dest="from_ms", type=_time, help="--live: start (now-1d)")
+    q.add_argument("--to", dest="to_ms", type=_time, help="--live: end (now)")
     q.add_argument("--json", type=Path, help="write the comparison here")
     q.set_defaults(func=cmd_compare)
