@@ -3,7 +3,8 @@ distribution kept in the manifest, and prediction-error drift. Per process and m
 the sessions (not Bytewax state: a restart starts the monitors afresh).
 
 - **Input drift, PSI** (`InputDrift`): the last `window` rows a model scored, binned at the
-  deciles of its training inputs (`ModelManifest.reference`); per input the population
+  deciles of its training inputs (`ModelManifest.reference`), recomputed every 500 rows;
+  per input the population
   stability index sum((p - q) * ln(p / q)) over the bins (shares smoothed by 1e-4). 0: the
   training distribution; 0.1-0.25: a moderate shift; > 0.25 a large one. The seed's
   threshold, 0.15, is the alert rule's. Computed once `min_rows` rows are in.
@@ -51,8 +52,14 @@ def psi(expected: np.ndarray, observed: np.ndarray) -> float:
 class InputDrift:
     """PSI per input over the last `window` rows (a ring of bin indices)."""
 
-    def __init__(self, reference: Reference, window: int = 5000, min_rows: int = 1000) -> None:
+    def __init__(
+        self, reference: Reference, window: int = 5000, min_rows: int = 1000, every: int = 500
+    ) -> None:
+        """`every`: rows between two computations of the PSI (binning is per batch, the PSI
+        over the whole window is not: a flow scores many small batches a second)."""
         self.reference = reference
+        self.every = every
+        self._computed_at = -every
         self.edges = [np.asarray(e) for e in reference.edges]
         self.expected = [np.asarray(p) for p in reference.proportions]
         self.window, self.min_rows = window, min_rows
@@ -71,6 +78,9 @@ class InputDrift:
         self.n += len(x)
         if self.n < self.min_rows:
             return []
+        if self.values and self.n - self._computed_at < self.every:
+            return self.values
+        self._computed_at = self.n
         rows = self.bins[: min(self.n, self.window)]
         self.values = [
             psi(p, np.bincount(rows[:, j], minlength=len(p)) / len(rows))

@@ -31,6 +31,8 @@ def test_psi_is_quiet_on_the_training_distribution_and_fires_on_a_shift() -> Non
     shifted[:, 1] += 0.5  # half a standard deviation on one input
     values = monitor.add(shifted)  # the window now holds only shifted rows
     assert values[1] > 0.15 and max(values[0], values[2]) < 0.02
+    # a small batch bins its rows but the PSI waits for `every` (500) more rows
+    assert monitor.add(rng.normal(size=(10, 3))) is values and monitor.n == 10_510
 
 
 def test_error_drift_is_quiet_on_a_stationary_stream_and_fires_on_a_worse_one() -> None:
