@@ -117,9 +117,14 @@ class HostTuner:
 
     # -- inputs ----------------------------------------------------------------------------
     def on_setting(self, record: KnobSetting) -> None:
-        """A `dwcp.config` record: adopt it unless it is older than what this loop knows (its
-        own apply-mode records come back through the topic with the same version)."""
-        if record.version >= self.version and record.config != self.config:
+        """A `dwcp.config` record: adopt it unless it is older than what this loop knows, or
+        is this loop's own apply-mode record coming back through the topic (source optimizer
+        or revert, a version it already holds): the loop knows more about that setting than
+        the echo does — e.g. that the host never took it (`not-applied`) — and when the echo
+        arrives must not change what it decides (it arrives whenever the topic is read: at
+        once, later, or after a restart)."""
+        own = record.source in ("optimizer", "revert") and record.version <= self.version
+        if not own and record.version >= self.version and record.config != self.config:
             self.config = record.config
         self.version = max(self.version, record.version)
 

@@ -219,6 +219,14 @@ def test_a_change_the_host_never_takes_is_said_and_not_reverted(policy, table) -
     assert len(lost) == 1 and not lost[0].allowed and lost[0].new == change.config[0]
     assert not any(r.action == "revert" for r in recs(later))
     assert host.tuner.config == DEFAULT_CONFIG
+    # its own record comes back through dwcp.config (late, or after a restart): an echo of
+    # what it published, not news; an operator's record of the same version still is
+    host.tuner.on_setting(change)
+    assert host.tuner.config == DEFAULT_CONFIG
+    operator = KnobSetting(host="h", hde_level=9, hde_chunk_kib=64, hde_window_log=17,
+                           version=change.version, source="operator")  # fmt: skip
+    host.tuner.on_setting(operator)
+    assert host.tuner.config == operator.config
 
 
 def test_a_change_the_host_takes_clears(policy, table) -> None:
