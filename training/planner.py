@@ -315,6 +315,117 @@ def alert_record(plan: SeriesPlan, generated_at: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Divergence:
+    """How far an earlier plan's point forecast landed from what happened since it was made."""
+
+    generated_at: str
+    """When the earlier plan was made (its `generated_at`)."""
+    hours: int
+    """Hours of that plan's forecast that the history now covers."""
+    wape: float
+    """sum |actual - forecast| / sum |actual| over those hours (0.15: 15 % off)."""
+    outside: float
+    """Share of those hours whose actual left the plan's interval."""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "generated_at": self.generated_at,
+            "hours": self.hours,
+            "wape": round(self.wape, 6),
+            "outside": round(self.outside, 6),
+        }
+
+
+def divergence(
+    previous: dict[str, Any], history: HourlyHistory, min_hours: int = 6
+) -> Divergence | None:
+    """Score an earlier `forecast_record` of the same series against the hourly history made
+    since: None when fewer than `min_hours` of its forecast hours are covered, or the actuals
+    sum to 0 (nothing to be relatively wrong about)."""
+    if not len(history.t_s):
+        return None
+    end = _epoch(previous["history_end"])
+    index = {round(float(t)): i for i, t in enumerate(history.t_s)}
+    actual, mean, outside = [], [], 0
+    for p in previous.get("points", ()):
+        t = _epoch(p["ts"])
+        i = index.get(round(t))
+        if t <= end or i is None or p.get("mean") is None:
+            continue
+        a = float(history.values[i])
+        actual.append(a)
+        mean.append(float(p["mean"]))
+        lo, hi = p.get("lower"), p.get("upper")
+        outside += int((lo is not None and a < lo) or (hi is not None and a > hi))
+    scale = float(np.sum(np.abs(actual))) if actual else 0.0
+    if len(actual) < min_hours or scale <= 0:
+        return None
+    wape = float(np.sum(np.abs(np.subtract(actual, mean)))) / scale
+    return Divergence(str(previous["generated_at"]), len(actual), wape, outside / len(actual))
+
+
+def latest_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest `forecast_record` per `cluster/resource` (by `generated_at`) of a replayed
+    `capacity.forecasts` topic; records without the keys are skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        try:
+            key = f"{r['cluster']}/{r['resource']}"
+            at = _epoch(r["generated_at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if key not in out or at >= _epoch(out[key]["generated_at"]):
+            out[key] = r
+    return out
+
+
+FORECAST_HORIZONS_DAYS = (1, 7, 30)
+
+
+def export_metrics(
+    plans: list[SeriesPlan],
+    divergences: dict[str, Divergence],
+    skipped: int,
+    seconds: float,
+) -> None:
+    """Set the planner's Prometheus gauges (novacron_ml.core.metrics, `capacity_*`) from one
+    plan, replacing the last plan's series (a cluster or resource gone is gone)."""
+    from novacron_ml.core import metrics as m
+
+    for gauge in (
+        m.CAPACITY_UTILISATION,
+        m.CAPACITY_LIMIT,
+        m.CAPACITY_FORECAST,
+        m.CAPACITY_TIME_LEFT,
+        m.CAPACITY_DIVERGENCE,
+    ):
+        gauge.clear()
+    counts = {u: 0 for u in (*URGENCIES, "none")}
+    for p in plans:
+        labels = {"cluster": p.cluster, "resource": p.resource}
+        m.CAPACITY_UTILISATION.labels(**labels).set(float(p.history[-1]))
+        end = float(p.history_t[-1])
+        for days in FORECAST_HORIZONS_DAYS:
+            at = np.flatnonzero(np.abs(p.forecast_t - (end + days * 86_400.0)) < 1.0)
+            if len(at):
+                for bound, values in (("mean", p.mean), ("upper", p.hi)):
+                    m.CAPACITY_FORECAST.labels(**labels, horizon=f"{days}d", bound=bound).set(
+                        float(values[at[0]])
+                    )
+        if p.capacity is not None:
+            m.CAPACITY_LIMIT.labels(**labels).set(p.capacity)
+            left = p.days_to_exhaustion
+            m.CAPACITY_TIME_LEFT.labels(**labels).set(math.inf if left is None else left * 86_400.0)
+        counts[p.urgency or "none"] += 1
+        if p.key in divergences:
+            m.CAPACITY_DIVERGENCE.labels(**labels).set(divergences[p.key].wape)
+    for urgency, n in counts.items():
+        m.CAPACITY_SERIES.labels(urgency=urgency).set(n)
+    m.CAPACITY_SERIES.labels(urgency="skipped").set(skipped)
+    m.CAPACITY_PLAN_SECONDS.set(seconds)
+
+
 def histories_from_records(records: Iterable[dict[str, Any]]) -> list[HourlyHistory]:
     """`metrics.hourly` JSON records (any order, repeats allowed: the last one wins)."""
     by_key: dict[tuple[str, str], dict[int, float]] = {}

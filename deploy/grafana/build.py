@@ -3,12 +3,12 @@
     python deploy/grafana/build.py            # rewrite the JSON (tests/app/test_grafana.py
                                               # checks the committed files are this output)
 
-Four dashboards, on the metrics the flows export (novacron_ml/core/metrics.py): the
-pipeline's health, anomaly detection and model performance (the detect flow, job
+The seed's five dashboards, on the metrics novacron-ml exports (novacron_ml/core/metrics.py):
+the pipeline's health, anomaly detection and model performance (the detect flow, job
 novacron-detect: served versions, inference time, swaps and rejections, input and
-forecast-error drift) and auto-optimisation (the tuning flow, job novacron-tune). The seed's
-capacity-planning dashboard waits for its metrics: the planner is a batch command that
-exports no gauges yet, and a dashboard of empty panels would say nothing.
+forecast-error drift), auto-optimisation (the tuning flow, job novacron-tune) and capacity
+planning (`capacity plan --every 24 --metrics-port`, job novacron-capacity: utilisation
+against capacity, forecasts, days to exhaustion, the previous plan's divergence).
 """
 
 from __future__ import annotations
@@ -260,8 +260,61 @@ def models() -> Dashboard:
     )  # fmt: skip
 
 
+CAPACITY = 'job="novacron-capacity"'
+
+
+def capacity() -> Dashboard:
+    per = "on (job, instance, cluster, resource)"
+    return (
+        base("novacron-capacity", "novacron-ml · capacity planning").time("now-7d", "now")
+        .with_row(Row("Latest plan"))
+        .with_panel(stat("Series URGENT", "none",
+                         "Cluster resources whose calibrated upper bound reaches capacity "
+                         "within capacity.urgent_days (7).",
+                         f'sum(novacron_capacity_series{{urgency="URGENT",{CAPACITY}}})'))
+        .with_panel(stat("Series HIGH", "none",
+                         "Exhaustion within capacity.high_days (14).",
+                         f'sum(novacron_capacity_series{{urgency="HIGH",{CAPACITY}}})'))
+        .with_panel(stat("Worst forecast divergence", "percentunit",
+                         "The previous plan against what happened since: sum|actual - "
+                         "forecast| / sum|actual|, worst series (alert past 15 %).",
+                         f"max(novacron_capacity_forecast_divergence{{{CAPACITY}}})"))
+        .with_panel(stat("Last plan age", "s",
+                         "Since the last plan that succeeded (alert past 26 h).",
+                         f"time() - max(novacron_capacity_last_plan_timestamp_seconds"
+                         f"{{{CAPACITY}}})"))
+        .with_panel(series("Time to exhaustion", "s",
+                           "From the history's end to the first hour whose upper bound "
+                           "reaches the capacity; series that exhaust within the horizon.",
+                           (f"novacron_capacity_time_to_exhaustion_seconds{{{CAPACITY}}} < +Inf",
+                            "{{cluster}}/{{resource}}")))
+        .with_panel(series("Utilisation and forecast / capacity", "percentunit",
+                           "The last hourly mean and the 7-day upper bound as a share of the "
+                           "configured capacity (1: full).",
+                           (f"novacron_capacity_utilisation{{{CAPACITY}}} / {per} "
+                            f"novacron_capacity_limit{{{CAPACITY}}}",
+                            "{{cluster}}/{{resource}} now"),
+                           (f'novacron_capacity_forecast{{horizon="7d",bound="upper",'
+                            f"{CAPACITY}}} / {per} novacron_capacity_limit{{{CAPACITY}}}",
+                            "{{cluster}}/{{resource}} 7d upper")))
+        .with_row(Row("Forecast quality"))
+        .with_panel(series("Forecast divergence of the previous plan", "percentunit",
+                           "Per series, set at each plan once capacity.divergence_min_hours of "
+                           "the previous forecast are covered (rule NovacronCapacityForecast"
+                           "Divergence past 15 %).",
+                           (f"novacron_capacity_forecast_divergence{{{CAPACITY}}}",
+                            "{{cluster}}/{{resource}}")))
+        .with_panel(series("Plans and plan time", "none",
+                           "Plans per day by outcome, and the last plan's wall time (s).",
+                           ("sum by (outcome) (increase("
+                            f"novacron_capacity_plans_total{{{CAPACITY}}}[1d]))", "{{outcome}}"),
+                           (f"max(novacron_capacity_plan_seconds{{{CAPACITY}}})",
+                            "plan seconds")))
+    )  # fmt: skip
+
+
 DASHBOARDS = {"pipeline.json": pipeline, "detection.json": detection, "tuning.json": tuning,
-              "models.json": models}  # fmt: skip
+              "models.json": models, "capacity.json": capacity}  # fmt: skip
 
 
 def render() -> dict[str, str]:

@@ -240,14 +240,20 @@ def _print_plans(plans: list[Any], settings: Any = None) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """One plan, or with --every H a plan every H hours (the daily refresh) until interrupted."""
+    if args.metrics_port is not None:
+        from novacron_ml.core.metrics import initialise_capacity, serve_metrics
+        from novacron_ml.core.settings import load_settings
+
+        serve_metrics(args.metrics_port, load_settings().observability.metrics_bind)
+        initialise_capacity()
     if not args.every:
-        return _plan_once(args)
+        return _counted_plan(args)
     while True:
         started = time.monotonic()
         try:
-            rc = _plan_once(args)
-        except ValueError as exc:  # e.g. no hourly data yet: say so and try at the next slot
-            print(f"capacity plan: {exc}", file=sys.stderr)
+            rc = _counted_plan(args)
+        except Exception as exc:  # no hourly data yet, Kafka away...: say so, try at the next slot
+            print(f"capacity plan: {type(exc).__name__}: {exc}", file=sys.stderr)
             rc = 1
         wait = max(0.0, args.every * 3600.0 - (time.monotonic() - started))
         print(f"plan done (exit {rc}); next in {wait / 3600:.2f} h (Ctrl-C stops)", flush=True)
@@ -257,17 +263,86 @@ def cmd_plan(args: argparse.Namespace) -> int:
             return 0
 
 
+def _counted_plan(args: argparse.Namespace) -> int:
+    """`_plan_once`, counted in novacron_capacity_plans_total{outcome} (a plan that raises or
+    plans nothing failed)."""
+    from novacron_ml.core import metrics
+
+    rc = 1
+    try:
+        rc = _plan_once(args)
+    finally:
+        metrics.CAPACITY_PLANS.labels(outcome="ok" if rc == 0 else "failed").inc()
+        if rc == 0:
+            metrics.CAPACITY_LAST_PLAN.set(time.time())
+    return rc
+
+
+def _previous_forecasts(settings: Any, wait_s: float) -> dict[str, dict[str, Any]]:
+    """The latest earlier plan per series, replayed from capacity.forecasts (compacted)."""
+    from novacron_ml.core import kafka as kafka_io
+    from training.planner import latest_records
+
+    records = []
+    for r in kafka_io.iter_topic(
+        settings.kafka.bootstrap_servers, settings.topics.capacity_forecasts, wait_s
+    ):
+        try:
+            records.append(json.loads(r.value))
+        except ValueError:
+            continue  # not ours to judge: the plan is scored against its own records only
+    return latest_records(records)
+
+
+def _divergences(plans: list[Any], previous: dict[str, Any], min_hours: int) -> dict[str, Any]:
+    from training.planner import HourlyHistory, divergence
+
+    out = {}
+    for p in plans:
+        if p.key in previous:
+            history = HourlyHistory(p.cluster, p.resource, p.history_t, p.history)
+            d = divergence(previous[p.key], history, min_hours)
+            if d is not None:
+                out[p.key] = d
+    return out
+
+
+def _print_divergences(divergences: dict[str, Any], threshold: float = 0.15) -> None:
+    if not divergences:
+        print("previous plan vs what happened since: nothing to score yet")
+        return
+    wapes = sorted(d.wape for d in divergences.values())
+    over = sorted(k for k, d in divergences.items() if d.wape > threshold)
+    hours = min(d.hours for d in divergences.values())
+    print(
+        f"previous plan vs what happened since ({len(wapes)} series, >= {hours} h each):"
+        f" divergence median {wapes[len(wapes) // 2]:.1%}, max {wapes[-1]:.1%};"
+        f" over {threshold:.0%}: {', '.join(over) if over else 'none'}"
+    )
+
+
 def _plan_once(args: argparse.Namespace) -> int:
     from novacron_ml.core import kafka as kafka_io
-    from training.planner import alert_record, forecast_record
+    from training.planner import alert_record, export_metrics, forecast_record
 
+    started = time.monotonic()
     settings, plans, problems, generated = _plan(args)
     _print_plans(plans, settings)
+    divergences: dict[str, Any] = {}
     if not args.no_publish:
         bootstrap = settings.kafka.bootstrap_servers
         t = settings.topics
-        kafka_io.ensure_topics(bootstrap, [t.capacity_forecasts, t.capacity_alerts])
-        fc = [(p.key.encode(), json.dumps(forecast_record(p, generated)).encode()) for p in plans]
+        topics = [t.capacity_forecasts, t.capacity_alerts]
+        kafka_io.ensure_topics(bootstrap, topics, compacted=topics)
+        previous = _previous_forecasts(settings, args.wait)
+        divergences = _divergences(plans, previous, settings.capacity.divergence_min_hours)
+        _print_divergences(divergences)
+        fc = []
+        for p in plans:
+            record = forecast_record(p, generated)
+            if p.key in divergences:
+                record["previous_plan"] = divergences[p.key].record()
+            fc.append((p.key.encode(), json.dumps(record).encode()))
         al = [
             (p.key.encode(), json.dumps(alert_record(p, generated)).encode())
             for p in plans
@@ -279,6 +354,7 @@ def _plan_once(args: argparse.Namespace) -> int:
             f"published {len(fc)} forecasts -> {t.capacity_forecasts}, "
             f"{len(al)} alerts -> {t.capacity_alerts}"
         )
+    export_metrics(plans, divergences, len(problems), time.monotonic() - started)
     if args.report:
         from training.capacity_report import write_report
 
@@ -458,6 +534,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--report", type=Path, help="also write the HTML/PNG report here")
     p.add_argument("--json", help="also write the alert records as JSON")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics here (novacron_capacity_*: forecasts, days to"
+        " exhaustion, the previous plan's divergence; observability.metrics_bind, loopback by"
+        " default), for as long as the command runs: use with --every",
+    )
     writes(p, "json", "report")
     p.set_defaults(func=cmd_plan)
 

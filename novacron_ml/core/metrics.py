@@ -143,6 +143,53 @@ TUNING_HOSTS_IDLE = Counter(
     "tune.forget_s).",
     ["outcome"],
 )
+# `novacron-ml capacity plan --metrics-port` (the planner, docs/CAPACITY.md#metrics): per
+# cluster and resource (the planner never sees hosts), replaced as a whole by every plan
+CAPACITY_UTILISATION = Gauge(
+    "novacron_capacity_utilisation",
+    "Capacity planner: the last hourly mean of a cluster's resource (metrics.hourly).",
+    ["cluster", "resource"],
+)
+CAPACITY_LIMIT = Gauge(
+    "novacron_capacity_limit",
+    "Capacity planner: the configured capacity of a resource (capacity.capacity).",
+    ["cluster", "resource"],
+)
+CAPACITY_FORECAST = Gauge(
+    "novacron_capacity_forecast",
+    "Capacity planner: the latest plan's forecast of a cluster's resource 1, 7 and 30 days "
+    "after its history (bound: mean, or upper of the calibrated interval).",
+    ["cluster", "resource", "horizon", "bound"],
+)
+CAPACITY_TIME_LEFT = Gauge(
+    "novacron_capacity_time_to_exhaustion_seconds",
+    "Capacity planner: seconds from the history's end to the first hour whose upper bound "
+    "reaches the capacity (+Inf: not within capacity.horizon_days); resources with a capacity.",
+    ["cluster", "resource"],
+)
+CAPACITY_DIVERGENCE = Gauge(
+    "novacron_capacity_forecast_divergence",
+    "Capacity planner: the previous plan's point forecast against the hourly means since it "
+    "was made, sum|actual - forecast| / sum|actual| (0.15: 15 % off, the seed's alert level); "
+    "set once capacity.divergence_min_hours are covered.",
+    ["cluster", "resource"],
+)
+CAPACITY_SERIES = Gauge(
+    "novacron_capacity_series",
+    "Capacity planner: series in the latest plan, by urgency (none: no capacity configured; "
+    "skipped: too short or failed).",
+    ["urgency"],
+)
+CAPACITY_PLANS = Counter(
+    "novacron_capacity_plans", "Capacity planner: plans run, by outcome (ok, failed).", ["outcome"]
+)
+CAPACITY_LAST_PLAN = Gauge(
+    "novacron_capacity_last_plan_timestamp_seconds",
+    "Capacity planner: Unix time of the last plan that succeeded.",
+)
+CAPACITY_PLAN_SECONDS = Gauge(
+    "novacron_capacity_plan_seconds", "Capacity planner: wall time of the last plan."
+)
 PARSE_BATCH_SECONDS = Histogram(
     "novacron_parse_batch_seconds",
     "Time to parse one input batch.",
@@ -200,6 +247,14 @@ def initialise_tuning(mode: str) -> None:
         GUARDRAIL_BLOCKS.labels(guardrail=guardrail)
     for outcome in ("compacted", "dropped"):
         TUNING_HOSTS_IDLE.labels(outcome=outcome)
+
+
+def initialise_capacity() -> None:
+    """The capacity planner's label combinations at zero (`initialise` does the shared ones)."""
+    for outcome in ("ok", "failed"):
+        CAPACITY_PLANS.labels(outcome=outcome)
+    for urgency in ("URGENT", "HIGH", "MEDIUM", "LOW", "none", "skipped"):
+        CAPACITY_SERIES.labels(urgency=urgency)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -535,6 +535,12 @@ class CapacitySettings(_Group):
     workers: int = Field(
         0, ge=0, description="Processes fitting series in parallel (0: one per CPU core)."
     )
+    divergence_min_hours: int = Field(
+        6,
+        ge=1,
+        description="Hours of the previous plan's forecast the history must cover before the"
+        " plan scores its divergence (novacron_capacity_forecast_divergence, docs/CAPACITY.md).",
+    )
 
 
 class CatalogueEntry(_Group):

@@ -94,6 +94,12 @@ def test_compose_runs_two_dataflow_processes_and_prometheus_scrapes_each() -> No
     assert [t for sc in job["static_configs"] for t in sc["targets"]] == [
         f"tune:{tune.metrics_port}"
     ]
+    capacity = build_parser().parse_args(compose["services"]["capacity"]["command"][1:])
+    assert capacity.every == 24 and capacity.metrics_port
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "novacron-capacity"]
+    assert [t for sc in job["static_configs"] for t in sc["targets"]] == [
+        f"capacity:{capacity.metrics_port}"
+    ]
 
 
 def test_compose_retrains_on_a_schedule_into_the_registry_the_flows_follow() -> None:

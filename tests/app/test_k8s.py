@@ -128,3 +128,12 @@ def test_the_retraining_cronjobs_validate_and_run_commands_the_cli_accepts() -> 
                   for v in pod["volumes"]}  # fmt: skip
         assert claims["registry"] == claim["metadata"]["name"]
         assert pod["securityContext"]["runAsUser"] == 10001
+    # the daily capacity update: the planner as a one-replica service with its metrics port
+    (planner,) = [d for d in docs if d["kind"] == "Deployment"]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    (container,) = planner["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["command"][1:])
+    assert (args.capacity_command, args.every, planner["spec"]["replicas"]) == ("plan", 24, 1)
+    assert [p["containerPort"] for p in container["ports"]] == [args.metrics_port]
+    assert service["spec"]["ports"][0]["targetPort"] == args.metrics_port
+    assert service["spec"]["selector"] == planner["spec"]["selector"]["matchLabels"]

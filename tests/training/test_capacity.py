@@ -33,7 +33,11 @@ from training.capacity import (
 from training.metrics import mape, mase, naive_scale, point_metrics
 from training.planner import (
     HourlyHistory,
+    divergence,
+    export_metrics,
+    forecast_record,
     histories_from_records,
+    latest_records,
     plan_series,
     urgency_for,
 )
@@ -248,6 +252,98 @@ def test_exhaustion_date_of_a_linear_trend() -> None:
     assert plan.days_to_exhaustion is not None and plan.days_to_exhaustion <= likely_days
     assert plan.urgency == "URGENT"
     assert np.all(plan.lo <= plan.mean) and np.all(plan.mean <= plan.hi)
+
+
+def _iso(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_divergence_of_the_previous_plan_by_hand() -> None:
+    t0 = 1_767_225_600.0  # 2026-01-01
+    previous = {
+        "generated_at": _iso(t0 + 2 * 3600),
+        "history_end": _iso(t0 + 3600),
+        "points": [  # forecasts for hours 2..9: 10 each, interval [9, 11]
+            {"ts": _iso(t0 + h * 3600), "mean": 10.0, "lower": 9.0, "upper": 11.0}
+            for h in range(2, 10)
+        ],
+    }
+    # the history now runs to hour 7: hours 2..7 are scored (6 hours), 0..1 were history
+    values = np.array([50.0, 50.0, 10.0, 10.0, 12.0, 8.0, 10.0, 10.0])
+    history = HourlyHistory("c", "cpu", t0 + np.arange(8) * 3600.0, values)
+    d = divergence(previous, history, min_hours=6)
+    assert d is not None and d.hours == 6
+    assert d.wape == pytest.approx(4.0 / 60.0)  # |12-10| + |8-10| over 60
+    assert d.outside == pytest.approx(2 / 6)  # 12 and 8 left [9, 11]
+    assert d.record()["generated_at"] == previous["generated_at"]
+    assert divergence(previous, history, min_hours=7) is None  # not enough hours yet
+    shifted = HourlyHistory("c", "cpu", history.t_s, values * 1.5)
+    assert divergence(previous, shifted, min_hours=6).wape > 0.15  # type: ignore[union-attr]
+
+
+def test_the_latest_plan_per_series_wins_and_junk_is_skipped() -> None:
+    records = [
+        {"cluster": "a", "resource": "cpu", "generated_at": "2026-01-02T00:00:00Z", "n": 2},
+        {"cluster": "a", "resource": "cpu", "generated_at": "2026-01-01T00:00:00Z", "n": 1},
+        {"cluster": "b", "resource": "cpu", "generated_at": "2026-01-01T00:00:00Z", "n": 3},
+        {"cluster": "c"},
+        {"cluster": "d", "resource": "cpu", "generated_at": "not a time"},
+    ]
+    latest = latest_records(records)
+    assert {k: r["n"] for k, r in latest.items()} == {"a/cpu": 2, "b/cpu": 3}
+
+
+def test_the_plan_sets_the_planner_gauges_and_replaces_the_last_plan() -> None:
+    from novacron_ml.core import metrics as m
+    from training.planner import Divergence
+
+    days = 14
+    hours = np.arange(days * 24)
+    t = 1_767_225_600.0 + hours * 3600.0
+    y = 0.5 + 0.1 * np.sin(2 * np.pi * hours / 24)
+    cfg = CapacitySettings(capacity={"cpu": 0.85}, models=["seasonal_naive"], cv_windows=2)
+    cpu = plan_series(HourlyHistory("c1", "cpu", t, y), cfg, [])
+    disk = plan_series(HourlyHistory("c1", "disk", t, y), cfg, [])
+    export_metrics([cpu, disk], {"c1/cpu": Divergence("x", 24, 0.2, 0.5)}, 1, 3.0)
+
+    def get(gauge, **labels):  # type: ignore[no-untyped-def]
+        return gauge.labels(**labels)._value.get()
+
+    assert get(m.CAPACITY_UTILISATION, cluster="c1", resource="cpu") == pytest.approx(y[-1])
+    assert get(m.CAPACITY_LIMIT, cluster="c1", resource="cpu") == 0.85
+    assert get(m.CAPACITY_TIME_LEFT, cluster="c1", resource="cpu") == float("inf")
+    assert get(m.CAPACITY_DIVERGENCE, cluster="c1", resource="cpu") == 0.2
+    week = get(m.CAPACITY_FORECAST, cluster="c1", resource="cpu", horizon="7d", bound="mean")
+    assert week == pytest.approx(float(cpu.mean[7 * 24 - 1]))
+    assert (
+        get(m.CAPACITY_SERIES, urgency="LOW") == 1 and get(m.CAPACITY_SERIES, urgency="none") == 1
+    )
+    assert get(m.CAPACITY_SERIES, urgency="skipped") == 1
+    names = {s.labels.get("resource") for f in m.CAPACITY_LIMIT.collect() for s in f.samples}
+    assert names == {"cpu"}  # disk has no capacity: no limit, no days left
+    export_metrics([disk], {}, 0, 1.0)  # the next plan: cpu gone, no divergence
+    assert not [s for f in m.CAPACITY_DIVERGENCE.collect() for s in f.samples]
+    assert not [s for f in m.CAPACITY_UTILISATION.collect() for s in f.samples
+                if s.labels["resource"] == "cpu"]  # fmt: skip
+
+
+def test_forecast_records_are_scored_against_the_history_they_forecast() -> None:
+    days = 10
+    hours = np.arange(days * 24)
+    t = 1_767_225_600.0 + hours * 3600.0
+    y = 0.5 + 0.1 * np.sin(2 * np.pi * hours / 24)
+    cfg = CapacitySettings(models=["seasonal_naive"], cv_windows=2)
+    cut = len(t) - 24
+    earlier = plan_series(HourlyHistory("c", "cpu", t[:cut], y[:cut]), cfg, [])
+    record = json.loads(json.dumps(forecast_record(earlier, _iso(t[cut]))))
+    steady = divergence(record, HourlyHistory("c", "cpu", t, y))
+    assert steady is not None and steady.hours == 24 and steady.wape < 0.01  # a clean cycle
+    grown = y.copy()
+    grown[cut:] *= 1.3
+    moved = divergence(record, HourlyHistory("c", "cpu", t, grown))
+    assert moved is not None and moved.wape == pytest.approx(0.3 / 1.3, rel=0.05)
 
 
 def test_urgency_bands() -> None:
