@@ -154,6 +154,7 @@ def forecaster_for(
         step_ms=step_ms,
         residual_threshold=fs.residual_threshold,
         min_residuals=fs.min_residuals,
+        blend=fs.blend,
         slo=dict(fs.slo),
         model_name=f"{model.manifest.name}@{model.manifest.version}",
         catalogue=catalogue,

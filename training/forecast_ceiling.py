@@ -8,10 +8,12 @@ shocks and the per-sample noise) — gets within 5 % of the actual window mean. 
 noise no forecaster can know from the past: the per-sample noise averaged over a window and
 the load's AR(1) wander, whose state is 0.9^12 = 0.28 of itself one 60 s window later (so
 knowing it at the origin helps the first step a little: the ceiling is a close, slightly low
-bound for step 1 and tight beyond). The **model** figure is the served ONNX forecaster on the
+bound for step 1 and tight beyond). The **served** figure is what the flow publishes on the
 very same targets (12-step forecasts from every origin of the last 30 % of each series, the
-split `forecast-train` reports). Targets: model ≥ 97 % of the ceiling on every metric, and
-≥ 0.95 within 5 % where the ceiling is ≥ 0.99.
+split `forecast-train` reports): the ONNX forecaster's output blended with its input
+history's level (operators.forecast.blend); **model** is the network's output alone.
+Targets, on the served forecast: ≥ 97 % of the ceiling on every metric, and ≥ 0.95 within
+5 % where the ceiling is ≥ 0.99.
 """
 
 from __future__ import annotations
@@ -77,6 +79,20 @@ def within(y: np.ndarray, yhat: np.ndarray, fraction: float = 0.05) -> np.ndarra
     return np.abs(y - yhat) <= fraction * np.abs(y)
 
 
+def served_forecasts(y: np.ndarray, hist: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The forecasts the flow serves from the model's `pred` (origins, horizon), origin by
+    origin in order: operators.forecast.blend, learning from each origin's step-1 error as
+    the window arrives (the flow's code path; no anomalies here, so every window teaches)."""
+    from operators.forecast.blend import Blend
+
+    blend, out = Blend(), np.empty_like(pred)
+    for i in range(len(pred)):
+        if i:
+            blend.observe(float(y[hist[i, -1]]))  # the window origin i-1 forecast at step 1
+        out[i] = blend.forecast(pred[i], y[hist[i]])
+    return out
+
+
 def ceiling_report(
     manifest: Path, hours: float = 12.0, hosts: int = 4, seed: int = 0, start: str = SIM_START
 ) -> dict[str, Any]:
@@ -89,28 +105,38 @@ def ceiling_report(
     t_s, actual = window_means(hours, hosts, seed, step, start, signal_only=False)
     _, signal = window_means(hours, hosts, seed, step, start, signal_only=True)
     n = len(t_s)
-    origins = np.arange(max(int(n * 0.7), L), n - H + 1)
+    # every origin, in order, as the flow forecasts them (the blend learns from the start);
+    # scored on the held-out last 30 %
+    origins = np.arange(L, n - H + 1)
+    scored = origins >= max(int(n * 0.7), L)
     hist = origins[:, None] + np.arange(-L, 0)[None, :]
     tgt = origins[:, None] + np.arange(H)[None, :]
     rows: dict[str, Any] = {}
     for j, metric in enumerate(METRIC_NAMES):
-        hits_model, hits_ceiling = [], []
+        hits_model, hits_served, hits_ceiling = [], [], []
         for h in range(actual.shape[1]):
             y = actual[:, h, j]
             x = forecaster_inputs(y[hist], t_s[hist])
             pred = model.predict(x).astype(np.float64)
-            hits_model.append(within(y[tgt], pred))
-            hits_ceiling.append(within(y[tgt], signal[:, h, j][tgt]))
+            served = served_forecasts(y, hist, pred)
+            target = y[tgt][scored]
+            hits_model.append(within(target, pred[scored]))
+            hits_served.append(within(target, served[scored]))
+            hits_ceiling.append(within(target, signal[:, h, j][tgt][scored]))
         m = float(np.mean(hits_model))
+        v = float(np.mean(hits_served))
         c = float(np.mean(hits_ceiling))
-        ratio = m / c if c > 0 else None
+        ratio = v / c if c > 0 else None
         rows[metric] = {
             "model": m,
+            "served": v,
             "ceiling": c,
             "of_ceiling": ratio,
+            "model_of_ceiling": m / c if c > 0 else None,
             "target_97pct_of_ceiling": ratio is not None and ratio >= 0.97,
-            "target_95pct_where_ceiling_99": None if c < 0.99 else m >= 0.95,
+            "target_95pct_where_ceiling_99": None if c < 0.99 else v >= 0.95,
         }
+    origins = origins[scored]
     return {
         "model": f"{model.manifest.name}@{model.manifest.version}",
         "data": {"hours": hours, "hosts": hosts, "seed": seed, "start": start,

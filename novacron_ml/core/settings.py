@@ -458,6 +458,12 @@ class ForecastSettings(_Group):
     min_residuals: int = Field(
         60, ge=1, description="Residuals a series needs before it can raise prediction_error."
     )
+    blend: bool = Field(
+        True,
+        description="Serve each series' forecast blended with the mean of the windows the"
+        " model read, by the minimum-variance weight of their recent one-step errors (1: the"
+        " model alone, where it reads structure; docs/FORECAST.md#blend).",
+    )
     slo: dict[str, float] = Field(
         default_factory=dict,
         description="Per metric: degradation alert when the forecast crosses this value within"

@@ -37,6 +37,7 @@ from novacron_ml.core.schema import (
 from operators import drift
 from operators.alerting.alerts import window_alert
 from operators.detection.robust_z import severity_for
+from operators.forecast.blend import Blend
 from operators.forecast.model import forecaster_inputs
 
 PRUNE_EVERY = 1000
@@ -61,6 +62,9 @@ class SeriesForecast(msgspec.Struct, frozen=True, kw_only=True):
     step_s: float
     forecast: list[float]
     model: str
+    model_weight: float = 1.0
+    """The model's share of `forecast`; the rest is the mean of the windows it read
+    (operators.forecast.blend, docs/FORECAST.md#blend)."""
 
 
 class ShadowForecast(SeriesForecast, frozen=True, kw_only=True):
@@ -80,6 +84,8 @@ class ForecastConfig:
     """After this many suspect windows in a row the new level is accepted as normal."""
     slo: Mapping[str, float] = field(default_factory=dict)
     model_name: str = "lstm_forecaster"
+    blend: bool = True
+    """Serve the model's forecast blended with its input history's level (forecast.blend)."""
     catalogue: Catalogue = DEFAULT_CATALOGUE
     """Which way an SLO is crossed (the metric's bad direction)."""
 
@@ -97,6 +103,9 @@ class _Series:
     slo_breach_forecast: bool = False
     excursion: int = 0
     """Consecutive suspect windows (residual >= half the alert threshold)."""
+    blend: Blend | None = None
+    """The served forecast's blend weight (None until the first forecast; old snapshots)."""
+    shadow_blend: Blend | None = None
 
 
 @dataclass
@@ -174,6 +183,10 @@ class SeriesForecaster:
             alert, suspect = self._residual(w, s, value, float(s.pending[0]))
             if alert is not None:
                 out.append(alert)
+            if not suspect:  # anomalies teach the blend nothing either
+                for b in (s.blend, s.shadow_blend):
+                    if b is not None:
+                        b.observe(value)
             if suspect and s.excursion < self.config.max_excursion:
                 # keep anomalies (and the edges of one, half the alert threshold) out of the
                 # model's inputs: later forecasts come from normal history, so the return to
@@ -191,6 +204,9 @@ class SeriesForecaster:
         s.n = min(s.n + 1, self.input_len)
         s.last_start_ms = w.start_ms
         s.pending = None
+        for b in (s.blend, s.shadow_blend):
+            if b is not None:  # their step 1 was this window (or a gap lost it)
+                b.forget_pending()
         return (w.series, s, w) if s.n == self.input_len else None
 
     def _forecast(
@@ -207,16 +223,26 @@ class SeriesForecaster:
         preds = model.predict(x).astype(np.float64)
         label = _label(model, self.config.model_name)  # the version serving now (hot reload)
         self.forecasts_made += len(ready)
+        step_s = self.config.step_ms / 1000.0
         if shadow is not None:
             shadow_label = _label(shadow, "shadow")
-            step = self.config.step_ms / 1000.0
-            for (key, _s, w), pred in zip(ready, shadow.predict(x).astype(np.float64),
-                                          strict=True):  # fmt: skip
+            for (key, s, w), raw in zip(ready, shadow.predict(x).astype(np.float64),
+                                        strict=True):  # fmt: skip
+                served, weight = raw, 1.0
+                if self.config.blend:  # blended by its own errors, as the champion is
+                    s.shadow_blend = s.shadow_blend or Blend()
+                    weight = s.shadow_blend.weight()
+                    served = s.shadow_blend.forecast(raw, s.values)
                 out.append(ShadowForecast(series=key, window_end=rfc3339_ms(w.end_ms),
-                                          step_s=step, forecast=pred.tolist(),
-                                          model=shadow_label))  # fmt: skip
-        step_s = self.config.step_ms / 1000.0
-        for (key, s, w), pred in zip(ready, preds, strict=True):
+                                          step_s=step_s, forecast=served.tolist(),
+                                          model=shadow_label,
+                                          model_weight=round(weight, 4)))  # fmt: skip
+        for (key, s, w), raw in zip(ready, preds, strict=True):
+            pred, weight = raw, 1.0
+            if self.config.blend:
+                s.blend = s.blend or Blend()
+                weight = s.blend.weight()
+                pred = s.blend.forecast(raw, s.values)
             s.pending = pred
             out.append(
                 SeriesForecast(
@@ -225,6 +251,7 @@ class SeriesForecaster:
                     step_s=step_s,
                     forecast=pred.tolist(),
                     model=label,
+                    model_weight=round(weight, 4),
                 )
             )
             alert = self._slo(key, s, w, pred)

@@ -35,3 +35,7 @@ def test_the_ceiling_report_on_the_served_model() -> None:
     assert 0.38 < rows["error_rate"]["ceiling"] < 0.50  # the analytical 0.437, sampled
     for r in rows.values():
         assert 0 < r["model"] <= 1 and 0 < r["ceiling"] <= 1
+    # the served (blended) forecast of a level-plus-noise series beats the network alone, and
+    # where the network reads structure (CPU's daily cycle) the blend leaves it as it is
+    assert rows["error_rate"]["served"] > rows["error_rate"]["model"]
+    assert abs(rows["cpu_util"]["served"] - rows["cpu_util"]["model"]) < 0.01
