@@ -2,7 +2,8 @@
 
 Training data: feature vectors computed by the flow's own `FeatureEngine` over the fleet
 simulator with no injected anomalies (`train_hours` from a fixed start, so the command is
-reproducible). Evaluation: a second, later stretch with injected anomalies (another seed), so
+reproducible), or the fleet's own windows replayed from the features topic (`fleet`,
+`iforest-train --kafka-topic`). Evaluation: a second, later stretch with injected anomalies (another seed), so
 every reported figure is out of sample: ROC AUC of the raw score for windows overlapping an
 injected anomaly on that host and metric against all other windows, and the share of normal
 windows the forest's own threshold (contamination) flags.
@@ -29,8 +30,12 @@ from operators.drift import reference_of
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
 from operators.serving import make_golden
 from training.features import SIM_START, simulated_windows
+from training.kafka_dataset import FeatureDataset
 
 SIM_EVAL_START = "2026-02-02T00:00:00Z"
+MIN_TRAIN_WINDOWS = 100
+"""A family with fewer training windows gets no new version (a forest of 100 trees on a few
+dozen points would learn noise)."""
 
 
 @dataclass(frozen=True)
@@ -196,15 +201,28 @@ def train_and_export(
     config: IForestConfig | None = None,
     progress: Callable[[str], None] = print,
     converter: str = "compact",
+    fleet: FeatureDataset | None = None,
 ) -> dict[str, Any]:
-    """Fit, evaluate and export one forest per family (+ `generic`); return the report."""
+    """Fit, evaluate and export one forest per family (+ `generic`); return the report.
+    With `fleet` (a features-topic replay) the forests learn the fleet's own windows instead
+    of the simulator's; families with fewer than MIN_TRAIN_WINDOWS windows there are left
+    out (their current versions keep serving), said so in the report."""
     import skl2onnx
     import sklearn
     from sklearn.ensemble import IsolationForest
 
     config = config or IForestConfig()
-    progress(f"feature windows: {train_hours:g} h x {hosts} hosts for training ...")
-    train_w, _ = simulated_windows(train_hours, hosts, config.seed, SIM_START, 0.0)
+    if fleet is not None:
+        progress(f"feature windows for training: {fleet.line()}")
+        train_w = fleet.windows
+        if len(train_w) < MIN_TRAIN_WINDOWS:
+            raise ValueError(
+                f"{fleet.topic}: {len(train_w)} series windows in the range (fewer than"
+                f" {MIN_TRAIN_WINDOWS}); is topics.features set on the detect flow?"
+            )
+    else:
+        progress(f"feature windows: {train_hours:g} h x {hosts} hosts for training ...")
+        train_w, _ = simulated_windows(train_hours, hosts, config.seed, SIM_START, 0.0)
     progress(f"feature windows: {eval_hours:g} h x {hosts} hosts with anomalies, held out ...")
     eval_w, labels = simulated_windows(eval_hours, hosts, config.seed + 1, SIM_EVAL_START, 0.5)
     x_train = iforest_inputs(np.stack([w.features for w in train_w]))
@@ -212,10 +230,15 @@ def train_and_export(
     fam_train = np.array([family_of(w.series) for w in train_w])
     fam_eval = np.array([family_of(w.series) for w in eval_w])
     positive = anomalous_mask(eval_w, labels)
-    report: dict[str, Any] = {"families": {}, "eval_windows": len(eval_w)}
+    report: dict[str, Any] = {"families": {}, "eval_windows": len(eval_w), "left_out": {}}
     with staging(out_dir) as scratch:  # the ONNX exports, until each is registered
         for family in [*sorted(set(fam_train.tolist())), "generic"]:
             tm = np.ones(len(fam_train), bool) if family == "generic" else fam_train == family
+            if tm.sum() < MIN_TRAIN_WINDOWS:
+                why = f"{int(tm.sum())} training windows (< {MIN_TRAIN_WINDOWS})"
+                report["left_out"][family] = why
+                progress(f"{family:11s} left out: {why}; its current version keeps serving")
+                continue
             em = np.ones(len(fam_eval), bool) if family == "generic" else fam_eval == family
             forest = IsolationForest(
                 n_estimators=config.n_estimators,
@@ -254,14 +277,21 @@ def train_and_export(
                     "feature_version": FEATURE_VERSION,
                 },
                 training_data={
-                    "simulator": {
-                        "hours": train_hours,
-                        "hosts": hosts,
-                        "seed": config.seed,
-                        "start": SIM_START,
-                        "anomalies": 0,
-                    },
+                    **(
+                        {"kafka": fleet.summary()}
+                        if fleet is not None
+                        else {
+                            "simulator": {
+                                "hours": train_hours,
+                                "hosts": hosts,
+                                "seed": config.seed,
+                                "start": SIM_START,
+                                "anomalies": 0,
+                            }
+                        }
+                    ),
                     "family": family,
+                    "windows": int(tm.sum()),
                 },
                 metrics={
                     "held_out": {

@@ -7,11 +7,13 @@ never fatal), keeps the events whose event time lies in the range, and averages 
 (cluster, host, metric) over the flow's epoch-aligned windows of `window_s`. Edge windows
 holding under half the usual number of samples are dropped; missing windows inside a series
 are filled by linear interpolation with a note (the CSV loader's repair). Needs no torch:
-`forecast-train --kafka-topic` uses it.
+`forecast-train --kafka-topic` uses it. `kafka_feature_windows` replays the features topic
+(the flow's own feature vectors) for `iforest-train --kafka-topic`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from novacron_ml.core.deadletter import DeadLetter
+from novacron_ml.core.features import FEATURE_NAMES, FEATURE_VERSION, FeatureWindow
 from novacron_ml.core.kafka import RangeReader, plan
-from novacron_ml.core.schema import MetricEvent, rfc3339_ms
+from novacron_ml.core.schema import MetricEvent, parse_rfc3339_ms, rfc3339_ms
 from operators.ingest.parse import MessageParser, ParseLimits
 from training.series_io import Series, regularise
 
@@ -145,3 +148,107 @@ def _window_means(name: str, slot: np.ndarray, value: np.ndarray, window_s: floa
         if note:
             warnings.append(note)
     return Series(name, t_s, means, float(window_s), True, warnings)
+
+
+@dataclass
+class FeatureDataset:
+    """Series windows replayed from the features topic (`topics.features`): the vectors the
+    flow computed and its Isolation Forests score, as training data."""
+
+    topic: str
+    from_ms: int
+    to_ms: int
+    windows: list[FeatureWindow] = field(default_factory=list)
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Records not used, by reason: host (host-level records), bad_json, feature_version
+    (another feature engine's vectors), missing_features, outside_range."""
+
+    def summary(self) -> dict[str, object]:
+        """For the model manifest's training_data."""
+        return {
+            "topic": self.topic,
+            "from": rfc3339_ms(self.from_ms),
+            "to": rfc3339_ms(self.to_ms),
+            "records": self.records,
+            "windows": len(self.windows),
+            "series": len({w.series for w in self.windows}),
+            "skipped": dict(sorted(self.skipped.items())),
+            "feature_version": FEATURE_VERSION,
+        }
+
+    def line(self) -> str:
+        skipped = ", ".join(f"{k} {v:,}" for k, v in self.skipped.most_common())
+        return (
+            f"{self.topic} [{rfc3339_ms(self.from_ms)} .. {rfc3339_ms(self.to_ms)}]: "
+            f"{self.records:,} records, {len(self.windows):,} series windows of "
+            f"{len({w.series for w in self.windows}):,} series"
+            + (f"; not used: {skipped}" if skipped else "")
+        )
+
+
+def kafka_feature_windows(
+    bootstrap: str,
+    topic: str,
+    from_ms: int,
+    to_ms: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureDataset:
+    """The series records of a features topic whose window starts in [from, to], as the
+    `FeatureWindow`s the flow scored. Host records, records of another `feature_version` and
+    malformed ones are counted by reason and skipped, never fatal. Raises ReplayError (one
+    line) for a missing topic or an inverted range."""
+    data = FeatureDataset(topic, from_ms, to_ms)
+    parts = plan(bootstrap, topic, from_ms, to_ms)
+    planned = sum(p.end - p.start for p in parts)
+    for part in parts:
+        reader = RangeReader(bootstrap, topic, part, to_ms, None)
+        try:
+            while True:
+                try:
+                    batch = reader.next_batch()
+                except StopIteration:
+                    break
+                for msg in batch:
+                    data.records += 1
+                    reason = _feature_window(msg.value, from_ms, to_ms, data.windows)
+                    if reason is not None:
+                        data.skipped[reason] += 1
+                if progress is not None:
+                    progress(data.records, planned)
+        finally:
+            reader.close()
+    data.windows.sort(key=lambda w: (w.series, w.start_ms))
+    return data
+
+
+def _feature_window(
+    value: bytes | None, from_ms: int, to_ms: int, out: list[FeatureWindow]
+) -> str | None:
+    """Append the record's window to `out`, or say why it is not used."""
+    try:
+        record = json.loads(value or b"")
+        if not isinstance(record, dict):
+            return "bad_json"
+        if record.get("kind") != "series":
+            return "host"
+        if record.get("feature_version") != FEATURE_VERSION:
+            return "feature_version"
+        named = record["features"]
+        start, end = (
+            parse_rfc3339_ms(record["window_start"]),
+            parse_rfc3339_ms(record["window_end"]),
+        )
+        series = str(record["series"])
+    except (ValueError, KeyError, TypeError):
+        return "bad_json"
+    if not isinstance(named, dict) or any(n not in named for n in FEATURE_NAMES):
+        return "missing_features"
+    if not from_ms <= start <= to_ms:
+        return "outside_range"
+    vector = np.array(
+        [np.nan if named[n] is None else float(named[n]) for n in FEATURE_NAMES], np.float64
+    )
+    out.append(FeatureWindow(series, start, end, vector))
+    return None

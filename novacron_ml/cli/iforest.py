@@ -4,16 +4,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from novacron_ml.cli.common import require_train_extra
+from novacron_ml.cli.common import parse_time, require_train_extra
+
+
+def _fleet_windows(args: argparse.Namespace) -> Any:
+    """The --kafka-topic replay of the features topic (`training.kafka_dataset`)."""
+    from novacron_ml.cli.common import Bar
+    from novacron_ml.core.settings import load_settings
+    from training.kafka_dataset import kafka_feature_windows
+
+    bar = Bar(None, f"replay {args.kafka_topic}"[:40], "records")
+
+    def progress(done: int, planned: int) -> None:
+        bar.total = planned
+        bar.update(done - bar.n)
+
+    try:
+        return kafka_feature_windows(
+            load_settings().kafka.bootstrap_servers, args.kafka_topic, args.from_ms,
+            args.to_ms, progress=progress,
+        )  # fmt: skip
+    finally:
+        bar.close()
 
 
 def cmd_iforest_train(args: argparse.Namespace) -> int:
     require_train_extra("sklearn", "skl2onnx")
     from training.iforest import IForestConfig, train_and_export
 
+    fleet = None
+    if args.kafka_topic:
+        from confluent_kafka import KafkaException
+
+        from novacron_ml.core.kafka import ReplayError
+
+        if args.from_ms is None:
+            print("novacron-ml iforest-train: --kafka-topic needs --from", file=sys.stderr)
+            return 2
+        if args.to_ms is None:
+            args.to_ms = int(time.time() * 1000)
+        try:
+            fleet = _fleet_windows(args)
+        except (ReplayError, KafkaException) as exc:
+            print(f"novacron-ml iforest-train: {exc}", file=sys.stderr)
+            return 2
     report = train_and_export(
         args.out,
         command=getattr(args, "invocation", "novacron-ml iforest-train"),
@@ -25,6 +64,7 @@ def cmd_iforest_train(args: argparse.Namespace) -> int:
         ),
         progress=(lambda _msg: None) if args.quiet else print,
         converter=args.converter,
+        fleet=fleet,
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +84,10 @@ def register(sub: Any) -> None:
         help="train the Isolation Forest tier per metric family and export it to ONNX",
         description="Fit one scikit-learn IsolationForest per metric family (latency, "
         "throughput, errors, resources, protocol) and a generic one on feature vectors the "
-        "flow's own engine computes over anomaly-free simulated data; score a later, "
-        "held-out simulated stretch with injected anomalies (ROC AUC, share of normal windows "
-        "flagged); export each to OUT/iforest_<family>.onnx with a manifest.",
+        "flow's own engine computes over anomaly-free simulated data, or with --kafka-topic "
+        "on the fleet's own windows replayed from the features topic (topics.features); score "
+        "a later, held-out simulated stretch with injected anomalies (ROC AUC, share of normal "
+        "windows flagged); register each as a new version in OUT/iforest_<family>/.",
     )
     p.add_argument("--out", type=Path, default=Path("models/onnx"), help="registry directory")
     p.add_argument("--sim-hours", type=float, default=12.0, help="training hours (12)")
@@ -64,6 +105,16 @@ def register(sub: Any) -> None:
         help="compact (default): the forest as one ONNX TreeEnsembleRegressor, ~20 us per "
         "call; skl2onnx: its converter's per-tree graph (same scores, 3-5 ms per call)",
     )
+    g = p.add_argument_group("training on the fleet's own windows (the features topic)")
+    g.add_argument(
+        "--kafka-topic",
+        help="features topic to replay (the detect flow's topics.features) instead of the "
+        "simulator; families with < 100 windows there get no new version",
+    )
+    g.add_argument(
+        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
+    )
+    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
     p.add_argument("--report", type=Path, help="also write the held-out figures (JSON) here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_iforest_train)

@@ -14,9 +14,12 @@ from typing import Any
 GROUPS = {"forecast-train": "forecaster", "iforest-train": "iforest", "tune-train": "tuning"}
 
 
-def plan(root: Path, only: list[str] | None, kafka: list[str]) -> list[tuple[str, list[str]]]:
+def plan(
+    root: Path, only: list[str] | None, kafka: list[str], features: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
     """(group, argv) per distinct producing command of the champions, `--out` the registry;
-    with `kafka` (forecaster only) the flags that train on the fleet's own metrics."""
+    with `kafka` the forecaster's flags that train on the fleet's own metrics, with
+    `features` the forests' flags that train on the fleet's own feature windows."""
     from novacron_ml.core import registry
 
     seen: dict[str, tuple[str, list[str]]] = {}
@@ -31,6 +34,10 @@ def plan(root: Path, only: list[str] | None, kafka: list[str]) -> list[tuple[str
         argv = [*_without(argv, "--out"), "--out", str(root)]
         if group == "forecaster" and kafka:
             argv = [*_without(argv, "--sim-hours"), "--sim-hours", "0", *kafka]
+        if group == "iforest" and features:
+            for flag in ("--kafka-topic", "--from", "--to"):
+                argv = _without(argv, flag)
+            argv = [*argv, *features]
         seen.setdefault(" ".join(argv), (group, argv))
     return list(seen.values())
 
@@ -57,7 +64,10 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     kafka = []
     if args.kafka_topic:
         kafka = ["--kafka-topic", args.kafka_topic, "--from", args.from_]
-    steps = plan(root, args.only, kafka)
+    features = []
+    if args.features_topic:
+        features = ["--kafka-topic", args.features_topic, "--from", args.from_]
+    steps = plan(root, args.only, kafka, features)
     if args.dry_run:
         for group, argv in steps:
             print(f"[{group}] novacron-ml {shlex.join(argv)}")
@@ -129,8 +139,12 @@ def register(sub: Any) -> None:
     q.add_argument("--only", nargs="+", choices=sorted(set(GROUPS.values())),
                    help="only these model groups")  # fmt: skip
     q.add_argument("--kafka-topic", help="forecaster: train on this metrics topic instead")
+    q.add_argument("--features-topic",
+                   help="Isolation Forests: train on this features topic (the detect flow's "
+                   "topics.features) instead of the simulator")  # fmt: skip
     q.add_argument("--from", dest="from_", default="now-7d",
-                   help="with --kafka-topic: the start of the replay (now-7d)")  # fmt: skip
+                   help="with --kafka-topic/--features-topic: the start of the replay "
+                   "(now-7d)")  # fmt: skip
     q.add_argument("--compare", action="store_true", help="compare each challenger")
     q.add_argument("--promote", action="store_true", help="promote the challengers that pass")
     q.add_argument("--dry-run", action="store_true", help="print the commands only")

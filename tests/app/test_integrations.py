@@ -122,6 +122,8 @@ def test_compose_retrains_on_a_schedule_into_the_registry_the_flows_follow() -> 
         (["iforest"], True, "/registry"),
     ]
     assert "sleep 86400" in script
+    # the forests learn the windows the detect flow publishes
+    assert trains[1].features_topic == services["detect"]["environment"]["NOVACRON_TOPICS_FEATURES"]
     for flow, setting in (("detect", "NOVACRON_FORECAST_MODEL"), ("tune", "NOVACRON_TUNE_POLICY")):
         service = services[flow]
         assert service["environment"][setting].startswith("/registry/")

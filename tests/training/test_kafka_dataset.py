@@ -112,3 +112,82 @@ def test_forecast_train_from_a_kafka_replay(
     err = capsys.readouterr().err.strip().splitlines()
     want = f"topic 'no.such.topic' does not exist on {kafka_bootstrap}"
     assert err[-1] == f"novacron-ml forecast-train: {want}"
+
+
+def test_iforest_train_on_the_features_topic_the_flow_wrote(
+    kafka_bootstrap: str,
+    kafka_topics: dict[str, str],
+    replayed: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The detect flow publishes its windows' feature vectors; iforest-train --kafka-topic
+    learns the forests from exactly those (the fleet's own data, issue 22 item 5)."""
+    pytest.importorskip("sklearn")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from novacron_ml.cli import main
+    from novacron_ml.core import registry
+    from novacron_ml.core.features import FEATURE_VERSION
+    from novacron_ml.core.manifest import read_manifest
+    from operators.detection.iforest import OnnxIsolationForest
+    from operators.features.scale_free import iforest_inputs
+    from training.kafka_dataset import kafka_feature_windows
+
+    topic, start = replayed
+    features = kafka_topics["features"]
+    env = dict(
+        os.environ,
+        NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        NOVACRON_TOPICS_METRICS=topic,
+        NOVACRON_TOPICS_ALERTS=kafka_topics["alerts"],
+        NOVACRON_TOPICS_DLQ=kafka_topics["dlq"],
+        NOVACRON_TOPICS_FEATURES=features,
+        NOVACRON_INGEST_MAX_EVENT_AGE_S="0",
+        NOVACRON_RECOVERY_ENABLED="false",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "novacron_ml.cli", "run", "--once"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    junk = [
+        (b"k", b"{not json"),
+        (b"k", json.dumps({"kind": "series", "feature_version": FEATURE_VERSION + 1}).encode()),
+    ]
+    produce(kafka_bootstrap, features, junk)
+    # the flow's records carry the time they were written (now), their windows event time
+    now = int(time.time() * 1000)
+    data = kafka_feature_windows(kafka_bootstrap, features, start, now)
+    # every closed window of the 20 series (90 one-minute windows each, the last few may be
+    # flushed at end of input), host records and the junk counted, not used
+    assert len({w.series for w in data.windows}) == 20
+    assert 20 * 85 <= len(data.windows) <= 20 * 90
+    assert data.skipped["bad_json"] == 1 and data.skipped["feature_version"] == 1
+    assert data.skipped["host"] > 0
+    monkeypatch.setenv("NOVACRON_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    out = tmp_path / "registry"
+    args = [
+        "iforest-train", "--out", str(out), "--kafka-topic", features, "--from", str(start),
+        "--estimators", "10", "--eval-hours", "0.5", "--sim-hosts", "2", "--quiet",
+    ]  # fmt: skip
+    assert main(args) == 0
+    folder = out / "iforest_generic"
+    manifest = read_manifest(registry.version_manifest(folder, "1"))
+    kafka = manifest.training_data["kafka"]
+    assert kafka["topic"] == features and kafka["windows"] == len(data.windows)
+    assert manifest.training_data["windows"] == len(data.windows)
+    assert "--kafka-topic" in manifest.command  # train all reruns it on the topic
+    # the drift reference is the fleet's own distribution: the training windows sit on it
+    x = iforest_inputs(np.stack([w.features for w in data.windows]))
+    assert manifest.reference is not None
+    forest = OnnxIsolationForest(registry.version_manifest(folder, "1"))
+    assert forest.raw_scores(x).shape == (len(data.windows),)
+    # fewer than 100 windows of a family: left out, said so; an empty range is one line
+    capsys.readouterr()
+    assert main([*args, "--to", str(start + 4 * 60_000)]) != 0
+    assert "fewer than 100" in capsys.readouterr().err

@@ -27,6 +27,11 @@ def test_train_all_registers_challengers_and_leaves_the_champions(
     (forecaster,) = [line for line in planned if line.startswith("[forecaster]")]
     assert "--sim-hours 0 --kafka-topic m --from now-7d" in forecaster
     assert all(f"--out {tmp_path}" in line for line in planned)
+    # the forests on the fleet's own feature windows (the features topic)
+    argv = ["train", "all", "--out", str(tmp_path), "--dry-run", "--only", "iforest"]
+    assert main([*argv, "--features-topic", "metrics.features", "--from", "now-3d"]) == 0
+    (forests,) = capsys.readouterr().out.splitlines()
+    assert forests.endswith("--kafka-topic metrics.features --from now-3d")
     champions = {f.name: registry.read_aliases(f)["champion"] for f in registry.models(tmp_path)}
     assert main(["train", "all", "--out", str(tmp_path), "--only", "iforest"]) == 0
     out = capsys.readouterr().out
