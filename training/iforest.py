@@ -3,10 +3,10 @@
 Training data: feature vectors computed by the flow's own `FeatureEngine` over the fleet
 simulator with no injected anomalies (`train_hours` from a fixed start, so the command is
 reproducible), or the fleet's own windows replayed from the features topic (`fleet`,
-`iforest-train --kafka-topic`). Evaluation: a second, later stretch with injected anomalies (another seed), so
-every reported figure is out of sample: ROC AUC of the raw score for windows overlapping an
-injected anomaly on that host and metric against all other windows, and the share of normal
-windows the forest's own threshold (contamination) flags.
+`iforest-train --kafka-topic`). Evaluation: a second, later stretch with injected anomalies
+(another seed), so every reported figure is out of sample: ROC AUC of the raw score for
+windows overlapping an injected anomaly on that host and metric against all other windows,
+and the share of normal windows the forest's own threshold (contamination) flags.
 """
 
 from __future__ import annotations
