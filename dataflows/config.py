@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue, catalogue_for
 from novacron_ml.core.features import FeatureConfig
@@ -170,7 +171,12 @@ def iforest_for(
     without models is an error (the tier is off only when the setting is empty); a family
     without its own model is served by `iforest_generic`, and said so once here."""
     directory = settings.detector.iforest_models
+    shadow = settings.topics.scores_shadow is not None
     if not directory:
+        if shadow:
+            raise ValueError(
+                "topics.scores_shadow needs detector.iforest_models: no forest to shadow"
+            )
         return None
     path = resolve_model_path(directory)
     refs = {  # registry folders (champions, followed) or, in a directory of exports, manifests
@@ -198,4 +204,9 @@ def iforest_for(
         LOG.warning(
             "iforest: no model for %s in %s; iforest_generic scores them", ", ".join(missing), path
         )
-    return IsolationForestTier(str(path.resolve()), catalogue)
+    if shadow and not any(Path(ref).is_dir() for ref in refs.values()):
+        raise ValueError(
+            f"topics.scores_shadow: {path} holds manifests, not registry folders; shadow "
+            "scoring follows each folder's challenger"
+        )
+    return IsolationForestTier(str(path.resolve()), catalogue, shadow=shadow)

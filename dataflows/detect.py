@@ -60,6 +60,7 @@ from novacron_ml.core.settings import Settings, load_settings
 from operators.aggregate.hourly import hourly_key
 from operators.alerting.incidents import HostIncidents
 from operators.detection.feedback import Feedback
+from operators.detection.iforest import ShadowScore
 from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 from operators.ingest.parse import MessageParser
 
@@ -93,6 +94,10 @@ def is_forecast_output(item: object) -> bool:
 
 def is_shadow(item: object) -> bool:
     return isinstance(item, ShadowForecast)
+
+
+def is_shadow_score(item: object) -> bool:
+    return isinstance(item, ShadowScore)
 
 
 def is_alert(item: object) -> bool:
@@ -152,7 +157,8 @@ def build_flow(
     windows = op.branch("split_late", unsharded.falses, is_window)
     late_or_rest = op.branch("split_host", windows.falses, is_dead_letter)
     forecasts = op.branch("split_forecasts", late_or_rest.falses, is_forecast_output)
-    host_windows = forecasts.falses
+    shadow_scores = op.branch("split_shadow_scores", forecasts.falses, is_shadow_score)
+    host_windows = shadow_scores.falses
 
     def shard_of_series(item: Any) -> str:  # a FeatureWindow, SeriesEvicted or Feedback
         return router.shard_of(split_series_key(str(item.series))[1])
@@ -200,6 +206,8 @@ def build_flow(
         if topics.forecasts is None:
             published = op.filter("only_shadow_forecasts", published, is_shadow)
         merged = op.merge("with_forecasts", merged, published)
+    if topics.scores_shadow is not None:  # the challenger forests' scores (shadow scoring)
+        merged = op.merge("with_shadow_scores", merged, shadow_scores.trues)
     if feedback_dead is not None:
         merged = op.merge("with_bad_feedback", merged, feedback_dead)
     if topics.features is not None:

@@ -15,6 +15,7 @@ from novacron_ml.core.features import FEATURE_NAMES, FEATURE_VERSION, FeatureWin
 from novacron_ml.core.schema import Alert, Incident, rfc3339_ms
 from novacron_ml.core.settings import TopicSettings
 from operators.aggregate.hourly import HourlyAggregate
+from operators.detection.iforest import ShadowScore
 from operators.features.cross import HostWindow
 from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 
@@ -52,6 +53,7 @@ def to_kafka_message(topics: TopicSettings) -> Any:
     features_topic, hourly_topic = topics.features, topics.hourly
     forecasts_topic, incidents_topic = topics.forecasts, topics.incidents
     shadow_topic = topics.forecasts_shadow
+    scores_shadow_topic = topics.scores_shadow
 
     def encode(
         item: Alert
@@ -60,8 +62,13 @@ def to_kafka_message(topics: TopicSettings) -> Any:
         | FeatureWindow
         | HostWindow
         | HourlyAggregate
-        | SeriesForecast,
+        | SeriesForecast
+        | ShadowScore,
     ) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        if isinstance(item, ShadowScore):
+            return KafkaSinkMessage(
+                key=item.series.encode(), value=_JSON.encode(item), topic=scores_shadow_topic
+            )
         if isinstance(item, ShadowForecast):
             return KafkaSinkMessage(
                 key=item.series.encode(), value=_JSON.encode(item), topic=shadow_topic

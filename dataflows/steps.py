@@ -46,7 +46,7 @@ from operators.detection.feedback import (
     parse_feedback,
     unknown_series_letter,
 )
-from operators.detection.iforest import IsolationForestTier
+from operators.detection.iforest import IsolationForestTier, ShadowScore
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
@@ -206,7 +206,9 @@ class FeatureState:
     """Cumulative counters' last samples, to turn them into rates before the engine."""
 
 
-FeatureOut = FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert | SeriesEvicted
+FeatureOut = (
+    FeatureWindow | HostWindow | DeadLetter | SeriesForecast | Alert | SeriesEvicted | ShadowScore
+)
 
 
 class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
@@ -227,9 +229,13 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
     def _emit(
         self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
     ) -> list[FeatureOut]:
+        shadow_scores: list[ShadowScore] = []
         if windows and self.state.iforest is not None:
             windows = self.state.iforest.score(windows)
+            if self.state.iforest.shadow:
+                shadow_scores = self.state.iforest.shadow_scores(windows)
         out: list[FeatureOut] = list(windows)
+        out.extend(shadow_scores)
         if windows:
             obs.WINDOWS.inc(len(windows))
             obs.WINDOWED_EVENTS.inc(sum(w["count"] for w in windows))

@@ -317,6 +317,47 @@ def served(
         return _SERVED[key]
 
 
+_SHADOW_RETRY: dict[str, float] = {}
+_SHADOW_SAID: set[str] = set()
+
+
+def shadow_of(
+    kind: str,
+    ref: str,
+    load: Callable[[Path], M],
+    champion: M,
+    compatible: Callable[[M, M], str | None] | None = None,
+    poll_s: float = 10.0,
+) -> M | None:
+    """The challenger of a registry folder `ref`, for shadow scoring beside `champion`, or
+    None: no challenger (looked for again every `poll_s`), one that is the champion itself
+    (promoted), one that fails the serving checks or does not fit what the champion is fed
+    (`compatible`; said once in the log)."""
+    key = f"{ref}@challenger"
+    now = time.monotonic()
+    if _SHADOW_RETRY.get(key, 0.0) > now:
+        return None
+    try:
+        shadow = served(f"{kind}-shadow", key, load, compatible=compatible)
+    except ValueError as exc:  # no challenger yet, or one that fails the serving checks
+        _SHADOW_RETRY[key] = now + poll_s
+        if "no challenger" not in str(exc) and str(exc) not in _SHADOW_SAID:
+            _SHADOW_SAID.add(str(exc))
+            logging.getLogger("novacron.models").error("shadow of %s not scored: %s", ref, exc)
+        return None
+    model = shadow.current()
+    a, b = getattr(model, "manifest", None), getattr(champion, "manifest", None)
+    if a is not None and b is not None and a.version == b.version:
+        return None  # promoted: the champion now, nothing to shadow
+    why = compatible(champion, model) if compatible is not None else None
+    if why:
+        if key not in _SHADOW_SAID:
+            _SHADOW_SAID.add(key)
+            logging.getLogger("novacron.models").warning("shadow of %s not scored: %s", key, why)
+        return None
+    return model
+
+
 _POLL = {"s": 10.0}
 """How often a served model's alias is read (the `models.poll_s` setting sets it per process
 when a flow is built)."""

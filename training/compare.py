@@ -11,6 +11,11 @@ test (docs/REGISTRY.md#promotion): `novacron-ml models compare NAME [--promote]`
   is ROC AUC against the labels. **Test: paired bootstrap over windows (1,000 resamples,
   seeded)** — the 5th percentile of AUC(challenger) - AUC(champion) is above 0.
 
+On the fleet's own traffic (`--live`, shadow scoring): forecasters by the forecasts both
+published against the window means that followed (`compare_live`, the same sign test);
+forests by both forests' scores of the alerts operators confirmed or rejected
+(`compare_forests_live`, the same paired bootstrap on those windows).
+
 A challenger that does not pass stays the challenger (the report says why); an identical one
 never passes (no wins, or a zero difference).
 """
@@ -119,7 +124,7 @@ def compare_forests(
 ) -> Comparison:  # fmt: skip
     from operators.detection.iforest import OnnxIsolationForest, family_of
     from operators.features.scale_free import iforest_inputs
-    from training.iforest import anomalous_mask, roc_auc, simulated_windows
+    from training.iforest import anomalous_mask, simulated_windows
 
     a, b = OnnxIsolationForest(champion), OnnxIsolationForest(challenger)
     family = a.manifest.name.removeprefix("iforest_")
@@ -129,17 +134,10 @@ def compare_forests(
     positive = anomalous_mask(windows, labels)
     x = iforest_inputs(np.stack([w.features for w in windows]))
     sa, sb = a.raw_scores(x), b.raw_scores(x)
-    auc_a, auc_b = roc_auc(sa, positive), roc_auc(sb, positive)
-    if auc_a is None or auc_b is None:
-        raise ValueError(f"the held-out stretch has no {family} windows of both classes")
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        i = rng.integers(0, len(windows), len(windows))
-        da, db = roc_auc(sa[i], positive[i]), roc_auc(sb[i], positive[i])
-        if da is not None and db is not None:
-            diffs.append(db - da)
-    low = float(np.quantile(diffs, 0.05))
+    try:
+        auc_a, auc_b, low = _paired_auc_bootstrap(sa, sb, positive, resamples, seed)
+    except ValueError:
+        raise ValueError(f"the held-out stretch has no {family} windows of both classes") from None
     return Comparison(
         model=a.manifest.name, kind=a.manifest.kind, champion=a.manifest.version,
         challenger=b.manifest.version, metric="ROC AUC", lower_is_better=False,
@@ -150,6 +148,109 @@ def compare_forests(
         held_out={"simulator": {"hours": hours, "hosts": hosts, "seed": seed, "start": start,
                                 "anomalies_per_host_per_hour": 1.0},
                   "windows": len(windows), "anomalous": int(positive.sum())},
+    )  # fmt: skip
+
+
+def _paired_auc_bootstrap(
+    sa: np.ndarray, sb: np.ndarray, positive: np.ndarray, resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """(AUC champion, AUC challenger, 5th percentile of the resampled difference)."""
+    from training.iforest import roc_auc
+
+    auc_a, auc_b = roc_auc(sa, positive), roc_auc(sb, positive)
+    if auc_a is None or auc_b is None:
+        raise ValueError("no windows of both classes")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(sa), len(sa))
+        da, db = roc_auc(sa[i], positive[i]), roc_auc(sb[i], positive[i])
+        if da is not None and db is not None:
+            diffs.append(db - da)
+    return auc_a, auc_b, float(np.quantile(diffs, 0.05))
+
+
+MIN_VERDICTS = 5
+"""Confirmed and rejected alerts each that a live forest comparison needs."""
+
+
+def compare_forests_live(
+    bootstrap: str, model: str, shadow_topic: str, alerts_topic: str, feedback_topic: str,
+    from_ms: int, to_ms: int, resamples: int = 1000, seed: int = 0,
+) -> Comparison:  # fmt: skip
+    """A forest's champion against its shadow-scored challenger on operator verdicts: the
+    windows of alerts an operator confirmed (`true_positive`) or rejected (`false_positive`)
+    on `topics.feedback`, found through the alerts topic, with both forests' raw scores of
+    those windows from the shadow topic (`topics.scores_shadow`). Score: ROC AUC of telling
+    confirmed from rejected alerts; **test: paired bootstrap over the labelled windows
+    (1,000 resamples), 5th percentile of the AUC difference > 0**. Needs MIN_VERDICTS of
+    each; the share of all shadow-scored windows each forest flags is reported beside."""
+    import msgspec
+
+    from novacron_ml.core.kafka import read_topic
+    from novacron_ml.core.schema import Alert, parse_rfc3339_ms
+    from operators.detection.iforest import ShadowScore
+
+    scores: dict[tuple[str, int], ShadowScore] = {}
+    for record in read_topic(bootstrap, shadow_topic):
+        try:
+            sc = msgspec.json.decode(record.value or b"", type=ShadowScore)
+            end = parse_rfc3339_ms(sc.window_end)
+        except (msgspec.DecodeError, ValueError):
+            continue
+        if sc.model.split("@")[0] == model and from_ms <= end <= to_ms:
+            scores[(sc.series, end)] = sc
+    if not scores:
+        raise ValueError(
+            f"no {model} window shadow-scored on {shadow_topic} in the range: is "
+            "topics.scores_shadow set and a challenger registered?"
+        )
+    windows: dict[str, tuple[str, int]] = {}
+    for record in read_topic(bootstrap, alerts_topic):
+        try:
+            alert = msgspec.json.decode(record.value or b"", type=Alert)
+            windows[alert.alert_id] = (alert.series, parse_rfc3339_ms(alert.window_end))
+        except (msgspec.DecodeError, ValueError):
+            continue
+    verdicts: dict[str, bool] = {}  # the last verdict per alert wins
+    for record in read_topic(bootstrap, feedback_topic):
+        try:
+            fb = msgspec.json.decode(record.value or b"")
+            verdicts[str(fb["alert_id"])] = fb["verdict"] == "true_positive"
+        except (msgspec.DecodeError, KeyError, TypeError):
+            continue
+    labelled = [
+        (scores[windows[a]], confirmed)
+        for a, confirmed in verdicts.items()
+        if a in windows and windows[a] in scores
+    ]
+    confirmed = sum(c for _, c in labelled)
+    rejected = len(labelled) - confirmed
+    if confirmed < MIN_VERDICTS or rejected < MIN_VERDICTS:
+        raise ValueError(
+            f"{confirmed} confirmed and {rejected} rejected {model} alerts have shadow scores "
+            f"in the range; the test needs at least {MIN_VERDICTS} of each (operators' "
+            "verdicts: novacron-ml alerts feedback); compare on the held-out stretch instead"
+        )
+    sa = np.array([sc.champion_score for sc, _ in labelled])
+    sb = np.array([sc.score for sc, _ in labelled])
+    positive = np.array([c for _, c in labelled])
+    auc_a, auc_b, low = _paired_auc_bootstrap(sa, sb, positive, resamples, seed)
+    every = list(scores.values())
+    first = every[0]
+    return Comparison(
+        model=model, kind="isolation_forest", champion=first.champion.split("@")[-1],
+        challenger=first.model.split("@")[-1], metric="ROC AUC on operator verdicts",
+        lower_is_better=False, champion_score=auc_a, challenger_score=auc_b,
+        test=f"paired bootstrap over {len(labelled)} alerts with verdicts ({resamples} "
+        "resamples): 5th percentile of the AUC difference > 0",
+        statistic={"difference_p05": low, "difference": auc_b - auc_a}, better=low > 0,
+        held_out={"live": {"shadow": shadow_topic, "alerts": alerts_topic,
+                           "feedback": feedback_topic, "from_ms": from_ms, "to_ms": to_ms},
+                  "confirmed": confirmed, "rejected": rejected, "shadow_windows": len(every),
+                  "flagged_share": {
+                      "champion": float(np.mean([sc.champion_score > 0 for sc in every])),
+                      "challenger": float(np.mean([sc.score > 0 for sc in every]))}},
     )  # fmt: skip
 
 

@@ -115,7 +115,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.name}: no challenger to compare; name a version")
     challenger = registry.version_manifest(folder, target)
     if args.live:
-        result = _live(args)
+        result = _live(args, registry.manifest_of(folder).kind, folder.name)
         if result.challenger != target or result.champion != registry.resolve_version(
             folder, "champion"
         ):
@@ -151,23 +151,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace) -> Any:
+def _live(args: argparse.Namespace, kind: str, name: str) -> Any:
     """The shadow-scored challenger against the champion on the fleet's own traffic."""
     import time
 
     from novacron_ml.cli.common import parse_time
     from novacron_ml.core.settings import load_settings
-    from training.compare import compare_live
+    from training.compare import compare_forests_live, compare_live
 
     settings = load_settings()
     t = settings.topics
+    to_ms = args.to_ms if args.to_ms is not None else int(time.time() * 1000)
+    from_ms = args.from_ms if args.from_ms is not None else parse_time("now-1d")
+    bootstrap = settings.kafka.bootstrap_servers
+    if kind == "isolation_forest":
+        if not t.feedback:
+            raise ValueError("--live for a forest needs topics.feedback (operators' verdicts)")
+        shadow = t.scores_shadow or "metrics.scores.shadow"
+        return compare_forests_live(bootstrap, name, shadow, t.alerts, t.feedback, from_ms,
+                                    to_ms)  # fmt: skip
+    if kind != "lstm_forecaster":
+        raise ValueError(f"{name}: no live comparison for {kind} (tune eval compares policies)")
     shadow = t.forecasts_shadow or "metrics.forecasts.shadow"
     if not t.forecasts:
         raise ValueError("--live needs topics.forecasts (the champion's forecasts) set")
-    to_ms = args.to_ms if args.to_ms is not None else int(time.time() * 1000)
-    from_ms = args.from_ms if args.from_ms is not None else parse_time("now-1d")
-    return compare_live(settings.kafka.bootstrap_servers, t.metrics, t.forecasts, shadow,
-                        from_ms, to_ms)  # fmt: skip
+    return compare_live(bootstrap, t.metrics, t.forecasts, shadow, from_ms, to_ms)
 
 
 def register(sub: Any) -> None:
@@ -221,9 +229,11 @@ def register(sub: Any) -> None:
     q.add_argument(
         "--live",
         action="store_true",
-        help="forecasters: compare on the fleet's own traffic instead — the forecasts the "
+        help="compare on the fleet's own traffic instead: forecasters by the forecasts the "
         "champion and the shadow-scored challenger published (topics.forecasts, "
-        "topics.forecasts_shadow) against the metrics topic's window means",
+        "topics.forecasts_shadow) against the metrics topic's window means; forests by "
+        "both forests' scores (topics.scores_shadow) of the alerts operators confirmed or "
+        "rejected (topics.feedback; at least 5 of each)",
     )
     q.add_argument("--from", dest="from_ms", type=_time, help="--live: start (now-1d)")
     q.add_argument("--to", dest="to_ms", type=_time, help="--live: end (now)")

@@ -143,6 +143,12 @@ class TopicSettings(_Group):
         "folder, its challenger forecasts the same windows here (shadow scoring: no alerts, "
         "nothing else changes).",
     )
+    scores_shadow: str | None = Field(
+        None,
+        description="If set (e.g. metrics.scores.shadow) and detector.iforest_models is a "
+        "registry, each family's challenger forest scores the same windows here beside its "
+        "champion's score (shadow scoring: no alerts, nothing else changes).",
+    )
     capacity_forecasts: str = Field(
         topics.CAPACITY_FORECASTS, description="Capacity planner: one forecast per series."
     )
@@ -170,6 +176,7 @@ class TopicSettings(_Group):
                 self.hourly,
                 self.forecasts,
                 self.forecasts_shadow,
+                self.scores_shadow,
             )
             if t
         ]

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
+import msgspec
 import numpy as np
 
 from novacron_ml.core import metrics
@@ -29,10 +30,10 @@ from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.manifest import ModelManifest, read_manifest
 from novacron_ml.core.registry import ALIASES_FILE
-from novacron_ml.core.schema import AnomalyType, split_series_key
+from novacron_ml.core.schema import AnomalyType, rfc3339_ms, split_series_key
 from operators import drift
 from operators.features.scale_free import IFOREST_INPUTS, iforest_inputs
-from operators.serving import Signature, open_session, served
+from operators.serving import Signature, open_session, served, shadow_of
 
 IFOREST_SIGNATURE = Signature(input_dims=(len(IFOREST_INPUTS),), output="scores", output_dims=())
 """(n, inputs) -> (n,) raw scores: what `OnnxIsolationForest` feeds and reads."""
@@ -86,6 +87,20 @@ def load_iforest(ref: str) -> OnnxIsolationForest:
     return served("iforest", ref, OnnxIsolationForest).current()
 
 
+class ShadowScore(msgspec.Struct, frozen=True, kw_only=True):
+    """JSON on `topics.scores_shadow`, keyed by series: a forest challenger's raw score of a
+    window beside the champion's raw score of the same window (shadow scoring: never an
+    alert; `models compare iforest_<family> --live` scores both on operator verdicts)."""
+
+    series: str
+    window_end: str
+    model: str
+    """The challenger, `name@version`."""
+    score: float
+    champion: str
+    champion_score: float
+
+
 @lru_cache(maxsize=64)
 def _manifest_for(directory: str, family: str) -> str | None:
     """The family's model, else `generic`: a registry folder `iforest_<family>/` (served as
@@ -111,6 +126,8 @@ class IsolationForestTier:
     directory: str
     catalogue: Catalogue = DEFAULT_CATALOGUE
     """Which family's forest scores a metric (by its anomaly type)."""
+    shadow: bool = False
+    """Also score each window with its family's registry challenger (`shadow_scores`)."""
 
     def manifest_for(self, family: str) -> str | None:
         """The model reference serving `family`."""
@@ -152,6 +169,34 @@ class IsolationForestTier:
 
     def raw(self, score: float | None) -> float | None:
         return score
+
+    def shadow_scores(self, windows: Sequence[FeatureWindow]) -> list[ShadowScore]:
+        """The registry challenger of each family's forest on the windows its champion scored
+        (`score` ran first: their `raw_scores["iforest"]`), one ORT call per family; nothing
+        for a family without a challenger, or served from a pinned manifest."""
+        groups: dict[str, list[int]] = {}
+        for i, w in enumerate(windows):
+            if w.raw_scores and "iforest" in w.raw_scores:
+                path = self.manifest_for(family_of(w.series, self.catalogue))
+                if path is not None and not path.endswith(".json"):
+                    groups.setdefault(path, []).append(i)
+        out: list[ShadowScore] = []
+        for path, idx in groups.items():
+            champion = load_iforest(path)
+            challenger = shadow_of("iforest", path, OnnxIsolationForest, champion)
+            if challenger is None:
+                continue
+            x = iforest_inputs(np.stack([windows[i].features for i in idx]))
+            a, b = champion.manifest, challenger.manifest
+            for i, raw in zip(idx, challenger.raw_scores(x).tolist(), strict=True):
+                w = windows[i]
+                out.append(ShadowScore(
+                    series=w.series, window_end=rfc3339_ms(w.end_ms),
+                    model=f"{b.name}@{b.version}", score=raw,
+                    champion=f"{a.name}@{a.version}",
+                    champion_score=(w.raw_scores or {})["iforest"],
+                ))  # fmt: skip
+        return out
 
     def score(self, windows: list[FeatureWindow]) -> list[FeatureWindow]:
         """The same windows with `raw_scores["iforest"]`: the feature step scores a shard's

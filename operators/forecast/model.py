@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from novacron_ml.core import metrics
 from novacron_ml.core.manifest import read_manifest
-from operators.serving import Signature, open_session, served
+from operators.serving import Signature, open_session, served, shadow_of
 
 DAY_S = 86_400.0
 
@@ -105,38 +104,12 @@ def load_forecaster(ref: str) -> OnnxForecaster:
     return served("forecaster", ref, OnnxForecaster, compatible=same_shape).current()
 
 
-_SHADOW_RETRY: dict[str, float] = {}
-_SHADOW_SAID: set[str] = set()
-
-
 def load_shadow(ref: str, poll_s: float = 10.0) -> OnnxForecaster | None:
     """The challenger of a registry folder `ref`, for shadow scoring, or None: no challenger
     (looked for again every `poll_s`), one that is the champion itself, or one whose input
     length or step does not fit the histories the flow keeps (said once in the log)."""
-    key = f"{ref}@challenger"
-    now = time.monotonic()
-    if _SHADOW_RETRY.get(key, 0.0) > now:
-        return None
-    try:
-        shadow = served("forecaster-shadow", key, OnnxForecaster, compatible=same_shape)
-    except ValueError as exc:  # no challenger yet, or one that fails the serving checks
-        _SHADOW_RETRY[key] = now + poll_s
-        if "no challenger" not in str(exc) and str(exc) not in _SHADOW_SAID:
-            _SHADOW_SAID.add(str(exc))
-            metrics_log().error("shadow of %s not scored: %s", ref, exc)
-        return None
-    model = shadow.current()
     champion = load_forecaster(ref)
-    if model.manifest.version == champion.manifest.version:
-        return None  # promoted: the champion now, nothing to shadow
-    why = same_shape(champion, model)
-    if why:
-        if key not in _SHADOW_SAID:
-            _SHADOW_SAID.add(key)
-            metrics_log().warning("shadow %s@%s not scored: %s", model.manifest.name,
-                                  model.manifest.version, why)  # fmt: skip
-        return None
-    return model
+    return shadow_of("forecaster", ref, OnnxForecaster, champion, same_shape, poll_s)
 
 
 def metrics_log() -> logging.Logger:

@@ -176,3 +176,39 @@ def test_shadow_scoring_needs_a_registry_folder(tmp_path: Path) -> None:
                              topics={"forecasts_shadow": "metrics.forecasts.shadow"})  # fmt: skip
     with pytest.raises(ValueError, match="is pinned"):
         build_detect(settings, MessageSource(lambda: iter([]), 10), CallbackSink(print))
+
+
+def test_a_challenger_forest_scores_the_same_windows_beside_its_champion(tmp_path: Path) -> None:
+    from operators.detection.iforest import ShadowScore
+
+    root = tmp_path / "registry"
+    for folder in registry.models(Path(__file__).resolve().parents[2] / "models" / "onnx"):
+        if folder.name.startswith("iforest_"):
+            add_version(root, folder.name)
+    add_version(root, "iforest_latency")  # the latency family's challenger: same weights
+    start = int(time.time() // 60 * 60_000) - 3_600_000
+    outs: dict[str, list[Any]] = {}
+    for run, topics in (("off", {}), ("on", {"scores_shadow": "metrics.scores.shadow"})):
+        sim = FleetSimulator(FleetConfig(hosts=2, clusters=1, duration_s=3600, seed=4,
+                                         start_ms=start))  # fmt: skip
+        settings = load_settings(detector={"iforest_models": str(root)}, topics=topics)
+        out: list[Any] = []
+        source = MessageSource(lambda s=sim: s.messages("json"), 200)
+        run_main(build_detect(settings, source, CallbackSink(out.extend), kafka_output=False))
+        outs[run] = out
+    assert not any(isinstance(o, ShadowScore) for o in outs["off"])
+    shadows = [o for o in outs["on"] if isinstance(o, ShadowScore)]
+    # every latency window (2 hosts x 2 latency metrics x ~60 windows), no other family's
+    assert 200 <= len(shadows) <= 240
+    assert {s.series.rsplit("/", 1)[1] for s in shadows} == {"latency_p50_ms", "latency_p99_ms"}
+    assert {s.model for s in shadows} == {"iforest_latency@2"}
+    assert {s.champion for s in shadows} == {"iforest_latency@1"}
+    assert all(s.score == s.champion_score for s in shadows)  # the same weights
+    assert sorted(a.alert_id for a in outs["on"] if isinstance(a, Alert)) == sorted(
+        a.alert_id for a in outs["off"] if isinstance(a, Alert)
+    )  # the shadow decides nothing
+    encode = to_kafka_message(load_settings(topics={"scores_shadow": "s.shadow"}).topics)
+    assert encode(shadows[0]).topic == "s.shadow"
+    with pytest.raises(ValueError, match=r"needs detector\.iforest_models"):
+        build_detect(load_settings(topics={"scores_shadow": "x"}),
+                     MessageSource(lambda: iter([]), 10), CallbackSink(print))  # fmt: skip

@@ -96,3 +96,74 @@ def test_live_comparison_refuses_a_worse_shadow_and_takes_a_better_one(
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "not better" in out and "2 stays the challenger" in out
+
+
+def test_live_forest_comparison_on_operator_verdicts(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A challenger forest that ranks the alerts operators confirmed above the ones they
+    rejected beats a champion that cannot tell them apart; the same pair the other way round
+    does not pass; too few verdicts is one line."""
+    from novacron_ml.core.schema import Alert
+    from operators.detection.iforest import ShadowScore
+    from training.compare import compare_forests_live
+
+    suffix = uuid.uuid4().hex[:10]
+    names = {k: f"test.{suffix}.{k}" for k in ("alerts", "feedback", "scores", "flipped")}
+    ensure_topics(kafka_bootstrap, names.values())
+    enc = msgspec.json.Encoder()
+    try:
+        alerts, feedback, scores, flipped = [], [], [], []
+        for i in range(16):
+            end = T0 + (i + 1) * STEP_MS
+            series, confirmed = f"c/host-{i % 2}/latency_p99_ms", i % 2 == 0
+            alert = Alert(alert_id=f"a{i}", type="latency_spike", severity="warning",
+                          host=f"host-{i % 2}", cluster="c", metric="latency_p99_ms",
+                          window_start=rfc3339_ms(end - STEP_MS), window_end=rfc3339_ms(end),
+                          value=1.0, expected=0.5, score=5.0, detector="robust_z")  # fmt: skip
+            alerts.append((alert.alert_id.encode(), enc.encode(alert)))
+            verdict = "true_positive" if confirmed else "false_positive"
+            feedback.append((b"k", enc.encode({"alert_id": alert.alert_id, "verdict": verdict,
+                                                "series": series})))  # fmt: skip
+            blind = 0.1 * ((i * 7) % 5)  # the champion: unrelated to the verdicts
+            sharp = (0.5 if confirmed else -0.5) + 0.01 * i  # the challenger: separates them
+            for out, a, b in ((scores, blind, sharp), (flipped, sharp, blind)):
+                record = ShadowScore(series=series, window_end=rfc3339_ms(end),
+                                     model="iforest_latency@2", score=b,
+                                     champion="iforest_latency@1", champion_score=a)  # fmt: skip
+                out.append((series.encode(), enc.encode(record)))
+        for topic, records in (("alerts", alerts), ("feedback", feedback), ("scores", scores),
+                               ("flipped", flipped)):  # fmt: skip
+            produce(kafka_bootstrap, names[topic], records)
+        window = (T0, T0 + 3_600_000)
+        args = (names["alerts"], names["feedback"], *window)
+        better = compare_forests_live(kafka_bootstrap, "iforest_latency", names["scores"], *args)
+        assert better.better and better.challenger_score == 1.0
+        assert better.held_out["confirmed"] == better.held_out["rejected"] == 8
+        worse = compare_forests_live(kafka_bootstrap, "iforest_latency", names["flipped"], *args)
+        assert not worse.better and worse.champion_score == 1.0
+        with pytest.raises(ValueError, match="at least 5 of each"):
+            compare_forests_live(
+                kafka_bootstrap,
+                "iforest_latency",
+                names["scores"],
+                names["alerts"],
+                names["feedback"],
+                T0,
+                T0 + 5 * STEP_MS,
+            )
+
+        # the command, on a registry whose challenger (2) is the one scored: promoted
+        add_version(tmp_path, "iforest_latency")
+        add_version(tmp_path, "iforest_latency")
+        for key, topic in (("ALERTS", "alerts"), ("FEEDBACK", "feedback"),
+                           ("SCORES_SHADOW", "scores")):  # fmt: skip
+            monkeypatch.setenv(f"NOVACRON_TOPICS_{key}", names[topic])
+        monkeypatch.setenv("NOVACRON_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+        argv = ["models", "--registry", str(tmp_path), "compare", "iforest_latency", "--live",
+                "--from", str(window[0]), "--to", str(window[1]), "--promote"]  # fmt: skip
+        assert main(argv) == 0
+        assert "champion 1 -> 2" in capsys.readouterr().out
+    finally:
+        delete_topics(kafka_bootstrap, names.values())
