@@ -26,6 +26,7 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
+import numpy as np
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -50,6 +51,7 @@ from novacron_ml.core.manifest import resolve_model_path
 from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings, TopicSettings, load_settings
 from novacron_ml.core.tuning import GRIDS, KNOBS, KnobSetting, Recommendation
+from operators import drift
 from operators.ingest.parse import MessageParser, ParseLimits
 from operators.serving import ServedModel, served, set_poll_s
 from operators.tuning.envmodel import CompressionTable
@@ -80,10 +82,25 @@ def live_context(settings: Settings) -> Callable[[], TunerContext]:
         now = policy.current()
         if now is not model:
             model = now
-            ctx = dataclasses.replace(ctx, q_values=now.q_values, model=policy.label)
+            ctx = dataclasses.replace(ctx, q_values=observed(now), model=policy.label)
         return ctx
 
     return current
+
+
+def observed(policy: OnnxPolicy) -> Callable[[np.ndarray], np.ndarray]:
+    """The policy's q_values, each state it decides on also checked against the range of its
+    training states (the manifest's reference: `novacron_model_input_outside_ratio`; a policy
+    without one is not observed)."""
+    name, reference = policy.manifest.name, policy.manifest.reference
+    if reference is None or reference.low is None:
+        return policy.q_values
+
+    def q_values(states: np.ndarray) -> np.ndarray:
+        drift.observe_support(name, reference, np.asarray(states, np.float64))
+        return policy.q_values(states)
+
+    return q_values
 
 
 def tuner_context(settings: Settings) -> TunerContext:
@@ -107,7 +124,7 @@ def tuner_context(settings: Settings) -> TunerContext:
     )
     m = policy.manifest
     return TunerContext(
-        q_values=policy.q_values,
+        q_values=observed(policy),
         table=CompressionTable.load(table_path),
         guardrails=guard,
         model=f"{m.name}@{m.version}",

@@ -13,6 +13,8 @@ the sessions (not Bytewax state: a restart starts the monitors afresh).
   model saw, a per-window MASE); the first `baseline` errors make the reference; the gauge is
   the recent error (EWMA) over it, minus 1 (0.15: 15 % worse than when it started), and
   River's Page-Hinkley test (mode "up") on the same errors counts alarms.
+- **Inputs outside the training range** (`SupportDrift`, the tuning policies): the share of
+  the last `window` states with an input below or above every training value.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def reference_of(x: np.ndarray, inputs: Sequence[str], bins: int = 10) -> Refere
                              minlength=len(inner) + 1)  # fmt: skip
         edges.append(inner.tolist())
         props.append((counts / len(x)).tolist())
-    return Reference(inputs=list(inputs), edges=edges, proportions=props, rows=len(x))
+    return Reference(inputs=list(inputs), edges=edges, proportions=props, rows=len(x),
+                     low=x.min(axis=0).tolist(), high=x.max(axis=0).tolist())  # fmt: skip
 
 
 def psi(expected: np.ndarray, observed: np.ndarray) -> float:
@@ -87,6 +90,34 @@ class InputDrift:
             for j, p in enumerate(self.expected)
         ]
         return self.values
+
+
+class SupportDrift:
+    """Per input, the share of the last `window` rows outside the range the model was
+    trained on (`Reference.low`/`high`). For a policy: its training states come from an
+    exploring agent and spread over every setting, while a fleet it tunes settles on a few,
+    so the PSI against them is large on a healthy fleet; what makes its Q-values guesswork is
+    a state it never saw."""
+
+    def __init__(self, reference: Reference, window: int = 5000, min_rows: int = 100) -> None:
+        """`min_rows`: a share needs far fewer rows than a PSI's ten bins (100 rows: within
+        ±0.04 of a 15 % share at one standard error)."""
+        if reference.low is None or reference.high is None:
+            raise ValueError("the reference has no training range (low/high)")
+        self.low, self.high = np.asarray(reference.low), np.asarray(reference.high)
+        self.window, self.min_rows = window, min_rows
+        self.outside = np.zeros((window, len(self.low)), dtype=bool)
+        self.n = 0
+
+    def add(self, x: np.ndarray) -> list[float]:
+        """Add rows (n, inputs); the share outside per input ([] until `min_rows` rows)."""
+        x = np.asarray(x, dtype=np.float64)[-self.window :]
+        pos = (self.n + np.arange(len(x))) % self.window
+        self.outside[pos] = (x < self.low) | (x > self.high)
+        self.n += len(x)
+        if self.n < self.min_rows:
+            return []
+        return self.outside[: min(self.n, self.window)].mean(axis=0).tolist()
 
 
 class ErrorDrift:
@@ -144,6 +175,21 @@ class ErrorDrift:
 _LOCK = threading.Lock()
 _INPUT: dict[str, InputDrift] = {}
 _ERROR: dict[str, ErrorDrift] = {}
+_SUPPORT: dict[str, tuple[Reference, SupportDrift]] = {}
+
+
+def observe_support(model: str, reference: Reference | None, x: np.ndarray) -> None:
+    """A served policy's states: the share outside its training range, per input (no
+    reference with a range: nothing to compare)."""
+    if reference is None or reference.low is None or len(x) == 0:
+        return
+    with _LOCK:
+        monitor = _SUPPORT.get(model)
+        if monitor is None or monitor[0] is not reference:  # a new version: afresh
+            monitor = _SUPPORT[model] = (reference, SupportDrift(reference))
+        values = monitor[1].add(x)
+    for name, value in zip(reference.inputs, values, strict=False):
+        metrics.MODEL_INPUT_OUTSIDE.labels(model=model, input=name).set(value)
 
 
 def observe_inputs(model: str, reference: Reference | None, x: np.ndarray) -> None:

@@ -257,6 +257,11 @@ def models() -> Dashboard:
                            ("sum by (model) (increase("
                             f"novacron_model_drift_alarms_total{{{JOB}}}[1h]))",
                             "{{model}} alarms (1h)")))
+        .with_panel(series("Tuning policy: states outside its training range", "percentunit",
+                           "Share of the last 5,000 states the policy decided on with an input "
+                           "past every training value, worst input (alert past 15 %).",
+                           ('max by (model) (novacron_model_input_outside_ratio'
+                            '{job="novacron-tune"})', "{{model}}")))
     )  # fmt: skip
 
 

@@ -35,12 +35,16 @@ class Golden(msgspec.Struct, kw_only=True):
 class Reference(msgspec.Struct, kw_only=True):
     """The training distribution of a model's inputs, for input drift (PSI,
     `operators.drift`): per input, the inner edges of its deciles and the share of the
-    training rows in each of the bins they make."""
+    training rows in each of the bins they make, and the range of the training values."""
 
     inputs: list[str]
     edges: list[list[float]]
     proportions: list[list[float]]
     rows: int
+    low: list[float] | None = None
+    """Per input, the smallest training value (with `high`: the support the model saw;
+    `operators.drift.SupportDrift`). Absent in references written before it."""
+    high: list[float] | None = None
 
 
 class ModelManifest(msgspec.Struct, kw_only=True):

@@ -99,6 +99,13 @@ MODEL_INPUT_DRIFT = Gauge(
     "alert threshold.",
     ["model", "input"],
 )
+MODEL_INPUT_OUTSIDE = Gauge(
+    "novacron_model_input_outside_ratio",
+    "Share of a served tuning policy's last 5,000 states with this input outside the range of "
+    "its training states (the manifest's reference); PSI is no measure for a policy, whose "
+    "training states come from exploration.",
+    ["model", "input"],
+)
 MODEL_ERROR_DRIFT = Gauge(
     "novacron_model_error_drift",
     "A served forecaster's recent scaled one-step error over the level of its first 2,000 "

@@ -76,7 +76,7 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     assert recs and all(k == r.host for (k, _v), r in zip(pairs, recs, strict=True))
     assert len(recs) == len(read_topic(kafka_bootstrap, tune_topics["optimizer_actions"]))
     assert {r.host for r in recs} == {"host-000", "host-001", "host-002"}
-    assert all(r.mode == "apply" and r.model == "dqn_compression@1" for r in recs)
+    assert all(r.mode == "apply" and r.model == "dqn_compression@2" for r in recs)
     assert any(r.allowed for r in recs) and all(r.assumed == [] for r in recs)
     records = read_topic(kafka_bootstrap, tune_topics["dwcp_config"])
     assert records[1].value == b"not a setting"  # the two produced above come first

@@ -66,3 +66,50 @@ def test_a_served_forest_exports_its_input_drift(tmp_path: Path) -> None:
     }
     assert set(values) == set(IFOREST_INPUTS)
     assert max(values.values()) < 0.15  # another week of the same fleet: no drift alert
+
+
+def test_the_served_policy_exports_the_states_outside_its_training_range(
+    tmp_path: Path,
+) -> None:
+    """A tuning policy's manifest carries the range of its training states (tune-train: the
+    replay buffer); the tuning flow's context checks every state it asks the policy about.
+    A fleet settled on one setting is not drift (its PSI would be huge); a state past
+    anything the policy saw is."""
+    from dataflows.tune import tuner_context
+    from novacron_ml.core.settings import load_settings
+    from novacron_ml.core.tuning import STATE_NAMES
+
+    rng = np.random.default_rng(0)
+    training = rng.uniform(0, 1, (5000, len(STATE_NAMES)))
+    add_version(tmp_path, "dqn_compression",
+                reference=drift.reference_of(training, STATE_NAMES))  # fmt: skip
+    ctx = tuner_context(load_settings(tune={"policy": str(tmp_path / "dqn_compression")}))
+
+    def gauges() -> dict[str, float]:
+        return {
+            s.labels["input"]: s.value
+            for m in metrics.MODEL_INPUT_OUTSIDE.collect()
+            for s in m.samples
+            if s.labels["model"] == "dqn_compression"
+        }
+
+    settled = np.full((1, len(STATE_NAMES)), 0.5, np.float32)  # one state over and over
+    for _ in range(1500):
+        ctx.q_values(settled)
+    quiet = gauges()
+    assert set(quiet) == set(STATE_NAMES) and max(quiet.values()) == 0.0
+    away = rng.uniform(0, 1, (2000, len(STATE_NAMES)))
+    away[:, 0] += 1.0  # the first input past every training value
+    for row in away:
+        ctx.q_values(row[None].astype(np.float32))
+    moved = gauges()
+    assert moved[STATE_NAMES[0]] > 0.3 and max(moved[n] for n in STATE_NAMES[1:]) < 0.01
+
+
+def test_support_drift_by_hand() -> None:
+    ref = drift.reference_of(np.array([[0.0, 10.0], [1.0, 20.0]]), ["a", "b"])
+    assert (ref.low, ref.high) == ([0.0, 10.0], [1.0, 20.0])
+    monitor = drift.SupportDrift(ref, window=4, min_rows=2)
+    assert monitor.add(np.array([[0.5, 15.0]])) == []  # fewer than min_rows
+    assert monitor.add(np.array([[2.0, 15.0]])) == [0.5, 0.0]
+    assert monitor.add(np.array([[0.5, 5.0], [0.5, 15.0], [0.5, 15.0]])) == [0.25, 0.25]

@@ -143,6 +143,12 @@ class TrainReport:
     """The configuration at the end of each episode."""
     seconds: float = 0.0
     steps: int = 0
+    states: np.ndarray | None = None
+    """A uniform sample (at most REFERENCE_ROWS) of the replay buffer's states at the end:
+    the inputs the policy learned from, its manifest's drift reference."""
+
+
+REFERENCE_ROWS = 20_000
 
 
 def train(
@@ -213,6 +219,8 @@ def train(
             progress(episode + 1, cfg.episodes, ret / cfg.steps)
     report.seconds = time.perf_counter() - start
     report.steps = steps
+    keep = np.random.default_rng(cfg.seed + 1).permutation(size)[:REFERENCE_ROWS]
+    report.states = s_buf[np.sort(keep)].copy()
     q.eval()
     return q, report
 
@@ -334,7 +342,10 @@ def _export_q(q: Any, path: Path, out_dir: Path, name: str, state_names: Sequenc
 
     from novacron_ml.core.manifest import ModelManifest, sha256_of
     from novacron_ml.core.registry import register
+    from operators.drift import reference_of
     from operators.serving import Signature, make_golden
+
+    states = getattr(report, "states", None)  # the replay buffer's sample (drift reference)
 
     rng = np.random.default_rng(0)
     golden = rng.uniform(0, 1, (4, len(state_names))).astype(np.float32)
@@ -374,6 +385,7 @@ def _export_q(q: Any, path: Path, out_dir: Path, name: str, state_names: Sequenc
         },
         framework={"torch": str(torch.__version__), "onnxruntime": str(ort.__version__)},
         golden=make_golden(path, signature, golden),
+        reference=None if states is None else reference_of(states, state_names),
     )
     manifest_path, _alias = register(out_dir, path, manifest)
     return manifest_path
