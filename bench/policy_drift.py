@@ -32,6 +32,7 @@ def main() -> int:
     from novacron_ml.app.console import table
     from novacron_ml.app.tune_demo import ClosedLoop
     from novacron_ml.core import metrics
+    from novacron_ml.core.manifest import Reference
     from novacron_ml.core.registry import parse_ref
     from novacron_ml.core.settings import Settings
     from novacron_ml.core.simulator import FleetConfig, FleetSimulator
@@ -51,9 +52,9 @@ def main() -> int:
     seen: list[np.ndarray] = []
     observe = drift.observe_support
 
-    def capture(model: str, ref: Any, x: np.ndarray) -> None:  # the flow's own call, recorded
+    def capture(model: str, reference: Reference | None, x: np.ndarray) -> None:
         seen.append(np.array(x, dtype=np.float64))
-        observe(model, ref, x)
+        observe(model, reference, x)
 
     drift.observe_support = capture
     settings = Settings(tune={"mode": "apply", "canary_fraction": 1.0, "policy": args.policy})
