@@ -20,9 +20,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
 import numpy as np
 from bytewax.connectors.kafka import KafkaSourceMessage

@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
 from bench.bench_scale import fleet
 from novacron_ml.core.kafka import delete_topics, ensure_topics, produce

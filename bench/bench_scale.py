@@ -28,10 +28,14 @@ import gc
 import json
 import pickle
 import platform
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
 from bench.bench_throughput import naive_flow, settings_for_bench, timed
 from dataflows.inprocess import run_in_process

@@ -146,7 +146,12 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
             dead: list[DeadLetter] = []
             reasons: Counter[str] = Counter()
             now = wall_clock_ms()
-            for msg in batch:
+            todo = batch
+            if batch and not any(isinstance(msg, KafkaError) for msg in batch):
+                refused = parser.parse_objects([msg.value for msg in batch], now, valid)
+                if refused is not None:  # one decode for the batch; refused ones alone
+                    todo = [batch[i] for i in refused]
+            for msg in todo:
                 if isinstance(msg, KafkaError):
                     dl = kafka_error_dead_letter(msg)
                     out.append(dl)

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -162,6 +162,45 @@ class MessageParser:
                     Reason.INVALID_VALUE, f"parser error: {exc!r}", payload or b"", key, source
                 )
             )
+
+    def parse_objects(
+        self, payloads: Sequence[bytes | None], now: int, events: list[MetricEvent]
+    ) -> list[int] | None:
+        """The batch fast path for messages that are each one JSON object of our format (a
+        producer's usual shape): one decode of the batch as a JSON array instead of one
+        decode, one shape check and one name scan per message. None when the batch does not
+        qualify (a message that is not `{...}`, oversized, holds a backslash or control
+        byte, is another producer's shape or bad JSON anywhere): the caller then parses it
+        message by message, exactly as before. Otherwise every event is appended and the
+        indices of the messages whose event was refused (a timestamp out of bounds, a
+        non-finite value) come back, for the caller to parse one by one, so their dead
+        letters are the per-message path's own."""
+        limit = self.limits.max_message_bytes
+        for payload in payloads:
+            if not payload or payload[0] != 0x7B or payload[-1] != 0x7D or len(payload) > limit:
+                return None
+        joined = b"[" + b",".join(payloads) + b"]"  # type: ignore[arg-type]
+        if (
+            b"\\" in joined
+            or len(joined.translate(None, _C0_DEL)) != len(joined)
+            or (not joined.isascii() and _C1_UTF8.search(joined) is not None)
+        ):
+            return None
+        try:
+            wires = _ARRAY.decode(joined)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None
+        if len(wires) != len(payloads):  # a message held more than one object: not ours
+            return None
+        self._names_suspect = False  # no byte in the batch can make a name suspect
+        refused: list[int] = []
+        to_event = self._to_event
+        for i, wire in enumerate(wires):
+            try:
+                events.append(to_event(wire, now))
+            except _Reject:
+                refused.append(i)
+        return refused
 
     def _parse_into(
         self,

@@ -95,3 +95,73 @@ def test_mutated_real_messages_never_raise_and_never_vanish(
     for d in dead:
         assert isinstance(d.reason, Reason) and d.detail
         assert d.reason is not Reason.INVALID_VALUE or not d.detail.startswith("parser error")
+
+
+# -- the batch fast path (MessageParser.parse_objects) ------------------------------------------
+def _our_object(i: int, **edit: object) -> bytes:
+    import msgspec
+
+    doc: dict[str, object] = {"ts": 1_767_225_600_000 + i * 5_000, "host": f"h{i % 3}"}
+    doc.update({"cluster": "c", "metric": "cpu_util", "value": 0.5 + i / 100})
+    doc.update(edit)
+    return msgspec.json.encode(doc)
+
+
+FAST_PATH_CASES = {
+    "ours": _our_object,
+    "labels": lambda i: _our_object(i, labels={"cpu": f"cpu{i % 2}"}),
+    "too old": lambda i: _our_object(i, ts=1),
+    "too new": lambda i: _our_object(i, ts=4_102_444_800_000),
+    "infinite": lambda i: (
+        _our_object(i).replace(b'"value":', b'"value":1e400,"x":0,"_":')[:0]
+        + _our_object(i, value=0).replace(b'"value":0', b'"value":1e400')
+    ),
+    "rfc3339": lambda i: _our_object(i, ts="2026-01-01T00:00:05Z"),
+    "naive time": lambda i: _our_object(i, ts="2026-01-01T00:00:05"),
+    "escape": lambda i: _our_object(i, host="h\\u001b[31m"),
+    "control": lambda i: _our_object(i, host="h\x07"),
+    "c1": lambda i: _our_object(i, host="h\u0085"),
+    "two objects": lambda i: _our_object(i) + b"," + _our_object(i + 1),
+    "array": lambda i: b"[" + _our_object(i) + b"]",
+    "bad json": lambda i: _our_object(i)[:-2] + b"}",
+    "unknown field": lambda i: _our_object(i, extra=1),
+    "wrong type": lambda i: _our_object(i, value="x"),
+    "telegraf json": lambda i: CORPUS[next(k for k in CORPUS if k.startswith("telegraf-json"))],
+    "line protocol": lambda i: b"cpu,host=h1 usage_idle=1 1767225600000000000",
+    "leading space": lambda i: b" " + _our_object(i),
+    "trailing newline": lambda i: _our_object(i) + b"\n",
+    "empty": lambda i: b"",
+    "oversized": lambda i: _our_object(i, host="h" * 2_000),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(sorted(FAST_PATH_CASES)), min_size=1, max_size=12))
+def test_the_batch_fast_path_gives_what_message_by_message_gives(kinds: list[str]) -> None:
+    """Whatever a batch holds, the flow's parse step with the fast path puts out exactly the
+    events and dead letters (reason, detail, payload, key, source) of the per-message path."""
+    from unittest import mock
+
+    from bytewax.connectors.kafka import KafkaSourceMessage
+
+    from dataflows.steps import ShardRouter, make_parse_step
+
+    batch = [
+        KafkaSourceMessage(key=f"k{i}".encode(), value=FAST_PATH_CASES[kind](i), topic="t",
+                           partition=0, offset=i)
+        for i, kind in enumerate(kinds)
+    ]  # fmt: skip
+    limits = ParseLimits(max_event_age_ms=86_400_000 * 3650, max_event_future_ms=600_000,
+                         max_message_bytes=1_024)  # fmt: skip
+    outs = []
+    for fast in (True, False):
+        parser = MessageParser(limits)
+        if not fast:
+            parser.parse_objects = lambda *a, **k: None  # type: ignore[method-assign]
+        with mock.patch("dataflows.steps.wall_clock_ms", lambda: 1_767_225_600_000):
+            outs.append(make_parse_step(parser, ShardRouter(2))(batch))
+    with_fast, without = outs
+    assert with_fast == without, kinds
+    if all(k in ("ours", "labels", "rfc3339") for k in kinds):  # the fast path was taken
+        parser = MessageParser(limits)
+        assert parser.parse_objects([m.value for m in batch], 1_767_225_600_000, []) == []
