@@ -125,15 +125,15 @@ class ShardRouter:
 
 def record_positions(batch: list[Any]) -> None:
     """The consumer's position per input partition (the last message of each in the batch),
-    for the lag gauges (`LagMonitor`): one dict write per message, as a batch is not
-    guaranteed to hold a single partition."""
-    for msg in batch:
-        if not isinstance(msg, KafkaError) and msg.offset is not None:
-            stamp = msg.timestamp
-            CONSUMED[(msg.topic, msg.partition)] = (
-                msg.offset,
-                stamp[1] if isinstance(stamp, tuple) else 0,
-            )
+    for the lag gauges (`LagMonitor`); a batch is not guaranteed to hold a single partition."""
+    last = {
+        (msg.topic, msg.partition): msg
+        for msg in batch
+        if type(msg) is not KafkaError and msg.offset is not None
+    }
+    for key, msg in last.items():
+        stamp = msg.timestamp
+        CONSUMED[key] = (msg.offset, stamp[1] if isinstance(stamp, tuple) else 0)
 
 
 def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:

@@ -194,10 +194,19 @@ class MessageParser:
             return None
         self._names_suspect = False  # no byte in the batch can make a name suspect
         refused: list[int] = []
-        to_event = self._to_event
+        to_event, append = self._to_event, events.append
+        future, age = self.limits.max_event_future_ms, self.limits.max_event_age_ms
+        latest = now + future if future else math.inf
+        earliest = now - age if age else -math.inf
+        isfinite = math.isfinite
         for i, wire in enumerate(wires):
+            ts = wire.ts  # `_to_event`'s checks, inlined for the usual event
+            if type(ts) is int and earliest <= ts <= latest and isfinite(wire.value):
+                append(MetricEvent(ts, wire.host, wire.cluster, wire.metric, wire.value,
+                                   wire.labels))  # fmt: skip
+                continue
             try:
-                events.append(to_event(wire, now))
+                append(to_event(wire, now))
             except _Reject:
                 refused.append(i)
         return refused
