@@ -193,14 +193,29 @@ class MessageParser:
         if len(wires) != len(payloads):  # a message held more than one object: not ours
             return None
         self._names_suspect = False  # no byte in the batch can make a name suspect
+        return self._append_events(wires, now, events)
+
+    def _append_events(
+        self, wires: Sequence[WireEvent], now: int, events: list[MetricEvent]
+    ) -> list[int]:
+        """Append each wire's event (`_to_event`; its checks inlined for the usual event: an
+        integer timestamp within bounds, a finite value, names not suspect) and return the
+        indices of the refused ones."""
         refused: list[int] = []
         to_event, append = self._to_event, events.append
+        if self._names_suspect:
+            for i, wire in enumerate(wires):
+                try:
+                    append(to_event(wire, now))
+                except _Reject:
+                    refused.append(i)
+            return refused
         future, age = self.limits.max_event_future_ms, self.limits.max_event_age_ms
         latest = now + future if future else math.inf
         earliest = now - age if age else -math.inf
         isfinite = math.isfinite
         for i, wire in enumerate(wires):
-            ts = wire.ts  # `_to_event`'s checks, inlined for the usual event
+            ts = wire.ts
             if type(ts) is int and earliest <= ts <= latest and isfinite(wire.value):
                 append(MetricEvent(ts, wire.host, wire.cluster, wire.metric, wire.value,
                                    wire.labels))  # fmt: skip
@@ -453,11 +468,11 @@ class MessageParser:
         if wires is not None:
             if not wires:
                 dead.append(DeadLetter(Reason.EMPTY, "empty JSON array", payload, key, source))
-            for i, wire in enumerate(wires):
+            for i in self._append_events(wires, now, events):
                 try:
-                    events.append(self._to_event(wire, now))
+                    self._to_event(wires[i], now)  # refused again: its reason and detail
                 except _Reject as rej:
-                    element = msgspec.json.encode(wire)
+                    element = msgspec.json.encode(wires[i])
                     dead.append(DeadLetter(rej.reason, f"[{i}] {rej.detail}", element, key, source))
             return
         # Some element is bad (or the array itself is): split and judge each element alone.
