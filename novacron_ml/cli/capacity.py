@@ -301,7 +301,11 @@ def _divergences(plans: list[Any], previous: dict[str, Any], min_hours: int) -> 
     for p in plans:
         if p.key in previous:
             history = HourlyHistory(p.cluster, p.resource, p.history_t, p.history)
-            d = divergence(previous[p.key], history, min_hours)
+            try:
+                d = divergence(previous[p.key], history, min_hours)
+            except (KeyError, TypeError, ValueError) as exc:  # a record not of our making
+                print(f"previous plan of {p.key} not scored: {exc!r}", file=sys.stderr)
+                continue
             if d is not None:
                 out[p.key] = d
     return out
@@ -537,7 +541,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--metrics-port",
         type=int,
-        help="serve Prometheus metrics here (novacron_capacity_*: forecasts, days to"
+        help="serve Prometheus metrics here (novacron_capacity_*: forecasts, time to"
         " exhaustion, the previous plan's divergence; observability.metrics_bind, loopback by"
         " default), for as long as the command runs: use with --every",
     )

@@ -6,7 +6,6 @@ step; `training/lstm.py` builds its training windows with the same function.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -110,7 +109,3 @@ def load_shadow(ref: str, poll_s: float = 10.0) -> OnnxForecaster | None:
     length or step does not fit the histories the flow keeps (said once in the log)."""
     champion = load_forecaster(ref)
     return shadow_of("forecaster", ref, OnnxForecaster, champion, same_shape, poll_s)
-
-
-def metrics_log() -> logging.Logger:
-    return logging.getLogger("novacron.models")

@@ -283,6 +283,20 @@ def test_divergence_of_the_previous_plan_by_hand() -> None:
     assert divergence(previous, shifted, min_hours=6).wape > 0.15  # type: ignore[union-attr]
 
 
+def test_a_previous_record_not_of_our_making_is_skipped_not_fatal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from novacron_ml.cli.capacity import _divergences
+
+    hours = np.arange(10 * 24)
+    t = 1_767_225_600.0 + hours * 3600.0
+    cfg = CapacitySettings(models=["seasonal_naive"], cv_windows=2)
+    plan = plan_series(HourlyHistory("c", "cpu", t, 0.5 + 0 * t), cfg, [])
+    bad = {"c/cpu": {"cluster": "c", "resource": "cpu", "generated_at": _iso(t[0])}}
+    assert _divergences([plan], bad, 6) == {}  # no history_end: said, skipped
+    assert "previous plan of c/cpu not scored" in capsys.readouterr().err
+
+
 def test_the_latest_plan_per_series_wins_and_junk_is_skipped() -> None:
     records = [
         {"cluster": "a", "resource": "cpu", "generated_at": "2026-01-02T00:00:00Z", "n": 2},
