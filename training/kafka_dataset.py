@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -95,36 +96,25 @@ def kafka_series(
     data = KafkaDataset(topic, from_ms, to_ms, window_s)
     slots: dict[str, list[int]] = {}
     values: dict[str, list[float]] = {}
-    parts = plan(bootstrap, topic, from_ms, to_ms)
-    planned = sum(p.end - p.start for p in parts)
-    for part in parts:
-        reader = RangeReader(bootstrap, topic, part, to_ms, None)
-        try:
-            while True:
-                try:
-                    batch = reader.next_batch()
-                except StopIteration:
-                    break
-                now = int(time.time() * 1000)
-                for msg in batch:
-                    data.records += 1
-                    events: list[MetricEvent] = []
-                    dead: list[DeadLetter] = []
-                    source = f"{topic}:{msg.partition}:{msg.offset}"
-                    parser.parse_into(msg.value, msg.key, source, now, events, dead)
-                    for letter in dead:
-                        data.dead_letters[str(letter.reason)] += 1
-                    for ev in events:
-                        if not from_ms <= ev.ts_ms <= to_ms:
-                            data.outside_range += 1
-                            continue
-                        data.events += 1
-                        slots.setdefault(ev.series, []).append(ev.ts_ms // window_ms)
-                        values.setdefault(ev.series, []).append(ev.value)
-                if progress is not None:
-                    progress(data.records, planned)
-        finally:
-            reader.close()
+    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms):
+        now = int(time.time() * 1000)
+        for msg in batch:
+            data.records += 1
+            events: list[MetricEvent] = []
+            dead: list[DeadLetter] = []
+            source = f"{topic}:{msg.partition}:{msg.offset}"
+            parser.parse_into(msg.value, msg.key, source, now, events, dead)
+            for letter in dead:
+                data.dead_letters[str(letter.reason)] += 1
+            for ev in events:
+                if not from_ms <= ev.ts_ms <= to_ms:
+                    data.outside_range += 1
+                    continue
+                data.events += 1
+                slots.setdefault(ev.series, []).append(ev.ts_ms // window_ms)
+                values.setdefault(ev.series, []).append(ev.value)
+        if progress is not None:
+            progress(read, planned)
     for name in sorted(slots):
         series = _window_means(name, np.array(slots[name]), np.array(values[name]), window_s)
         if len(series) < min_windows:
@@ -133,6 +123,29 @@ def kafka_series(
         data.notes.extend(series.warnings)
         data.series.append(series)
     return data
+
+
+def _batches(
+    bootstrap: str, topic: str, from_ms: int, to_ms: int
+) -> Iterator[tuple[list[Any], int, int]]:
+    """The records of `topic` whose Kafka timestamps lie in [from, to], partition by
+    partition, in the replay's batches: (batch, records read so far, records planned).
+    Raises ReplayError (one line) for a missing topic or an inverted range."""
+    parts = plan(bootstrap, topic, from_ms, to_ms)
+    planned = sum(p.end - p.start for p in parts)
+    read = 0
+    for part in parts:
+        reader = RangeReader(bootstrap, topic, part, to_ms, None)
+        try:
+            while True:
+                try:
+                    batch = reader.next_batch()
+                except StopIteration:
+                    break
+                read += len(batch)
+                yield batch, read, planned
+        finally:
+            reader.close()
 
 
 def _window_means(name: str, slot: np.ndarray, value: np.ndarray, window_s: float) -> Series:
@@ -200,25 +213,14 @@ def kafka_feature_windows(
     malformed ones are counted by reason and skipped, never fatal. Raises ReplayError (one
     line) for a missing topic or an inverted range."""
     data = FeatureDataset(topic, from_ms, to_ms)
-    parts = plan(bootstrap, topic, from_ms, to_ms)
-    planned = sum(p.end - p.start for p in parts)
-    for part in parts:
-        reader = RangeReader(bootstrap, topic, part, to_ms, None)
-        try:
-            while True:
-                try:
-                    batch = reader.next_batch()
-                except StopIteration:
-                    break
-                for msg in batch:
-                    data.records += 1
-                    reason = _feature_window(msg.value, from_ms, to_ms, data.windows)
-                    if reason is not None:
-                        data.skipped[reason] += 1
-                if progress is not None:
-                    progress(data.records, planned)
-        finally:
-            reader.close()
+    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms):
+        for msg in batch:
+            data.records += 1
+            reason = _feature_window(msg.value, from_ms, to_ms, data.windows)
+            if reason is not None:
+                data.skipped[reason] += 1
+        if progress is not None:
+            progress(read, planned)
     data.windows.sort(key=lambda w: (w.series, w.start_ms))
     return data
 

@@ -7,10 +7,13 @@ import argparse
 import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from novacron_ml.core.schema import parse_rfc3339_ms
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from novacron_ml.core.simulator import FleetConfig
@@ -67,6 +70,35 @@ def _number(text: str, *, allow_zero: bool) -> float:
             f"{text} is not a {'non-negative' if allow_zero else 'positive'} finite number"
         )
     return value
+
+
+def replay_args(p: argparse.ArgumentParser, title: str, topic_help: str) -> None:
+    """`--kafka-topic`, `--from`, `--to`: a training command's Kafka replay range."""
+    g = p.add_argument_group(title)
+    g.add_argument("--kafka-topic", help=topic_help)
+    g.add_argument(
+        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
+    )
+    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
+
+
+def replayed(args: argparse.Namespace, command: str, read: Callable[[], T]) -> T | None:
+    """`read()` over the --kafka-topic range (--to defaults to now), or None after one line on
+    stderr: --from missing, the topic missing, an inverted range, the broker's error."""
+    from confluent_kafka import KafkaException
+
+    from novacron_ml.core.kafka import ReplayError
+
+    if args.from_ms is None:
+        print(f"novacron-ml {command}: --kafka-topic needs --from", file=sys.stderr)
+        return None
+    if args.to_ms is None:
+        args.to_ms = int(time.time() * 1000)
+    try:
+        return read()
+    except (ReplayError, KafkaException) as exc:
+        print(f"novacron-ml {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def parse_time(text: str) -> int:

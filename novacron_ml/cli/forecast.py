@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from training.lstm import LSTMConfig
     from training.series_io import Series
 
-from novacron_ml.cli.common import csv_series_args, parse_time, require_train_extra, writes
+from novacron_ml.cli.common import (
+    csv_series_args,
+    replay_args,
+    replayed,
+    require_train_extra,
+    writes,
+)
 from training import SIM_START
 
 
@@ -179,19 +185,8 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         series.append(load_series(path, args.value_column, args.time_column, step_s=args.step_s))
     kafka = None
     if args.kafka_topic:
-        from confluent_kafka import KafkaException
-
-        from novacron_ml.core.kafka import ReplayError
-
-        if args.from_ms is None:
-            print("novacron-ml forecast-train: --kafka-topic needs --from", file=sys.stderr)
-            return 2
-        if args.to_ms is None:
-            args.to_ms = int(time.time() * 1000)
-        try:
-            kafka = _kafka_series(args, cfg)
-        except (ReplayError, KafkaException) as exc:
-            print(f"novacron-ml forecast-train: {exc}", file=sys.stderr)
+        kafka = replayed(args, "forecast-train", lambda: _kafka_series(args, cfg))
+        if kafka is None:
             return 2
     if kafka is not None:
         series += kafka.series
@@ -343,13 +338,10 @@ def register(sub: Any) -> None:
     p.add_argument("--value-column", default="value", help="value column of the extra CSVs")
     p.add_argument("--step-s", type=float, help="row step of extra CSVs without a time column")
     p.add_argument("--report", type=Path, help="write loss.png and metrics.json here")
-    g = p.add_argument_group(
-        "Kafka replay (training data from a metrics topic, as the flow windows it)"
+    replay_args(
+        p,
+        "Kafka replay (training data from a metrics topic, as the flow windows it)",
+        "metrics topic to replay (bootstrap from settings)",
     )
-    g.add_argument("--kafka-topic", help="metrics topic to replay (bootstrap from settings)")
-    g.add_argument(
-        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
-    )
-    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
     _model_args(p)
     p.set_defaults(func=cmd_forecast_train)

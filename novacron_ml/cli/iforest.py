@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from novacron_ml.cli.common import parse_time, require_train_extra
+from novacron_ml.cli.common import replay_args, replayed, require_train_extra
 
 
 def _fleet_windows(args: argparse.Namespace) -> Any:
@@ -39,19 +37,8 @@ def cmd_iforest_train(args: argparse.Namespace) -> int:
 
     fleet = None
     if args.kafka_topic:
-        from confluent_kafka import KafkaException
-
-        from novacron_ml.core.kafka import ReplayError
-
-        if args.from_ms is None:
-            print("novacron-ml iforest-train: --kafka-topic needs --from", file=sys.stderr)
-            return 2
-        if args.to_ms is None:
-            args.to_ms = int(time.time() * 1000)
-        try:
-            fleet = _fleet_windows(args)
-        except (ReplayError, KafkaException) as exc:
-            print(f"novacron-ml iforest-train: {exc}", file=sys.stderr)
+        fleet = replayed(args, "iforest-train", lambda: _fleet_windows(args))
+        if fleet is None:
             return 2
     report = train_and_export(
         args.out,
@@ -105,16 +92,12 @@ def register(sub: Any) -> None:
         help="compact (default): the forest as one ONNX TreeEnsembleRegressor, ~20 us per "
         "call; skl2onnx: its converter's per-tree graph (same scores, 3-5 ms per call)",
     )
-    g = p.add_argument_group("training on the fleet's own windows (the features topic)")
-    g.add_argument(
-        "--kafka-topic",
-        help="features topic to replay (the detect flow's topics.features) instead of the "
+    replay_args(
+        p,
+        "training on the fleet's own windows (the features topic)",
+        "features topic to replay (the detect flow's topics.features) instead of the "
         "simulator; families with < 100 windows there get no new version",
     )
-    g.add_argument(
-        "--from", dest="from_ms", type=parse_time, help="replay start: RFC 3339, epoch ms, now-7d"
-    )
-    g.add_argument("--to", dest="to_ms", type=parse_time, help="replay end, inclusive (now)")
     p.add_argument("--report", type=Path, help="also write the held-out figures (JSON) here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_iforest_train)
