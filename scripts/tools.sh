@@ -5,10 +5,13 @@
 #                             and the server that scrapes a running flow (tests/kafka/test_prometheus_scrape.py)
 #   kcat                      an operator's Kafka client: writes dwcp.config, reads optimizer.actions
 #                             (tests/kafka/test_tune_kafka.py)
+#   prometheus-pushgateway    where a one-shot capacity plan pushes its gauges
+#                             (tests/app/test_capacity_push.py)
 # Needs root (apt-get) only when something is missing; prints what it installs.
 set -euo pipefail
 declare -A wanted=([prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
-  [promtool]=prometheus [prometheus]=prometheus [kcat]=kcat)
+  [promtool]=prometheus [prometheus]=prometheus [kcat]=kcat
+  [prometheus-pushgateway]=prometheus-pushgateway)
 missing=()
 for program in "${!wanted[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${wanted[$program]}")

@@ -247,7 +247,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         serve_metrics(args.metrics_port, load_settings().observability.metrics_bind)
         initialise_capacity()
     if not args.every:
-        return _counted_plan(args)
+        try:
+            rc = _counted_plan(args)
+        finally:
+            pushed = _push(args)
+        return rc or pushed
     while True:
         started = time.monotonic()
         try:
@@ -255,12 +259,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except Exception as exc:  # no hourly data yet, Kafka away...: say so, try at the next slot
             print(f"capacity plan: {type(exc).__name__}: {exc}", file=sys.stderr)
             rc = 1
+        rc = rc or _push(args)
         wait = max(0.0, args.every * 3600.0 - (time.monotonic() - started))
         print(f"plan done (exit {rc}); next in {wait / 3600:.2f} h (Ctrl-C stops)", flush=True)
         try:
             time.sleep(wait)
         except KeyboardInterrupt:
             return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    """With --pushgateway: the planner's gauges pushed there (0), or one line and 1."""
+    if not args.pushgateway:
+        return 0
+    from novacron_ml.core.metrics import push_capacity
+
+    try:
+        push_capacity(args.pushgateway)
+    except OSError as exc:  # URLError, connection refused, timeout
+        print(f"capacity plan: could not push to {args.pushgateway}: {exc}", file=sys.stderr)
+        return 1
+    print(f"pushed the planner's gauges to {args.pushgateway} (job novacron-capacity)")
+    return 0
 
 
 def _counted_plan(args: argparse.Namespace) -> int:
@@ -544,6 +564,12 @@ def register(sub: Any) -> None:
         help="serve Prometheus metrics here (novacron_capacity_*: forecasts, time to"
         " exhaustion, the previous plan's divergence; observability.metrics_bind, loopback by"
         " default), for as long as the command runs: use with --every",
+    )
+    p.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="after each plan, push the same gauges to this Prometheus Pushgateway (e.g."
+        " http://127.0.0.1:9091): a plan run from cron has no process left to scrape",
     )
     writes(p, "json", "report")
     p.set_defaults(func=cmd_plan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES = Counter("novacron_messages", "Input messages received (before parsing).")
@@ -262,6 +264,22 @@ def initialise_capacity() -> None:
         CAPACITY_PLANS.labels(outcome=outcome)
     for urgency in ("URGENT", "HIGH", "MEDIUM", "LOW", "none", "skipped"):
         CAPACITY_SERIES.labels(urgency=urgency)
+
+
+def push_capacity(url: str, job: str = "novacron-capacity") -> None:
+    """Push the capacity planner's families (`novacron_capacity_*`, nothing else of this
+    process) to a Prometheus Pushgateway at `url`, replacing the job's last push: a one-shot
+    plan (cron) has no process left to scrape."""
+    from prometheus_client import CollectorRegistry, push_to_gateway
+    from prometheus_client.registry import REGISTRY
+
+    class _Capacity:
+        def collect(self) -> list[Any]:
+            return [m for m in REGISTRY.collect() if m.name.startswith("novacron_capacity")]
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Capacity())
+    push_to_gateway(url, job=job, registry=registry, timeout=10)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
