@@ -8,7 +8,7 @@ the pipeline's health, anomaly detection and model performance (the detect flow,
 novacron-detect: served versions, inference time, swaps and rejections, input and
 forecast-error drift), auto-optimisation (the tuning flow, job novacron-tune) and capacity
 planning (`capacity plan --every 24 --metrics-port`, job novacron-capacity: utilisation
-against capacity, forecasts, days to exhaustion, the previous plan's divergence).
+against capacity, forecasts, time to exhaustion, the previous plan's divergence).
 """
 
 from __future__ import annotations
