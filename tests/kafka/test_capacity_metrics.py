@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,11 +20,17 @@ import numpy as np
 import pytest
 
 from novacron_ml.cli.run import free_loopback_ports
-from tests.kafka.test_prometheus_scrape import dashboard_queries, query, value, wait_for
+from tests.kafka.test_prometheus_scrape import (
+    dashboard_queries,
+    prometheus_server,
+    promtool_checks_scrape,
+    query,
+    value,
+    wait_for,
+)
 
 pytest.importorskip("statsforecast")
 pytestmark = pytest.mark.kafka
-ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600
 
 
@@ -52,8 +57,6 @@ def test_the_planner_exports_its_plan_and_the_previous_plans_divergence(
 ) -> None:
     from novacron_ml.core.kafka import delete_topics, read_topic
 
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "scripts/tools.sh installs Debian's prometheus"
     suffix = uuid.uuid4().hex[:10]
     topics = {k: f"test.{suffix}.capacity.{k}" for k in ("forecasts", "alerts")}
     env = dict(
@@ -71,15 +74,6 @@ def test_the_planner_exports_its_plan_and_the_previous_plans_divergence(
     write_history(early, hours - 12)
     write_history(full, hours, jump_after=hours - 12)
     metrics_port, prom_port = free_loopback_ports(2)
-    rules = tmp_path / "rules.yml"
-    shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", rules)
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: [{rules}]\n"
-        "scrape_configs:\n"
-        "  - job_name: novacron-capacity\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
-    )
     planner = server = None
     try:
         # yesterday's plan, 12 hours ago: nothing earlier to score
@@ -93,12 +87,7 @@ def test_the_planner_exports_its_plan_and_the_previous_plans_divergence(
             [*cli, "--csv", str(full), "--every", "24", "--metrics-port", str(metrics_port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        server = subprocess.Popen(
-            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        server = prometheus_server(tmp_path, prom_port, {"novacron-capacity": metrics_port})
         ok = 'novacron_capacity_plans_total{outcome="ok"}'
 
         def planned() -> bool:
@@ -139,13 +128,7 @@ def test_the_planner_exports_its_plan_and_the_previous_plans_divergence(
         for expr in dashboard_queries(("capacity.json",)):  # increase() needs two scrapes
             promql = expr.replace("${datasource}", "")
             wait_for(lambda e=promql: bool(query(prom_port, e)), 10, f"data for {promql}")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            scrape = r.read()
-        checked = subprocess.run(
-            [shutil.which("promtool") or "promtool", "check", "metrics"],
-            input=scrape, capture_output=True, timeout=30,
-        )  # fmt: skip
-        assert checked.returncode == 0, checked.stdout + checked.stderr
+        promtool_checks_scrape(metrics_port)
     finally:
         for process in (server, planner):
             if process is not None:

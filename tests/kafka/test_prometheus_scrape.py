@@ -52,23 +52,44 @@ def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.5)
 
 
-def test_prometheus_scrapes_a_running_flow(
-    kafka_bootstrap: str, kafka_topics: dict[str, str], tmp_path: Path
-) -> None:
+def prometheus_server(tmp_path: Path, port: int, jobs: dict[str, int]) -> subprocess.Popen[bytes]:
+    """Debian's Prometheus on 127.0.0.1:`port`, scraping each job's loopback target every
+    second with the shipped rules (evaluated every second)."""
     prometheus = shutil.which("prometheus")
     assert prometheus, "scripts/tools.sh installs Debian's prometheus"
-    metrics_port, prom_port, tune_port = free_loopback_ports(3)
     rules = tmp_path / "rules.yml"
     shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", rules)
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"rule_files: [{rules}]\n"
         "scrape_configs:\n"
-        "  - job_name: novacron-detect\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
-        "  - job_name: novacron-tune\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{tune_port}']}}]\n"
+        + "".join(
+            f"  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+            for job, target in jobs.items()
+        )
     )
+    return subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def promtool_checks_scrape(metrics_port: int) -> None:
+    """`promtool check metrics` passes on a scrape of the process's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        scrape = r.read()
+    checked = subprocess.run(
+        [shutil.which("promtool") or "promtool", "check", "metrics"],
+        input=scrape, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_prometheus_scrapes_a_running_flow(
+    kafka_bootstrap: str, kafka_topics: dict[str, str], tmp_path: Path
+) -> None:
+    metrics_port, prom_port, tune_port = free_loopback_ports(3)
     env = dict(
         os.environ,
         NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
@@ -97,12 +118,9 @@ def test_prometheus_scrapes_a_running_flow(
          "--metrics-port", str(tune_port)],
         env=tune_env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    server = subprocess.Popen(
-        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = prometheus_server(
+        tmp_path, prom_port, {"novacron-detect": metrics_port, "novacron-tune": tune_port}
+    )
     try:
         wait_for(lambda: _up(prom_port), 60, "Prometheus to scrape the flow")
         wait_for(lambda: value(prom_port, 'up{job="novacron-tune"}') == 1, 60,
@@ -161,13 +179,7 @@ def test_prometheus_scrapes_a_running_flow(
         # every query of the flows' dashboards answers with data from the running flows
         for expr in dashboard_queries():
             assert query(prom_port, expr.replace("${datasource}", "")), f"no data: {expr}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            scrape = r.read()
-        checked = subprocess.run(
-            [shutil.which("promtool") or "promtool", "check", "metrics"],
-            input=scrape, capture_output=True, timeout=30,
-        )  # fmt: skip
-        assert checked.returncode == 0, checked.stdout + checked.stderr
+        promtool_checks_scrape(metrics_port)
     finally:
         server.terminate()
         flow.terminate()
