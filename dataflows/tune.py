@@ -50,10 +50,21 @@ from novacron_ml.core.kafka import ORDERED_PRODUCER, LagMonitor, with_client_log
 from novacron_ml.core.manifest import resolve_model_path
 from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings, TopicSettings, load_settings
-from novacron_ml.core.tuning import GRIDS, KNOBS, KnobSetting, Recommendation
+from novacron_ml.core.tuning import (
+    ACP_GRIDS,
+    ACP_KNOBS,
+    CONSENSUS_METRICS,
+    GRIDS,
+    KNOBS,
+    ConsensusSetting,
+    KnobSetting,
+    Recommendation,
+    consensus_key,
+)
 from operators import drift
 from operators.ingest.parse import MessageParser, ParseLimits
 from operators.serving import ServedModel, served, set_poll_s
+from operators.tuning.consensus import ClusterTuner, ConsensusContext, ConsensusTable
 from operators.tuning.envmodel import CompressionTable
 from operators.tuning.guardrails import GuardrailConfig
 from operators.tuning.policy import OnnxPolicy
@@ -61,6 +72,8 @@ from operators.tuning.tuner import INPUT_METRICS, HostTuner, TunerContext
 
 FLOW_ID = "novacron_tune"
 _SETTING = msgspec.json.Decoder(KnobSetting)
+_CONSENSUS_SETTING = msgspec.json.Decoder(ConsensusSetting)
+_CONSENSUS_METRICS = frozenset(CONSENSUS_METRICS)
 _JSON = msgspec.json.Encoder()
 
 
@@ -70,19 +83,37 @@ def served_policy(settings: Settings) -> ServedModel[OnnxPolicy]:
     return served("policy", settings.tune.policy, lambda path: OnnxPolicy(path, "compression"))
 
 
+def served_consensus_policy(settings: Settings) -> ServedModel[OnnxPolicy] | None:
+    """The clusters' consensus policy (`tune.consensus_policy`; empty: none)."""
+    where = settings.tune.consensus_policy
+    if not where:
+        return None
+    return served("consensus policy", where, lambda path: OnnxPolicy(path, "consensus"))
+
+
 def live_context(settings: Settings) -> Callable[[], TunerContext]:
-    """The context every host's step asks for: rebuilt with the newly served policy when the
-    registry's champion moves (hot reload between batches), the same object otherwise."""
+    """The context every host's and cluster's step asks for: rebuilt with the newly served
+    policy when a registry's champion moves (hot reload between batches), the same object
+    otherwise."""
     policy = served_policy(settings)
+    consensus = served_consensus_policy(settings)
     ctx = tuner_context(settings)
     model = policy.model
+    consensus_model = consensus.model if consensus is not None else None
 
     def current() -> TunerContext:
-        nonlocal ctx, model
+        nonlocal ctx, model, consensus_model
         now = policy.current()
         if now is not model:
             model = now
             ctx = dataclasses.replace(ctx, q_values=observed(now), model=policy.label)
+        if consensus is not None and ctx.consensus is not None:
+            now = consensus.current()
+            if now is not consensus_model:
+                consensus_model = now
+                cctx = dataclasses.replace(ctx.consensus, q_values=observed(now),
+                                           model=consensus.label)  # fmt: skip
+                ctx = dataclasses.replace(ctx, consensus=cctx)
         return ctx
 
     return current
@@ -131,19 +162,52 @@ def tuner_context(settings: Settings) -> TunerContext:
         mode=t.mode,
         interval_s=t.interval_s,
         min_gain=t.min_gain,
+        consensus=consensus_context(settings, guard),
     )
 
 
-def parse_setting(msg: Any) -> tuple[str, KnobSetting] | DeadLetter:
-    """A `dwcp.config` record keyed by its host, or a dead letter saying why not."""
+def consensus_context(settings: Settings, guard: GuardrailConfig) -> ConsensusContext | None:
+    """The clusters' consensus loop: its policy and simulated table, the same guardrails
+    (bounds of the ACP knobs default to the table's axes); None when not configured."""
+    served_consensus = served_consensus_policy(settings)
+    if served_consensus is None:
+        return None
+    t = settings.tune
+    policy = served_consensus.current()
+    table_path = resolve_model_path(t.consensus_table)
+    if not table_path.is_file():
+        raise ValueError(f"tune.consensus_table: {table_path} does not exist; "
+                         "`novacron-ml tune measure --env consensus`")  # fmt: skip
+    table = ConsensusTable.load(table_path)
+    bounds = {k: (float(min(g)), float(max(g))) for k, g in zip(ACP_KNOBS, table.axes, strict=True)}
+    bounds.update({k: v for k, v in guard.bounds.items() if k in ACP_KNOBS})
+    m = policy.manifest
+    return ConsensusContext(
+        q_values=observed(policy),
+        table=table,
+        guardrails=dataclasses.replace(guard, bounds=bounds),
+        model=f"{m.name}@{m.version}",
+        mode=t.mode,
+        interval_s=t.interval_s,
+        min_gain=t.min_gain,
+    )
+
+
+def parse_setting(msg: Any) -> tuple[str, KnobSetting | ConsensusSetting] | DeadLetter:
+    """A `dwcp.config` record keyed by its host (a cluster's consensus setting: by
+    `consensus_key`), or a dead letter saying why not."""
     if isinstance(msg, KafkaError):
         return kafka_error_dead_letter(msg)
+    value = msg.value or b""
+    consensus = b'"acp_' in value
     try:
-        setting = _SETTING.decode(msg.value or b"")
+        setting = (_CONSENSUS_SETTING if consensus else _SETTING).decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return DeadLetter(
             Reason.BAD_SETTING, f"dwcp.config: {exc}", msg.value or b"", msg.key, source_of(msg)
         )
+    if isinstance(setting, ConsensusSetting):
+        return _consensus_setting(setting, msg)
     for knob, grid, value in zip(KNOBS, GRIDS, setting.config, strict=True):
         if value not in grid:  # the policy moves on the grid: an off-grid setting cannot be tuned
             return DeadLetter(
@@ -159,19 +223,35 @@ def parse_setting(msg: Any) -> tuple[str, KnobSetting] | DeadLetter:
     return setting.host, setting
 
 
+def _consensus_setting(
+    setting: ConsensusSetting, msg: Any
+) -> tuple[str, ConsensusSetting] | DeadLetter:
+    why = "" if setting.cluster else "empty cluster"
+    for knob, grid, value in zip(ACP_KNOBS, ACP_GRIDS, setting.config, strict=True):
+        if not why and value not in grid:
+            why = f"{knob}={value} is not one of {list(grid)}"
+    if why:
+        return DeadLetter(Reason.BAD_SETTING, f"dwcp.config: {why}", msg.value or b"", msg.key,
+                          source_of(msg))  # fmt: skip
+    return consensus_key(setting.cluster), setting
+
+
 def _count(out: list[object]) -> None:
     for rec in out:
         if isinstance(rec, Recommendation):
             obs.RECOMMENDATIONS.labels(
-                mode=rec.mode, action=rec.action, allowed=str(rec.allowed).lower()
+                mode=rec.mode,
+                action=rec.action,
+                allowed=str(rec.allowed).lower(),
+                subsystem=rec.subsystem,
             ).inc()
             if rec.blocked_by is not None:
                 obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
 
 
-HostSnapshot = tuple[HostTuner, float, bool]
-"""A host's recovery state: its tuner, when it was last heard from (wall clock, epoch s) and
-whether it has been compacted."""
+HostSnapshot = tuple[HostTuner | ClusterTuner, float, bool]
+"""A host's (or a cluster's consensus) recovery state: its tuner, when it was last heard from
+(wall clock, epoch s) and whether it has been compacted."""
 
 
 class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
@@ -191,7 +271,7 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
     ) -> None:
         self.context, self.idle_s, self.forget_s = context, idle_s, forget_s
         self.clock = clock
-        self.tuner: HostTuner | None = None
+        self.tuner: HostTuner | ClusterTuner | None = None
         self.seen, self.compact = clock(), False
         if resume is not None:
             self.tuner, self.seen, self.compact = resume
@@ -200,13 +280,26 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
         self.seen, self.compact = self.clock(), False
         if isinstance(value, KnobSetting):
             self.tuner = self.tuner or HostTuner(value.host, value.cluster)
-            self.tuner.on_setting(value)
+            self.tuner.on_setting(value)  # type: ignore[arg-type]
             return [], StatefulLogic.RETAIN
-        tuner = self.tuner = self.tuner or HostTuner(value[0].host, value[0].cluster)
-        out: list[object] = []
+        if isinstance(value, ConsensusSetting):
+            self.tuner = self.tuner or ClusterTuner(value.cluster)
+            self.tuner.on_setting(value)  # type: ignore[arg-type]
+            return [], StatefulLogic.RETAIN
         ctx = self.context()  # the policy serving now (a promoted version between batches)
-        for event in value:  # one host's events of one input batch, in order
-            out += tuner.on_event(event, ctx)
+        out: list[object] = []
+        if value[0].metric in _CONSENSUS_METRICS:  # a cluster's consensus (its own key)
+            if ctx.consensus is None:
+                return [], StatefulLogic.RETAIN  # not tuned (tune.consensus_policy empty)
+            cluster = self.tuner = self.tuner or ClusterTuner(value[0].cluster)
+            if isinstance(cluster, ClusterTuner):
+                for event in value:
+                    out += cluster.on_event(event, ctx.consensus)
+        else:
+            tuner = self.tuner = self.tuner or HostTuner(value[0].host, value[0].cluster)
+            if isinstance(tuner, HostTuner):
+                for event in value:  # one host's events of one input batch, in order
+                    out += tuner.on_event(event, ctx)
         _count(out)
         return out, StatefulLogic.RETAIN
 
@@ -236,35 +329,42 @@ def host_logic_builder(
 
 
 def events_of(batch: list[Any]) -> list[Any]:
-    """Shard batches to one (host, events) pair per host of the metrics the tuner reads, so
-    the per-host step runs once per host and input batch, not once per event; dead letters
-    pass on."""
+    """Shard batches to one (host, events) pair per host of the metrics the tuner reads, and
+    one (`consensus_key(cluster)`, events) pair per cluster reporting consensus metrics, so
+    each step runs once per key and input batch, not once per event; dead letters pass on."""
     out: list[Any] = []
-    by_host: dict[str, list[MetricEvent]] = {}
+    by_key: dict[str, list[MetricEvent]] = {}
     for item in batch:
         if isinstance(item, DeadLetter):
             out.append(item)
             continue
         for e in item[1]:
             if e.metric in INPUT_METRICS:
-                by_host.setdefault(e.host, []).append(e)
-    out.extend(by_host.items())
+                by_key.setdefault(e.host, []).append(e)
+            elif e.metric in _CONSENSUS_METRICS:
+                by_key.setdefault(consensus_key(e.cluster), []).append(e)
+    out.extend(by_key.items())
     return out
 
 
 def encode_tuning(topics: TopicSettings) -> Any:
-    """Recommendations to `optimizer.actions`, settings to `dwcp.config` (keyed by host)."""
+    """Recommendations to `optimizer.actions`, settings to `dwcp.config` (keyed by host, a
+    cluster's consensus records by `consensus_key`)."""
     rest = to_kafka_message(topics)
 
     def encode(item: Any) -> KafkaSinkMessage[bytes | None, bytes | None]:
         if isinstance(item, Recommendation):
+            key = item.host if item.subsystem != "consensus" else consensus_key(item.cluster)
             return KafkaSinkMessage(
-                item.host.encode(), _JSON.encode(item), topic=topics.optimizer_actions
+                key.encode(), _JSON.encode(item), topic=topics.optimizer_actions
             )
         if isinstance(item, KnobSetting):
             return KafkaSinkMessage(
                 item.host.encode(), _JSON.encode(item), topic=topics.dwcp_config
             )
+        if isinstance(item, ConsensusSetting):
+            key = consensus_key(item.cluster)
+            return KafkaSinkMessage(key.encode(), _JSON.encode(item), topic=topics.dwcp_config)
         return rest(item)  # dead letters
 
     return encode

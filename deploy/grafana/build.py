@@ -184,7 +184,8 @@ def tuning() -> Dashboard:
                          f'allowed="true",{job}}}[1h]))'))
         .with_panel(stat("Reverts (1h)", "none",
                          "Changes undone because the host did worse than the measured table "
-                         "expected (rule NovacronTuningReverts: 3 or more an hour).",
+                         "expected, or a cluster's consensus worse than before the change "
+                         "(rule NovacronTuningReverts: 3 or more an hour).",
                          'sum(increase(novacron_tuning_recommendations_total{action="revert",'
                          f"{job}}}[1h]))"))
         .with_panel(stat("Blocked (1h)", "none", "Proposals a guardrail blocked.",
@@ -192,14 +193,16 @@ def tuning() -> Dashboard:
         .with_panel(stat("Events/s", "ops", "Metric events the tuning flow reads.",
                          f"sum(rate(novacron_events_total{{{job}}}[2m]))"))
         .with_panel(series("Recommendations", "opm",
-                           "Proposals per minute on optimizer.actions, by mode, action and "
+                           "Proposals per minute on optimizer.actions, by subsystem (a "
+                           "host's compression, a cluster's consensus), mode, action and "
                            "verdict.",
-                           ("sum by (mode, action, allowed) (rate("
+                           ("sum by (subsystem, mode, action, allowed) (rate("
                             f"novacron_tuning_recommendations_total{{{job}}}[15m])) * 60",
-                            "{{mode}} {{action}} allowed={{allowed}}")))
+                            "{{subsystem}} {{mode}} {{action}} allowed={{allowed}}")))
         .with_panel(series("Blocked by guardrail", "opm",
                            "Which guardrail stopped the proposals: bounds, canary, cooldown, "
-                           "safe set, gain, reverted.",
+                           "safe set, safety (consensus: quorum and timeout rules), gain, "
+                           "reverted.",
                            ("sum by (guardrail) (rate("
                             f"novacron_tuning_guardrail_blocks_total{{{job}}}[15m])) * 60",
                             "{{guardrail}}")))

@@ -29,12 +29,17 @@ from novacron_ml.core.schema import parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
 from novacron_ml.core.tuning import (
+    ACP_KNOBS,
+    CONSENSUS_METRICS,
     DEFAULT_CONFIG,
     KNOBS,
     PAYLOAD_KINDS,
     TUNING_METRICS,
+    ConsensusSetting,
     KnobSetting,
     Recommendation,
+    consensus_cost,
+    consensus_key,
 )
 from operators.tuning import envmodel
 from operators.tuning.guardrails import in_canary
@@ -67,6 +72,18 @@ class HostTrace:
     """(event time, goodput MB/s) of every tick."""
 
 
+@dataclass
+class ClusterTrace:
+    """A simulated cluster's consensus: its leader host reports the cluster's ACP metrics."""
+
+    leader: str
+    canary: bool
+    changes: list[tuple[int, int, tuple[int, ...], str]] = field(default_factory=list)
+    """As `HostTrace.changes`, of the cluster's consensus setting."""
+    cost: list[tuple[int, float, float, float]] = field(default_factory=list)
+    """(event time, cost, commit p99 ms, success share) of every tick."""
+
+
 class ClosedLoop:
     """The simulator's side of the loop: each host's workload and setting, its metrics from
     the measured table, and `dwcp.config` (the settings the flow applies) in process."""
@@ -91,6 +108,20 @@ class ClosedLoop:
                 mix, link, in_canary(host, canary), half if mix == SWITCH[0] else None
             )
         self.rng = np.random.default_rng(seed)
+        # each cluster's consensus: its first host reports it, one simulated run of the
+        # consensus table for the cluster's current setting per tick (the runs the guardrails
+        # estimate from; leader failures and all)
+        self.consensus = ctx.consensus.table if ctx.consensus is not None else None
+        self.acp: dict[str, tuple[int, ...]] = {}
+        self.clusters: dict[str, ClusterTrace] = {}
+        self._leader: dict[str, str] = {}
+        if self.consensus is not None:
+            for cluster, host in sim.hosts:
+                if cluster not in self.clusters:
+                    canary_c = in_canary(consensus_key(cluster), canary)
+                    self.clusters[cluster] = ClusterTrace(host, canary_c)
+                    self.acp[cluster] = self.consensus.default
+                    self._leader[host] = cluster
         self.recommendations: list[Recommendation] = []
         self.dead_letters: Counter[str] = Counter()
         self._mixes = {
@@ -117,6 +148,26 @@ class ClosedLoop:
         if self.report_setting:  # the setting it runs, as a real host's agent would report it
             for knob, value in zip(KNOBS, self.setting[host], strict=True):
                 out[knob] = float(value)
+        if host in self._leader:
+            out.update(self.consensus_metrics(self._leader[host], ts_ms))
+        return out
+
+    def consensus_metrics(self, cluster: str, ts_ms: int) -> dict[str, float]:
+        assert self.consensus is not None
+        setting = self.acp[cluster]
+        runs = self.consensus.runs[setting]
+        lat, p99, ok, msgs = (float(v) for v in runs[int(self.rng.integers(len(runs)))])
+        self.clusters[cluster].cost.append((ts_ms, consensus_cost(lat, ok, msgs), p99, ok))
+        out = {
+            "acp_commit_latency_ms": lat,
+            "acp_commit_p99_ms": p99,
+            "acp_success_ratio": ok,
+            "acp_messages_per_request": msgs,
+            "acp_nodes": float(self.consensus.nodes),
+            "acp_rtt_p99_ms": self.consensus.rtt_p99_ms,
+        }
+        if self.report_setting:
+            out.update({k: float(v) for k, v in zip(ACP_KNOBS, setting, strict=True)})
         return out
 
     def on_items(self, items: list[Any]) -> None:
@@ -126,6 +177,12 @@ class ClosedLoop:
                 taken = self.trace[item.host].throughput[-1][0]
                 decided = parse_rfc3339_ms(item.ts)
                 self.trace[item.host].changes.append((decided, taken, item.config, item.source))
+            elif isinstance(item, ConsensusSetting):
+                self.acp[item.cluster] = item.config
+                trace = self.clusters[item.cluster]
+                taken = trace.cost[-1][0]
+                decided = parse_rfc3339_ms(item.ts)
+                trace.changes.append((decided, taken, item.config, item.source))
             elif isinstance(item, Recommendation):
                 self.recommendations.append(item)
             elif isinstance(item, DeadLetter):
@@ -148,7 +205,7 @@ def run_tune_demo(
     loop = ClosedLoop(sim, ctx, ctx.guardrails.canary_fraction, fleet.seed)
     sim.hook = loop.hook
     per_tick = len(METRIC_NAMES) + len(TUNING_METRICS)
-    total = sim.n_ticks * fleet.hosts * per_tick
+    total = sim.n_ticks * (fleet.hosts * per_tick + len(loop.clusters) * len(CONSENSUS_METRICS))
     if not quiet:
         canary = sum(t.canary for t in loop.trace.values())
         print(
@@ -156,8 +213,15 @@ def run_tune_demo(
             f"events; policy {ctx.model}, a decision per host every {ctx.interval_s:g} s, "
             f"mode {ctx.mode}; {canary} hosts in the {ctx.guardrails.canary_fraction:.0%} "
             f"canary (the rest keep the default: the control group); the telemetry hosts start "
-            f"a VM migration halfway.\n"
+            f"a VM migration halfway."
         )
+        if ctx.consensus is not None:
+            tuned = sum(t.canary for t in loop.clusters.values())
+            print(
+                f"Consensus: {len(loop.clusters)} clusters from the default 400/1/5 (timeout "
+                f"ms/batch/quorum), policy {ctx.consensus.model}, {tuned} in the canary."
+            )
+        print()
     bar = Progress("tune demo", total)
     done = [0]
 
@@ -181,15 +245,17 @@ def run_tune_demo(
         seconds = run_tune_in_process(settings, MessageSource(messages, batch), on_items, ctx=ctx)
     finally:
         bar.close()
-    return TuneDemoResult(
-        loop, done[0], seconds, ctx.guardrails.cooldown_s, dict(ctx.guardrails.bounds)
-    )
+    bounds = dict(ctx.guardrails.bounds)
+    if ctx.consensus is not None:
+        bounds.update(ctx.consensus.guardrails.bounds)
+    return TuneDemoResult(loop, done[0], seconds, ctx.guardrails.cooldown_s, bounds)
 
 
 def recommendation_line(rec: Recommendation) -> str:
     verb = "REVERT" if rec.action == "revert" else ("apply " if rec.mode == "apply" else "advise")
     gain = f" expected {rec.expected_gain:+.1%}" if rec.action == "change" else ""
-    return f"{rec.ts}  {verb} {rec.host} {rec.knob} {rec.old} -> {rec.new}{gain}  [{rec.guardrail}]"
+    who = rec.host or consensus_key(rec.cluster)
+    return f"{rec.ts}  {verb} {who} {rec.knob} {rec.old} -> {rec.new}{gain}  [{rec.guardrail}]"
 
 
 def violations(result: TuneDemoResult) -> list[str]:
@@ -209,7 +275,55 @@ def violations(result: TuneDemoResult) -> list[str]:
             if source != "revert" and last is not None and ts - last < result.cooldown_s * 1000:
                 out.append(f"{host}: two changes {(ts - last) / 1000:.0f} s apart")
             last = ts
+    for cluster, c in result.loop.clusters.items():
+        last = None
+        for ts, _taken, config, source in c.changes:
+            if not c.canary:
+                out.append(f"{cluster}: consensus changed outside the canary")
+            for knob, v in zip(ACP_KNOBS, config, strict=True):
+                lo, hi = result.bounds.get(knob, (float("-inf"), float("inf")))
+                if not lo <= v <= hi:
+                    out.append(f"{cluster}: {knob}={v} outside [{lo:g}, {hi:g}]")
+            if result.loop.consensus is not None and config not in result.loop.consensus.runs:
+                out.append(f"{cluster}: {config} is not a safe consensus setting")
+            if source != "revert" and last is not None and ts - last < result.cooldown_s * 1000:
+                out.append(f"{cluster}: two consensus changes {(ts - last) / 1000:.0f} s apart")
+            last = ts
     return out
+
+
+def cluster_rows(result: TuneDemoResult) -> list[list[object]]:
+    """Per cluster: the consensus setting reached, the table's mean cost of the default and
+    of it, and the observed cost, commit p99 and success share of the first 10 and the last
+    30 minutes."""
+    loop = result.loop
+    rows: list[list[object]] = []
+    if loop.consensus is None:
+        return rows
+    for cluster, c in loop.clusters.items():
+        if not c.cost:
+            continue
+        first, last = c.cost[0][0], c.cost[-1][0] + 1
+
+        def mean(
+            i: int, lo: int, hi: int, cost: list[tuple[int, float, float, float]] = c.cost
+        ) -> float:
+            return statistics.fmean(v[i] for v in cost if lo <= v[0] < hi)
+
+        setting = c.changes[-1][2] if c.changes else loop.consensus.default
+        rows.append([
+            cluster, "yes" if c.canary else "no", "/".join(map(str, setting)),
+            loop.consensus.cost(loop.consensus.default), loop.consensus.cost(setting),
+            mean(1, first, first + 600_000), mean(1, last - 1_800_000, last),
+            mean(2, first, first + 600_000), mean(2, last - 1_800_000, last),
+            mean(3, last - 1_800_000, last),
+        ])  # fmt: skip
+    return rows
+
+
+CLUSTER_COLUMNS = ["cluster", "canary", "setting reached", "cost default (table)",
+                   "cost reached (table)", "cost first 10 min", "cost last 30 min",
+                   "p99 ms first 10 min", "p99 ms last 30 min", "success last 30 min"]  # fmt: skip
 
 
 def _mean_mb_s(t: HostTrace, lo: int, hi: int) -> float:
@@ -268,7 +382,7 @@ def counts(recs: list[Recommendation]) -> dict[str, Any]:
 
 def summary(result: TuneDemoResult) -> str:
     loop = result.loop
-    recs = loop.recommendations
+    recs = [r for r in loop.recommendations if r.subsystem == "compression"]
     c = counts(recs)
     blocked = c["blocked"]
     rows = host_rows(result)
@@ -318,6 +432,24 @@ def summary(result: TuneDemoResult) -> str:
         "expected goodput. Chunk-size increases are blocked by the p99 guard (a bigger chunk "
         "delays each chunk's delivery); set tune.p99_margin higher for bulk transfers."
     )
+    clusters = cluster_rows(result)
+    if clusters:
+        acp = [r for r in loop.recommendations if r.subsystem == "consensus"]
+        k = counts(acp)
+        lines.append("\n" + paint("Consensus (per cluster)", "1"))
+        lines.append(
+            f"  recommendations    {len(acp):,} published: {k['allowed']:,} changes "
+            + ("applied" if any(r.mode == "apply" for r in acp) else "advised")
+            + f", {k['reverts']} reverted, {k['not_applied']} not taken by the cluster; blocked by "
+            + (", ".join(f"{n} {v}" for n, v in sorted(k["blocked"].items())) or "none")
+        )
+        lines.append(table(clusters, CLUSTER_COLUMNS))
+        lines.append(
+            "\nsetting: ACP timeout ms/batch/quorum of 5 nodes (default 400/1/5). Cost: mean "
+            "commit latency (s) + 2 x the share not committed within 1 s + 0.002 per message "
+            "(the policy's; lower is better): the table's mean over 64 simulations, and the "
+            "one the cluster reported (a simulated run per 5-s tick)."
+        )
     for line in bad:
         lines.append(paint(f"VIOLATION {line}", "31"))
     return "\n".join(lines)
@@ -349,10 +481,24 @@ def html_page(result: TuneDemoResult) -> str:
         canary = "canary" if t.canary else "control (keeps the default)"
         name = f"{host}: {t.mix} @ {t.link_mb_s * 8:g} Mbit/s, {canary} (goodput MB/s)"
         plots.append(SeriesPlot(name, times, values, [], [], marks))
+    for cluster, c in result.loop.clusters.items():
+        minutes = defaultdict(list)
+        for ts, cost, _p99, _ok in c.cost:
+            minutes[ts // 60_000].append(cost)
+        times = [m * 60_000 for m in sorted(minutes)]
+        values = [statistics.fmean(minutes[m]) for m in sorted(minutes)]
+        at = dict(zip(times, values, strict=True))
+        marks = [(taken // 60_000 * 60_000, at.get(taken // 60_000 * 60_000, values[-1]),
+                  f"{source}: {'/'.join(map(str, config))}")
+                 for _decided, taken, config, source in c.changes]  # fmt: skip
+        canary = "canary" if c.canary else "control (keeps the default)"
+        name = f"{cluster} consensus, {canary} (cost: lower is better)"
+        plots.append(SeriesPlot(name, times, values, [], [], marks))
     plain = re.sub(r"\x1b\[[0-9;]*m", "", summary(result))
     return html_report(
         "novacron-ml demo --tune", plain.splitlines(), plots,
-        legend="Line: the host's goodput (MB/s of original data, minute means). Triangles: a "
-        "setting the tuning flow applied (level/chunk KiB/window log) or the host's traffic "
+        legend="Line: the host's goodput (MB/s of original data, minute means), or a cluster's "
+        "consensus cost (minute means). Triangles: a setting the tuning flow applied "
+        "(level/chunk KiB/window log; timeout ms/batch/quorum) or the host's traffic "
         "changing; hover for which.",
     )  # fmt: skip

@@ -35,7 +35,7 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
         Path(args.report).write_text(html_page(result))
         print(f"wrote {args.report}")
     if args.json:
-        from novacron_ml.app.tune_demo import counts, host_rows
+        from novacron_ml.app.tune_demo import CLUSTER_COLUMNS, cluster_rows, counts, host_rows
 
         cols = [
             "host",
@@ -48,7 +48,8 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
             "mb_s_last_30_min",
             "observed_vs_default",
         ]
-        recs = result.loop.recommendations
+        recs = [r for r in result.loop.recommendations if r.subsystem == "compression"]
+        acp = [r for r in result.loop.recommendations if r.subsystem == "consensus"]
         Path(args.json).write_text(
             json.dumps(
                 {
@@ -59,6 +60,10 @@ def cmd_tune_demo(args: argparse.Namespace) -> int:
                     **counts(recs),
                     "violations": violations(result),
                     "hosts": [dict(zip(cols, row, strict=True)) for row in host_rows(result)],
+                    "clusters": [
+                        dict(zip(CLUSTER_COLUMNS, row, strict=True)) for row in cluster_rows(result)
+                    ],
+                    "consensus": {"recommendations": len(acp), **counts(acp)},
                 },
                 indent=2,
             )

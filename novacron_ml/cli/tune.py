@@ -8,13 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from novacron_ml.cli.common import require_train_extra, writes
+from novacron_ml.cli.common import check_outputs, require_train_extra, writes
 from novacron_ml.core.tuning import GRID_KNOBS, SUBSYSTEMS
 
 DEFAULT_TABLE = Path("models/tuning/compression_table.json")
+DEFAULT_CONSENSUS_TABLE = Path("models/tuning/consensus_table.json")
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    if args.out is None:  # the environment's own table, refused when it exists (no --force)
+        args.out = DEFAULT_CONSENSUS_TABLE if args.env == "consensus" else DEFAULT_TABLE
+        check_outputs(args)
+    if args.env == "consensus":
+        return _measure_consensus(args)
+    if args.env != "compression":
+        print(f"tune measure: --env {args.env} has no table (its tuner runs the predictor)")
+        return 2
     require_train_extra("zstandard")
     from novacron_ml.cli.common import Bar
     from training.tuning.compression import grid, measure_grid, payload_corpus
@@ -34,6 +43,35 @@ def cmd_measure(args: argparse.Namespace) -> int:
     table.meta["seconds"] = round(time.perf_counter() - start, 1)
     table.save(args.out)
     print(f"wrote {len(table.cells)} measured cells to {args.out} ({table.meta['seconds']} s)")
+    return 0
+
+
+def _measure_consensus(args: argparse.Namespace) -> int:
+    require_train_extra("simpy")
+    from novacron_ml.cli.common import Bar
+    from training.tuning.consensus import measure_table
+
+    out = args.out
+    start = time.perf_counter()
+    bar = Bar(None, "simulate", "settings")
+    try:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        table = measure_table(runs=args.runs, progress=progress)
+    finally:
+        bar.close()
+    table["meta"]["command"] = args.invocation
+    table["meta"]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    table["meta"]["seconds"] = round(time.perf_counter() - start, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=0, separators=(",", ":")) + "\n")
+    print(
+        f"wrote {len(table['settings'])} safe settings x {args.runs} simulations to {out} "
+        f"({table['meta']['seconds']} s; {len(table['meta']['unsafe'])} unsafe left out)"
+    )
     return 0
 
 
@@ -549,7 +587,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"novacron-ml tune run: {t.metrics} + {t.dwcp_config} -> {out}; mode {tn.mode}, a "
         f"decision per host every {tn.interval_s:g} s, canary {tn.canary_fraction:.0%}, "
-        f"cooldown {tn.cooldown_s:g} s, policy {tn.policy}",
+        f"cooldown {tn.cooldown_s:g} s, policy {tn.policy}; consensus per cluster: "
+        + (tn.consensus_policy or "off (tune.consensus_policy is empty)"),
         file=sys.stderr,
     )
     recovery = None
@@ -647,13 +686,22 @@ def register(sub: Any) -> None:
 
     p = ts.add_parser(
         "measure",
-        help="measure the compression grid on this machine (zstd level x chunk x window)",
+        help="measure the compression grid on this machine (zstd level x chunk x window), "
+        "or simulate the consensus grid (--env consensus)",
         description="Compress one MiB of each payload kind (simulator metrics in three wire "
         "formats, NAB and dctraces CSVs, the project's source and ONNX models, VM-memory-like "
-        "pages) with every setting of the grid, --repeats times, and write ratio and speeds.",
+        "pages) with every setting of the grid, --repeats times, and write ratio and speeds. "
+        "--env consensus: simulate every safe consensus setting --runs times and keep each "
+        f"run ({DEFAULT_CONSENSUS_TABLE}: the tuning flow's safe-set estimates, the demo's "
+        "clusters).",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_TABLE, help=f"table ({DEFAULT_TABLE})")
+    p.add_argument("--env", choices=("compression", "consensus"), default="compression",
+                   help="compression (zstd on this machine) or consensus (SimPy)")  # fmt: skip
+    p.add_argument(
+        "--out", type=Path, help=f"table ({DEFAULT_TABLE}; consensus: {DEFAULT_CONSENSUS_TABLE})"
+    )
     p.add_argument("--repeats", type=int, default=3, help="runs per cell (3)")
+    p.add_argument("--runs", type=int, default=64, help="consensus: simulations per setting (64)")
     p.add_argument("--data", type=Path, help="the public data directory (../shared/data)")
     writes(p, "out")
     p.set_defaults(func=cmd_measure)

@@ -134,15 +134,15 @@ DETECTION_LATENCY = Histogram(
 RECOMMENDATIONS = Counter(
     "novacron_tuning_recommendations",
     "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert, "
-    "not-applied) "
-    "and whether the guardrails allowed them (a verdict repeated unchanged at the next "
-    "decision is published, and counted, once).",
-    ["mode", "action", "allowed"],
+    "not-applied), whether the guardrails allowed them and subsystem (compression: a host's "
+    "HDE knobs; consensus: a cluster's ACP knobs); a verdict repeated unchanged at the next "
+    "decision is published, and counted, once.",
+    ["mode", "action", "allowed", "subsystem"],
 )
 GUARDRAIL_BLOCKS = Counter(
     "novacron_tuning_guardrail_blocks",
     "Tuning flow: blocked proposals published on optimizer.actions, by the guardrail that "
-    "blocked them (bounds, canary, cooldown, safe set, gain, reverted).",
+    "blocked them (bounds, canary, cooldown, safe set, safety, gain, reverted).",
     ["guardrail"],
 )
 TUNING_HOSTS_IDLE = Counter(
@@ -249,10 +249,13 @@ def initialise(output_topics: list[str], dlq_topic: str) -> None:
 
 def initialise_tuning(mode: str) -> None:
     """The tuning flow's label combinations at zero (`initialise` does the shared ones)."""
-    for action in ("change", "revert", "not-applied"):
-        for allowed in ("true", "false"):
-            RECOMMENDATIONS.labels(mode=mode, action=action, allowed=allowed)
-    for guardrail in ("bounds", "canary", "cooldown", "safe set", "reverted", "gain"):
+    for subsystem in ("compression", "consensus"):
+        for action in ("change", "revert", "not-applied"):
+            for allowed in ("true", "false"):
+                RECOMMENDATIONS.labels(
+                    mode=mode, action=action, allowed=allowed, subsystem=subsystem
+                )
+    for guardrail in ("bounds", "canary", "cooldown", "safe set", "safety", "reverted", "gain"):
         GUARDRAIL_BLOCKS.labels(guardrail=guardrail)
     for outcome in ("compacted", "dropped"):
         TUNING_HOSTS_IDLE.labels(outcome=outcome)

@@ -27,7 +27,7 @@ from novacron_ml.core import topics
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.schema import AnomalyType
-from novacron_ml.core.tuning import KNOBS
+from novacron_ml.core.tuning import ACP_KNOBS, KNOBS
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -160,8 +160,8 @@ class TopicSettings(_Group):
     )
     dwcp_config: str = Field(
         topics.DWCP_CONFIG,
-        description="Each host's HDE setting (compacted): read by the tuning flow, written in "
-        "apply mode.",
+        description="Each host's HDE setting and each cluster's consensus setting (compacted; "
+        "keys host and consensus/<cluster>): read by the tuning flow, written in apply mode.",
     )
 
     @property
@@ -620,8 +620,23 @@ class TuneSettings(_Group):
         description="The measured compression table the guardrails' estimates come from "
         "(novacron-ml tune measure).",
     )
+    consensus_policy: str = Field(
+        "models/onnx/dqn_consensus",
+        description="The consensus (ACP) policy, served per cluster to clusters that report "
+        "acp_* metrics: a registry folder, <folder>@<version> or a manifest; empty: the "
+        "consensus knobs are not tuned.",
+    )
+    consensus_table: str = Field(
+        "models/tuning/consensus_table.json",
+        description="The simulated consensus table the consensus guardrails estimate from "
+        "(novacron-ml tune measure --env consensus).",
+    )
     canary_fraction: float = Field(
-        0.1, ge=0, le=1, description="Share of hosts (a stable hash of the name) that may change."
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of hosts (and of clusters, for consensus) that may change: a stable "
+        "hash of the name.",
     )
     cooldown_s: float = Field(600.0, ge=0, description="At most one change per host this often.")
     throughput_margin: float = Field(
@@ -670,9 +685,10 @@ class TuneSettings(_Group):
     @field_validator("bounds")
     @classmethod
     def _known_knobs(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        unknown = sorted(set(value) - set(KNOBS))
+        knobs = [*KNOBS, *ACP_KNOBS]
+        unknown = sorted(set(value) - set(knobs))
         if unknown:
-            raise ValueError(f"unknown knobs {unknown}: the knobs are {list(KNOBS)}")
+            raise ValueError(f"unknown knobs {unknown}: the knobs are {knobs}")
         return value
 
 

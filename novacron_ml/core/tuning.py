@@ -44,8 +44,47 @@ GRID_KNOBS: dict[str, tuple[str, str, str]] = {
     "bandwidth": ("pba_window", "pba_confidence", "pba_update_interval"),
     "consensus": ("acp_timeout_ms", "acp_batch", "acp_quorum"),
 }
-"""The other subsystems' knobs (`training.tuning.gridq`: trained and evaluated, not served by
-a flow yet)."""
+"""The other subsystems' knobs (`training.tuning.gridq`). The consensus knobs are served per
+cluster by the tuning flow (`operators.tuning.consensus`); the bandwidth ones are trained and
+evaluated, not served (docs/TUNING.md#flow says why)."""
+ACP_KNOBS: tuple[str, str, str] = GRID_KNOBS["consensus"]
+ACP_TIMEOUTS_MS: tuple[int, ...] = (20, 50, 100, 200, 400, 800)
+ACP_BATCHES: tuple[int, ...] = (1, 4, 16, 64)
+ACP_QUORUMS: tuple[int, ...] = (2, 3, 4, 5)
+ACP_GRIDS: tuple[tuple[int, ...], ...] = (ACP_TIMEOUTS_MS, ACP_BATCHES, ACP_QUORUMS)
+DEFAULT_ACP: tuple[int, int, int] = (400, 1, 5)
+"""A conservative deployment: long timeout, no batching, every node must ack."""
+ACP_SLA_S = 1.0
+"""A request counts as a success when it commits within this."""
+ACP_FAIL_COST = 2.0
+ACP_MSG_COST = 0.002
+ACP_TIMEOUT_P99_FACTOR = 2.0
+"""Safety: the timeout stays at least this many times the p99 round trip."""
+
+
+def consensus_cost(latency_ms: float, success: float, messages_per_request: float) -> float:
+    """What the consensus policy minimises, in training (`training.tuning.consensus`) and in
+    the flow alike (its reward is minus this): mean commit latency in seconds, plus
+    `ACP_FAIL_COST` per request not committed within `ACP_SLA_S`, plus `ACP_MSG_COST` per
+    message."""
+    return (latency_ms / 1000.0 + ACP_FAIL_COST * (1.0 - min(success, 1.0))
+            + ACP_MSG_COST * messages_per_request)  # fmt: skip
+
+
+def consensus_safe(config: tuple[int, ...], nodes: int, rtt_p99_ms: float) -> str | None:
+    """The hard safety rules, None when the setting keeps them, else why not: the quorum is a
+    majority of the nodes (two quorums overlap, so two leaders cannot commit different
+    histories) and the timeout is at least `ACP_TIMEOUT_P99_FACTOR` x the p99 round trip
+    (otherwise healthy followers are taken for dead)."""
+    timeout_ms, _batch, quorum = config
+    if not nodes / 2 < quorum <= nodes:
+        return f"quorum {quorum} is not a majority of {nodes} nodes"
+    if timeout_ms < ACP_TIMEOUT_P99_FACTOR * rtt_p99_ms:
+        return (f"timeout {timeout_ms} ms < {ACP_TIMEOUT_P99_FACTOR:g} x the p99 round trip "
+                f"({rtt_p99_ms:.0f} ms)")  # fmt: skip
+    return None
+
+
 SUBSYSTEMS: tuple[str, ...] = ("compression", *GRID_KNOBS)
 """Every tuned subsystem: `tune-train --env` and `tune eval --env` choices."""
 GRID_CONTEXT: dict[str, tuple[str, ...]] = {
@@ -140,6 +179,46 @@ class KnobSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
         return (self.hde_level, self.hde_chunk_kib, self.hde_window_log)
 
 
+CONSENSUS_METRICS: tuple[str, ...] = (
+    "acp_commit_latency_ms",
+    "acp_commit_p99_ms",
+    "acp_success_ratio",
+    "acp_messages_per_request",
+    "acp_nodes",
+    "acp_rtt_p99_ms",
+    *ACP_KNOBS,
+)
+"""What a cluster's consensus reports (any one host of it, typically the leader; one value
+per report period) so the tuning flow can tune its ACP knobs (docs/CATALOGUE.md#tuning):
+mean and p99 commit latency (request arrival to commit, ms), the share of requests committed
+within `ACP_SLA_S`, messages per committed request; optionally the number of nodes and the
+p99 round trip (else the consensus table's network) and the setting it runs."""
+
+
+def consensus_key(cluster: str) -> str:
+    """The Kafka key of a cluster's consensus records on `dwcp.config` and
+    `optimizer.actions` (host records are keyed by the host's name)."""
+    return f"consensus/{cluster}"
+
+
+class ConsensusSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A cluster's ACP setting on `dwcp.config` (compacted, keyed by `consensus_key`): what
+    the cluster's consensus runs or is told to run; the tuning flow reads it like a host's
+    `KnobSetting` (absent: `DEFAULT_ACP`)."""
+
+    cluster: str
+    acp_timeout_ms: int
+    acp_batch: int
+    acp_quorum: int
+    version: int = 0
+    ts: str = ""
+    source: str = "operator"
+
+    @property
+    def config(self) -> tuple[int, int, int]:
+        return (self.acp_timeout_ms, self.acp_batch, self.acp_quorum)
+
+
 class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One decision of the tuning flow about one knob of one host, on `optimizer.actions`
     (keyed by host): allowed or blocked, and which guardrail said so (docs/MESSAGES.md)."""
@@ -170,6 +249,14 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The policy that proposed it, `name@version` (its manifest)."""
     assumed: list[str] = []
     """What the host did not report and the flow assumed (link speed, payload mix)."""
+    subsystem: str = "compression"
+    """`compression` (a host's HDE knobs) or `consensus` (a cluster's ACP knobs: `host` is
+    empty, the record is keyed by `consensus_key(cluster)`)."""
+    expected_cost: float = 0.0
+    current_cost: float = 0.0
+    observed_cost: float = 0.0
+    """Consensus: the table's mean cost (`consensus_cost`) of the new and current setting, and
+    the cost the cluster reported over the last interval."""
     schema_version: int = 1
 
     @property

@@ -49,13 +49,15 @@ from novacron_ml.core.tuning import (
     policy_state,
 )
 from operators.tuning import envmodel
+from operators.tuning.consensus import ConsensusContext
 from operators.tuning.envmodel import CompressionTable
 from operators.tuning.guardrails import Estimate, GuardrailConfig, Guardrails, Verdict
 
 SHARE_METRICS: dict[str, str] = {f"payload_share_{k.replace('-', '_')}": k for k in PAYLOAD_KINDS}
 OBSERVED = ("throughput_mbps", "compression_ratio")
 INPUT_METRICS: frozenset[str] = frozenset({*SHARE_METRICS, "link_mbps", *OBSERVED, *KNOBS})
-"""The metrics the tuning flow reads; the rest of a host's metrics pass it by."""
+"""The metrics a host's loop reads; the rest of a host's metrics pass it by (a cluster's
+consensus metrics go to its `ClusterTuner`)."""
 MODES = ("dry-run", "apply")
 
 
@@ -72,6 +74,8 @@ class TunerContext:
     interval_s: float = 60.0
     min_gain: float = 0.01
     """A change the table expects to gain less than this is not worth making (churn)."""
+    consensus: ConsensusContext | None = None
+    """The clusters' consensus loop (`operators.tuning.consensus`); None: not tuned."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -86,40 +86,47 @@ def test_the_detect_flow_swaps_its_forecaster_mid_stream(tmp_path: Path) -> None
         assert labels_in_order(models) == ["lstm_forecaster@1", "lstm_forecaster@2"]
 
 
-def test_the_tuning_flow_swaps_its_policy_mid_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "setting", "other"),
+    [("dqn_compression", "policy", "consensus_policy"), ("dqn_consensus", "consensus_policy", "")],
+)
+def test_the_tuning_flow_swaps_its_policy_mid_stream(
+    tmp_path: Path, name: str, setting: str, other: str
+) -> None:
+    subsystem = name.removeprefix("dqn_")
     runs: dict[str, list[Recommendation]] = {}
     for run in ("steady", "swapped"):
         root = tmp_path / run
-        add_version(root, "dqn_compression")
-        add_version(root, "dqn_compression")
-        settings = Settings(
-            tune={"mode": "apply", "canary_fraction": 1.0,
-                  "policy": str(root / "dqn_compression")},
-            models={"poll_s": 0.001},
-        )  # fmt: skip
+        add_version(root, name)
+        add_version(root, name)
+        tune: dict[str, object] = {"mode": "apply", "canary_fraction": 1.0,
+                                   setting: str(root / name)}  # fmt: skip
+        if other:
+            tune[other] = ""  # the other policy off: only this one's verdicts
+        settings = Settings(tune=tune, models={"poll_s": 0.001})
         sim = FleetSimulator(FleetConfig(hosts=4, clusters=1, duration_s=3 * 3600, step_s=10))
         loop = ClosedLoop(sim, tuner_context(settings), 1.0)
         sim.hook = loop.hook
-        folder = root / "dqn_compression" if run == "swapped" else None
+        folder = root / name if run == "swapped" else None
         source = MessageSource(lambda s=sim, f=folder: messages(s, f, 60_000), 500)
         out: list[Any] = []
         run_main(build_tune(settings, source, CallbackSink(out.extend), kafka_output=False))
-        runs[run] = [o for o in out if isinstance(o, Recommendation)]
+        runs[run] = [o for o in out if isinstance(o, Recommendation) and o.subsystem == subsystem]
     steady, swapped = runs["steady"], runs["swapped"]
 
     def key(r: Recommendation) -> tuple[object, ...]:
-        return (r.host, r.ts, r.knob, r.old, r.new, r.action, r.allowed, r.guardrail)
+        return (r.host, r.cluster, r.ts, r.knob, r.old, r.new, r.action, r.allowed, r.guardrail)
 
-    assert len(steady) > 20
+    assert len(steady) > (20 if subsystem == "compression" else 5)
     assert sorted(map(key, swapped)) == sorted(map(key, steady))
-    assert {r.model for r in steady} == {"dqn_compression@1"}
-    for host in {r.host for r in swapped}:
-        models = [r.model for r in swapped if r.host == host]
+    assert {r.model for r in steady} == {f"{name}@1"}
+    for who in {(r.host, r.cluster) for r in swapped}:
+        models = [r.model for r in swapped if (r.host, r.cluster) == who]
         assert labels_in_order(models) in (
-            ["dqn_compression@1", "dqn_compression@2"],
-            ["dqn_compression@1"],  # a host with no verdict after the swap
+            [f"{name}@1", f"{name}@2"],
+            [f"{name}@1"],  # no verdict after the swap
         )
-    assert any(r.model == "dqn_compression@2" for r in swapped)
+    assert any(r.model == f"{name}@2" for r in swapped)
 
 
 def test_a_challenger_is_shadow_scored_on_the_same_windows_without_alerting(

@@ -15,6 +15,7 @@ from dataflows.io import CallbackSink, MessageSource
 from dataflows.tune import HostLogic, build_flow, host_logic_builder, tuner_context
 from novacron_ml.app.tune_demo import (
     ClosedLoop,
+    cluster_rows,
     host_rows,
     html_page,
     run_tune_demo,
@@ -26,13 +27,13 @@ from novacron_ml.core.metrics import counter_value
 from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-from novacron_ml.core.tuning import DEFAULT_CONFIG, KnobSetting, Recommendation
+from novacron_ml.core.tuning import DEFAULT_CONFIG, ConsensusSetting, KnobSetting, Recommendation
 from operators.tuning import envmodel
 
 
 def test_closed_loop_improves_canary_hosts_and_leaves_the_control_group() -> None:
     settings = Settings(tune={"mode": "apply", "canary_fraction": 0.5})
-    fleet = FleetConfig(hosts=6, clusters=2, duration_s=3 * 3600, step_s=10)
+    fleet = FleetConfig(hosts=6, clusters=3, duration_s=3 * 3600, step_s=10)
     result = run_tune_demo(settings, fleet, tuner_context(settings), quiet=True)
     assert violations(result) == [] and not result.loop.dead_letters
     rows = host_rows(result)
@@ -47,10 +48,24 @@ def test_closed_loop_improves_canary_hosts_and_leaves_the_control_group() -> Non
     assert all(abs(float(r[8])) < 0.02 for r in rows if r[2] == "no")  # type: ignore[arg-type]
     changes = sum(len(t.changes) for t in result.loop.trace.values())
     applied = [r for r in result.loop.recommendations if r.allowed and r.action == "change"]
-    assert changes == len(applied) > 0
-    page = html_page(result)  # one plot per host; a mark per change and per traffic switch
+    assert changes == sum(r.subsystem == "compression" for r in applied) > 0
+    # consensus, per cluster (clusters 0 and 1 in the 50 % canary, 2 the control)
+    clusters = {r[0]: r for r in cluster_rows(result)}
+    assert [clusters[c][1] for c in sorted(clusters)] == ["yes", "yes", "no"]
+    for name in ("cluster-0", "cluster-1"):  # cost: the table's and the one reported
+        _, _, setting, default, reached, _, last30, _, p99_last, _ = clusters[name]
+        assert setting != "400/1/5" and reached < 0.2 * default and last30 < 0.2 * default
+        assert p99_last < 300  # ms; the default's is ~650
+    control = clusters["cluster-2"]
+    assert control[2] == "400/1/5" and control[6] > 0.5 * control[3]
+    cluster_changes = sum(len(c.changes) for c in result.loop.clusters.values())
+    moves = [r for r in result.loop.recommendations if r.allowed and r.subsystem == "consensus"]
+    assert cluster_changes == len(moves) > 0  # changes and reverts
+    assert all(r.cluster and not r.host for r in moves)
+    page = html_page(result)  # one plot per host and cluster; a mark per change and switch
     switches = sum(t.switch_ms is not None for t in result.loop.trace.values())
-    assert page.count("<svg") == 6 and page.count("<polygon") == changes + switches
+    assert page.count("<svg") == 6 + 3
+    assert page.count("<polygon") == changes + cluster_changes + switches
     assert "\x1b[" not in page and "guardrail checks   0 violations" in page
 
 
@@ -65,10 +80,18 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
         host="host-000", hde_level=9, hde_chunk_kib=64, hde_window_log=17, version=5
     )
     off_grid = KnobSetting(host="host-001", hde_level=4, hde_chunk_kib=64, hde_window_log=17)
+    acp = ConsensusSetting(
+        cluster="cluster-0", acp_timeout_ms=200, acp_batch=16, acp_quorum=3, version=2
+    )
     config_msgs = [
         (b"host-000", msgspec.json.encode(operator)),
         (b"host-001", b'{"host": 1}'),
         (b"host-001", msgspec.json.encode(off_grid)),  # level 4 is not on the grid
+        (b"consensus/cluster-0", msgspec.json.encode(acp)),
+        (
+            b"consensus/cluster-0",
+            b'{"cluster": "cluster-0", "acp_timeout_ms": 200, "acp_batch": 3, "acp_quorum": 3}',
+        ),  # batch 3 is not on the grid
     ]
     out: list[Any] = []
     flow = build_flow(
@@ -81,10 +104,18 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     )
     run_main(flow)
     dead = [i for i in out if isinstance(i, DeadLetter)]
-    assert [(d.reason, d.key) for d in dead] == [(Reason.BAD_SETTING, b"host-001")] * 2
+    assert [(d.reason, d.key) for d in dead] == [(Reason.BAD_SETTING, b"host-001")] * 2 + [
+        (Reason.BAD_SETTING, b"consensus/cluster-0")
+    ]
     assert "hde_level=4 is not one of" in dead[1].detail
+    assert "acp_batch=3 is not one of" in dead[2].detail
+    consensus = [i for i in out if isinstance(i, Recommendation) and i.subsystem == "consensus"]
+    assert consensus and {(r.host, r.cluster) for r in consensus} == {("", "cluster-0")}
+    assert (consensus[0].knob, consensus[0].old) in {
+        ("acp_timeout_ms", 200), ("acp_batch", 16), ("acp_quorum", 3)
+    }  # fmt: skip
     recs = [i for i in out if isinstance(i, Recommendation)]
-    first = {r.host: r for r in reversed(recs)}
+    first = {r.host: r for r in reversed(recs) if r.subsystem == "compression"}
     assert first["host-000"].knob == "hde_level" and first["host-000"].old == 9
     assert first["host-001"].old in (3, 64, 17)  # the default
     assert not any(isinstance(i, KnobSetting) for i in out)  # dry-run publishes no settings

@@ -29,7 +29,7 @@ from novacron_ml.core.kafka import (
 from novacron_ml.core.schema import rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-from novacron_ml.core.tuning import KnobSetting, Recommendation
+from novacron_ml.core.tuning import ConsensusSetting, KnobSetting, Recommendation, consensus_key
 
 pytestmark = pytest.mark.kafka
 
@@ -72,19 +72,30 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     out = kcat("-C", "-e", "-q", "-f", "%k|%s\n", "-t", tune_topics["optimizer_actions"],
                bootstrap=kafka_bootstrap)  # fmt: skip
     pairs = [line.split("|", 1) for line in out.splitlines() if line]
-    recs = [msgspec.json.decode(v, type=Recommendation) for _k, v in pairs]
-    assert recs and all(k == r.host for (k, _v), r in zip(pairs, recs, strict=True))
-    assert len(recs) == len(read_topic(kafka_bootstrap, tune_topics["optimizer_actions"]))
+    every = [msgspec.json.decode(v, type=Recommendation) for _k, v in pairs]
+    assert len(every) == len(read_topic(kafka_bootstrap, tune_topics["optimizer_actions"]))
+    # the cluster's consensus (its leader, host-000, reports acp_* metrics) beside the hosts
+    acp = [(k, r) for (k, _v), r in zip(pairs, every, strict=True) if r.subsystem == "consensus"]
+    assert acp and all(k == "consensus/cluster-0" and r.host == "" for k, r in acp)
+    assert all(r.model == "dqn_consensus@1" and r.mode == "apply" for _k, r in acp)
+    recs = [r for r in every if r.subsystem == "compression"]
+    assert recs and all(k == r.host for (k, _v), r in zip(pairs, every, strict=True) if r in recs)
     assert {r.host for r in recs} == {"host-000", "host-001", "host-002"}
     assert all(r.mode == "apply" and r.model == "dqn_compression@2" for r in recs)
     assert any(r.allowed for r in recs) and all(r.assumed == [] for r in recs)
     records = read_topic(kafka_bootstrap, tune_topics["dwcp_config"])
     assert records[1].value == b"not a setting"  # the two produced above come first
-    published = [msgspec.json.decode(r.value, type=KnobSetting) for r in records[2:]]
-    assert all(r.key == s.host.encode() for r, s in zip(records[2:], published, strict=True))
+    consensus_records = [r for r in records[2:] if r.key.startswith(b"consensus/")]
+    host_records = [r for r in records[2:] if not r.key.startswith(b"consensus/")]
+    published = [msgspec.json.decode(r.value, type=KnobSetting) for r in host_records]
+    assert all(r.key == s.host.encode() for r, s in zip(host_records, published, strict=True))
     changes = [r for r in recs if r.allowed]
     assert [(s.host, s.source) for s in published] == [(r.host, "optimizer") for r in changes]
     assert len(changes) > 0
+    acp_settings = [msgspec.json.decode(r.value, type=ConsensusSetting) for r in consensus_records]
+    acp_changes = [r for _k, r in acp if r.allowed]
+    assert acp_changes and [s.version for s in acp_settings] == list(range(1, len(acp_changes) + 1))
+    assert all(s.cluster == "cluster-0" and s.source == "optimizer" for s in acp_settings)
     # open loop: the settings never reach the simulated hosts, which keep reporting the
     # default they run; the flow says so (not-applied) instead of judging a change that never
     # happened (before hosts reported their setting, these came back as reverts)
@@ -116,7 +127,8 @@ def test_a_restart_resumes_every_hosts_loop(
     """`tune run` twice with recovery (the default), the second half of the metrics produced
     between the runs, publishes exactly the verdicts and settings of one uninterrupted run:
     cooldowns, pending changes, published verdicts and half-filled intervals survive the
-    restart. Without recovery the second run starts every host over and differs."""
+    restart, the hosts' and the cluster's consensus loop alike. Without recovery the second
+    run starts every host over and differs."""
     now = int(time.time() // 60 * 60_000)
     sim = FleetSimulator(
         FleetConfig(
@@ -151,7 +163,8 @@ def test_a_restart_resumes_every_hosts_loop(
         NOVACRON_TOPICS_DWCP_CONFIG=clean["dwcp_config"]))  # fmt: skip
     expected = verdicts(kafka_bootstrap, clean["optimizer_actions"])
     got = verdicts(kafka_bootstrap, tune_topics["optimizer_actions"])
-    assert len(expected) >= 12 and {v[0] for v in expected} == {f"host-00{i}" for i in range(6)}
+    hosts = {f"host-00{i}" for i in range(6)}  # and the cluster's consensus loop
+    assert len(expected) >= 12 and {v[0] for v in expected} == hosts | {"consensus/cluster-0"}
     assert {"change", "not-applied"} <= {v[5] for v in expected}  # state worth carrying
     assert got == expected
     settings = [r.value for r in read_topic(kafka_bootstrap, tune_topics["dwcp_config"])]
@@ -186,5 +199,6 @@ def tune_cli(command: list[str], env: dict[str, str]) -> str:
 def verdicts(bootstrap: str, topic: str) -> list[tuple[object, ...]]:
     """Each host's verdicts in the order published (hosts interleave as batches fall)."""
     recs = [msgspec.json.decode(r.value, type=Recommendation) for r in read_topic(bootstrap, topic)]
-    rows = [(r.host, r.ts, r.knob, r.old, r.new, r.action, r.allowed, r.guardrail) for r in recs]
+    rows = [(r.host or consensus_key(r.cluster), r.ts, r.knob, r.old, r.new, r.action, r.allowed,
+             r.guardrail) for r in recs]  # fmt: skip
     return sorted(rows, key=lambda row: row[0])  # stable: a host's own order is kept

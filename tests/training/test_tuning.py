@@ -197,3 +197,27 @@ def test_consensus_simulation_rules_and_trade_offs() -> None:
     assert all(safe(c, net) for c in env.configs) and env.unsafe_configs
     with pytest.raises(ValueError, match="unsafe"):
         env.measure((400, 1, 2))
+
+
+def test_the_consensus_table_is_simulated_runs_the_flow_can_read(tmp_path: Path) -> None:
+    pytest.importorskip("simpy")
+    import json
+    import subprocess
+    import sys
+
+    from operators.tuning.consensus import ConsensusTable
+    from training.tuning.consensus import ConsensusEnv, Network, simulate
+
+    out = tmp_path / "consensus_table.json"
+    cmd = [sys.executable, "-m", "novacron_ml.cli", "tune", "measure", "--env", "consensus",
+           "--runs", "2", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "48 safe settings x 2 simulations" in done.stdout
+    table = ConsensusTable.load(out)
+    assert set(table.runs) == set(ConsensusEnv().configs) and table.nodes == 5
+    assert json.loads(out.read_text())["meta"]["command"].startswith("novacron-ml tune measure")
+    run = simulate((100, 16, 3), Network(), seed=10_000_001)  # the second run's seed
+    assert table.runs[(100, 16, 3)][1][1] == pytest.approx(run["p99_ms"], abs=1e-3)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "exists" in again.stderr  # no --force: not overwritten

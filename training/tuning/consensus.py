@@ -17,34 +17,41 @@ Knobs: timeout (ms), batch size, quorum size (of `nodes`). Measured per decision
 `duration_s` simulated seconds: mean and p99 commit latency (request arrival to commit),
 success rate (committed within `SLA_S`), messages per committed request. Reward:
 
-    reward = -(mean latency in s + FAIL_COST * (1 - success) + MSG_COST * messages/request)
+    reward = -(mean latency in s + ACP_FAIL_COST * (1 - success) + ACP_MSG_COST * messages/request)
+
+(`novacron_ml.core.tuning.consensus_cost`, which the tuning flow uses on what a cluster reports).
 
 Hard safety rules (`safe`): the quorum is a majority of the nodes (two quorums must overlap,
 or two leaders could commit different histories), and the timeout is at least
-`TIMEOUT_P99_FACTOR` times the p99 round trip (otherwise healthy followers are taken for dead:
+`ACP_TIMEOUT_P99_FACTOR` times the p99 round trip (otherwise healthy followers are taken for dead:
 spurious retransmissions and elections). Tuners only ever choose among safe settings
 (`BoundedConsensusEnv.configs`); `unsafe_configs` lists what the rules remove.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-TIMEOUTS_MS: tuple[int, ...] = (20, 50, 100, 200, 400, 800)
-BATCHES: tuple[int, ...] = (1, 4, 16, 64)
-QUORUMS: tuple[int, ...] = (2, 3, 4, 5)
-DEFAULT_ACP: tuple[int, ...] = (400, 1, 5)
-"""A conservative deployment: long timeout, no batching, every node must ack."""
+from novacron_ml.core.tuning import (
+    ACP_BATCHES,
+    ACP_QUORUMS,
+    ACP_SLA_S,
+    ACP_TIMEOUTS_MS,
+    DEFAULT_ACP,
+    consensus_cost,
+    consensus_safe,
+)
+
+TIMEOUTS_MS, BATCHES, QUORUMS = ACP_TIMEOUTS_MS, ACP_BATCHES, ACP_QUORUMS
 BATCH_WAIT_S = 0.005
-SLA_S = 1.0
-FAIL_COST = 2.0
-MSG_COST = 0.002
-TIMEOUT_P99_FACTOR = 2.0
+SLA_S = ACP_SLA_S
 _STATIC: dict[tuple[object, ...], dict[str, float]] = {}
 
 
@@ -67,9 +74,8 @@ class Network:
 
 
 def safe(config: Sequence[int], net: Network) -> bool:
-    timeout_ms, _batch, quorum = config
-    return quorum > net.nodes / 2 and quorum <= net.nodes and (
-        timeout_ms >= TIMEOUT_P99_FACTOR * net.rtt_p99_ms())  # fmt: skip
+    """The hard safety rules (`novacron_ml.core.tuning.consensus_safe`, the flow's too)."""
+    return consensus_safe(tuple(int(x) for x in config), net.nodes, net.rtt_p99_ms()) is None
 
 
 def simulate(config: Sequence[int], net: Network, seed: int) -> dict[str, float]:
@@ -165,7 +171,7 @@ def simulate(config: Sequence[int], net: Network, seed: int) -> dict[str, float]
     mean = float(lat.mean()) if lat.size else SLA_S
     msgs = state["messages"] / max(lat.size, 1)
     return {
-        "reward": -(mean + FAIL_COST * (1.0 - min(ok, 1.0)) + MSG_COST * msgs),
+        "reward": -consensus_cost(1000.0 * mean, ok, msgs),
         "latency_ms": 1000.0 * mean,
         "p99_ms": 1000.0 * float(np.quantile(lat, 0.99)) if lat.size else 1000.0 * SLA_S,
         "success": min(ok, 1.0),
@@ -219,3 +225,40 @@ class ConsensusEnv:
         scores = {c: self.measure(c, noise=False)["reward"] for c in self.configs}
         best = max(scores, key=lambda c: scores[c])
         return best, scores[best]
+
+
+def measure_table(
+    net: Network | None = None,
+    runs: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Every safe setting simulated `runs` times (the seeds `ConsensusEnv`'s means use):
+    the table the tuning flow's guardrails estimate from and the demo's clusters answer from
+    (`operators.tuning.consensus.ConsensusTable`; `novacron-ml tune measure --env consensus`).
+    Each run is kept (latency, p99, success, messages per request), not only the mean: a run
+    with a leader failure costs ~10x a quiet one, and the demo draws whole runs."""
+    net = net or Network()
+    env = ConsensusEnv(net)
+    out: dict[str, list[list[float]]] = {}
+    for i, c in enumerate(env.configs):
+        rows = []
+        for s in range(runs):
+            r = simulate(c, net, seed=10_000_000 + s)
+            rows.append([round(r[k], 4) for k in TABLE_COLUMNS])
+        out["/".join(str(v) for v in c)] = rows
+        if progress is not None:
+            progress(i + 1, len(env.configs))
+    return {
+        "meta": {
+            "runs": runs,
+            "network": dataclasses.asdict(net),
+            "rtt_p99_ms": round(net.rtt_p99_ms(), 2),
+            "columns": list(TABLE_COLUMNS),
+            "unsafe": ["/".join(str(v) for v in c) for c in env.unsafe_configs],
+        },
+        "default": list(DEFAULT_ACP),
+        "settings": out,
+    }
+
+
+TABLE_COLUMNS = ("latency_ms", "p99_ms", "success", "messages_per_request")
