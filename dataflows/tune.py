@@ -3,16 +3,20 @@
     python -m bytewax.run dataflows.tune:flow          # Kafka in and out, settings from env
     novacron-ml tune run                               # the same, with CLI options
 
-Topology (the per-host logic is `operators.tuning.tuner.HostTuner`; docs/TUNING.md#flow):
+Topology (the per-key logic: a host's compression `operators.tuning.tuner.HostTuner`, its
+bandwidth predictor `operators.tuning.bandwidth.BandwidthTuner` under `bandwidth/<host>`, a
+cluster's consensus `operators.tuning.consensus.ClusterTuner` under `consensus/<cluster>`;
+docs/TUNING.md#flow):
 
-    metrics_in -> parse -> (host, its events in the batch) -----+
-    config_in -> parse_config -> (host, KnobSetting) ------------+-> tune (per host) -> out
+    metrics_in -> parse -> (key, its events in the batch) ------+
+    config_in -> parse_config -> (key, its setting) -------------+-> tune (per key) -> out
                           +- dead letters (malformed) ---------------------------------> out
 
-Every `tune.interval_s` of a host's event time: the ONNX policy proposes, the guardrails
-allow or block, and the verdicts go to `optimizer.actions`; in apply mode (opt-in) an allowed
-change also goes to `dwcp.config`, which the flow reads back. Malformed metrics and settings
-leave as dead letters (`metrics.dlq`), counted by reason.
+Every `tune.interval_s` of a host's (cluster's) event time, once a day for a predictor: the
+policy or tuner proposes, the guardrails allow or block, and the verdicts go to
+`optimizer.actions`; in apply mode (opt-in) an allowed change also goes to `dwcp.config`,
+which the flow reads back. Malformed metrics and settings leave as dead letters
+(`metrics.dlq`), counted by reason.
 """
 
 from __future__ import annotations
@@ -53,17 +57,23 @@ from novacron_ml.core.settings import Settings, TopicSettings, load_settings
 from novacron_ml.core.tuning import (
     ACP_GRIDS,
     ACP_KNOBS,
+    BANDWIDTH_METRICS,
     CONSENSUS_METRICS,
     GRIDS,
     KNOBS,
+    PBA_GRIDS,
+    PBA_KNOBS,
+    BandwidthSetting,
     ConsensusSetting,
     KnobSetting,
     Recommendation,
+    bandwidth_key,
     consensus_key,
 )
 from operators import drift
 from operators.ingest.parse import MessageParser, ParseLimits
 from operators.serving import ServedModel, served, set_poll_s
+from operators.tuning.bandwidth import BandwidthContext, BandwidthTuner
 from operators.tuning.consensus import ClusterTuner, ConsensusContext, ConsensusTable
 from operators.tuning.envmodel import CompressionTable
 from operators.tuning.guardrails import GuardrailConfig
@@ -74,6 +84,8 @@ FLOW_ID = "novacron_tune"
 _SETTING = msgspec.json.Decoder(KnobSetting)
 _CONSENSUS_SETTING = msgspec.json.Decoder(ConsensusSetting)
 _CONSENSUS_METRICS = frozenset(CONSENSUS_METRICS)
+_BANDWIDTH_SETTING = msgspec.json.Decoder(BandwidthSetting)
+_BANDWIDTH_METRICS = frozenset(BANDWIDTH_METRICS)
 _JSON = msgspec.json.Encoder()
 
 
@@ -163,7 +175,19 @@ def tuner_context(settings: Settings) -> TunerContext:
         interval_s=t.interval_s,
         min_gain=t.min_gain,
         consensus=consensus_context(settings, guard),
+        bandwidth=bandwidth_context(settings, guard),
     )
+
+
+def bandwidth_context(settings: Settings, guard: GuardrailConfig) -> BandwidthContext | None:
+    """The hosts' bandwidth-predictor loop (`tune.bandwidth_tuner`; off: None)."""
+    t = settings.tune
+    if t.bandwidth_tuner == "off":
+        return None
+    bounds = {k: (float(min(g)), float(max(g))) for k, g in zip(PBA_KNOBS, PBA_GRIDS, strict=True)}
+    bounds.update({k: v for k, v in guard.bounds.items() if k in PBA_KNOBS})
+    return BandwidthContext(dataclasses.replace(guard, bounds=bounds), mode=t.mode,
+                            min_gain=t.min_gain, model=t.bandwidth_tuner)  # fmt: skip
 
 
 def consensus_context(settings: Settings, guard: GuardrailConfig) -> ConsensusContext | None:
@@ -193,21 +217,33 @@ def consensus_context(settings: Settings, guard: GuardrailConfig) -> ConsensusCo
     )
 
 
-def parse_setting(msg: Any) -> tuple[str, KnobSetting | ConsensusSetting] | DeadLetter:
-    """A `dwcp.config` record keyed by its host (a cluster's consensus setting: by
-    `consensus_key`), or a dead letter saying why not."""
+def parse_setting(
+    msg: Any,
+) -> tuple[str, KnobSetting | ConsensusSetting | BandwidthSetting] | DeadLetter:
+    """A `dwcp.config` record keyed by its host (a host's bandwidth-predictor setting by
+    `bandwidth_key`, a cluster's consensus setting by `consensus_key`), or a dead letter
+    saying why not."""
     if isinstance(msg, KafkaError):
         return kafka_error_dead_letter(msg)
     value = msg.value or b""
-    consensus = b'"acp_' in value
+    if b'"acp_' in value:
+        decoder: Any = _CONSENSUS_SETTING
+    elif b'"pba_' in value:
+        decoder = _BANDWIDTH_SETTING
+    else:
+        decoder = _SETTING
     try:
-        setting = (_CONSENSUS_SETTING if consensus else _SETTING).decode(value)
+        setting = decoder.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return DeadLetter(
             Reason.BAD_SETTING, f"dwcp.config: {exc}", msg.value or b"", msg.key, source_of(msg)
         )
     if isinstance(setting, ConsensusSetting):
-        return _consensus_setting(setting, msg)
+        key = consensus_key(setting.cluster)
+        return _grid_setting(setting, setting.cluster, ACP_KNOBS, ACP_GRIDS, key, msg)
+    if isinstance(setting, BandwidthSetting):
+        key = bandwidth_key(setting.host)
+        return _grid_setting(setting, setting.host, PBA_KNOBS, PBA_GRIDS, key, msg)
     for knob, grid, value in zip(KNOBS, GRIDS, setting.config, strict=True):
         if value not in grid:  # the policy moves on the grid: an off-grid setting cannot be tuned
             return DeadLetter(
@@ -223,17 +259,20 @@ def parse_setting(msg: Any) -> tuple[str, KnobSetting | ConsensusSetting] | Dead
     return setting.host, setting
 
 
-def _consensus_setting(
-    setting: ConsensusSetting, msg: Any
-) -> tuple[str, ConsensusSetting] | DeadLetter:
-    why = "" if setting.cluster else "empty cluster"
-    for knob, grid, value in zip(ACP_KNOBS, ACP_GRIDS, setting.config, strict=True):
+def _grid_setting(
+    setting: ConsensusSetting | BandwidthSetting, owner: str, knobs: tuple[str, ...],
+    grids: tuple[tuple[float, ...], ...], key: str, msg: Any,
+) -> tuple[str, Any] | DeadLetter:  # fmt: skip
+    """A consensus or bandwidth setting keyed by `key`, or a dead letter: an empty owner or
+    a knob off its grid (the loops move along the grid)."""
+    why = "" if owner else "empty host or cluster"
+    for knob, grid, value in zip(knobs, grids, setting.config, strict=True):
         if not why and value not in grid:
             why = f"{knob}={value} is not one of {list(grid)}"
     if why:
         return DeadLetter(Reason.BAD_SETTING, f"dwcp.config: {why}", msg.value or b"", msg.key,
                           source_of(msg))  # fmt: skip
-    return consensus_key(setting.cluster), setting
+    return key, setting
 
 
 def _count(out: list[object]) -> None:
@@ -249,9 +288,9 @@ def _count(out: list[object]) -> None:
                 obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
 
 
-HostSnapshot = tuple[HostTuner | ClusterTuner, float, bool]
-"""A host's (or a cluster's consensus) recovery state: its tuner, when it was last heard from
-(wall clock, epoch s) and whether it has been compacted."""
+HostSnapshot = tuple[HostTuner | ClusterTuner | BandwidthTuner, float, bool]
+"""A host's (its predictor's, a cluster's consensus) recovery state: its tuner, when it was
+last heard from (wall clock, epoch s) and whether it has been compacted."""
 
 
 class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
@@ -271,7 +310,7 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
     ) -> None:
         self.context, self.idle_s, self.forget_s = context, idle_s, forget_s
         self.clock = clock
-        self.tuner: HostTuner | ClusterTuner | None = None
+        self.tuner: HostTuner | ClusterTuner | BandwidthTuner | None = None
         self.seen, self.compact = clock(), False
         if resume is not None:
             self.tuner, self.seen, self.compact = resume
@@ -286,8 +325,21 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
             self.tuner = self.tuner or ClusterTuner(value.cluster)
             self.tuner.on_setting(value)  # type: ignore[arg-type]
             return [], StatefulLogic.RETAIN
+        if isinstance(value, BandwidthSetting):
+            self.tuner = self.tuner or BandwidthTuner(value.host, value.cluster)
+            self.tuner.on_setting(value)  # type: ignore[arg-type]
+            return [], StatefulLogic.RETAIN
         ctx = self.context()  # the policy serving now (a promoted version between batches)
         out: list[object] = []
+        if value[0].metric in _BANDWIDTH_METRICS:  # a host's bandwidth predictor (its own key)
+            if ctx.bandwidth is None:
+                return [], StatefulLogic.RETAIN  # not tuned (tune.bandwidth_tuner off)
+            pba = self.tuner = self.tuner or BandwidthTuner(value[0].host, value[0].cluster)
+            if isinstance(pba, BandwidthTuner):
+                for event in value:
+                    out += pba.on_event(event, ctx.bandwidth)
+            _count(out)
+            return out, StatefulLogic.RETAIN
         if value[0].metric in _CONSENSUS_METRICS:  # a cluster's consensus (its own key)
             if ctx.consensus is None:
                 return [], StatefulLogic.RETAIN  # not tuned (tune.consensus_policy empty)
@@ -329,9 +381,10 @@ def host_logic_builder(
 
 
 def events_of(batch: list[Any]) -> list[Any]:
-    """Shard batches to one (host, events) pair per host of the metrics the tuner reads, and
-    one (`consensus_key(cluster)`, events) pair per cluster reporting consensus metrics, so
-    each step runs once per key and input batch, not once per event; dead letters pass on."""
+    """Shard batches to one (host, events) pair per host of the metrics the tuner reads, one
+    (`consensus_key(cluster)`, events) pair per cluster reporting consensus metrics and one
+    (`bandwidth_key(host)`, events) pair per host reporting its bandwidth demand, so each step
+    runs once per key and input batch, not once per event; dead letters pass on."""
     out: list[Any] = []
     by_key: dict[str, list[MetricEvent]] = {}
     for item in batch:
@@ -343,18 +396,21 @@ def events_of(batch: list[Any]) -> list[Any]:
                 by_key.setdefault(e.host, []).append(e)
             elif e.metric in _CONSENSUS_METRICS:
                 by_key.setdefault(consensus_key(e.cluster), []).append(e)
+            elif e.metric in _BANDWIDTH_METRICS:
+                by_key.setdefault(bandwidth_key(e.host), []).append(e)
     out.extend(by_key.items())
     return out
 
 
 def encode_tuning(topics: TopicSettings) -> Any:
     """Recommendations to `optimizer.actions`, settings to `dwcp.config` (keyed by host, a
-    cluster's consensus records by `consensus_key`)."""
+    cluster's consensus records by `consensus_key`, a host's predictor by `bandwidth_key`)."""
     rest = to_kafka_message(topics)
 
     def encode(item: Any) -> KafkaSinkMessage[bytes | None, bytes | None]:
         if isinstance(item, Recommendation):
-            key = item.host if item.subsystem != "consensus" else consensus_key(item.cluster)
+            key = {"consensus": consensus_key(item.cluster), "bandwidth": bandwidth_key(item.host)
+                   }.get(item.subsystem, item.host)  # fmt: skip
             return KafkaSinkMessage(
                 key.encode(), _JSON.encode(item), topic=topics.optimizer_actions
             )
@@ -364,6 +420,9 @@ def encode_tuning(topics: TopicSettings) -> Any:
             )
         if isinstance(item, ConsensusSetting):
             key = consensus_key(item.cluster)
+            return KafkaSinkMessage(key.encode(), _JSON.encode(item), topic=topics.dwcp_config)
+        if isinstance(item, BandwidthSetting):
+            key = bandwidth_key(item.host)
             return KafkaSinkMessage(key.encode(), _JSON.encode(item), topic=topics.dwcp_config)
         return rest(item)  # dead letters
 

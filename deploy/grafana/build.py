@@ -194,8 +194,8 @@ def tuning() -> Dashboard:
                          f"sum(rate(novacron_events_total{{{job}}}[2m]))"))
         .with_panel(series("Recommendations", "opm",
                            "Proposals per minute on optimizer.actions, by subsystem (a "
-                           "host's compression, a cluster's consensus), mode, action and "
-                           "verdict.",
+                           "host's compression or bandwidth predictor, a cluster's "
+                           "consensus), mode, action and verdict.",
                            ("sum by (subsystem, mode, action, allowed) (rate("
                             f"novacron_tuning_recommendations_total{{{job}}}[15m])) * 60",
                             "{{subsystem}} {{mode}} {{action}} allowed={{allowed}}")))

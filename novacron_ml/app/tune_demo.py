@@ -259,36 +259,40 @@ def recommendation_line(rec: Recommendation) -> str:
 
 
 def violations(result: TuneDemoResult) -> list[str]:
-    """Applied changes a guardrail should have stopped: on a host outside the canary, outside
-    a knob's bounds, or sooner than the cooldown after the host's previous change or revert
-    (a revert itself may come sooner: it undoes a change that did harm)."""
+    """Applied changes a guardrail should have stopped: on a host (a cluster) outside the
+    canary, outside a knob's bounds, a consensus setting outside the safe ones, or sooner
+    than the cooldown after the previous change or revert (a revert itself may come sooner:
+    it undoes a change that did harm)."""
     out = []
     for host, t in result.loop.trace.items():
-        last: int | None = None
-        for ts, _taken, config, source in t.changes:
-            if not t.canary:
-                out.append(f"{host}: changed outside the canary")
-            for knob, v in zip(KNOBS, config, strict=True):
-                lo, hi = result.bounds.get(knob, (float("-inf"), float("inf")))
-                if not lo <= v <= hi:
-                    out.append(f"{host}: {knob}={v} outside [{lo:g}, {hi:g}]")
-            if source != "revert" and last is not None and ts - last < result.cooldown_s * 1000:
-                out.append(f"{host}: two changes {(ts - last) / 1000:.0f} s apart")
-            last = ts
+        out += _violations(result, host, t.changes, t.canary, KNOBS)
+    safe = result.loop.consensus.runs if result.loop.consensus is not None else {}
     for cluster, c in result.loop.clusters.items():
-        last = None
-        for ts, _taken, config, source in c.changes:
-            if not c.canary:
-                out.append(f"{cluster}: consensus changed outside the canary")
-            for knob, v in zip(ACP_KNOBS, config, strict=True):
-                lo, hi = result.bounds.get(knob, (float("-inf"), float("inf")))
-                if not lo <= v <= hi:
-                    out.append(f"{cluster}: {knob}={v} outside [{lo:g}, {hi:g}]")
-            if result.loop.consensus is not None and config not in result.loop.consensus.runs:
-                out.append(f"{cluster}: {config} is not a safe consensus setting")
-            if source != "revert" and last is not None and ts - last < result.cooldown_s * 1000:
-                out.append(f"{cluster}: two consensus changes {(ts - last) / 1000:.0f} s apart")
-            last = ts
+        out += _violations(result, f"{cluster} consensus", c.changes, c.canary, ACP_KNOBS)
+        out += [f"{cluster}: {config} is not a safe consensus setting"
+                for _ts, _taken, config, _source in c.changes if config not in safe]  # fmt: skip
+    return out
+
+
+def _violations(
+    result: TuneDemoResult,
+    who: str,
+    changes: list[tuple[int, int, tuple[int, ...], str]],
+    canary: bool,
+    knobs: tuple[str, ...],
+) -> list[str]:
+    out = []
+    last: int | None = None
+    for ts, _taken, config, source in changes:
+        if not canary:
+            out.append(f"{who}: changed outside the canary")
+        for knob, v in zip(knobs, config, strict=True):
+            lo, hi = result.bounds.get(knob, (float("-inf"), float("inf")))
+            if not lo <= v <= hi:
+                out.append(f"{who}: {knob}={v} outside [{lo:g}, {hi:g}]")
+        if source != "revert" and last is not None and ts - last < result.cooldown_s * 1000:
+            out.append(f"{who}: two changes {(ts - last) / 1000:.0f} s apart")
+        last = ts
     return out
 
 

@@ -86,6 +86,7 @@ def _eval_table(report: dict[str, Any]) -> list[list[str]]:
                 name,
                 f(r["mean_reward"], 3),
                 f(r["final_fraction_of_best"]),
+                f(r.get("realized_fraction_of_best")),
                 f"{f(r['decisions_to_95pct'], 0)} ({r['decisions_to_95pct_reached']})",
                 f(r["regret_first_200"], 1),
                 f"{f(r.get('reconverge_decisions'), 0)} ({r.get('reconverge_decisions_reached')})",
@@ -96,8 +97,8 @@ def _eval_table(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_EVAL_HEADERS = ["tuner", "reward", "of best", "to 95 %", "regret 200", "re-converge",
-                 "after switch", "chosen lose >10 %"]  # fmt: skip
+_EVAL_HEADERS = ["tuner", "reward", "of best", "realized", "to 95 %", "regret 200",
+                 "re-converge", "after switch", "chosen lose >10 %"]  # fmt: skip
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -218,12 +219,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mean = {
             t: {
                 k: float(np.mean([r["tuners"][t][k] for r in reports.values()]))
-                for k in ("mean_reward", "final_fraction_of_best")
+                for k in ("mean_reward", "final_fraction_of_best", "realized_fraction_of_best")
             }
             for t in tuners
         }
-        print("mean over series: " + ", ".join(
+        print("mean over series, of best: " + ", ".join(
             f"{t} {m['final_fraction_of_best']:.3f}" for t, m in mean.items()))  # fmt: skip
+        print("mean over series, realized: " + ", ".join(
+            f"{t} {m['realized_fraction_of_best']:.3f}" for t, m in mean.items()))  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         body = reports.get(args.env, reports)
@@ -588,7 +591,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"novacron-ml tune run: {t.metrics} + {t.dwcp_config} -> {out}; mode {tn.mode}, a "
         f"decision per host every {tn.interval_s:g} s, canary {tn.canary_fraction:.0%}, "
         f"cooldown {tn.cooldown_s:g} s, policy {tn.policy}; consensus per cluster: "
-        + (tn.consensus_policy or "off (tune.consensus_policy is empty)"),
+        + (tn.consensus_policy or "off (tune.consensus_policy is empty)")
+        + f"; bandwidth predictor per host: {tn.bandwidth_tuner}",
         file=sys.stderr,
     )
     recovery = None
@@ -724,7 +728,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"({DEFAULT_TABLE})")
     p.add_argument("--data", type=Path, help="bandwidth: the public data dir (../shared/data)")
-    p.add_argument("--tuners", nargs="+", help="subset (default: all; `dqn` uses --policy)")
+    p.add_argument(
+        "--tuners",
+        nargs="+",
+        help="subset (default: all; `dqn` uses --policy; bandwidth also knows "
+        "`hindsight`: yesterday's best setting, rerun on yesterday's traffic)",
+    )
     p.add_argument(
         "--policy",
         help="the DQN: a registry folder, <folder>@<version> or a manifest "

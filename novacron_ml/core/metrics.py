@@ -135,7 +135,8 @@ RECOMMENDATIONS = Counter(
     "novacron_tuning_recommendations",
     "Tuning flow: proposals published on optimizer.actions, by mode, action (change, revert, "
     "not-applied), whether the guardrails allowed them and subsystem (compression: a host's "
-    "HDE knobs; consensus: a cluster's ACP knobs); a verdict repeated unchanged at the next "
+    "HDE knobs; bandwidth: its predictor; consensus: a cluster's ACP knobs); a verdict "
+    "repeated unchanged at the next "
     "decision is published, and counted, once.",
     ["mode", "action", "allowed", "subsystem"],
 )
@@ -249,7 +250,7 @@ def initialise(output_topics: list[str], dlq_topic: str) -> None:
 
 def initialise_tuning(mode: str) -> None:
     """The tuning flow's label combinations at zero (`initialise` does the shared ones)."""
-    for subsystem in ("compression", "consensus"):
+    for subsystem in ("compression", "bandwidth", "consensus"):
         for action in ("change", "revert", "not-applied"):
             for allowed in ("true", "false"):
                 RECOMMENDATIONS.labels(

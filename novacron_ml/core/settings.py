@@ -27,7 +27,7 @@ from novacron_ml.core import topics
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.features import FeatureConfig
 from novacron_ml.core.schema import AnomalyType
-from novacron_ml.core.tuning import ACP_KNOBS, KNOBS
+from novacron_ml.core.tuning import ACP_KNOBS, KNOBS, PBA_KNOBS
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -160,8 +160,9 @@ class TopicSettings(_Group):
     )
     dwcp_config: str = Field(
         topics.DWCP_CONFIG,
-        description="Each host's HDE setting and each cluster's consensus setting (compacted; "
-        "keys host and consensus/<cluster>): read by the tuning flow, written in apply mode.",
+        description="Each host's HDE and bandwidth-predictor settings and each cluster's "
+        "consensus setting (compacted; keys host, bandwidth/<host>, consensus/<cluster>): read "
+        "by the tuning flow, written in apply mode.",
     )
 
     @property
@@ -631,6 +632,12 @@ class TuneSettings(_Group):
         description="The simulated consensus table the consensus guardrails estimate from "
         "(novacron-ml tune measure --env consensus).",
     )
+    bandwidth_tuner: Literal["hindsight", "off"] = Field(
+        "hindsight",
+        description="The bandwidth predictor's knobs, per host reporting pba_demand_mbps: "
+        "hindsight (once a day every setting is rerun on the day just seen and the best is "
+        "proposed) or off.",
+    )
     canary_fraction: float = Field(
         0.1,
         ge=0,
@@ -685,7 +692,7 @@ class TuneSettings(_Group):
     @field_validator("bounds")
     @classmethod
     def _known_knobs(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        knobs = [*KNOBS, *ACP_KNOBS]
+        knobs = [*KNOBS, *ACP_KNOBS, *PBA_KNOBS]
         unknown = sorted(set(value) - set(knobs))
         if unknown:
             raise ValueError(f"unknown knobs {unknown}: the knobs are {knobs}")

@@ -44,9 +44,18 @@ GRID_KNOBS: dict[str, tuple[str, str, str]] = {
     "bandwidth": ("pba_window", "pba_confidence", "pba_update_interval"),
     "consensus": ("acp_timeout_ms", "acp_batch", "acp_quorum"),
 }
-"""The other subsystems' knobs (`training.tuning.gridq`). The consensus knobs are served per
-cluster by the tuning flow (`operators.tuning.consensus`); the bandwidth ones are trained and
-evaluated, not served (docs/TUNING.md#flow says why)."""
+"""The other subsystems' knobs (`training.tuning.gridq`). The tuning flow serves the consensus
+knobs per cluster (`operators.tuning.consensus`, the DQN) and the bandwidth predictor's per
+host (`operators.tuning.bandwidth`, hindsight: docs/TUNING.md#bandwidth-flow says why)."""
+PBA_KNOBS: tuple[str, str, str] = GRID_KNOBS["bandwidth"]
+PBA_WINDOWS: tuple[int, ...] = (6, 12, 24, 48, 96, 288)
+"""Prediction window, in 5-minute samples (30 minutes to a day)."""
+PBA_CONFIDENCES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+PBA_UPDATE_INTERVALS: tuple[int, ...] = (1, 3, 6, 12, 24)
+"""Re-provisioning interval, in 5-minute samples."""
+PBA_GRIDS: tuple[tuple[float, ...], ...] = (PBA_WINDOWS, PBA_CONFIDENCES, PBA_UPDATE_INTERVALS)
+DEFAULT_PBA: tuple[float, ...] = (24, 0.9, 6)
+"""Two hours of history, 90 % confidence, re-provisioned every 30 minutes."""
 ACP_KNOBS: tuple[str, str, str] = GRID_KNOBS["consensus"]
 ACP_TIMEOUTS_MS: tuple[int, ...] = (20, 50, 100, 200, 400, 800)
 ACP_BATCHES: tuple[int, ...] = (1, 4, 16, 64)
@@ -195,6 +204,18 @@ within `ACP_SLA_S`, messages per committed request; optionally the number of nod
 p99 round trip (else the consensus table's network) and the setting it runs."""
 
 
+BANDWIDTH_METRICS: tuple[str, ...] = ("pba_demand_mbps", *PBA_KNOBS)
+"""What a host reports so the tuning flow can tune its bandwidth predictor (PBA;
+docs/CATALOGUE.md#tuning): the bandwidth its transfers demanded (Mbit/s, any report period:
+the flow averages it into 5-minute samples) and, optionally, the predictor setting it runs."""
+
+
+def bandwidth_key(host: str) -> str:
+    """The Kafka key of a host's bandwidth-predictor records on `dwcp.config` and
+    `optimizer.actions`."""
+    return f"bandwidth/{host}"
+
+
 def consensus_key(cluster: str) -> str:
     """The Kafka key of a cluster's consensus records on `dwcp.config` and
     `optimizer.actions` (host records are keyed by the host's name)."""
@@ -219,6 +240,24 @@ class ConsensusSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
         return (self.acp_timeout_ms, self.acp_batch, self.acp_quorum)
 
 
+class BandwidthSetting(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A host's bandwidth-predictor (PBA) setting on `dwcp.config` (compacted, keyed by
+    `bandwidth_key`), read and written like its `KnobSetting` (absent: `DEFAULT_PBA`)."""
+
+    host: str
+    pba_window: int
+    pba_confidence: float
+    pba_update_interval: int
+    version: int = 0
+    ts: str = ""
+    source: str = "operator"
+    cluster: str = ""
+
+    @property
+    def config(self) -> tuple[float, ...]:
+        return (self.pba_window, self.pba_confidence, self.pba_update_interval)
+
+
 class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One decision of the tuning flow about one knob of one host, on `optimizer.actions`
     (keyed by host): allowed or blocked, and which guardrail said so (docs/MESSAGES.md)."""
@@ -228,8 +267,9 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     ts: str
     """Event time of the decision (RFC 3339)."""
     knob: str
-    old: int
-    new: int
+    old: int | float
+    new: int | float
+    """The knob's value before and after (a float only for `pba_confidence`)."""
     allowed: bool
     guardrail: str
     """`passed: ...`, the check that blocked it and why, or `revert: ...`."""
@@ -250,13 +290,16 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
     assumed: list[str] = []
     """What the host did not report and the flow assumed (link speed, payload mix)."""
     subsystem: str = "compression"
-    """`compression` (a host's HDE knobs) or `consensus` (a cluster's ACP knobs: `host` is
-    empty, the record is keyed by `consensus_key(cluster)`)."""
+    """`compression` (a host's HDE knobs), `bandwidth` (a host's PBA predictor, keyed by
+    `bandwidth_key(host)`) or `consensus` (a cluster's ACP knobs: `host` is empty, the
+    record is keyed by `consensus_key(cluster)`)."""
     expected_cost: float = 0.0
     current_cost: float = 0.0
     observed_cost: float = 0.0
     """Consensus: the table's mean cost (`consensus_cost`) of the new and current setting, and
-    the cost the cluster reported over the last interval."""
+    the cost the cluster reported over the last interval. Bandwidth: the predictor's cost
+    (over-provisioning + 4 x shortfall + updates, per sample of mean demand) of the new and
+    current setting rerun on the host's last day; observed is the current one's."""
     schema_version: int = 1
 
     @property

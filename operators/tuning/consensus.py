@@ -58,7 +58,14 @@ from novacron_ml.core.tuning import (
     consensus_safe,
     layout,
 )
-from operators.tuning.guardrails import Estimate, GuardrailConfig, Guardrails, Verdict
+from operators.tuning.guardrails import (
+    Estimate,
+    GuardrailConfig,
+    Guardrails,
+    Verdict,
+    adopts,
+    interval_due,
+)
 
 HISTORY = 10
 """Intervals averaged on each side of a change for the revert check (module doc)."""
@@ -175,8 +182,7 @@ class ClusterTuner:
     def on_setting(self, record: ConsensusSetting) -> None:
         """A `dwcp.config` record (the rules of `HostTuner.on_setting`: its own echo and older
         records change nothing)."""
-        own = record.source in ("optimizer", "revert") and record.version <= self.version
-        if not own and record.version >= self.version and record.config != self.config:
+        if adopts(record.source, record.version, record.config, self.version, self.config):
             self.config = record.config
         self.version = max(self.version, record.version)
 
@@ -191,14 +197,10 @@ class ClusterTuner:
             self.rtt_p99_ms = event.value
         elif name in ACP_KNOBS:
             self.running[name] = int(event.value)
-        step_ms = int(ctx.interval_s * 1000)
-        if self.next_decision_ms is None:
-            self.next_decision_ms = event.ts_ms + 2 * step_ms  # as HostTuner.on_event
+        self.next_decision_ms, due = interval_due(self.next_decision_ms, event.ts_ms,
+                                                  ctx.interval_s)  # fmt: skip
+        if not due:
             return []
-        if event.ts_ms < self.next_decision_ms:
-            return []
-        while self.next_decision_ms <= event.ts_ms:
-            self.next_decision_ms += step_ms
         out = self.decide(event.ts_ms, ctx)
         self.sums.clear()
         self.counts.clear()

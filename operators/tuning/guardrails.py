@@ -164,3 +164,26 @@ class Guardrails:
         self.last_change[host] = now_s
         self.reverts += 1
         return a.knob, a.new, a.old
+
+
+def interval_due(next_ms: int | None, ts_ms: int, interval_s: float) -> tuple[int, bool]:
+    """A tuning loop's decision clock in event time: (the next decision's time, whether one
+    is due now). The first decision comes two intervals after the first event (a full one of
+    observations, and time for the loop's `dwcp.config` record, read from the start, to
+    arrive); then one per interval, skipped intervals not made up."""
+    step = int(interval_s * 1000)
+    if next_ms is None:
+        return ts_ms + 2 * step, False
+    if ts_ms < next_ms:
+        return next_ms, False
+    while next_ms <= ts_ms:
+        next_ms += step
+    return next_ms, True
+
+
+def adopts(source: str, version: int, config: object, known_version: int, known: object) -> bool:
+    """Whether a loop takes a `dwcp.config` record's setting: not its own apply-mode record
+    coming back (`optimizer` or `revert` at a version it already holds: the loop knows more,
+    e.g. that the host never took it), not an older one, and not the setting it has."""
+    own = source in ("optimizer", "revert") and version <= known_version
+    return not own and version >= known_version and config != known

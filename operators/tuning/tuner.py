@@ -49,9 +49,17 @@ from novacron_ml.core.tuning import (
     policy_state,
 )
 from operators.tuning import envmodel
+from operators.tuning.bandwidth import BandwidthContext
 from operators.tuning.consensus import ConsensusContext
 from operators.tuning.envmodel import CompressionTable
-from operators.tuning.guardrails import Estimate, GuardrailConfig, Guardrails, Verdict
+from operators.tuning.guardrails import (
+    Estimate,
+    GuardrailConfig,
+    Guardrails,
+    Verdict,
+    adopts,
+    interval_due,
+)
 
 SHARE_METRICS: dict[str, str] = {f"payload_share_{k.replace('-', '_')}": k for k in PAYLOAD_KINDS}
 OBSERVED = ("throughput_mbps", "compression_ratio")
@@ -76,6 +84,8 @@ class TunerContext:
     """A change the table expects to gain less than this is not worth making (churn)."""
     consensus: ConsensusContext | None = None
     """The clusters' consensus loop (`operators.tuning.consensus`); None: not tuned."""
+    bandwidth: BandwidthContext | None = None
+    """The hosts' bandwidth-predictor loop (`operators.tuning.bandwidth`); None: not tuned."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -127,8 +137,7 @@ class HostTuner:
         the echo does — e.g. that the host never took it (`not-applied`) — and when the echo
         arrives must not change what it decides (it arrives whenever the topic is read: at
         once, later, or after a restart)."""
-        own = record.source in ("optimizer", "revert") and record.version <= self.version
-        if not own and record.version >= self.version and record.config != self.config:
+        if adopts(record.source, record.version, record.config, self.version, self.config):
             self.config = record.config
         self.version = max(self.version, record.version)
 
@@ -144,16 +153,10 @@ class HostTuner:
         elif name in KNOBS:
             self.running[name] = int(event.value)
         self.cluster = self.cluster or event.cluster
-        step_ms = int(ctx.interval_s * 1000)
-        if self.next_decision_ms is None:
-            # the first decision after two intervals: a full one of observations, and time
-            # for the host's dwcp.config record (read from the start) to arrive
-            self.next_decision_ms = event.ts_ms + 2 * step_ms
+        self.next_decision_ms, due = interval_due(self.next_decision_ms, event.ts_ms,
+                                                  ctx.interval_s)  # fmt: skip
+        if not due:
             return []
-        if event.ts_ms < self.next_decision_ms:
-            return []
-        while self.next_decision_ms <= event.ts_ms:
-            self.next_decision_ms += step_ms
         out = self.decide(event.ts_ms, ctx)
         self.sums.clear()
         self.counts.clear()

@@ -27,7 +27,13 @@ from novacron_ml.core.metrics import counter_value
 from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
-from novacron_ml.core.tuning import DEFAULT_CONFIG, ConsensusSetting, KnobSetting, Recommendation
+from novacron_ml.core.tuning import (
+    DEFAULT_CONFIG,
+    BandwidthSetting,
+    ConsensusSetting,
+    KnobSetting,
+    Recommendation,
+)
 from operators.tuning import envmodel
 
 
@@ -80,6 +86,9 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
         host="host-000", hde_level=9, hde_chunk_kib=64, hde_window_log=17, version=5
     )
     off_grid = KnobSetting(host="host-001", hde_level=4, hde_chunk_kib=64, hde_window_log=17)
+    pba = BandwidthSetting(
+        host="host-000", pba_window=96, pba_confidence=0.95, pba_update_interval=3
+    )
     acp = ConsensusSetting(
         cluster="cluster-0", acp_timeout_ms=200, acp_batch=16, acp_quorum=3, version=2
     )
@@ -92,6 +101,12 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
             b"consensus/cluster-0",
             b'{"cluster": "cluster-0", "acp_timeout_ms": 200, "acp_batch": 3, "acp_quorum": 3}',
         ),  # batch 3 is not on the grid
+        (b"bandwidth/host-000", msgspec.json.encode(pba)),
+        (
+            b"bandwidth/host-001",
+            b'{"host": "host-001", "pba_window": 7, "pba_confidence": 0.9, '
+            b'"pba_update_interval": 6}',
+        ),  # a window of 7 samples is not on the grid
     ]
     out: list[Any] = []
     flow = build_flow(
@@ -105,8 +120,10 @@ def test_settings_come_from_dwcp_config_and_bad_ones_are_dead_letters() -> None:
     run_main(flow)
     dead = [i for i in out if isinstance(i, DeadLetter)]
     assert [(d.reason, d.key) for d in dead] == [(Reason.BAD_SETTING, b"host-001")] * 2 + [
-        (Reason.BAD_SETTING, b"consensus/cluster-0")
+        (Reason.BAD_SETTING, b"consensus/cluster-0"),
+        (Reason.BAD_SETTING, b"bandwidth/host-001"),
     ]
+    assert "pba_window=7 is not one of" in dead[3].detail
     assert "hde_level=4 is not one of" in dead[1].detail
     assert "acp_batch=3 is not one of" in dead[2].detail
     consensus = [i for i in out if isinstance(i, Recommendation) and i.subsystem == "consensus"]
@@ -189,3 +206,23 @@ def test_a_silent_host_is_compacted_then_forgotten_and_its_snapshot_resumes() ->
     _minutes(quiet, 5, 1_700_000_000_000)
     now[0] += 61
     assert quiet.on_notify() == ([], StatefulLogic.DISCARD)
+
+
+def test_each_record_is_keyed_by_what_it_tunes() -> None:
+    from dataflows.tune import encode_tuning
+
+    topics = Settings().topics
+    encode = encode_tuning(topics)
+    common: dict[str, Any] = {"ts": "2026-12-06T00:00:00Z", "knob": "k", "old": 1, "new": 2,
+                              "allowed": True, "guardrail": "passed", "mode": "apply"}  # fmt: skip
+    host = Recommendation(host="h1", cluster="c1", **common)
+    pba = Recommendation(host="h1", cluster="c1", subsystem="bandwidth", **common)
+    acp = Recommendation(host="", cluster="c1", subsystem="consensus", **common)
+    setting = BandwidthSetting(host="h1", pba_window=6, pba_confidence=0.5, pba_update_interval=1)
+    keys = [(m.key, m.topic) for m in map(encode, [host, pba, acp, setting])]
+    assert keys == [
+        (b"h1", topics.optimizer_actions),
+        (b"bandwidth/h1", topics.optimizer_actions),
+        (b"consensus/c1", topics.optimizer_actions),
+        (b"bandwidth/h1", topics.dwcp_config),
+    ]

@@ -26,19 +26,25 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
-WINDOWS: tuple[int, ...] = (6, 12, 24, 48, 96, 288)
-CONFIDENCES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
-UPDATE_INTERVALS: tuple[int, ...] = (1, 3, 6, 12, 24)
-DEFAULT_PBA: tuple[float, ...] = (24, 0.9, 6)
-SHORTFALL_COST = 4.0
-"""Unmet demand costs this many times idle bandwidth (queued or dropped traffic)."""
-UPDATE_COST = 0.05
-"""Each re-provisioning costs this share of one sample's mean demand."""
-SEGMENT = 288
+from operators.tuning.bandwidth import (
+    CONFIDENCES,
+    DEFAULT_PBA,
+    SEGMENT,
+    SHORTFALL_COST,
+    UPDATE_COST,
+    UPDATE_INTERVALS,
+    WINDOWS,
+    rerun_day,
+    run_predictor,
+)
+
+__all__ = ["CONFIDENCES", "DEFAULT_PBA", "SEGMENT", "SHORTFALL_COST", "UPDATE_COST",
+           "UPDATE_INTERVALS", "WINDOWS", "BandwidthEnv", "Hindsight", "run_predictor",
+           "traffic_series"]  # fmt: skip
+
 _STATIC: dict[tuple[object, ...], dict[str, float]] = {}
 
 
@@ -59,36 +65,6 @@ def traffic_series(data_dir: Path | None = None) -> dict[str, np.ndarray]:
         for col in ("net_in", "net_out"):
             out[f"alibaba_{col}"] = table[:, cols.index(col)]
     return out
-
-
-def run_predictor(
-    y: np.ndarray, start: int, stop: int, window: int, confidence: float, update: int
-) -> dict[str, float]:
-    """Provision y[start:stop] with the predictor; cost, accuracy and waste per sample."""
-    z = NormalDist().inv_cdf(confidence) if confidence > 0.5 else 0.0
-    scale = float(np.mean(y[max(0, start - 2016) : start])) or 1.0  # the last week's mean
-    over = short = 0.0
-    abs_err = demand = 0.0
-    updates = 0
-    for t0 in range(start, stop, update):
-        hist = y[max(0, t0 - window) : t0]
-        mu = float(hist.mean())
-        sd = float(hist.std()) if len(hist) > 1 else 0.0
-        provision = mu + z * sd
-        actual = y[t0 : min(t0 + update, stop)]
-        over += float(np.clip(provision - actual, 0, None).sum())
-        short += float(np.clip(actual - provision, 0, None).sum())
-        abs_err += float(np.abs(actual - mu).sum())
-        demand += float(actual.sum())
-        updates += 1
-    n = stop - start
-    cost = (over + SHORTFALL_COST * short) / (n * scale) + UPDATE_COST * updates / n
-    return {
-        "reward": -cost,
-        "accuracy": 100.0 * (1.0 - abs_err / demand) if demand > 0 else 0.0,
-        "waste": over / demand if demand > 0 else 0.0,
-        "shortfall": short / demand if demand > 0 else 0.0,
-    }
 
 
 @dataclass
@@ -141,3 +117,39 @@ class BandwidthEnv:
         scores = {c: self.measure(c, noise=False)["reward"] for c in self.configs}
         best = max(scores, key=lambda c: scores[c])
         return best, scores[best]
+
+    def best_before_next(self) -> tuple[float, ...] | None:
+        """The setting that would have done best on the period just before the next
+        decision's (every setting rerun on it: the predictor is cheap, and that traffic has
+        been seen), None when that period lacks the history a predictor needs. What the
+        `hindsight` tuner plays (`Hindsight`)."""
+        starts = self._segments()
+        s = starts[self.t % len(starts)]
+        if s - self.segment < self.warm:
+            return None
+        key = (self.name, len(self.y), self.segment, s)
+        if key not in _HINDSIGHT:
+            assert self.segment == SEGMENT, "the flow's hindsight judges whole days"
+            runs = rerun_day(self.y[:s])  # the tuning flow's own function
+            _HINDSIGHT[key] = max(runs, key=lambda c: runs[c]["reward"])
+        return _HINDSIGHT[key]
+
+
+_HINDSIGHT: dict[tuple[object, ...], tuple[float, ...]] = {}
+
+
+@dataclass
+class Hindsight:
+    """Follow the leader on yesterday: each decision plays the setting that was best on the
+    period just before it (`BandwidthEnv.best_before_next`), the default until one exists.
+    No training and no exploration: every decision it makes is out of sample."""
+
+    env: BandwidthEnv
+    default: tuple[float, ...] = DEFAULT_PBA
+    name: str = "hindsight"
+
+    def propose(self) -> tuple[float, ...]:
+        return self.env.best_before_next() or self.default
+
+    def observe(self, config: tuple[float, ...], reward: float) -> None:
+        pass

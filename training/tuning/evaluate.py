@@ -53,7 +53,15 @@ def make_tuner(
         return OptunaBO(env.configs, budget, seed)
     if name == "dqn" and policy is not None:
         return policy(env, seed)
-    raise ValueError(f"unknown tuner {name!r} (known: {', '.join(TUNERS)}, dqn)")
+    if name == "hindsight":
+        from training.tuning.bandwidth import BandwidthEnv, Hindsight
+
+        if not isinstance(env, BandwidthEnv):
+            raise ValueError(
+                "hindsight needs the period before each decision rerun: --env bandwidth"
+            )
+        return Hindsight(env, tuple(default))  # type: ignore[return-value]  # float knobs
+    raise ValueError(f"unknown tuner {name!r} (known: {', '.join(TUNERS)}, dqn, hindsight)")
 
 
 def evaluate(
