@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
 import msgspec
 import numpy as np
-from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
@@ -50,7 +51,7 @@ from dataflows.steps import (
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.kafka import ORDERED_PRODUCER, LagMonitor, with_client_log
+from novacron_ml.core.kafka import ORDERED_PRODUCER, LagMonitor, iter_topic, with_client_log
 from novacron_ml.core.manifest import resolve_model_path
 from novacron_ml.core.schema import MetricEvent
 from novacron_ml.core.settings import Settings, TopicSettings, load_settings
@@ -81,6 +82,7 @@ from operators.tuning.policy import OnnxPolicy
 from operators.tuning.tuner import INPUT_METRICS, HostTuner, TunerContext
 
 FLOW_ID = "novacron_tune"
+LOG = logging.getLogger("novacron.tune")
 _SETTING = msgspec.json.Decoder(KnobSetting)
 _CONSENSUS_SETTING = msgspec.json.Decoder(ConsensusSetting)
 _CONSENSUS_METRICS = frozenset(CONSENSUS_METRICS)
@@ -288,7 +290,14 @@ def _count(out: list[object]) -> None:
                 obs.GUARDRAIL_BLOCKS.labels(guardrail=rec.blocked_by).inc()
 
 
-HostSnapshot = tuple[HostTuner | ClusterTuner | BandwidthTuner, float, bool]
+Tuner = HostTuner | ClusterTuner | BandwidthTuner
+Setting = KnobSetting | ConsensusSetting | BandwidthSetting
+_TUNER_OF: dict[type, type] = {
+    KnobSetting: HostTuner,
+    ConsensusSetting: ClusterTuner,
+    BandwidthSetting: BandwidthTuner,
+}
+HostSnapshot = tuple[Tuner, float, bool]
 """A host's (its predictor's, a cluster's consensus) recovery state: its tuner, when it was
 last heard from (wall clock, epoch s) and whether it has been compacted."""
 
@@ -307,51 +316,58 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
         forget_s: float,
         resume: HostSnapshot | None = None,
         clock: Callable[[], float] = time.time,
+        initial: Mapping[str, Setting] | None = None,
     ) -> None:
         self.context, self.idle_s, self.forget_s = context, idle_s, forget_s
         self.clock = clock
-        self.tuner: HostTuner | ClusterTuner | BandwidthTuner | None = None
+        self.initial = initial or {}
+        self.tuner: Tuner | None = None
         self.seen, self.compact = clock(), False
         if resume is not None:
             self.tuner, self.seen, self.compact = resume
 
+    def _tuner(self, kind: type[Tuner], host: str, cluster: str) -> Tuner:
+        """The key's tuner, created on its first item and then given the setting
+        `dwcp.config` held when the flow started (read to its end before the first decision:
+        no race between a host's first metrics and its setting)."""
+        if self.tuner is None:
+            if kind is ClusterTuner:
+                tuner: Tuner = ClusterTuner(cluster)
+                key = consensus_key(cluster)
+            elif kind is BandwidthTuner:
+                tuner, key = BandwidthTuner(host, cluster), bandwidth_key(host)
+            else:
+                tuner, key = HostTuner(host, cluster), host
+            start = self.initial.get(key)
+            if start is not None:
+                tuner.on_setting(start)  # type: ignore[arg-type]
+            self.tuner = tuner
+        return self.tuner
+
     def on_item(self, value: Any) -> tuple[list[object], bool]:
         self.seen, self.compact = self.clock(), False
-        if isinstance(value, KnobSetting):
-            self.tuner = self.tuner or HostTuner(value.host, value.cluster)
-            self.tuner.on_setting(value)  # type: ignore[arg-type]
-            return [], StatefulLogic.RETAIN
-        if isinstance(value, ConsensusSetting):
-            self.tuner = self.tuner or ClusterTuner(value.cluster)
-            self.tuner.on_setting(value)  # type: ignore[arg-type]
-            return [], StatefulLogic.RETAIN
-        if isinstance(value, BandwidthSetting):
-            self.tuner = self.tuner or BandwidthTuner(value.host, value.cluster)
-            self.tuner.on_setting(value)  # type: ignore[arg-type]
+        if isinstance(value, KnobSetting | ConsensusSetting | BandwidthSetting):
+            kind = _TUNER_OF[type(value)]
+            host = getattr(value, "host", "")
+            self._tuner(kind, host, value.cluster).on_setting(value)  # type: ignore[arg-type]
             return [], StatefulLogic.RETAIN
         ctx = self.context()  # the policy serving now (a promoted version between batches)
+        first = value[0]
         out: list[object] = []
-        if value[0].metric in _BANDWIDTH_METRICS:  # a host's bandwidth predictor (its own key)
-            if ctx.bandwidth is None:
-                return [], StatefulLogic.RETAIN  # not tuned (tune.bandwidth_tuner off)
-            pba = self.tuner = self.tuner or BandwidthTuner(value[0].host, value[0].cluster)
-            if isinstance(pba, BandwidthTuner):
+        if first.metric in _BANDWIDTH_METRICS:  # a host's bandwidth predictor (its own key)
+            if ctx.bandwidth is not None:  # else not tuned (tune.bandwidth_tuner off)
+                pba = self._tuner(BandwidthTuner, first.host, first.cluster)
                 for event in value:
-                    out += pba.on_event(event, ctx.bandwidth)
-            _count(out)
-            return out, StatefulLogic.RETAIN
-        if value[0].metric in _CONSENSUS_METRICS:  # a cluster's consensus (its own key)
-            if ctx.consensus is None:
-                return [], StatefulLogic.RETAIN  # not tuned (tune.consensus_policy empty)
-            cluster = self.tuner = self.tuner or ClusterTuner(value[0].cluster)
-            if isinstance(cluster, ClusterTuner):
+                    out += pba.on_event(event, ctx.bandwidth)  # type: ignore[arg-type]
+        elif first.metric in _CONSENSUS_METRICS:  # a cluster's consensus (its own key)
+            if ctx.consensus is not None:  # else not tuned (tune.consensus_policy empty)
+                cluster = self._tuner(ClusterTuner, first.host, first.cluster)
                 for event in value:
-                    out += cluster.on_event(event, ctx.consensus)
+                    out += cluster.on_event(event, ctx.consensus)  # type: ignore[arg-type]
         else:
-            tuner = self.tuner = self.tuner or HostTuner(value[0].host, value[0].cluster)
-            if isinstance(tuner, HostTuner):
-                for event in value:  # one host's events of one input batch, in order
-                    out += tuner.on_event(event, ctx)
+            tuner = self._tuner(HostTuner, first.host, first.cluster)
+            for event in value:  # one host's events of one input batch, in order
+                out += tuner.on_event(event, ctx)  # type: ignore[arg-type]
         _count(out)
         return out, StatefulLogic.RETAIN
 
@@ -375,9 +391,29 @@ class HostLogic(StatefulLogic[Any, object, HostSnapshot]):
 
 
 def host_logic_builder(
-    context: Callable[[], TunerContext], idle_s: float, forget_s: float
+    context: Callable[[], TunerContext],
+    idle_s: float,
+    forget_s: float,
+    initial: Mapping[str, Setting] | None = None,
 ) -> Callable[[HostSnapshot | None], HostLogic]:
-    return lambda resume: HostLogic(context, idle_s, forget_s, resume)
+    return lambda resume: HostLogic(context, idle_s, forget_s, resume, initial=initial)
+
+
+def settings_at_start(records: Iterable[Any]) -> dict[str, Setting]:
+    """Each key's latest setting among `dwcp.config` records (`parse_setting`'s keys; the
+    highest version wins, then the later record): what the flow reads to the topic's end
+    before it starts, so no host's first decision races its setting. Malformed records are
+    skipped here (the config stream, which reads the topic again, dead-letters them once)."""
+    out: dict[str, Setting] = {}
+    for msg in records:
+        parsed = parse_setting(msg)
+        if isinstance(parsed, DeadLetter):
+            continue
+        key, setting = parsed
+        known = out.get(key)
+        if known is None or setting.version >= known.version:
+            out[key] = setting
+    return out
 
 
 def events_of(batch: list[Any]) -> list[Any]:
@@ -442,10 +478,13 @@ def build_flow(
     kafka_output: bool = True,
     ctx: TunerContext | None = None,
     flow_id: str = FLOW_ID,
+    initial_settings: Mapping[str, Setting] | None = None,
 ) -> Dataflow:
     """Wire the tuning flow between any source of Kafka-style metric messages (and optionally
     of `dwcp.config` records) and any sink: `KafkaSinkMessage`s when `kafka_output`, else the
-    `Recommendation`/`KnobSetting`/`DeadLetter` objects themselves."""
+    `Recommendation`/`KnobSetting`/`DeadLetter` objects themselves. `initial_settings`: each
+    key's setting when the flow starts (`settings_at_start`), given to its loop before its
+    first decision."""
     set_poll_s(settings.models.poll_s)
     if ctx is None:
         context = live_context(settings)
@@ -476,7 +515,9 @@ def build_flow(
         keyed = op.merge("events_and_settings", keyed, split_cfg.trues)
         bad = op.map("count_bad_config", split_cfg.falses, count_dead_letter)
         dead = op.merge("dead_letters", dead, bad)
-    builder = host_logic_builder(context, settings.tune.idle_s, settings.tune.forget_s)
+    builder = host_logic_builder(
+        context, settings.tune.idle_s, settings.tune.forget_s, initial_settings
+    )
     tuned = op.stateful("tune", keyed, builder)
     merged = op.merge("collect_outputs", op.map("drop_host", tuned, lambda kv: kv[1]), dead)
     if kafka_output:
@@ -513,12 +554,19 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
         kafka.delivery_timeout_s,
     )
     LagMonitor.start(",".join(kafka.brokers), settings.observability.lag_interval_s)
+    topic = settings.topics.dwcp_config
+    initial = settings_at_start(
+        KafkaSourceMessage(r.key, r.value, topic=topic, partition=r.partition, offset=r.offset)
+        for r in iter_topic(",".join(kafka.brokers), topic)
+    )
+    LOG.info("tuning flow: %d settings on %s at start", len(initial), topic)
     return build_flow(
         settings,
         source(settings.topics.metrics, metrics_offset),
         sink,
         # every host's setting from the start: the topic is compacted, the latest one wins
-        config_source=source(settings.topics.dwcp_config, OFFSET_BEGINNING),
+        config_source=source(topic, OFFSET_BEGINNING),
+        initial_settings=initial,
     )
 
 

@@ -226,3 +226,39 @@ def test_each_record_is_keyed_by_what_it_tunes() -> None:
         (b"consensus/c1", topics.optimizer_actions),
         (b"bandwidth/h1", topics.dwcp_config),
     ]
+
+
+def test_the_settings_at_start_reach_each_loop_before_its_first_decision() -> None:
+    """`dwcp.config` read to its end before the flow starts (`settings_at_start`): a host
+    that never reports the setting it runs is tuned from its operator's setting even when
+    the config stream has not delivered it (here: no config stream at all)."""
+    from bytewax.connectors.kafka import KafkaSourceMessage
+
+    from dataflows.tune import settings_at_start
+
+    def msg(key: bytes, value: bytes, offset: int) -> KafkaSourceMessage[bytes, bytes]:
+        return KafkaSourceMessage(key, value, topic="dwcp.config", partition=0, offset=offset)
+
+    old = KnobSetting(host="host-000", hde_level=5, hde_chunk_kib=64, hde_window_log=17,
+                      version=4)  # fmt: skip
+    new = msgspec.structs.replace(old, hde_level=9, version=5)
+    stale = msgspec.structs.replace(old, hde_level=1, version=3)
+    records = [msg(b"host-000", msgspec.json.encode(s), i) for i, s in enumerate([old, new])]
+    records += [msg(b"host-000", msgspec.json.encode(stale), 2), msg(b"host-001", b"junk", 3)]
+    initial = settings_at_start(records)
+    assert initial == {"host-000": new}  # the highest version; junk skipped, not fatal
+
+    settings = Settings(tune={"mode": "dry-run", "canary_fraction": 1.0})
+    ctx = tuner_context(settings)
+    sim = FleetSimulator(FleetConfig(hosts=2, clusters=1, duration_s=1800, step_s=10))
+    loop = ClosedLoop(sim, ctx, 1.0, report_setting=False)
+    sim.hook = loop.hook
+    out: list[Any] = []
+    flow = build_flow(settings, MessageSource(lambda: sim.messages("json"), 100),
+                      CallbackSink(out.extend), kafka_output=False, ctx=ctx,
+                      initial_settings=initial)  # fmt: skip
+    run_main(flow)
+    recs = [i for i in out if isinstance(i, Recommendation) and i.subsystem == "compression"]
+    first = {r.host: r for r in reversed(recs)}
+    assert first["host-000"].knob == "hde_level" and first["host-000"].old == 9
+    assert first["host-001"].old in DEFAULT_CONFIG  # nothing at start: the default

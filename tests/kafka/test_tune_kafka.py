@@ -14,10 +14,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import run_main
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from dataflows.tune import kafka_flow, tuner_context
+from dataflows.tune import kafka_flow, settings_at_start, tuner_context
 from novacron_ml.app.tune_demo import ClosedLoop
 from novacron_ml.core.kafka import (
     client_config,
@@ -66,6 +67,12 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     # an operator sets a host with kcat, as docs/TUNING.md shows (and mistypes another)
     lines = f"host-002|{msgspec.json.encode(operator).decode()}\nhost-001|not a setting\n"
     kcat("-P", "-K", "|", "-t", tune_topics["dwcp_config"], stdin=lines, bootstrap=kafka_bootstrap)
+    # what the flow reads to the end before it starts (its loops' settings at start)
+    start = settings_at_start(
+        KafkaSourceMessage(r.key, r.value, topic="t", partition=r.partition, offset=r.offset)
+        for r in read_topic(kafka_bootstrap, tune_topics["dwcp_config"])
+    )
+    assert start == {"host-002": operator}
     run_main(kafka_flow(settings))
 
     # what an operator's consumer sees: kcat reads optimizer.actions, key and value
