@@ -158,10 +158,11 @@ class BandwidthTuner:
         self.cluster = self.cluster or event.cluster
         if event.metric in PBA_KNOBS:
             self.running[event.metric] = event.value
-            running = tuple(self.running.get(k) for k in PBA_KNOBS)
-            on_grid = all(v in g for v, g in zip(running, PBA_GRIDS, strict=True))
-            if len(self.running) == len(PBA_KNOBS) and on_grid:
-                self.config = running  # type: ignore[assignment]  # where the host stands
+            if len(self.running) == len(PBA_KNOBS):
+                w, c, u = (self.running[k] for k in PBA_KNOBS)
+                running = (int(w), c, int(u)) if w == int(w) and u == int(u) else (w, c, u)
+                if all(v in g for v, g in zip(running, PBA_GRIDS, strict=True)):
+                    self.config = running  # where the host stands
             return []
         if event.metric != "pba_demand_mbps":
             return []
@@ -173,8 +174,9 @@ class BandwidthTuner:
             return []
         if b < self.bucket:
             return []  # a late report for a sample already closed: not reopened
-        out = self._close_sample(b)
+        self._close_sample(b)
         self.bucket, self.bucket_sum, self.bucket_n = b, event.value, 1
+        out: list[object] = []
         if self.decisions:
             due = self.since_decision >= SEGMENT and len(self.samples) >= 2 * SEGMENT
         else:  # the first: two days held, and the host's share of a day more
@@ -184,17 +186,18 @@ class BandwidthTuner:
             out += self.decide(event.ts_ms, ctx)
         return out
 
-    def _close_sample(self, next_bucket: int) -> list[object]:
+    def _close_sample(self, next_bucket: int) -> None:
+        """The filled 5-minute sample joins the history (and copies of it for a short gap
+        before `next_bucket`); a long gap restarts the history."""
         assert self.bucket is not None
         mean = self.bucket_sum / self.bucket_n
         gap = next_bucket - self.bucket - 1
         if gap > MAX_GAP_SAMPLES:
             self.samples, self.since_decision = [], 0  # the history is broken: start again
-            return []
+            return
         new = [mean] * (1 + gap)
         self.samples = (self.samples + new)[-(SCALE_SAMPLES + SEGMENT) :]
         self.since_decision += len(new)
-        return []
 
     def decide(self, now_ms: int, ctx: BandwidthContext) -> list[object]:
         """Every setting rerun on the day just seen; the best proposed for the next day."""

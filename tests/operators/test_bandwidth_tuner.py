@@ -100,3 +100,4 @@ def test_a_long_gap_restarts_the_history_and_a_short_one_is_filled() -> None:
     for knob, value in zip(PBA_KNOBS, (96, 0.95, 3), strict=True):
         tuner.on_event(MetricEvent(T0 + 41 * SAMPLE_MS, "h", "c", knob, value), ctx)
     assert tuner.config == (96, 0.95, 3)  # the setting the host reports it runs
+    assert [type(v) for v in tuner.config] == [int, float, int]  # as a BandwidthSetting has
