@@ -84,7 +84,7 @@ def test_tune_flow_on_kafka(kafka_bootstrap: str, tune_topics: dict[str, str]) -
     # the cluster's consensus (its leader, host-000, reports acp_* metrics) beside the hosts
     acp = [(k, r) for (k, _v), r in zip(pairs, every, strict=True) if r.subsystem == "consensus"]
     assert acp and all(k == "consensus/cluster-0" and r.host == "" for k, r in acp)
-    assert all(r.model == "dqn_consensus@1" and r.mode == "apply" for _k, r in acp)
+    assert all(r.model == "dqn_consensus@2" and r.mode == "apply" for _k, r in acp)
     recs = [r for r in every if r.subsystem == "compression"]
     assert recs and all(k == r.host for (k, _v), r in zip(pairs, every, strict=True) if r in recs)
     assert {r.host for r in recs} == {"host-000", "host-001", "host-002"}
