@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ def trial(table: ConsensusTable, old: tuple[int, ...], new: tuple[int, ...], see
     ctx = ConsensusContext(q_values, table, lax, "bench", mode="apply", min_gain=-1.0)
     tuner = ClusterTuner("c", config=old)
     reverted = False
+    STATE_BYTES.append(0)
     for minute in range(42):
         phase["move"] = minute == 11
         if minute == 12 and tuner.guard is not None:
@@ -63,7 +65,12 @@ def trial(table: ConsensusTable, old: tuple[int, ...], new: tuple[int, ...], see
             for name, value in zip(OBSERVED, row, strict=True):
                 out = tuner.on_event(MetricEvent(ts, "h", "c", name, float(value)), ctx)
                 reverted |= any(getattr(r, "action", "") == "revert" for r in out)
+    STATE_BYTES[-1] = len(pickle.dumps(tuner))
     return reverted
+
+
+STATE_BYTES: list[int] = []
+"""Each trial's cluster state at its end, pickled (what a recovery snapshot holds)."""
 
 
 def main() -> None:
@@ -87,7 +94,8 @@ def main() -> None:
         print(f"{change:<28} {costs:>17}  {better:<6} {shares[0]:>9.0%} {shares[1]:>12.0%}")
     print(
         f"\nknobs {'/'.join(ACP_KNOBS)}; {args.trials} trials each; 5 % success and 10 % "
-        "p99 margins, two bad intervals in a row"
+        "p99 margins, two bad intervals in a row; a cluster's state "
+        f"{np.median(STATE_BYTES) / 1024:.1f} KB pickled (median)"
     )
 
 
