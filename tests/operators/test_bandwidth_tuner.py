@@ -77,15 +77,16 @@ def test_dry_run_advises_and_the_safe_set_and_bounds_block() -> None:
     assert recs and not any(isinstance(o, BandwidthSetting) for o in out)
     assert all(r.mode == "dry-run" and r.expected_cost < r.current_cost for r in recs)
     assert {r.knob for r in recs} <= set(PBA_KNOBS)
-    # the window may not go above 24 samples: every move past it is refused, whole
-    bounded = GuardrailConfig(canary_fraction=1.0, bounds={"pba_window": (6.0, 24.0)})
+    # the window may not go below 24 samples: the day's best (a 6-sample window) is refused
+    # by the bounds, and the whole move with it
+    bounded = GuardrailConfig(canary_fraction=1.0, bounds={"pba_window": (24.0, 288.0)})
     tuner = BandwidthTuner("host-1")
     out = feed(tuner, BandwidthContext(bounded, mode="apply"), y)
     recs = [o for o in out if isinstance(o, Recommendation)]
-    wide = [r for r in recs if r.knob == "pba_window" and r.new > 24]
-    if wide:  # this day's best needs a longer window: blocked, and the setting stays
-        assert all(not r.allowed and r.guardrail.startswith("bounds") for r in wide)
-        assert tuner.config[0] <= 24
+    (window,) = [r for r in recs if r.knob == "pba_window"]
+    assert window.new < 24 and not window.allowed and window.guardrail.startswith("bounds")
+    assert all(not r.allowed for r in recs) and tuner.config == DEFAULT_PBA
+    assert not any(isinstance(o, BandwidthSetting) for o in out)
 
 
 def test_a_long_gap_restarts_the_history_and_a_short_one_is_filled() -> None:
