@@ -95,6 +95,7 @@ def test_the_tuning_flow_swaps_its_policy_mid_stream(
 ) -> None:
     subsystem = name.removeprefix("dqn_")
     runs: dict[str, list[Recommendation]] = {}
+    start = int(time.time() // 60 * 60_000) - 4 * 3_600_000  # one start for both runs
     for run in ("steady", "swapped"):
         root = tmp_path / run
         add_version(root, name)
@@ -104,7 +105,9 @@ def test_the_tuning_flow_swaps_its_policy_mid_stream(
         if other:
             tune[other] = ""  # the other policy off: only this one's verdicts
         settings = Settings(tune=tune, models={"poll_s": 0.001})
-        sim = FleetSimulator(FleetConfig(hosts=4, clusters=1, duration_s=3 * 3600, step_s=10))
+        sim = FleetSimulator(
+            FleetConfig(hosts=4, clusters=1, duration_s=3 * 3600, step_s=10, start_ms=start)
+        )
         loop = ClosedLoop(sim, tuner_context(settings), 1.0)
         sim.hook = loop.hook
         folder = root / name if run == "swapped" else None
