@@ -38,7 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.config import resolve
 from dataflows.encode import to_kafka_message
-from dataflows.io import CheckedKafkaSink, Stoppable
+from dataflows.io import BatchedKafkaSource, CheckedKafkaSink, Stoppable, messages_of
 from dataflows.steps import (
     ShardRouter,
     count_and_suppress,
@@ -135,7 +135,7 @@ def build_flow(
 ) -> Dataflow:
     """Wire the detect flow between any source of Kafka-style messages and any sink.
 
-    The source yields `KafkaSourceMessage`s (or `KafkaError`s); the sink receives
+    The source yields `MessageBatch`es, `KafkaSourceMessage`s or `KafkaError`s; the sink receives
     `KafkaSinkMessage`s when `kafka_output`, else the `Alert`/`DeadLetter` objects themselves
     (plus a `WindowScore` with each scored window's anomaly probability when `emit_scores`,
     for backtests such as NAB). `feedback_source` yields operator verdicts
@@ -168,9 +168,9 @@ def build_flow(
     by_shard = op.merge("windows_and_evictions", by_shard, evicted)
     feedback_dead: Any = None
     if feedback_source is not None:
-        verdicts = op.map(
-            "parse_feedback", op.input("feedback_in", flow, feedback_source), parse_feedback_message
-        )
+        feedback_in = op.input("feedback_in", flow, feedback_source)
+        one_by_one = op.flat_map("feedback_messages", feedback_in, messages_of)
+        verdicts = op.map("parse_feedback", one_by_one, parse_feedback_message)
         split_fb = op.branch("split_feedback", verdicts, is_feedback)
         keyed_fb = op.key_on("feedback_by_shard", split_fb.trues, shard_of_series)
         by_shard = op.merge("windows_and_feedback", by_shard, keyed_fb)
@@ -230,7 +230,7 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     kafka = settings.kafka
     use_client_properties(kafka.client_properties())  # the given settings' security, not the env's
     source = Stoppable(
-        KafkaSource(
+        BatchedKafkaSource(
             kafka.brokers,
             [settings.topics.metrics],
             tail=kafka.tail,

@@ -3,8 +3,13 @@ replay of a topic (`TimeRangeKafkaSource`), and the flow's delivery-checked Kafk
 (`CheckedKafkaSink`, which replaces Bytewax's `KafkaSink`: that one produces without delivery
 reports, so a refused or timed-out record vanished with nothing logged).
 
-`SimulatorSource` yields the same `KafkaSourceMessage`s a Kafka topic would, so the demo and
-the benchmarks run the exact production flow (parsing included) without a broker.
+The metrics inputs hand the flow one `MessageBatch` per consumed batch (a partition's
+messages as lists) instead of one `KafkaSourceMessage` per message: building a dataclass and
+moving an item through Bytewax per message cost ~20 % of the whole flow (issue 18,
+docs/BENCHMARKS.md). `BatchedKafkaSource` is Bytewax's `KafkaSource` doing that;
+`MessageSource` (the simulator, the demo, the benchmarks) yields the same batches, so they run
+the exact production flow (parsing included) without a broker. A step that wants single
+messages (feedback, `dwcp.config`) takes them apart with `messages_of`.
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import (
+    KafkaError,
+    KafkaSinkMessage,
+    KafkaSource,
+    KafkaSourceMessage,
+    _KafkaSourcePartition,
+)
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError as ConfluentKafkaError
 
 from novacron_ml.core.delivery import CheckedProducer
 from novacron_ml.core.kafka import PartitionRange, RangeReader, plan
@@ -26,7 +39,46 @@ from novacron_ml.core.simulator import FleetSimulator
 Message = KafkaSourceMessage[bytes | None, bytes | None]
 
 
-class _IteratorPartition(StatefulSourcePartition[Message, int]):
+@dataclass(slots=True)
+class MessageBatch:
+    """Messages consumed together from one partition, as one dataflow item: `keys[i]`,
+    `values[i]` and `offsets[i]` are message i's. `timestamp` is the last message's
+    (Kafka's `(type, ms)`), for the lag gauges. Consumer errors travel beside it as
+    `KafkaError` items, never inside."""
+
+    topic: str
+    partition: int
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    offsets: list[int]
+    timestamp: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def source(self, i: int) -> str:
+        """Where message i came from, `topic:partition:offset` (dead letters)."""
+        return f"{self.topic}:{self.partition}:{self.offsets[i]}"
+
+    def message(self, i: int) -> Message:
+        return KafkaSourceMessage(
+            key=self.keys[i],
+            value=self.values[i],
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offsets[i],
+            timestamp=self.timestamp if i == len(self.values) - 1 else None,
+        )
+
+
+def messages_of(item: Any) -> list[Any]:
+    """A `MessageBatch` as its single messages; any other item (a message, an error) as is."""
+    if type(item) is MessageBatch:
+        return [item.message(i) for i in range(len(item))]
+    return [item]
+
+
+class _IteratorPartition(StatefulSourcePartition[MessageBatch, int]):
     def __init__(self, make: Callable[[], Iterator[tuple[bytes, bytes]]], skip: int, batch: int):
         self._it = make()
         self._offset = skip
@@ -35,16 +87,14 @@ class _IteratorPartition(StatefulSourcePartition[Message, int]):
         if skip:
             next(itertools.islice(self._it, skip - 1, skip), None)
 
-    def next_batch(self) -> list[Message]:
+    def next_batch(self) -> list[MessageBatch]:
         chunk = list(itertools.islice(self._it, self._batch))
         if not chunk:
             raise StopIteration
         start = self._offset
         self._offset += len(chunk)
-        return [
-            KafkaSourceMessage(key=k, value=v, topic=self._topic, partition=0, offset=start + i)
-            for i, (k, v) in enumerate(chunk)
-        ]
+        keys, values = (list(col) for col in zip(*chunk, strict=True))
+        return [MessageBatch(self._topic, 0, keys, values, list(range(start, start + len(chunk))))]
 
     def next_awake(self) -> datetime | None:
         return None
@@ -53,8 +103,9 @@ class _IteratorPartition(StatefulSourcePartition[Message, int]):
         return self._offset
 
 
-class MessageSource(FixedPartitionedSource[Message, int]):
-    """One partition over an iterable of (key, value) messages; resumable by offset."""
+class MessageSource(FixedPartitionedSource[MessageBatch, int]):
+    """One partition over an iterable of (key, value) messages, in `MessageBatch`es of
+    `batch_size`; resumable by offset."""
 
     def __init__(self, make: Callable[[], Iterator[tuple[bytes, bytes]]], batch_size: int = 1000):
         self._make = make
@@ -170,6 +221,66 @@ class TimeRangeKafkaSource(FixedPartitionedSource[Message, int]):
         return RangePartition(
             self._bootstrap, self._topic, self._ranges[for_part], self._to_ms, resume_state
         )
+
+
+class _BatchedKafkaPartition(_KafkaSourcePartition):
+    """Bytewax 0.21.1's Kafka partition (its consumer, offsets, lag stats, end-of-partition and
+    error handling) with `next_batch` returning one `MessageBatch`, the consumer errors beside
+    it, instead of a `KafkaSourceMessage` per message."""
+
+    def next_batch(self) -> list[Any]:
+        if self._eof:
+            raise StopIteration()
+        msgs = self._consumer.consume(self._batch_size, 0.001)
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        out: list[Any] = []
+        last = stamp = None
+        for msg in msgs:
+            error = msg.error()
+            if error is not None:
+                if error.code() == ConfluentKafkaError._PARTITION_EOF:
+                    self._eof = True  # StopIteration at the next call: this batch goes out
+                    break
+                if self._raise_on_errors:
+                    raise RuntimeError(
+                        f"error consuming from Kafka topic `{self._topic!r}`: {error}"
+                    )
+                inner = KafkaSourceMessage(
+                    key=msg.key(),
+                    value=msg.value(),
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    timestamp=msg.timestamp(),
+                )
+                out.append(KafkaError(error, inner))
+            else:
+                keys.append(msg.key())
+                values.append(msg.value())
+                offsets.append(msg.offset())  # type: ignore[arg-type]  # a consumed one has it
+                stamp = msg
+            last = msg
+        if last is not None:
+            self._offset = last.offset() + 1  # type: ignore[operator]  # resume after it (Bytewax's rule, errors too)
+        if stamp is not None:
+            out.append(
+                MessageBatch(self._topic, self._part_idx, keys, values, offsets, stamp.timestamp())
+            )
+        return out
+
+
+class BatchedKafkaSource(KafkaSource):
+    """Bytewax's `KafkaSource` (same arguments, partitions, recovery state), yielding
+    `MessageBatch`es: for the metrics inputs, whose parse step takes a batch at a time."""
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _BatchedKafkaPartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        part.__class__ = _BatchedKafkaPartition  # the same object; only `next_batch` differs
+        return part  # type: ignore[return-value]
 
 
 STOP = threading.Event()

@@ -23,7 +23,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from dataflows.config import FlowConfig
-from dataflows.io import stopping
+from dataflows.io import Message, MessageBatch, stopping
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
@@ -126,10 +126,17 @@ class ShardRouter:
 def record_positions(batch: list[Any]) -> None:
     """The consumer's position per input partition (the last message of each in the batch),
     for the lag gauges (`LagMonitor`); a batch is not guaranteed to hold a single partition."""
+    for item in batch:
+        if type(item) is MessageBatch:
+            stamp = item.timestamp
+            CONSUMED[(item.topic, item.partition)] = (
+                item.offsets[-1],
+                stamp[1] if isinstance(stamp, tuple) else 0,
+            )
     last = {
         (msg.topic, msg.partition): msg
         for msg in batch
-        if type(msg) is not KafkaError and msg.offset is not None
+        if type(msg) is not MessageBatch and type(msg) is not KafkaError and msg.offset is not None
     }
     for key, msg in last.items():
         stamp = msg.timestamp
@@ -137,7 +144,30 @@ def record_positions(batch: list[Any]) -> None:
 
 
 def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
-    """Batch step: raw Kafka messages (or consumer errors) to shard batches and dead letters."""
+    """Batch step: raw Kafka messages, `MessageBatch`es or consumer errors to shard batches and
+    dead letters."""
+
+    def parse_messages(
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        source: Callable[[int], str],
+        now: int,
+        valid: list[MetricEvent],
+        dead: list[DeadLetter],
+        reasons: Counter[str],
+    ) -> None:
+        todo: Sequence[int] = range(len(values))
+        refused = parser.parse_objects(values, now, valid)
+        if refused is not None:  # one decode for the batch; refused ones alone
+            todo = refused
+        for i in todo:
+            n_dead = len(dead)
+            parser.parse_into(values[i], keys[i], "", now, valid, dead)
+            if len(dead) > n_dead:  # where it came from, only for what goes to the DLQ
+                where = source(i)
+                for j in range(n_dead, len(dead)):
+                    dead[j] = msgspec.structs.replace(dead[j], source=where)
+                    reasons[dead[j].reason] += 1
 
     def parse_batch(batch: list[Any]) -> list[ShardBatch | DeadLetter]:
         with obs.PARSE_BATCH_SECONDS.time():
@@ -146,31 +176,37 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
             dead: list[DeadLetter] = []
             reasons: Counter[str] = Counter()
             now = wall_clock_ms()
-            todo = batch
-            if batch and not any(isinstance(msg, KafkaError) for msg in batch):
-                refused = parser.parse_objects([msg.value for msg in batch], now, valid)
-                if refused is not None:  # one decode for the batch; refused ones alone
-                    todo = [batch[i] for i in refused]
-            for msg in todo:
-                if isinstance(msg, KafkaError):
-                    dl = kafka_error_dead_letter(msg)
+            singles: list[Message] = []
+            n_messages = 0
+            for item in batch:
+                if type(item) is MessageBatch:
+                    n_messages += len(item)
+                    parse_messages(item.keys, item.values, item.source, now, valid, dead, reasons)
+                elif isinstance(item, KafkaError):
+                    dl = kafka_error_dead_letter(item)
                     out.append(dl)
                     reasons[dl.reason] += 1
-                    continue
-                n_dead = len(dead)
-                parser.parse_into(msg.value, msg.key, "", now, valid, dead)
-                if len(dead) > n_dead:  # where it came from, only for what goes to the DLQ
-                    source = source_of(msg)
-                    for i in range(n_dead, len(dead)):
-                        dead[i] = msgspec.structs.replace(dead[i], source=source)
-                        reasons[dead[i].reason] += 1
+                    n_messages += 1
+                else:
+                    singles.append(item)
+            if singles:  # single messages (replay, tests): the same path, as one batch
+                n_messages += len(singles)
+                parse_messages(
+                    [m.key for m in singles],
+                    [m.value for m in singles],
+                    lambda i: source_of(singles[i]),
+                    now,
+                    valid,
+                    dead,
+                    reasons,
+                )
             out.extend(dead)
             record_positions(batch)
             if parser.skipped:
                 for reason, n in parser.skipped.items():
                     obs.FIELDS_SKIPPED.labels(reason=reason).inc(n)
                 parser.skipped.clear()
-            obs.MESSAGES.inc(len(batch))
+            obs.MESSAGES.inc(n_messages)
             obs.EVENTS.inc(len(valid))
             for reason, n in reasons.items():
                 obs.DEAD_LETTERS.labels(reason=reason).inc(n)

@@ -32,7 +32,7 @@ from typing import Any
 import bytewax.operators as op
 import msgspec
 import numpy as np
-from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
@@ -40,7 +40,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.encode import to_kafka_message
-from dataflows.io import CheckedKafkaSink, Stoppable
+from dataflows.io import BatchedKafkaSource, CheckedKafkaSink, Stoppable, messages_of
 from dataflows.steps import (
     ShardRouter,
     count_dead_letter,
@@ -508,9 +508,10 @@ def build_flow(
     keyed: Any = split.trues
     dead: Any = split.falses
     if config_source is not None:
-        settings_in = op.map(
-            "parse_config", op.input("config_in", flow, config_source), parse_setting
+        config_in = op.flat_map(
+            "config_messages", op.input("config_in", flow, config_source), messages_of
         )
+        settings_in = op.map("parse_config", config_in, parse_setting)
         split_cfg = op.branch("split_config", settings_in, _is_pair)
         keyed = op.merge("events_and_settings", keyed, split_cfg.trues)
         bad = op.map("count_bad_config", split_cfg.falses, count_dead_letter)
@@ -535,7 +536,7 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
 
     def source(topic: str, offset: int) -> Stoppable:
         return Stoppable(
-            KafkaSource(
+            BatchedKafkaSource(
                 kafka.brokers,
                 [topic],
                 tail=kafka.tail,

@@ -293,3 +293,7 @@ def test_the_parse_step_records_each_partitions_position_for_the_lag_gauges() ->
     assert CONSUMED[("lag.t", 0)] == (9, 7)
     record_positions([m(1, 3), m(2, 40), m(1, 4)])  # mixed: walked, the last of each
     assert CONSUMED[("lag.t", 1)] == (4, 7) and CONSUMED[("lag.t", 2)] == (40, 7)
+    from dataflows.io import MessageBatch  # what the flow's sources yield: its last offset
+
+    record_positions([MessageBatch("lag.t", 3, [None] * 3, [b"{}"] * 3, [10, 11, 15], (1, 8))])
+    assert CONSUMED[("lag.t", 3)] == (15, 8)

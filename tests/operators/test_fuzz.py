@@ -139,11 +139,14 @@ FAST_PATH_CASES = {
 @given(st.lists(st.sampled_from(sorted(FAST_PATH_CASES)), min_size=1, max_size=12))
 def test_the_batch_fast_path_gives_what_message_by_message_gives(kinds: list[str]) -> None:
     """Whatever a batch holds, the flow's parse step with the fast path puts out exactly the
-    events and dead letters (reason, detail, payload, key, source) of the per-message path."""
+    events and dead letters (reason, detail, payload, key, source) of the per-message path,
+    and so does it given the same messages as one `MessageBatch` (what the flow's sources
+    yield)."""
     from unittest import mock
 
     from bytewax.connectors.kafka import KafkaSourceMessage
 
+    from dataflows.io import MessageBatch
     from dataflows.steps import ShardRouter, make_parse_step
 
     batch = [
@@ -153,15 +156,18 @@ def test_the_batch_fast_path_gives_what_message_by_message_gives(kinds: list[str
     ]  # fmt: skip
     limits = ParseLimits(max_event_age_ms=86_400_000 * 3650, max_event_future_ms=600_000,
                          max_message_bytes=1_024)  # fmt: skip
+    as_batch = MessageBatch("t", 0, [m.key for m in batch], [m.value for m in batch],
+                            [m.offset for m in batch])  # fmt: skip
     outs = []
-    for fast in (True, False):
+    for fast, items in ((True, batch), (False, batch), (True, [as_batch])):
         parser = MessageParser(limits)
         if not fast:
             parser.parse_objects = lambda *a, **k: None  # type: ignore[method-assign]
         with mock.patch("dataflows.steps.wall_clock_ms", lambda: 1_767_225_600_000):
-            outs.append(make_parse_step(parser, ShardRouter(2))(batch))
-    with_fast, without = outs
+            outs.append(make_parse_step(parser, ShardRouter(2))(items))
+    with_fast, without, batched = outs
     assert with_fast == without, kinds
+    assert batched == with_fast, kinds
     if all(k in ("ours", "labels", "rfc3339") for k in kinds):  # the fast path was taken
         parser = MessageParser(limits)
         assert parser.parse_objects([m.value for m in batch], 1_767_225_600_000, []) == []
