@@ -10,11 +10,12 @@ novelty tier's 100-shape and the calibrators' 50-rank warm-ups at the default 3 
 the end, over the wall time between them. `µs/window` is that time per closed window (the
 whole flow: parse, features, detect, outputs). `state` is the pickled detection state per
 series at the end (what a recovery snapshot holds), and `features` the feature engine's.
-The naive pattern (`bench.bench_throughput.naive_flow`: one River HalfSpaceTrees per series
-scoring every raw event) runs on the first `--naive-events` events of the same fleet as JSON
-objects, for at most `--naive-seconds`. With `--kafka`, the default flow also reads the same
-fleet from a topic of that broker (one JSON object per message, and JSON arrays), whole run
-timed.
+The same run again with every detection tier off but robust z (`TIERS_OFF`) shows what the
+tiers cost. The naive pattern (`bench.bench_throughput.naive_flow`: one River
+HalfSpaceTrees per series scoring every raw event) runs on the first `--naive-events` events
+of the same fleet as JSON objects, for at most `--naive-seconds`. With `--kafka`, the
+default flow also reads the same fleet from a topic of that broker (one JSON object per
+message, and JSON arrays), whole run timed.
 
     python bench/bench_scale.py                                  # 1,000 and 10,000 series
     python bench/bench_scale.py --series 1000 --kafka 127.0.0.1:9092
@@ -69,11 +70,22 @@ class Marked:
             yield msg
 
 
+TIERS_OFF = {"probability_tiers": ["robust_z"], "spread_threshold": 0.0}
+"""Every detection tier off but robust z (which the decision needs during warm-up anyway):
+no novelty, no spread tier (River and the Isolation Forest are off by default)."""
+
+
 def in_process(
-    messages: list[tuple[bytes, bytes]], events_per_message: float, measure_from: float
+    messages: list[tuple[bytes, bytes]],
+    events_per_message: float,
+    measure_from: float,
+    detector: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One in-process run of the default flow: the steady-state rate and the state sizes."""
-    settings = Settings(ingest={"max_event_age_s": 0, "max_event_future_s": 0})
+    """One in-process run of the default flow (or with `detector` settings on top): the
+    steady-state rate and the state sizes."""
+    settings = Settings(
+        ingest={"max_event_age_s": 0, "max_event_future_s": 0}, detector=detector or {}
+    )
     marked = Marked(messages, int(len(messages) * measure_from))
     states: dict[int, bytes] = {}
     from dataflows import steps
@@ -208,6 +220,14 @@ def main() -> None:
             f"({ours['us_per_window']:.1f} µs/window; whole run {ours['seconds']:.0f} s, "
             f"{ours['alerts']} alerts); detection state {ours['state_bytes_per_series'] / 1024:.1f}"
             f" KB/series",
+            flush=True,
+        )
+        row["tiers_off"] = off = in_process(messages, per_message, args.measure_from, TIERS_OFF)
+        print(
+            f"  every tier off (robust z): {off['events_per_s']:>9,.0f} events/s steady "
+            f"({off['us_per_window']:.1f} µs/window; {off['alerts']} alerts); detection state "
+            f"{off['state_bytes_per_series'] / 1024:.1f} KB/series -> default "
+            f"{ours['events_per_s'] / off['events_per_s']:.2f}x of it",
             flush=True,
         )
         if not args.no_naive:

@@ -176,7 +176,8 @@ def new_series_state(
     tiers = detectors or tiers_for(config, combine)
     return SeriesState(
         tiers.robust_z.new_state(series),
-        novelty=tiers.novelty.new_state(series),
+        # a tier outside the decision costs nothing: no state, no scoring
+        novelty=tiers.novelty.new_state(series) if "novelty" in combine.tiers else None,
         combine=combine,
         baseline=FeatureBaseline(),
         river=tiers.river.new_state(series) if tiers.river is not None else None,
@@ -457,6 +458,7 @@ def _decide_window(
         tiers["novelty"], size, warm = _novelty_score(state, raws, ranks)
     if "novelty" not in state.combine.tiers:
         warm = score is not None  # the other tiers rank from their first windows
+        size = bad  # without novelty's distance, the deviation sizes an event
     river = None
     if state.river is not None and t.river is not None:
         river = score_one(t.river, state.river, window)

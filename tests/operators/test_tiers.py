@@ -235,6 +235,23 @@ def test_settings_reject_an_unknown_tier() -> None:
         DetectorSettings(probability_tiers=["iforest"])
 
 
+def test_a_tier_outside_the_decision_has_no_state_and_robust_z_alone_still_decides() -> None:
+    config = RobustZConfig(min_history=5, history_windows=60)
+    only_z = new_series_state(SERIES, config, CombineConfig(tiers=("robust_z",), river=None))
+    default = new_series_state(SERIES, config, CombineConfig(river=None))
+    assert only_z.novelty is None and default.novelty is not None
+    assert len(pickle.dumps(only_z)) < len(pickle.dumps(default)) - 10_000  # no shape ring
+    alerts = []
+    # a quiet series, then a jump so far past the gate that robust z's own score (not ranked:
+    # bad / (bad + threshold)) reaches the firing level
+    for i in range(300):
+        out = detect_window(only_z, window(i, 100.0 + (i % 7) + (1e5 if i == 250 else 0), 1.0))
+        if isinstance(out, Alert):
+            alerts.append(out)
+    assert [parse_rfc3339_ms(a.window_start) // 60_000 for a in alerts] == [250]
+    assert alerts[0].detector == "robust_z" and "novelty" not in (alerts[0].tiers or {})
+
+
 def test_river_tier_scores_the_outlier_and_keeps_it_out_of_learning() -> None:
     state = new_series_state(
         SERIES,
