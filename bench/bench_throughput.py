@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from river import anomaly, compose, preprocessing
 
 from dataflows.detect import build_flow, kafka_flow
-from dataflows.io import CallbackSink, MessageSource
+from dataflows.io import CallbackSink, MessageSource, messages_of
 from novacron_ml.core.kafka import delete_topics, ensure_topics, produce
 from novacron_ml.core.settings import IngestSettings, KafkaSettings, Settings, TopicSettings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
@@ -59,7 +59,9 @@ def naive_flow(source: Source[Any], sink: CallbackSink, flag_above: float = 0.9)
 
     flow = Dataflow("naive_hst")
     raw = op.input("in", flow, source)
-    events = op.map("parse", raw, parse)
+    # one message at a time, as Bytewax's KafkaSource yields them (our in-process source
+    # yields batches: `messages_of` builds the per-message objects the example reads)
+    events = op.map("parse", op.flat_map("messages", raw, messages_of), parse)
     keyed = op.key_on("key", events, series)
     scored = op.stateful_map("hst", keyed, score)
     flagged = op.filter("flag", scored, lambda kv: kv[1][0] > flag_above)
