@@ -65,3 +65,26 @@ def test_every_message_arrives_once_in_batches_of_one_partition(kafka_bootstrap:
             part.close()
     finally:
         delete_topics(kafka_bootstrap, [topic])
+
+
+def test_it_reads_what_kafkas_own_tools_wrote_and_read(kafka_bootstrap: str) -> None:
+    """Messages produced by Debian's kcat, keys included, are exactly those kcat's consumer
+    reads back: the same partition, offset, key and value for each."""
+    from tests.kafka.test_tune_kafka import kcat
+
+    topic = f"test.{uuid.uuid4().hex[:10]}.batched"
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    try:
+        lines = "".join(f'h{i % 7}|{{"host":"h{i % 7}","i":{i}}}\n' for i in range(300))
+        kcat("-P", "-K", "|", "-t", topic, stdin=lines, bootstrap=kafka_bootstrap)
+        seen_by_kcat = kcat("-C", "-e", "-q", "-f", "%p %o %k %s\n", "-t", topic,
+                            bootstrap=kafka_bootstrap).splitlines()  # fmt: skip
+        ours = [
+            f"{b.partition} {o} {(k or b'').decode()} {(v or b'').decode()}"
+            for b in _read(kafka_bootstrap, topic, batch_size=50)
+            if isinstance(b, MessageBatch)
+            for o, k, v in zip(b.offsets, b.keys, b.values, strict=True)
+        ]
+        assert len(ours) == 300 and sorted(ours) == sorted(seen_by_kcat)
+    finally:
+        delete_topics(kafka_bootstrap, [topic])
