@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -207,9 +208,9 @@ def z_probability(bad: float, threshold: float, fire: float) -> float:
     return 1.0 - (1.0 - fire) * threshold / bad
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One window's alert decision (`decide`)."""
+class Decision(NamedTuple):
+    """One window's alert decision (`decide`). A named tuple: one is made per window, and a
+    frozen dataclass's field-by-field `__init__` cost more than the decision's arithmetic."""
 
     probability: float
     """The window's anomaly probability: what the alert carries and NAB sweeps."""
@@ -348,12 +349,19 @@ def detect_batch(
     means = [w["mean"] for w in ws]
     scores = score_robust([s.detector for s in ss], means)
     raws = _score_novelty(ss, means)
-    ranks = _rank_novelty(ss, raws)
+    cals = [None if r is None else _novelty_calibrators(s) for s, r in zip(ss, raws, strict=True)]
+    ranks = _rank_novelty(cals, raws)
     spreads = _score_spread(ss, ws)
-    for i, state, window, score, raw, rank, spread in zip(
-        live, ss, ws, scores, raws, ranks, spreads, strict=True
+    baselines: list[FeatureBaseline] = []  # the quiet windows' explanation baselines learn
+    quiet: list[np.ndarray] = []
+    for i, state, window, score, raw, cal, rank, spread in zip(
+        live, ss, ws, scores, raws, cals, ranks, spreads, strict=True
     ):
-        results[i] = _decide_window(state, window, t, score, raw, rank, spread)
+        results[i] = alert = _decide_window(state, window, t, score, raw, cal, rank, spread)
+        if alert is None and state.baseline is not None:
+            baselines.append(state.baseline)
+            quiet.append(window.features)
+    FeatureBaseline.learn_many(baselines, quiet)  # anomalies stay out of the baseline
     return results
 
 
@@ -388,14 +396,15 @@ def _score_novelty(
 
 
 def _rank_novelty(
-    states: Sequence[SeriesState], raws: Sequence[tuple[float, ...] | None]
+    cals: Sequence[list[RankCalibrator] | None], raws: Sequence[tuple[float, ...] | None]
 ) -> list[list[float] | None]:
-    """Each scored series' novelty ranks, one per scale (its calibrators rank, not remember)."""
+    """Each scored series' novelty ranks, one per scale (`cals`: its calibrators per scale,
+    `_novelty_calibrators`; they rank, not remember)."""
     calibrators: list[RankCalibrator] = []
     flat: list[float] = []
-    for state, scale_raws in zip(states, raws, strict=True):
-        if scale_raws is not None:
-            calibrators.extend(_novelty_calibrators(state))
+    for scale_cals, scale_raws in zip(cals, raws, strict=True):
+        if scale_raws is not None and scale_cals is not None:
+            calibrators.extend(scale_cals)
             flat.extend(scale_raws)
     ranked = rank_many(calibrators, flat)
     out: list[list[float] | None] = []
@@ -441,6 +450,7 @@ def _decide_window(
     t: Tiers,
     score: Score | None,
     raws: tuple[float, ...] | None,
+    cals: list[RankCalibrator] | None,
     ranks: list[float] | None,
     by_spread: float | None,
 ) -> Alert | None:
@@ -454,8 +464,8 @@ def _decide_window(
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
     warm = False
-    if raws is not None and ranks is not None:
-        tiers["novelty"], size, warm = _novelty_score(state, raws, ranks)
+    if raws is not None and cals is not None and ranks is not None:
+        tiers["novelty"], size, warm = _novelty_score(state, raws, cals, ranks)
     if "novelty" not in state.combine.tiers:
         warm = score is not None  # the other tiers rank from their first windows
         size = bad  # without novelty's distance, the deviation sizes an event
@@ -481,19 +491,17 @@ def _decide_window(
             state.novelty.skip(mean)
         else:
             state.novelty.learn(mean)  # NoveltyTier.learn_batch: every window
-            if raws is not None:
-                _remember_novelty(state, raws)
+            if raws is not None and cals is not None:
+                for calibrator, raw in zip(cals, raws, strict=True):
+                    calibrator.remember(raw)
     if river is not None and t.river is not None:
         learn_one(t.river, state.river, window, river, flagged)
     river_x = river.x if river is not None else None
+    if not decision.alerting:
+        return None  # detect_batch teaches the window to the explanation baseline
     explanation = None
     if state.baseline is not None:
-        if decision.alerting:
-            explanation = state.baseline.explain(window.features)
-        else:
-            state.baseline.learn(window.features)  # anomalies stay out of the baseline
-    if not decision.alerting:
-        return None
+        explanation = state.baseline.explain(window.features)
     fire = fire_level(state)
     alert = window_alert(
         window,
@@ -532,21 +540,18 @@ def _calibrator(state: SeriesState, name: str) -> RankCalibrator:
 
 
 def _novelty_score(
-    state: SeriesState, raws: tuple[float, ...], ranks: Sequence[float]
+    state: SeriesState,
+    raws: tuple[float, ...],
+    calibrators: Sequence[RankCalibrator],
+    ranks: Sequence[float],
 ) -> tuple[float, float, bool]:
     """The novelty tier's score (the mean of its scales' ranks, 0 when no scale moved
     `min_novelty` of the range), the window's novelty distance (largest raw), and whether
     every scale's calibrator is ready. `ranks`: the raws ranked by the scales' calibrators
-    (`_rank_novelty`); `_remember_novelty` learns the raws."""
-    calibrators = _novelty_calibrators(state)
+    (`calibrators`, `_rank_novelty`); `_decide_window` then remembers the raws."""
     size = max(raws)
     score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
     return score, size, all(c.ready for c in calibrators)
-
-
-def _remember_novelty(state: SeriesState, raws: tuple[float, ...]) -> None:
-    for calibrator, raw in zip(_novelty_calibrators(state), raws, strict=True):
-        calibrator.remember(raw)
 
 
 @lru_cache(maxsize=64)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from dataflows.steps import DetectShard, in_rounds, make_detect_step
-from novacron_ml.core.features import FeatureConfig, FeatureWindow, SeriesEvicted
+from novacron_ml.core.features import N_FEATURES, FeatureConfig, FeatureWindow, SeriesEvicted
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict
-from operators.detection.novelty import NoveltyConfig, NoveltyDetector
+from operators.detection.novelty import NoveltyConfig, NoveltyDetector, score_many
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
@@ -167,3 +168,57 @@ def test_the_ring_of_means_rebuilds_every_shape_of_the_ring_of_whole_shapes(seed
     resumed.__setstate__(old)
     assert np.array_equal(resumed.past_shapes(), det.past_shapes())
     assert resumed.score(3.0) == det.score(3.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_novelty_scores_equal_one_by_one_through_wraps_and_skips(seed: int) -> None:
+    """`score_many` searches the rings of means directly (shifted sums, shapes kept whole
+    written over their slots); its raw scores must be the floats `score` gives series by
+    series, for series at every fill level, through wraps of a small ring and held-out
+    windows, in chunks of several series."""
+    rng = np.random.default_rng(seed)
+    config = NoveltyConfig(history=40, min_history=8)
+    dets = [NoveltyDetector(config) for _ in range(150)]  # > 2 chunks of 64
+    levels = [0.0, 1.0, 1.0, 2.5]
+    compared = 0
+    for step in range(160):
+        values = [
+            float(rng.choice(levels) if rng.random() < 0.3 else rng.normal(5, 2 + i % 3))
+            for i in range(len(dets))
+        ]
+        batched = score_many(dets, values)
+        alone = [d.score(v) for d, v in zip(dets, values, strict=True)]
+        assert batched == alone, step
+        compared += sum(s is not None for s in alone)
+        for i, (d, v) in enumerate(zip(dets, values, strict=True)):
+            if i % 5 == step % 5 and step < i:  # series start at different times
+                continue
+            if rng.random() < 0.05:
+                d.skip(v)
+            else:
+                d.learn(v)
+    assert compared > 10_000
+    assert any(d._filled == config.history and d._except for d in dets)
+
+
+def test_baselines_learned_together_are_the_baselines_learned_one_by_one() -> None:
+    """`FeatureBaseline.learn_many` (the quiet windows of a detect batch) gives the floats
+    `learn` gives series by series: new series (first window copied), young ones (1/n
+    weights) and old ones (alpha), with different alphas in one batch."""
+    rng = np.random.default_rng(3)
+    together = [FeatureBaseline(alpha=0.02 if i % 3 else 0.1) for i in range(40)]
+    alone = [FeatureBaseline(alpha=0.02 if i % 3 else 0.1) for i in range(40)]
+
+    def floats(baselines: list[FeatureBaseline]) -> list[tuple[object, ...]]:
+        return [(b.alpha, b.n, b.mean.tobytes(), b.var.tobytes()) for b in baselines]
+
+    for step in range(120):
+        rows = [i for i in range(40) if i <= step and rng.random() < 0.8]
+        features = [rng.normal(i, 1 + i % 4, N_FEATURES) for i in rows]
+        FeatureBaseline.learn_many([together[i] for i in rows], features)
+        for i, x in zip(rows, features, strict=True):
+            alone[i].learn(x)
+        if step % 10 == 0:  # each series young (n < 1 / alpha), then old
+            assert floats(alone) == floats(together), step
+    assert min(b.n for b in together) > 50
+    assert floats(alone) == floats(together)
