@@ -56,14 +56,15 @@ class FeatureBaseline:
         self.n += 1
 
     @staticmethod
-    def learn_many(baselines: Sequence[FeatureBaseline], features: Sequence[np.ndarray]) -> None:
-        """`learn` for several series' baselines at once (one window each): their rows
-        stacked, updated as arrays, written back. The same floats as one by one."""
+    def learn_many(baselines: Sequence[FeatureBaseline], features: np.ndarray) -> None:
+        """`learn` for several series' baselines at once (`features`: one window's row
+        each): their rows stacked, updated as arrays, written back. The same floats as one
+        by one."""
         if len(baselines) < 8:
             for baseline, x in zip(baselines, features, strict=True):
                 baseline.learn(x)
             return
-        x = np.stack(features)[:, EXPLAINED_INDEX]
+        x = features[:, EXPLAINED_INDEX]
         n = np.fromiter((b.n for b in baselines), np.int64, len(baselines))
         alpha = np.fromiter((b.alpha for b in baselines), np.float64, len(baselines))
         a = np.maximum(alpha, 1.0 / (n + 1))[:, None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -32,8 +32,9 @@ class RobustZConfig:
     adapt_after_windows: int = 30
 
 
-@dataclass(frozen=True)
-class Score:
+class Score(NamedTuple):
+    """One value's robust z (a named tuple: one is made per window and tier)."""
+
     z: float
     """Signed robust z of the value against the baseline."""
     expected: float

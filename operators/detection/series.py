@@ -16,7 +16,7 @@ import numpy as np
 
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.deadletter import DeadLetter, Reason
-from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.features import FEATURE_INDEX, FeatureWindow
 from novacron_ml.core.schema import Alert, Severity, rfc3339_ms, split_series_key
 from operators.alerting.alerts import window_alert
 from operators.alerting.episodes import Episode
@@ -97,7 +97,8 @@ class SeriesState:
     fired_size: float = 0.0
     """The novelty distance (largest over scales) of the window that started the cooldown."""
     tier_scores: dict[str, float] | None = None
-    """Each tier's calibrated score in [0, 1] for the last window."""
+    """Each tier's calibrated score in [0, 1] for the last window (novelty's only when its
+    ranks could reach the decision: `_ranks_needed`)."""
     calibrators: dict[str, RankCalibrator] | None = None
     """Per tier with a raw score: the series' recent raw scores."""
     baseline: FeatureBaseline | None = None
@@ -346,23 +347,33 @@ def detect_batch(
     ss = [states[i] for i in live]
     ws = [windows[i] for i in live]
     t = detectors or tiers_for(ss[0].detector.config, ss[0].combine)
-    means = [w["mean"] for w in ws]
+    features = np.stack([w.features for w in ws])  # one row per window, FEATURE_NAMES order
+    means = features[:, _MEAN].tolist()
     scores = score_robust([s.detector for s in ss], means)
     raws = _score_novelty(ss, means)
+    spreads = _score_spread(ss, features)
     cals = [None if r is None else _novelty_calibrators(s) for s, r in zip(ss, raws, strict=True)]
-    ranks = _rank_novelty(cals, raws)
-    spreads = _score_spread(ss, ws)
+    ranks = _rank_novelty(
+        [
+            c if c is not None and _ranks_needed(s, score, spread, c) else None
+            for s, c, score, spread in zip(ss, cals, scores, spreads, strict=True)
+        ],
+        raws,
+    )
     baselines: list[FeatureBaseline] = []  # the quiet windows' explanation baselines learn
-    quiet: list[np.ndarray] = []
-    for i, state, window, score, raw, cal, rank, spread in zip(
-        live, ss, ws, scores, raws, cals, ranks, spreads, strict=True
+    quiet: list[int] = []
+    for row, (i, state, window, mean, score, raw, cal, rank, spread) in enumerate(
+        zip(live, ss, ws, means, scores, raws, cals, ranks, spreads, strict=True)
     ):
-        results[i] = alert = _decide_window(state, window, t, score, raw, cal, rank, spread)
+        results[i] = alert = _decide_window(state, window, mean, t, score, raw, cal, rank, spread)
         if alert is None and state.baseline is not None:
             baselines.append(state.baseline)
-            quiet.append(window.features)
-    FeatureBaseline.learn_many(baselines, quiet)  # anomalies stay out of the baseline
+            quiet.append(row)
+    FeatureBaseline.learn_many(baselines, features[quiet])  # anomalies stay out of it
     return results
+
+
+_MEAN, _STD, _COUNT = FEATURE_INDEX["mean"], FEATURE_INDEX["std"], FEATURE_INDEX["count"]
 
 
 def _late_window(window: FeatureWindow, last: int) -> DeadLetter:
@@ -395,11 +406,29 @@ def _score_novelty(
     return out
 
 
+def _ranks_needed(
+    state: SeriesState, score: Score | None, spread: float | None, cals: list[RankCalibrator]
+) -> bool:
+    """Whether the window's novelty ranks can reach its decision or its alert: always while
+    a calibrator warms up (robust z decides then, and its alerts carry the tiers' scores);
+    once warm, only when the window is `min_deviation` noise widths out in the bad direction
+    (below that the probability is 0 whatever the ranks) or the spread tier fires (its alert
+    carries them). Ranking every window cost a sixth of the detect step; the other windows'
+    ranks were computed and never used."""
+    c = state.combine
+    return (
+        (score is not None and score.bad >= c.min_deviation)
+        or (spread is not None and c.spread_threshold is not None and spread >= c.spread_threshold)
+        or not all(cal.ready for cal in cals)
+    )
+
+
 def _rank_novelty(
     cals: Sequence[list[RankCalibrator] | None], raws: Sequence[tuple[float, ...] | None]
 ) -> list[list[float] | None]:
-    """Each scored series' novelty ranks, one per scale (`cals`: its calibrators per scale,
-    `_novelty_calibrators`; they rank, not remember)."""
+    """The novelty ranks, one per scale, of each series with calibrators in `cals` (its
+    calibrators per scale, `_novelty_calibrators`, or None: not ranked); they rank, not
+    remember."""
     calibrators: list[RankCalibrator] = []
     flat: list[float] = []
     for scale_cals, scale_raws in zip(cals, raws, strict=True):
@@ -409,8 +438,8 @@ def _rank_novelty(
     ranked = rank_many(calibrators, flat)
     out: list[list[float] | None] = []
     at = 0
-    for scale_raws in raws:
-        if scale_raws is None:
+    for scale_cals, scale_raws in zip(cals, raws, strict=True):
+        if scale_raws is None or scale_cals is None:
             out.append(None)
         else:
             out.append(ranked[at : at + len(scale_raws)])
@@ -418,16 +447,14 @@ def _rank_novelty(
     return out
 
 
-def _score_spread(
-    states: Sequence[SeriesState], windows: Sequence[FeatureWindow]
-) -> list[float | None]:
+def _score_spread(states: Sequence[SeriesState], features: np.ndarray) -> list[float | None]:
     """The spread tier: each window's standard deviation in robust noise widths above its
     series' usual one (None while warming up, without the tier or with fewer than two
-    samples); then it learns the window."""
-    with_tier = [
-        i for i, s in enumerate(states) if s.spread is not None and windows[i]["count"] >= 2
-    ]
-    stds = [windows[i]["std"] for i in with_tier]
+    samples); then it learns the window. `features`: the windows' feature rows."""
+    counts = features[:, _COUNT].tolist()
+    with_tier = [i for i, s in enumerate(states) if s.spread is not None and counts[i] >= 2]
+    all_stds = features[:, _STD].tolist()
+    stds = [all_stds[i] for i in with_tier]
     dets = [states[i].spread for i in with_tier]
     out: list[float | None] = [None] * len(states)
     for i, det, std, by_spread in zip(
@@ -447,6 +474,7 @@ def _score_spread(
 def _decide_window(
     state: SeriesState,
     window: FeatureWindow,
+    mean: float,
     t: Tiers,
     score: Score | None,
     raws: tuple[float, ...] | None,
@@ -454,9 +482,9 @@ def _decide_window(
     ranks: list[float] | None,
     by_spread: float | None,
 ) -> Alert | None:
-    """One series' window after the batch was scored: its decision, then its tiers learn."""
+    """One series' window (`mean`: its mean) after the batch was scored: its decision, then
+    its tiers learn."""
     series = window.series
-    mean = window["mean"]
     det = state.detector
     threshold = det.threshold
     bad = 0.0 if score is None else score.bad
@@ -464,8 +492,10 @@ def _decide_window(
     raw_scores = dict(window.raw_scores) if window.raw_scores else {}
     size = 0.0
     warm = False
-    if raws is not None and cals is not None and ranks is not None:
-        tiers["novelty"], size, warm = _novelty_score(state, raws, cals, ranks)
+    if raws is not None and cals is not None:
+        size, warm = max(raws), all(c.ready for c in cals)
+        if ranks is not None:  # else they cannot reach the decision (`_ranks_needed`)
+            tiers["novelty"] = _novelty_score(state, size, ranks)
     if "novelty" not in state.combine.tiers:
         warm = score is not None  # the other tiers rank from their first windows
         size = bad  # without novelty's distance, the deviation sizes an event
@@ -539,19 +569,10 @@ def _calibrator(state: SeriesState, name: str) -> RankCalibrator:
     return calibrator
 
 
-def _novelty_score(
-    state: SeriesState,
-    raws: tuple[float, ...],
-    calibrators: Sequence[RankCalibrator],
-    ranks: Sequence[float],
-) -> tuple[float, float, bool]:
-    """The novelty tier's score (the mean of its scales' ranks, 0 when no scale moved
-    `min_novelty` of the range), the window's novelty distance (largest raw), and whether
-    every scale's calibrator is ready. `ranks`: the raws ranked by the scales' calibrators
-    (`calibrators`, `_rank_novelty`); `_decide_window` then remembers the raws."""
-    size = max(raws)
-    score = sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
-    return score, size, all(c.ready for c in calibrators)
+def _novelty_score(state: SeriesState, size: float, ranks: Sequence[float]) -> float:
+    """The novelty tier's score: the mean of its scales' ranks (`_rank_novelty`), 0 when no
+    scale moved `min_novelty` of the range (`size`: the largest raw distance)."""
+    return sum(ranks) / len(ranks) if size >= state.combine.min_novelty else 0.0
 
 
 @lru_cache(maxsize=64)

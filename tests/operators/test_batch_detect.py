@@ -13,6 +13,7 @@ from dataflows.steps import DetectShard, in_rounds, make_detect_step
 from novacron_ml.core.features import N_FEATURES, FeatureConfig, FeatureWindow, SeriesEvicted
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
+from operators.detection import series as series_module
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, score_many
@@ -214,11 +215,36 @@ def test_baselines_learned_together_are_the_baselines_learned_one_by_one() -> No
 
     for step in range(120):
         rows = [i for i in range(40) if i <= step and rng.random() < 0.8]
-        features = [rng.normal(i, 1 + i % 4, N_FEATURES) for i in rows]
+        features = np.array([rng.normal(i, 1 + i % 4, N_FEATURES) for i in rows])
         FeatureBaseline.learn_many([together[i] for i in rows], features)
         for i, x in zip(rows, features, strict=True):
-            alone[i].learn(x)
+            alone[i].learn(x.copy())
         if step % 10 == 0:  # each series young (n < 1 / alpha), then old
             assert floats(alone) == floats(together), step
     assert min(b.n for b in together) > 50
     assert floats(alone) == floats(together)
+
+
+def test_novelty_ranks_left_out_change_no_decision_and_no_alert(
+    fleet_windows: list[FeatureWindow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detect step ranks a window's novelty only where the ranks can reach the decision
+    or an alert (`_ranks_needed`); ranking every window must give the same alerts (with
+    their tiers' scores), the same per-window decisions and the same states but for the
+    last window's tier scores."""
+    step = make_detect_step(RobustZConfig(), emit_scores=True)
+    lean_shard, full_shard = DetectShard(), DetectShard()
+    lean = step(lean_shard, fleet_windows)
+    with monkeypatch.context() as patch:
+        patch.setattr(series_module, "_ranks_needed", lambda *args: True)
+        full = step(full_shard, fleet_windows)
+    alerts = [r for r in lean if isinstance(r, Alert)]
+    assert len(alerts) >= 10 and sum("novelty" in a.tiers for a in alerts) >= 5
+    assert [_key(r) for r in lean] == [_key(r) for r in full]
+    left_out = 0
+    for name, state in lean_shard.series.items():
+        other = full_shard.series[name]
+        left_out += "novelty" not in (state.tier_scores or {})
+        state.tier_scores = other.tier_scores = None
+        assert _key(state) == _key(other)
+    assert left_out > len(lean_shard.series) // 2  # most windows need no ranks
