@@ -1,0 +1,62 @@
+"""The detect step alone on warm series: µs per window of `detect_batch` (issue 18).
+
+`--series` simulated series (`bench_detect.simulated_windows`: a noisy daily cycle, 5 s
+samples, one-minute windows) warm up for `--warm` windows (past the novelty tier's 100
+shapes and its calibrators' 50 ranks); the state is then snapshotted, and `--rounds` rounds
+of one window per series go through `operators.detection.series.detect_batch` (as the flow's
+shard step runs them), `--repeats` times from the same snapshot. Prints each repeat's µs per
+window and the alerts raised. To compare two trees on the same windows run it in each (a
+`git worktree` of the base), alternated; that they decide alike is for the tests to show
+(tests/operators/test_batch_detect.py), not this timer.
+
+    python bench/bench_detect_step.py                     # 1,000 series, 250 + 80 windows
+    python bench/bench_detect_step.py --series 200 --rounds 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
+
+from bench.bench_detect import simulated_windows
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import CombineConfig, detect_batch, new_series_state, tiers_for
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=1000)
+    parser.add_argument("--warm", type=int, default=250, help="windows before timing")
+    parser.add_argument("--rounds", type=int, default=80, help="windows per series timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    windows = simulated_windows(args.series, args.warm + args.rounds, seed=1)
+    config, combine = RobustZConfig(), CombineConfig()
+    tiers = tiers_for(config, combine)
+    states = [new_series_state(w[0].series, config, combine, tiers) for w in windows]
+    for r in range(args.warm):
+        detect_batch(states, [w[r] for w in windows], tiers)
+    snapshot = pickle.dumps(states)
+    times, alerts = [], 0
+    for _ in range(args.repeats):
+        states = pickle.loads(snapshot)
+        start = time.perf_counter()
+        for r in range(args.warm, args.warm + args.rounds):
+            alerts += sum(
+                a is not None for a in detect_batch(states, [w[r] for w in windows], tiers)
+            )
+        times.append((time.perf_counter() - start) / (args.rounds * args.series) * 1e6)
+    print(
+        f"{args.series:,} series, {args.warm} + {args.rounds} windows: "
+        + " · ".join(f"{t:.1f}" for t in times)
+        + f" µs/window (best {min(times):.1f}); {alerts} alerts in all"
+    )
+
+
+if __name__ == "__main__":
+    main()
