@@ -248,3 +248,29 @@ def test_novelty_ranks_left_out_change_no_decision_and_no_alert(
         state.tier_scores = other.tier_scores = None
         assert _key(state) == _key(other)
     assert left_out > len(lean_shard.series) // 2  # most windows need no ranks
+
+
+def test_novelty_is_ranked_on_every_window_while_its_calibrators_warm_up(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    """Until every novelty scale's calibrator is ready, robust z decides and its alerts carry
+    the tiers' scores, so every window's novelty is ranked then, gate or not; once they are
+    ready, most windows' are not (`_ranks_needed`)."""
+    config, combine = RobustZConfig(), CombineConfig()
+    tiers = tiers_for(config, combine)
+    name = fleet_windows[0].series
+    state = new_series_state(name, config, combine, tiers)
+    warming = ready_unranked = 0
+    for window in (w for w in fleet_windows if w.series == name):
+        cals = state.calibrators or {}
+        was_ready = bool(cals) and all(c.ready for c in cals.values())
+        detect_window(state, window, tiers)
+        scores = state.tier_scores or {}
+        if state.novelty is None or not cals:
+            continue
+        if not was_ready:
+            warming += 1
+            assert "novelty" in scores, window.start_ms
+        else:
+            ready_unranked += "novelty" not in scores
+    assert warming >= 20 and ready_unranked >= 20
