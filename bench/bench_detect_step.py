@@ -5,9 +5,11 @@ samples, one-minute windows) warm up for `--warm` windows (past the novelty tier
 shapes and its calibrators' 50 ranks); the state is then snapshotted, and `--rounds` rounds
 of one window per series go through `operators.detection.series.detect_batch` (as the flow's
 shard step runs them), `--repeats` times from the same snapshot. Prints each repeat's µs per
-window and the alerts raised. To compare two trees on the same windows run it in each (a
-`git worktree` of the base), alternated; that they decide alike is for the tests to show
-(tests/operators/test_batch_detect.py), not this timer.
+window and the alerts raised, then what pickling the states for a recovery snapshot costs
+(`DetectLogic.snapshot` does that at every epoch that touched the shard). To compare two
+trees on the same windows run it in each (a `git worktree` of the base), alternated; that
+they decide alike is for the tests to show (tests/operators/test_batch_detect.py), not
+this timer.
 
     python bench/bench_detect_step.py                     # 1,000 series, 250 + 80 windows
     python bench/bench_detect_step.py --series 200 --rounds 200
@@ -55,6 +57,20 @@ def main() -> None:
         f"{args.series:,} series, {args.warm} + {args.rounds} windows: "
         + " · ".join(f"{t:.1f}" for t in times)
         + f" µs/window (best {min(times):.1f}); {alerts} alerts in all"
+    )
+    # what a recovery snapshot of these states costs (`DetectLogic.snapshot` pickles them)
+    dumps, loads = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        data = pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+        dumps.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        pickle.loads(data)
+        loads.append(time.perf_counter() - start)
+    print(
+        f"snapshot: {len(data) / args.series / 1024:.1f} KB/series; pickle "
+        f"{min(dumps) * 1e3:.0f} ms ({min(dumps) / args.series * 1e6:.0f} µs/series), "
+        f"unpickle {min(loads) * 1e3:.0f} ms (best of {args.repeats})"
     )
 
 
