@@ -5,11 +5,12 @@ samples, one-minute windows) warm up for `--warm` windows (past the novelty tier
 shapes and its calibrators' 50 ranks); the state is then snapshotted, and `--rounds` rounds
 of one window per series go through `operators.detection.series.detect_batch` (as the flow's
 shard step runs them), `--repeats` times from the same snapshot. Prints each repeat's µs per
-window and the alerts raised, then what pickling the states for a recovery snapshot costs
+window and the alerts raised; then, on the warm states, the novelty tier's search and
+learn alone, and what pickling the states for a recovery snapshot costs
 (`DetectLogic.snapshot` does that at every epoch that touched the shard). To compare two
 trees on the same windows run it in each (a `git worktree` of the base), alternated; that
-they decide alike is for the tests to show (tests/operators/test_batch_detect.py), not
-this timer.
+they decide alike is for the tests to show (tests/operators/test_batch_detect.py), not this
+timer.
 
     python bench/bench_detect_step.py                     # 1,000 series, 250 + 80 windows
     python bench/bench_detect_step.py --series 200 --rounds 200
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
 from bench.bench_detect import simulated_windows
+from operators.detection.novelty import score_many as score_novelty
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import CombineConfig, detect_batch, new_series_state, tiers_for
 
@@ -57,6 +59,27 @@ def main() -> None:
         f"{args.series:,} series, {args.warm} + {args.rounds} windows: "
         + " · ".join(f"{t:.1f}" for t in times)
         + f" µs/window (best {min(times):.1f}); {alerts} alerts in all"
+    )
+    # the novelty tier's two per-window parts alone, on the warm snapshot: the batched
+    # nearest-shape search (`score_many`, no state change) and one series' `learn`
+    warm = pickle.loads(snapshot)
+    novelty = [s.novelty for s in warm if s.novelty is not None]
+    means = [w[args.warm]["mean"] for w in windows][: len(novelty)]
+    search = []
+    for _ in range(10 * args.repeats):  # one call is ~20 ms: best of many
+        start = time.perf_counter()
+        score_novelty(novelty, means)
+        search.append((time.perf_counter() - start) / len(novelty) * 1e6)
+    learn = []
+    for _ in range(10 * args.repeats):  # each from the same warm states
+        fresh = [s.novelty for s in pickle.loads(snapshot) if s.novelty is not None]
+        start = time.perf_counter()
+        for detector, mean in zip(fresh, means, strict=True):
+            detector.learn(mean)
+        learn.append((time.perf_counter() - start) / len(fresh) * 1e6)
+    print(
+        f"novelty alone (best of {10 * args.repeats}): search {min(search):.1f} µs/series, "
+        f"learn {min(learn):.1f} µs/series"
     )
     # what a recovery snapshot of these states costs (`DetectLogic.snapshot` pickles them)
     dumps, loads = [], []
