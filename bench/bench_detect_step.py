@@ -61,10 +61,11 @@ def main() -> None:
         + f" µs/window (best {min(times):.1f}); {alerts} alerts in all"
     )
     # the novelty tier's two per-window parts alone, on the warm snapshot: the batched
-    # nearest-shape search (`score_many`, no state change) and one series' `learn`
+    # nearest-shape search (`score_many`, no state change) and each series' `learn`
     warm = pickle.loads(snapshot)
-    novelty = [s.novelty for s in warm if s.novelty is not None]
-    means = [w[args.warm]["mean"] for w in windows][: len(novelty)]
+    with_tier = [i for i, s in enumerate(warm) if s.novelty is not None]
+    novelty = [warm[i].novelty for i in with_tier]
+    means = [windows[i][args.warm]["mean"] for i in with_tier]
     search = []
     for _ in range(10 * args.repeats):  # one call is ~20 ms: best of many
         start = time.perf_counter()
@@ -72,7 +73,8 @@ def main() -> None:
         search.append((time.perf_counter() - start) / len(novelty) * 1e6)
     learn = []
     for _ in range(10 * args.repeats):  # each from the same warm states
-        fresh = [s.novelty for s in pickle.loads(snapshot) if s.novelty is not None]
+        again = pickle.loads(snapshot)
+        fresh = [again[i].novelty for i in with_tier]
         start = time.perf_counter()
         for detector, mean in zip(fresh, means, strict=True):
             detector.learn(mean)
