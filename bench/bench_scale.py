@@ -8,8 +8,10 @@ runs `--hours` of 5 s samples (60 s windows) through the production flow
 memory). The rate is the steady state: events from `--measure-from` of the run (after the
 novelty tier's 100-shape and the calibrators' 50-rank warm-ups at the default 3 h × 0.6) to
 the end, over the wall time between them. `µs/window` is that time per closed window (the
-whole flow: parse, features, detect, outputs). `state` is the pickled detection state per
-series at the end (what a recovery snapshot holds), and `features` the feature engine's.
+whole flow: parse, features, detect, outputs), with the steps' epoch snapshots taken as in
+`novacron-ml run` with its default recovery state; the same run without them (replay, nab,
+`run --no-recovery`) follows. `state` is the pickled detection state per series at the end
+(what a recovery snapshot holds).
 The same run again with every detection tier off but robust z (`TIERS_OFF`) shows what the
 tiers cost. The naive pattern (`bench.bench_throughput.naive_flow`: one River
 HalfSpaceTrees per series scoring every raw event) runs on the first `--naive-events` events
@@ -80,28 +82,32 @@ def in_process(
     events_per_message: float,
     measure_from: float,
     detector: dict[str, Any] | None = None,
+    snapshots: bool = True,
 ) -> dict[str, Any]:
     """One in-process run of the default flow (or with `detector` settings on top): the
-    steady-state rate and the state sizes."""
+    steady-state rate and the state sizes. `snapshots`: the steps' epoch snapshots are taken,
+    as in `novacron-ml run` with its default recovery state; without, as in replay, nab and
+    `run --no-recovery`."""
     settings = Settings(
         ingest={"max_event_age_s": 0, "max_event_future_s": 0}, detector=detector or {}
     )
     marked = Marked(messages, int(len(messages) * measure_from))
-    states: dict[int, bytes] = {}
+    logics: dict[int, Any] = {}
     from dataflows import steps
 
     keep = steps.DetectLogic.snapshot
 
-    def remember(self: steps.DetectLogic) -> bytes:  # the last snapshot of each shard
-        data = keep(self)
-        states[id(self)] = data
-        return data
+    def remember(self: steps.DetectLogic) -> Any:  # each shard's logic, pickled at the end
+        logics[id(self)] = self
+        return keep(self)
 
     steps.DetectLogic.snapshot = remember  # type: ignore[method-assign]
     gc.collect()
     try:
         start = time.perf_counter()
-        out = run_in_process(settings, MessageSource(marked, 1000))
+        # (older trees always snapshot, and take no such argument)
+        kwargs: dict[str, Any] = {} if snapshots else {"snapshots": False}
+        out = run_in_process(settings, MessageSource(marked, 1000), **kwargs)
         end = time.perf_counter()
     finally:
         steps.DetectLogic.snapshot = keep  # type: ignore[method-assign]
@@ -109,11 +115,11 @@ def in_process(
     tail_windows = out.windows_scored * (1 - measure_from)
     # a shard's DetectShard holds many series; a per-series step's state (before issue 18:
     # run this file from another tree with PYTHONPATH set to it) holds one
-    n_series = 0
-    for data in states.values():
-        state = pickle.loads(data)
+    n_series = state_bytes = 0
+    for logic in logics.values():
+        state = logic.state
         n_series += len(state.series) if hasattr(state, "series") else 1
-    state_bytes = sum(len(s) for s in states.values())
+        state_bytes += len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     return {
         "events": out.events,
         "windows": out.windows_scored,
@@ -220,6 +226,16 @@ def main() -> None:
             f"({ours['us_per_window']:.1f} µs/window; whole run {ours['seconds']:.0f} s, "
             f"{ours['alerts']} alerts); detection state {ours['state_bytes_per_series'] / 1024:.1f}"
             f" KB/series",
+            flush=True,
+        )
+        row["no_recovery"] = bare = in_process(
+            messages, per_message, args.measure_from, snapshots=False
+        )
+        print(
+            f"  the same, no snapshots:   {bare['events_per_s']:>10,.0f} events/s steady "
+            f"({bare['us_per_window']:.1f} µs/window; {bare['alerts']} alerts): without "
+            f"recovery state (replay, nab, run --no-recovery) -> "
+            f"{bare['events_per_s'] / ours['events_per_s']:.2f}x",
             flush=True,
         )
         row["tiers_off"] = off = in_process(messages, per_message, args.measure_from, TIERS_OFF)

@@ -97,9 +97,12 @@ def run_in_process(
     flow_id: str = FLOW_ID,
     on_items: Callable[[list[Any]], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    snapshots: bool = False,
 ) -> FlowOutputs:
     """Run the detect flow over `source` to its end; `on_items` sees each output batch as it
-    arrives, `progress` the events parsed so far. Counts come from the flow's own Prometheus
+    arrives, `progress` the events parsed so far. There is no recovery state here, so the
+    steps skip their epoch snapshots unless `snapshots` (a benchmark of what a run with
+    recovery pays). Counts come from the flow's own Prometheus
     counters, as differences, so several runs in one process do not add up."""
     out = FlowOutputs()
 
@@ -123,6 +126,7 @@ def run_in_process(
         kafka_output=False,
         emit_scores=emit_scores,
         flow_id=flow_id,
+        recovery=snapshots,
     )
     start = time.perf_counter()
     with stop_on_interrupt() as interrupted:

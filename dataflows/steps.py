@@ -252,7 +252,7 @@ FeatureOut = (
 )
 
 
-class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState]):
+class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureState | None]):
     """Bytewax glue around one shard's `FeatureEngine`; all logic lives in operators/."""
 
     NOTIFY_EVERY = timedelta(milliseconds=100)
@@ -264,8 +264,9 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
     exact_notify = True
     """Wake when the next window can close (`FeatureEngine.next_close_ms`), not on a cadence."""
 
-    def __init__(self, state: FeatureState) -> None:
+    def __init__(self, state: FeatureState, snapshots: bool = True) -> None:
         self.state = state
+        self.snapshots = snapshots
 
     def _emit(
         self, windows: list[FeatureWindow], late: list[LateEvent] | None = None
@@ -352,8 +353,9 @@ class FeatureLogic(StatefulBatchLogic[list[MetricEvent], FeatureOut, FeatureStat
         wake = min(max(wake, now + 1), now + self.NOTIFY_AT_MOST_MS)
         return datetime.fromtimestamp(wake / 1000, UTC)
 
-    def snapshot(self) -> FeatureState:
-        return copy.deepcopy(self.state)
+    def snapshot(self) -> FeatureState | None:
+        # Bytewax asks every epoch, recovery or not; without it nothing reads the copy
+        return copy.deepcopy(self.state) if self.snapshots else None
 
 
 def count_dead_letter(item: Any) -> DeadLetter:
@@ -362,7 +364,9 @@ def count_dead_letter(item: Any) -> DeadLetter:
     return item
 
 
-def make_feature_builder(config: FlowConfig) -> Any:
+def make_feature_builder(config: FlowConfig, snapshots: bool = True) -> Any:
+    """`snapshots` false: the run keeps no recovery state, so the epochs' snapshots are
+    skipped (`build_flow`'s `recovery`)."""
     publish = config.topics.features is not None
 
     def build(resume: FeatureState | None) -> FeatureLogic:
@@ -384,7 +388,7 @@ def make_feature_builder(config: FlowConfig) -> Any:
                 resume.counters = config.new_counter_rates()
             else:
                 resume.counters.use(config.catalogue)
-        return FeatureLogic(resume)
+        return FeatureLogic(resume, snapshots)
 
     return build
 
@@ -553,7 +557,7 @@ def expire_pending(pending: PendingVerdicts, why: str) -> list[DetectOut]:
     return list(letters)
 
 
-class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes]):
+class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes | None]):
     """One shard's detection (`DetectShard`) around `make_detect_step`'s step: Bytewax hands
     it every item of the shard in a batch at once, so the windows closing together are
     scored together across series.
@@ -563,10 +567,13 @@ class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes]):
     garbage-collector passes (210-340 ms with River's trees; the tail of the live latency,
     bench_latency)."""
 
-    def __init__(self, step: Any, state: DetectShard, pending_ttl_s: float) -> None:
+    def __init__(
+        self, step: Any, state: DetectShard, pending_ttl_s: float, snapshots: bool = True
+    ) -> None:
         self.step = step
         self.state = state
         self.pending_ttl_s = pending_ttl_s
+        self.snapshots = snapshots
 
     def _retain(self) -> bool:
         return StatefulBatchLogic.RETAIN if len(self.state) else StatefulBatchLogic.DISCARD
@@ -598,16 +605,20 @@ class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, bytes]):
         why = "no window of it arrived before the input ended"
         return self._expire(float("inf"), why), self._retain()
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.snapshots:  # no recovery state: nothing reads it (~70 µs a series)
+            return None
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0) -> Any:
-    """`pending_ttl_s`: how long verdicts wait for a series with no state (features.idle_ttl_s)."""
+def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0, snapshots: bool = True) -> Any:
+    """`pending_ttl_s`: how long verdicts wait for a series with no state (features.idle_ttl_s);
+    `snapshots` false: the run keeps no recovery state (`build_flow`'s `recovery`)."""
 
     def build(resume: bytes | DetectShard | None) -> DetectLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
-        return DetectLogic(step, state if state is not None else DetectShard(), pending_ttl_s)
+        shard = state if state is not None else DetectShard()
+        return DetectLogic(step, shard, pending_ttl_s, snapshots)
 
     return build
 

@@ -84,7 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"worker(s); {flow_description(settings)}",
             file=sys.stderr,
         )
-    flow = kafka_flow(settings)  # settings and models checked before any process starts
+    # settings and models checked before any process starts; no recovery, no snapshots
+    flow = kafka_flow(settings, recovery=recovery is not None)
     if args.processes > 1 and not child:
         warn_idle_workers(bootstrap, t.metrics, args.processes * args.workers)
         return run_cluster(args, directory)
