@@ -14,10 +14,10 @@ the pure operators of `operators/`; settings are resolved once by `dataflows.con
     feedback_in (optional) -> parse_feedback -> by_shard (verdicts adjust their series)
     windows -> hourly (optional, by cluster and metric) ---------------------------------------> out
 
-`features` is one `stateful_batch` per shard of series: event-time windows and their feature
-vectors, scored by the Isolation Forest tier in one ONNX call per batch and forecast by the
-LSTM when enabled. `detect_shards` is one `stateful_batch` per shard again (the same
-`crc32(host)` shards): the windows of a batch are scored together across the shard's series
+`shard_features` is one `stateful_batch` per shard of series: event-time windows and their
+feature vectors, scored by the Isolation Forest tier in one ONNX call per batch and forecast by
+the LSTM when enabled. `shard_detect` is one `stateful_batch` per shard again (the same
+`crc32(host)` shards and `SHARD_KEYS`): the windows of a batch are scored together across the shard's series
 (the detection tiers, the combined probability and the alert decision:
 `operators.detection.series.detect_batch`), then suppression.
 `encode` turns every output into its Kafka record (`dataflows.encode`). Everything the flow
@@ -157,7 +157,9 @@ def build_flow(
     parsed = op.flat_map_batch("parse", raw, parse_step)
     split = op.branch("split_valid", parsed, is_shard_batch)
     shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs
-    featured = op.stateful_batch("features", shards, make_feature_builder(config, recovery))
+    # the steps that key by shard were renamed when the shard keys were (stop 36): a recovery
+    # store of the old keys is ignored, not half-resumed (docs/STATE.md)
+    featured = op.stateful_batch("shard_features", shards, make_feature_builder(config, recovery))
     unsharded = op.branch("split_evictions", op.map("drop_shard", featured, _value), is_eviction)
     windows = op.branch("split_late", unsharded.falses, is_window)
     late_or_rest = op.branch("split_host", windows.falses, is_dead_letter)
@@ -190,7 +192,7 @@ def build_flow(
         config.features.lateness_ms,
     )
     detect_builder = make_detect_builder(detect_step, config.features.idle_ttl_s, recovery)
-    detected = op.stateful_batch("detect_shards", by_shard, detect_builder)
+    detected = op.stateful_batch("shard_detect", by_shard, detect_builder)
     results = op.map("drop_keys", detected, _value)
     if topics.incidents:
         split_alerts = op.branch("split_decision_alerts", results, is_alert)

@@ -93,6 +93,32 @@ ShardBatch = tuple[str, list[MetricEvent]]
 """Valid events of one input batch that belong to one feature shard, keyed by the shard."""
 
 
+# fmt: off
+SHARD_KEYS = (
+    "0-44", "1-156", "2-218", "3-185", "4-57", "5-2", "6-72", "7-13",
+    "8-50", "9-18", "10-57", "11-40", "12-6", "13-8", "14-110", "15-15",
+    "16-10", "17-41", "18-76", "19-38", "20-54", "21-28", "22-83", "23-57",
+    "24-68", "25-52", "26-29", "27-39", "28-6", "29-71", "30-92", "31-48",
+    "32-17", "33-27", "34-21", "35-17", "36-10", "37-50", "38-76", "39-15",
+    "40-203", "41-25", "42-28", "43-8", "44-51", "45-117", "46-164", "47-191",
+    "48-100", "49-18", "50-52", "51-1", "52-50", "53-36", "54-147", "55-96",
+    "56-64", "57-37", "58-30", "59-32", "60-119", "61-56", "62-96", "63-15",
+)
+# fmt: on
+"""The Bytewax key of shard i (i < 64). Bytewax 0.21 sends a key to worker `hash(key) %
+workers`, and the plain names "0".."3" (the default 4 shards) all hash to worker 1 of 2 and
+3 of them to worker 3 of 4: a cluster did all feature and detection work on one worker.
+Shard i's name is "i-j" with the first j for which Bytewax routes it to worker i of 64, found
+by probing its routing with 64 workers; so shard i goes to worker i % W for every power of two
+W up to 64, and shards that are a multiple of the workers spread evenly.
+tests/flows/test_shard_routing.py checks that with a real cluster (a Bytewax upgrade that
+changes the hash fails it). Shards past 64 are named by number (spread by chance)."""
+
+
+def shard_key(index: int) -> str:
+    return SHARD_KEYS[index] if index < len(SHARD_KEYS) else str(index)
+
+
 class ShardRouter:
     """Groups events by shard, once per batch: Bytewax then routes one item per shard instead
     of one per event. All series of a host share a shard (cross-metric features need that)."""
@@ -104,7 +130,7 @@ class ShardRouter:
     def shard_of(self, host: str) -> str:
         shard = self._cache.get(host)
         if shard is None:
-            shard = str(zlib.crc32(host.encode()) % self.shards)
+            shard = shard_key(zlib.crc32(host.encode()) % self.shards)
             if len(self._cache) >= 100_000:  # hosts come and go (churn): bounded, not forever
                 self._cache.clear()
             self._cache[host] = shard

@@ -261,7 +261,9 @@ class FeatureSettings(_Group):
         4,
         ge=1,
         le=65536,
-        description="State shards (keys) the series are spread over; use >= 2 per worker.",
+        description="State shards (keys) the series are spread over (by host); with a "
+        "power-of-two number of workers (up to 64) shard i runs on worker i % workers, so use "
+        "a multiple of the workers.",
     )
     max_series: int = Field(
         100_000,
