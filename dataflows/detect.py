@@ -17,8 +17,8 @@ the pure operators of `operators/`; settings are resolved once by `dataflows.con
 `shard_features` is one `stateful_batch` per shard of series: event-time windows and their
 feature vectors, scored by the Isolation Forest tier in one ONNX call per batch and forecast by
 the LSTM when enabled. `shard_detect` is one `stateful_batch` per shard again (the same
-`crc32(host)` shards and `SHARD_KEYS`): the windows of a batch are scored together across the shard's series
-(the detection tiers, the combined probability and the alert decision:
+`crc32(host)` shards and `SHARD_KEYS`): the windows of a batch are scored together across
+the shard's series (the detection tiers, the combined probability and the alert decision:
 `operators.detection.series.detect_batch`), then suppression.
 `encode` turns every output into its Kafka record (`dataflows.encode`). Everything the flow
 cannot use leaves as a `DeadLetter` (to `metrics.dlq`): nothing is dropped silently.

@@ -102,8 +102,8 @@ def run_in_process(
     """Run the detect flow over `source` to its end; `on_items` sees each output batch as it
     arrives, `progress` the events parsed so far. There is no recovery state here, so the
     steps skip their epoch snapshots unless `snapshots` (a benchmark of what a run with
-    recovery pays). Counts come from the flow's own Prometheus
-    counters, as differences, so several runs in one process do not add up."""
+    recovery pays). Counts come from the flow's own Prometheus counters, as differences, so
+    several runs in one process do not add up."""
     out = FlowOutputs()
 
     before = (

@@ -84,6 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"worker(s); {flow_description(settings)}",
             file=sys.stderr,
         )
+        advice = shard_advice(settings.features.shards, args.processes * args.workers)
+        if advice:
+            print(f"novacron-ml run: {advice}", file=sys.stderr)
     # settings and models checked before any process starts; no recovery, no snapshots
     flow = kafka_flow(settings, recovery=recovery is not None)
     if args.processes > 1 and not child:
@@ -132,6 +135,29 @@ def free_loopback_ports(n: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def shard_advice(shards: int, workers: int) -> str | None:
+    """Features and detection run per shard, shard i on worker i % workers (for a power of two
+    of workers, `dataflows.steps.SHARD_KEYS`): say so when some workers would get fewer."""
+    if workers <= 1:
+        return None
+    if shards < workers:
+        return (
+            f"features.shards={shards} for {workers} workers: {workers - shards} of them only "
+            f"parse (set NOVACRON_FEATURES_SHARDS={workers} or a multiple)"
+        )
+    if workers & (workers - 1) or workers > 64:
+        return (
+            f"the shards spread evenly over 2, 4, ... 64 workers, not {workers}: some workers "
+            "get more shards than others"
+        )
+    if shards % workers:
+        return (
+            f"features.shards={shards} is not a multiple of {workers} workers: some get "
+            f"{shards // workers + 1} shards, others {shards // workers}"
+        )
+    return None
 
 
 def warn_idle_workers(bootstrap: str, topic: str, workers: int) -> None:

@@ -114,3 +114,13 @@ def test_two_workers_share_the_default_flows_windows() -> None:
     assert Counter(series for _, series in scored) == {f"c1/{h}/cpu_util": 2 for h in hosts}
     assert per_worker == Counter({w: n * 2 for w, n in expected.items()})
     assert set(per_worker) == {0, 1}
+
+
+def test_run_says_when_the_shards_do_not_cover_the_workers() -> None:
+    from novacron_ml.cli.run import shard_advice
+
+    assert shard_advice(4, 1) is None and shard_advice(4, 2) is None and shard_advice(8, 4) is None
+    assert "4 of them only parse" in (shard_advice(4, 8) or "")
+    assert "NOVACRON_FEATURES_SHARDS=8" in (shard_advice(4, 8) or "")
+    assert "not 3" in (shard_advice(6, 3) or "")
+    assert "some get 2 shards, others 1" in (shard_advice(6, 4) or "")
