@@ -13,6 +13,10 @@ event's time.
     python -m bench.bench_latency --no-naive --cadence  # exact notify vs the 100 ms cadence
     python -m bench.bench_latency --hosts 12 --live-s 300 --json out/bench_latency.json
     python -m bench.bench_latency --no-naive --hosts 1000 --warm-min 40 --live-s 60 --lead-s 150
+    python -m bench.bench_latency --no-naive --no-snapshots --hosts 1000 --warm-min 40 ...
+
+The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state;
+`--no-snapshots` also runs it without them (a run without recovery state).
 """
 
 from __future__ import annotations
@@ -140,6 +144,11 @@ def main() -> None:
         help="also run the flow with the fixed 100 ms notify cadence (before exact notify)",
     )
     ap.add_argument(
+        "--no-snapshots",
+        action="store_true",
+        help="also run the flow without its epoch snapshots (a run without recovery state)",
+    )
+    ap.add_argument(
         "--gc", action="store_true", help="also count full garbage-collector passes (gc.callbacks)"
     )
     ap.add_argument(
@@ -152,6 +161,9 @@ def main() -> None:
 
     epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
     results["ours (window close -> score)"] = run_ours(args, settings, epoch, exact=True)
+    if args.no_snapshots:
+        name = "ours, no snapshots (no recovery)"
+        results[name] = run_ours(args, settings, epoch, exact=True, snapshots=False)
     if args.cadence:
         name = f"ours, {FeatureLogic.NOTIFY_EVERY.total_seconds() * 1000:.0f} ms notify cadence"
         results[name] = run_ours(args, settings, epoch, exact=False)
@@ -167,10 +179,15 @@ def main() -> None:
 
 
 def run_ours(
-    args: argparse.Namespace, settings: Settings, epoch: timedelta | None, exact: bool
+    args: argparse.Namespace,
+    settings: Settings,
+    epoch: timedelta | None,
+    exact: bool,
+    snapshots: bool = True,
 ) -> dict[str, float]:
     """The production flow; `exact`: notified when the next window can close (the default),
-    else on the fixed NOTIFY_EVERY cadence (the previous behaviour)."""
+    else on the fixed NOTIFY_EVERY cadence (the previous behaviour); `snapshots`: the steps'
+    epoch snapshots taken, as in `novacron-ml run` with its default recovery state."""
     lateness_ms = int(settings.window.allowed_lateness_s * 1000)
     live_start = _now_ms() + int(args.lead_s * 1000)  # to build and replay the history
     items = fleet_messages(args, live_start)
@@ -188,7 +205,12 @@ def run_ours(
 
     print(f"ours: {len(items):,} events, live from {datetime.fromtimestamp(live_start / 1000)}")
     flow = build_flow(
-        settings, PacedSource(items), CallbackSink(collect), kafka_output=False, emit_scores=True
+        settings,
+        PacedSource(items),
+        CallbackSink(collect),
+        kafka_output=False,
+        emit_scores=True,
+        recovery=snapshots,
     )
     full_gc: list[tuple[int, float]] = []  # (wall ms at the end, pause ms) of gen-2 passes
     started = [0.0]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from dataflows.io import MessageBatch
+from novacron_ml.cli.run import free_loopback_ports
 
 
 def share_of(key: bytes, count: int) -> int:
@@ -89,7 +89,7 @@ def child(args: argparse.Namespace) -> None:
 
     sim = fleet(args.series, args.hours)
     mine = [m for m in sim.messages(args.format) if share_of(m[0], args.processes) == args.index]
-    events = sum(1 for m in mine for _ in range(m[1].count(b'"ts"')))
+    events = sum(m[1].count(b'"ts"') for m in mine)
     counts = {"alerts": 0, "first": 0.0}
 
     def collect(items: list[Any]) -> None:
@@ -103,8 +103,7 @@ def child(args: argparse.Namespace) -> None:
         features={"shards": args.shards} if args.shards else {},
     )
     flow = build_flow(settings, ShareSource(mine, first), CallbackSink(collect), kafka_output=False)
-    addresses = [f"127.0.0.1:{args.port + i}" for i in range(args.processes)]
-    cluster_main(flow, addresses, args.index)
+    cluster_main(flow, args.addresses.split(";"), args.index)
     end = time.time()
     windows = obs.counter_value(obs.WINDOWS)  # closed in this process's feature step
     print(
@@ -120,28 +119,10 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def free_ports(n: int) -> int:
-    """A base port with `n` free loopback ports after it."""
-    for base in range(23000, 24000, 16):
-        try:
-            held = []
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                held.append(s)
-            for s in held:
-                s.close()
-            return base
-        except OSError:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free loopback ports in 23000-24000")
-
-
 def cluster(args: argparse.Namespace, processes: int) -> dict[str, float]:
-    port = free_ports(processes)
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(processes))
     command = [sys.executable, __file__, "--series", str(args.series), "--hours", str(args.hours)]
-    command += ["--format", args.format, "--processes", str(processes), "--port", str(port)]
+    command += ["--format", args.format, "--processes", str(processes), "--addresses", addresses]
     command += ["--shards", str(args.shards)] if args.shards else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     procs = [
@@ -182,7 +163,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, help="features.shards (default: the setting's)")
     ap.add_argument("--processes", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--index", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--addresses", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.index is not None:
         child(args)
@@ -194,7 +175,8 @@ def main() -> None:
         runs.setdefault(n, []).append(r["events_per_s"])
         print(
             f"  {n} process(es): {r['events_per_s']:>10,.0f} events/s ({r['events']:,} events "
-            f"in {r['seconds']:.1f} s, {r['alerts']} alerts; windows per process {r['split']})",
+            f"in {r['seconds']:.1f} s, {r['alerts']} alert records; windows per process "
+            f"{r['split']})",
             flush=True,
         )
     if 1 in runs and len(runs) > 1:
