@@ -14,6 +14,7 @@ event's time.
     python -m bench.bench_latency --hosts 12 --live-s 300 --json out/bench_latency.json
     python -m bench.bench_latency --no-naive --hosts 1000 --warm-min 40 --live-s 60 --lead-s 150
     python -m bench.bench_latency --no-naive --no-snapshots --hosts 1000 --warm-min 40 ...
+    python -m bench.bench_latency --no-naive --processes 2 --hosts 1000 --warm-min 40 ...
 
 The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state;
 `--no-snapshots` also runs it without them (a run without recovery state).
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 import numpy as np
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.testing import run_main
+from bytewax.testing import cluster_main, run_main
 
 from bench.bench_throughput import naive_flow
 from dataflows.detect import build_flow
@@ -84,14 +85,18 @@ class _Paced(StatefulSourcePartition[Message, int]):
 
 
 class PacedSource(FixedPartitionedSource[Message, int]):
-    """Messages released when the wall clock reaches their event time."""
+    """Messages released when the wall clock reaches their event time; `part`: the name of
+    this process's partition in a cluster (each member lists only its own)."""
 
-    def __init__(self, items: list[tuple[bytes, bytes, int]], batch: int = 1000) -> None:
+    def __init__(
+        self, items: list[tuple[bytes, bytes, int]], batch: int = 1000, part: str = "0"
+    ) -> None:
         self._items = items
         self._batch = batch
+        self._part = part
 
     def list_parts(self) -> list[str]:
-        return ["0"]
+        return [self._part]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Paced:
         return _Paced(self._items, self._batch)
@@ -155,8 +160,21 @@ def main() -> None:
         "--epoch-ms", type=float, help="Bytewax epoch interval (default: Bytewax's, 10 s)"
     )
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also run the flow as a cluster of this many processes (one worker each, each\n"
+        "releasing its own hosts' events, as Kafka partitions keyed by series would)",
+    )
+    ap.add_argument("--index", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--addresses", help=argparse.SUPPRESS)
+    ap.add_argument("--live-start-ms", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     settings = Settings(window={"length_s": args.window_s}, ingest={"max_event_age_s": 0})
+    if args.index is not None:  # one member of a --processes cluster
+        print(json.dumps(member(args, settings)))
+        return
     results: dict[str, Any] = {}
 
     epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
@@ -164,6 +182,8 @@ def main() -> None:
     if args.no_snapshots:
         name = "ours, no snapshots (no recovery)"
         results[name] = run_ours(args, settings, epoch, exact=True, snapshots=False)
+    if args.processes > 1:
+        results[f"ours, {args.processes} processes"] = run_cluster(args)
     if args.cadence:
         name = f"ours, {FeatureLogic.NOTIFY_EVERY.total_seconds() * 1000:.0f} ms notify cadence"
         results[name] = run_ours(args, settings, epoch, exact=False)
@@ -247,6 +267,68 @@ def run_ours(
             f"(longest {result['full_gc_live_max_ms']:.0f} ms)"
         )
     return result
+
+
+def member(args: argparse.Namespace, settings: Settings) -> list[float]:
+    """One process of a cluster: its hosts' share of the fleet, paced; its live latencies."""
+    from bench.bench_workers import share_of
+
+    lateness_ms = int(settings.window.allowed_lateness_s * 1000)
+    live_start = args.live_start_ms
+    items = [
+        m for m in fleet_messages(args, live_start) if share_of(m[0], args.processes) == args.index
+    ]
+    last_event_ms = max(m[2] for m in items)
+    latencies: list[float] = []
+
+    def collect(batch: list[Any]) -> None:
+        now = _now_ms()
+        for item in batch:
+            closable = item.end_ms + lateness_ms if isinstance(item, WindowScore) else 0
+            if closable and item.start_ms >= live_start and closable <= last_event_ms:
+                latencies.append(now - closable)
+
+    flow = build_flow(
+        settings,
+        PacedSource(items, part=str(args.index)),
+        CallbackSink(collect),
+        kafka_output=False,
+        emit_scores=True,
+    )
+    epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
+    cluster_main(flow, args.addresses.split(";"), args.index, epoch_interval=epoch)
+    return latencies
+
+
+def run_cluster(args: argparse.Namespace) -> dict[str, float]:
+    """The flow as `--processes` processes, each a `member` (the same live start), merged."""
+    import subprocess
+
+    from novacron_ml.cli.run import free_loopback_ports
+
+    live_start = _now_ms() + int(args.lead_s * 1000)
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(args.processes))
+    command = [sys.executable, "-m", "bench.bench_latency", "--hosts", str(args.hosts)]
+    command += ["--window-s", str(args.window_s), "--warm-min", str(args.warm_min)]
+    command += ["--live-s", str(args.live_s), "--seed", str(args.seed)]
+    command += ["--processes", str(args.processes), "--addresses", addresses]
+    command += ["--live-start-ms", str(live_start)]
+    command += ["--epoch-ms", str(args.epoch_ms)] if args.epoch_ms else []
+    print(
+        f"ours, {args.processes} processes: live from {datetime.fromtimestamp(live_start / 1000)}"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    procs = [
+        subprocess.Popen([*command, "--index", str(i)], stdout=subprocess.PIPE, text=True, cwd=root)
+        for i in range(args.processes)
+    ]
+    latencies: list[float] = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"a member exited {p.returncode}")
+        latencies.extend(json.loads(out.strip().splitlines()[-1]))
+    return percentiles(latencies)
 
 
 def run_naive(args: argparse.Namespace, epoch: timedelta | None) -> dict[str, float]:
