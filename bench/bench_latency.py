@@ -27,6 +27,7 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,25 @@ def fleet_messages(args: argparse.Namespace, live_start_ms: int) -> list[tuple[b
     # Release order = event time: the simulator emits a tick host by host, and each host has
     # its own sub-step offset, so its list order is not time order.
     return sorted(sim.timed_messages("json"), key=lambda item: item[2])
+
+
+def live_latencies(
+    lateness_ms: int, live_start: int, last_event_ms: int
+) -> tuple[list[float], Callable[[list[Any]], None]]:
+    """A sink callback and the list it fills: for each live window's score, the wall time at
+    its arrival minus the moment the window could close."""
+    latencies: list[float] = []
+
+    def collect(batch: list[Any]) -> None:
+        now = _now_ms()
+        for item in batch:
+            closable = item.end_ms + lateness_ms if isinstance(item, WindowScore) else 0
+            # windows closable only after the last event are closed early by the end of
+            # input (negative "latencies"): not live, not counted
+            if closable and item.start_ms >= live_start and closable <= last_event_ms:
+                latencies.append(now - closable)
+
+    return latencies, collect
 
 
 def percentiles(x: list[float]) -> dict[str, float]:
@@ -211,17 +231,7 @@ def run_ours(
     lateness_ms = int(settings.window.allowed_lateness_s * 1000)
     live_start = _now_ms() + int(args.lead_s * 1000)  # to build and replay the history
     items = fleet_messages(args, live_start)
-    last_event_ms = items[-1][2]
-    ours: list[float] = []
-
-    def collect(batch: list[Any]) -> None:
-        now = _now_ms()
-        for item in batch:
-            closable = item.end_ms + lateness_ms if isinstance(item, WindowScore) else 0
-            # windows closable only after the last event are closed early by the end of
-            # input (negative "latencies"): not live, not counted
-            if closable and item.start_ms >= live_start and closable <= last_event_ms:
-                ours.append(now - closable)
+    ours, collect = live_latencies(lateness_ms, live_start, items[-1][2])
 
     print(f"ours: {len(items):,} events, live from {datetime.fromtimestamp(live_start / 1000)}")
     flow = build_flow(
@@ -278,15 +288,7 @@ def member(args: argparse.Namespace, settings: Settings) -> list[float]:
     items = [
         m for m in fleet_messages(args, live_start) if share_of(m[0], args.processes) == args.index
     ]
-    last_event_ms = max(m[2] for m in items)
-    latencies: list[float] = []
-
-    def collect(batch: list[Any]) -> None:
-        now = _now_ms()
-        for item in batch:
-            closable = item.end_ms + lateness_ms if isinstance(item, WindowScore) else 0
-            if closable and item.start_ms >= live_start and closable <= last_event_ms:
-                latencies.append(now - closable)
+    latencies, collect = live_latencies(lateness_ms, live_start, max(m[2] for m in items))
 
     flow = build_flow(
         settings,
