@@ -454,7 +454,8 @@ def register(sub: Any) -> None:
         description="Run dataflows.detect against Kafka, like `python -m bytewax.run "
         "dataflows.detect:flow`, creating the topics if needed. --processes N starts a local "
         "cluster of N processes (Kafka partitions are spread over all their workers; give the "
-        "metrics topic at least processes × workers partitions).",
+        "metrics topic at least processes × workers partitions, and keep features.shards a "
+        "multiple of processes × workers: features and detection run per shard).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
