@@ -11,7 +11,8 @@ the end, over the wall time between them. `µs/window` is that time per closed w
 whole flow: parse, features, detect, outputs), with the steps' epoch snapshots taken as in
 `novacron-ml run` with its default recovery state; the same run without them (replay, nab,
 `run --no-recovery`) follows. `state` is the pickled detection state per series at the end
-(what a recovery snapshot holds).
+(what a recovery snapshot holds), and what the feature step's snapshot (a deep copy of its
+state, best of 3 at the end) costs per series, beside pickling the same state.
 The same run again with every detection tier off but robust z (`TIERS_OFF`) shows what the
 tiers cost. The naive pattern (`bench.bench_throughput.naive_flow`: one River
 HalfSpaceTrees per series scoring every raw event) runs on the first `--naive-events` events
@@ -27,6 +28,7 @@ message, and JSON arrays), whole run timed.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import pickle
@@ -93,15 +95,22 @@ def in_process(
     )
     marked = Marked(messages, int(len(messages) * measure_from))
     logics: dict[int, Any] = {}
+    feature_logics: dict[int, Any] = {}
     from dataflows import steps
 
     keep = steps.DetectLogic.snapshot
+    keep_features = steps.FeatureLogic.snapshot
 
     def remember(self: steps.DetectLogic) -> Any:  # each shard's logic, pickled at the end
         logics[id(self)] = self
         return keep(self)
 
+    def remember_features(self: steps.FeatureLogic) -> Any:
+        feature_logics[id(self)] = self
+        return keep_features(self)
+
     steps.DetectLogic.snapshot = remember  # type: ignore[method-assign]
+    steps.FeatureLogic.snapshot = remember_features  # type: ignore[method-assign]
     gc.collect()
     try:
         start = time.perf_counter()
@@ -111,6 +120,7 @@ def in_process(
         end = time.perf_counter()
     finally:
         steps.DetectLogic.snapshot = keep  # type: ignore[method-assign]
+        steps.FeatureLogic.snapshot = keep_features  # type: ignore[method-assign]
     tail_events = (len(messages) - marked.mark) * events_per_message
     tail_windows = out.windows_scored * (1 - measure_from)
     # a shard's DetectShard holds many series; a per-series step's state (before issue 18:
@@ -120,7 +130,20 @@ def in_process(
         state = logic.state
         n_series += len(state.series) if hasattr(state, "series") else 1
         state_bytes += len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    # what the feature step's snapshot (a deep copy) costs, beside pickling the same state
+    feature_states = [logic.state for logic in feature_logics.values()]
+    copy_s = pickle_s = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for state in feature_states:
+            copy.deepcopy(state)
+        t1 = time.perf_counter()
+        for state in feature_states:
+            pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        copy_s, pickle_s = min(copy_s, t1 - t0), min(pickle_s, time.perf_counter() - t1)
     return {
+        "feature_copy_us_per_series": copy_s / max(n_series, 1) * 1e6,
+        "feature_pickle_us_per_series": pickle_s / max(n_series, 1) * 1e6,
         "events": out.events,
         "windows": out.windows_scored,
         "alerts": len(out.alerts),
@@ -202,6 +225,14 @@ def main() -> None:
         "copies of its River models at each epoch's snapshot take minutes",
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive pattern")
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N more pairs of runs, without and with snapshots, alternated (this VM's\n"
+        "speed drifts within one run of the command; a pair at a time shows the ratio)",
+    )
     parser.add_argument("--kafka", metavar="BOOTSTRAP", help="also read from this broker")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
@@ -225,7 +256,8 @@ def main() -> None:
             f"  default flow, in-process: {ours['events_per_s']:>10,.0f} events/s steady "
             f"({ours['us_per_window']:.1f} µs/window; whole run {ours['seconds']:.0f} s, "
             f"{ours['alerts']} alerts); detection state {ours['state_bytes_per_series'] / 1024:.1f}"
-            f" KB/series",
+            f" KB/series; feature snapshot (deep copy) {ours['feature_copy_us_per_series']:.1f}"
+            f" µs/series (pickled: {ours['feature_pickle_us_per_series']:.1f})",
             flush=True,
         )
         row["no_recovery"] = bare = in_process(
@@ -238,6 +270,19 @@ def main() -> None:
             f"{bare['events_per_s'] / ours['events_per_s']:.2f}x",
             flush=True,
         )
+        ratios = []
+        for _ in range(args.alternate):
+            pair = [
+                in_process(messages, per_message, args.measure_from, snapshots=snap)
+                for snap in (False, True)
+            ]
+            ratios.append(pair[0]["events_per_s"] / pair[1]["events_per_s"])
+            print(
+                f"  alternated, none / with:  {pair[0]['events_per_s']:>10,.0f} / "
+                f"{pair[1]['events_per_s']:,.0f} events/s -> {ratios[-1]:.2f}x",
+                flush=True,
+            )
+        row["alternated_ratios"] = ratios
         row["tiers_off"] = off = in_process(messages, per_message, args.measure_from, TIERS_OFF)
         print(
             f"  every tier off (robust z): {off['events_per_s']:>9,.0f} events/s steady "

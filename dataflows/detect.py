@@ -143,7 +143,7 @@ def build_flow(
     (`operators.detection.feedback.Feedback` JSON) that adjust the verdict's series.
     `recovery` false: the flow will run without recovery state, so the feature and detect
     steps skip their snapshots (Bytewax asks for one of every touched key at each epoch's
-    end whether or not it keeps them; at 10,000 series they were 11 % of the run's time).
+    end whether or not it keeps them; 1.03–1.06× the throughput at 10,000 series).
     Leave it true for any run with a `RecoveryConfig`: its snapshots would be empty.
     """
     config = resolve(settings)
