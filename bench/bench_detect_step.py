@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
 from bench.bench_detect import simulated_windows
@@ -92,11 +94,37 @@ def main() -> None:
         start = time.perf_counter()
         pickle.loads(data)
         loads.append(time.perf_counter() - start)
+    # the floor a layout of pooled arrays would still pay: copying the states' array bytes
+    arrays = [a for state in states for a in _arrays(state)]
+    copies = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for a in arrays:
+            a.tobytes()
+        copies.append(time.perf_counter() - start)
     print(
         f"snapshot: {len(data) / args.series / 1024:.1f} KB/series; pickle "
         f"{min(dumps) * 1e3:.0f} ms ({min(dumps) / args.series * 1e6:.0f} µs/series), "
-        f"unpickle {min(loads) * 1e3:.0f} ms (best of {args.repeats})"
+        f"unpickle {min(loads) * 1e3:.0f} ms (best of {args.repeats}); its "
+        f"{len(arrays) / args.series:.0f} arrays a series copied alone "
+        f"{min(copies) / args.series * 1e6:.0f} µs/series"
     )
+
+
+def _arrays(obj: object, depth: int = 0) -> list[np.ndarray]:
+    """The numpy arrays a state holds (attributes, dict values, a few levels down)."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if depth > 4:
+        return []
+    children: list[object] = []
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif hasattr(obj, "__dict__"):
+        children = list(vars(obj).values())
+    elif hasattr(obj, "__slots__"):
+        children = [getattr(obj, k) for k in obj.__slots__ if hasattr(obj, k)]
+    return [a for child in children for a in _arrays(child, depth + 1)]
 
 
 if __name__ == "__main__":
