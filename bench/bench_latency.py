@@ -304,33 +304,19 @@ def member(args: argparse.Namespace, settings: Settings) -> list[float]:
 
 def run_cluster(args: argparse.Namespace) -> dict[str, float]:
     """The flow as `--processes` processes, each a `member` (the same live start), merged."""
-    import subprocess
-
-    from novacron_ml.cli.run import free_loopback_ports
+    from bench.bench_workers import run_members
 
     live_start = _now_ms() + int(args.lead_s * 1000)
-    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(args.processes))
     command = [sys.executable, "-m", "bench.bench_latency", "--hosts", str(args.hosts)]
     command += ["--window-s", str(args.window_s), "--warm-min", str(args.warm_min)]
     command += ["--live-s", str(args.live_s), "--seed", str(args.seed)]
-    command += ["--processes", str(args.processes), "--addresses", addresses]
-    command += ["--live-start-ms", str(live_start)]
+    command += ["--processes", str(args.processes), "--live-start-ms", str(live_start)]
     command += ["--epoch-ms", str(args.epoch_ms)] if args.epoch_ms else []
     print(
         f"ours, {args.processes} processes: live from {datetime.fromtimestamp(live_start / 1000)}"
     )
-    root = str(Path(__file__).resolve().parents[1])
-    procs = [
-        subprocess.Popen([*command, "--index", str(i)], stdout=subprocess.PIPE, text=True, cwd=root)
-        for i in range(args.processes)
-    ]
-    latencies: list[float] = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode:
-            raise SystemExit(f"a member exited {p.returncode}")
-        latencies.extend(json.loads(out.strip().splitlines()[-1]))
-    return percentiles(latencies)
+    rows = run_members(command, args.processes)
+    return percentiles([latency for row in rows for latency in row])
 
 
 def run_naive(args: argparse.Namespace, epoch: timedelta | None) -> dict[str, float]:

@@ -26,15 +26,13 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` too
 
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
-
-from dataflows.io import MessageBatch
+from dataflows.io import MessageSource
 from novacron_ml.cli.run import free_loopback_ports
 
 
@@ -46,34 +44,40 @@ def share_of(key: bytes, count: int) -> int:
     return zlib.crc32(host) % count
 
 
-class _Share(StatelessSourcePartition[MessageBatch]):
-    def __init__(self, messages: list[tuple[bytes, bytes]], batch: int, on_first: Any) -> None:
-        self._it: Iterator[tuple[bytes, bytes]] = iter(messages)
-        self._batch = batch
-        self._offset = 0
-        self._on_first = on_first
+class ShareSource(MessageSource):
+    """This process's share of the messages as its own partition: each cluster member lists
+    only its own, so Bytewax reads it there."""
 
-    def next_batch(self) -> list[MessageBatch]:
-        if self._offset == 0:
-            self._on_first()
-        chunk = [m for _, m in zip(range(self._batch), self._it, strict=False)]
-        if not chunk:
-            raise StopIteration
-        start = self._offset
-        self._offset += len(chunk)
-        keys, values = (list(col) for col in zip(*chunk, strict=True))
-        return [MessageBatch("simulator", 0, keys, values, list(range(start, start + len(chunk))))]
+    def __init__(self, make: Callable[[], Iterator[tuple[bytes, bytes]]], part: str) -> None:
+        super().__init__(make, 1000)
+        self._part = part
+
+    def list_parts(self) -> list[str]:
+        return [self._part]
 
 
-class ShareSource(DynamicSource[MessageBatch]):
-    """Worker `i` of `n` reads the messages `share_of` gives it (one worker per process)."""
-
-    def __init__(self, messages: list[tuple[bytes, bytes]], on_first: Any) -> None:
-        self.messages = messages
-        self.on_first = on_first
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Share:
-        return _Share(self.messages, 1000, self.on_first)
+def run_members(command: list[str], processes: int, env: dict[str, str] | None = None) -> list[Any]:
+    """`command` as `processes` cluster members (`--addresses` of free loopback ports and
+    `--index i` added); each member's last stdout line, as JSON."""
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(processes))
+    root = str(Path(__file__).resolve().parents[1])
+    procs = [
+        subprocess.Popen(
+            [*command, "--addresses", addresses, "--index", str(i)],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            cwd=root,
+        )
+        for i in range(processes)
+    ]
+    rows = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"a cluster member exited {p.returncode}")
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
 
 
 def child(args: argparse.Namespace) -> None:
@@ -95,14 +99,16 @@ def child(args: argparse.Namespace) -> None:
     def collect(items: list[Any]) -> None:
         counts["alerts"] += sum(isinstance(i, Alert) for i in items)
 
-    def first() -> None:
+    def timed() -> Iterator[tuple[bytes, bytes]]:  # notes when the first message is read
         counts["first"] = time.time()
+        yield from mine
 
     settings = Settings(
         ingest={"max_event_age_s": 0, "max_event_future_s": 0},
         features={"shards": args.shards} if args.shards else {},
     )
-    flow = build_flow(settings, ShareSource(mine, first), CallbackSink(collect), kafka_output=False)
+    source = ShareSource(timed, str(args.index))
+    flow = build_flow(settings, source, CallbackSink(collect), kafka_output=False)
     cluster_main(flow, args.addresses.split(";"), args.index)
     end = time.time()
     windows = obs.counter_value(obs.WINDOWS)  # closed in this process's feature step
@@ -120,21 +126,11 @@ def child(args: argparse.Namespace) -> None:
 
 
 def cluster(args: argparse.Namespace, processes: int) -> dict[str, float]:
-    addresses = ";".join(f"127.0.0.1:{p}" for p in free_loopback_ports(processes))
     command = [sys.executable, __file__, "--series", str(args.series), "--hours", str(args.hours)]
-    command += ["--format", args.format, "--processes", str(processes), "--addresses", addresses]
+    command += ["--format", args.format, "--processes", str(processes)]
     command += ["--shards", str(args.shards)] if args.shards else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    procs = [
-        subprocess.Popen([*command, "--index", str(i)], stdout=subprocess.PIPE, env=env, text=True)
-        for i in range(processes)
-    ]
-    rows = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode:
-            raise SystemExit(f"process exited {p.returncode}")
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+    rows = run_members(command, processes, env)
     seconds = max(r["end"] for r in rows) - min(r["first"] for r in rows if r["first"])
     events = sum(r["events"] for r in rows)
     total = sum(r["windows"] for r in rows)
