@@ -9,7 +9,14 @@ import random
 import numpy as np
 import pytest
 
-from dataflows.steps import DetectShard, in_rounds, make_detect_step
+from dataflows.steps import (
+    DetectLogic,
+    DetectShard,
+    ShardSnapshot,
+    in_rounds,
+    make_detect_builder,
+    make_detect_step,
+)
 from novacron_ml.core.features import N_FEATURES, FeatureConfig, FeatureWindow, SeriesEvicted
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
@@ -27,6 +34,7 @@ from operators.detection.series import (
     tiers_for,
 )
 from operators.features.engine import FeatureEngine
+from tests.core.test_columnar import same_value
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +282,77 @@ def test_novelty_is_ranked_on_every_window_while_its_calibrators_warm_up(
         else:
             ready_unranked += "novelty" not in scores
     assert warming >= 20 and ready_unranked >= 20
+
+
+def test_a_shard_restored_from_its_snapshot_decides_what_the_running_shard_decides(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    """The shard's snapshot taken every few hundred items and resumed (pickled as columns,
+    `DetectShard.__getstate__`, or as the recovery snapshot, `ShardSnapshot`): the same
+    records and the same states as the shard that never stopped, with episodes open, alerts
+    held and verdicts pending at some snapshots."""
+    step = make_detect_step(RobustZConfig(), emit_scores=True)
+    items: list[FeatureWindow | Feedback | SeriesEvicted] = list(fleet_windows)
+    items.insert(30, Feedback("y", Verdict.TRUE_POSITIVE, series="c0/nowhere/cpu_util"))
+    running, resumed = DetectShard(), DetectShard()
+    out_running: list[object] = []
+    out_resumed: list[object] = []
+    seen = {"episode": 0, "held": 0, "pending": 0}
+    for at in range(0, len(items), 331):
+        batch = items[at : at + 331]
+        out_running += step(running, batch)
+        out_resumed += step(resumed, batch)
+        states = resumed.series.values()
+        seen["episode"] += any(s.episode is not None for s in states)
+        seen["held"] += any(s.held for s in states)
+        seen["pending"] += bool(resumed.pending)
+        if at % 2:  # the shard pickled itself
+            resumed = pickle.loads(pickle.dumps(resumed, protocol=pickle.HIGHEST_PROTOCOL))
+        else:  # as a recovery snapshot: taken, pickled by Bytewax, resumed by the builder
+            snapshot = DetectLogic(step, resumed, 3600.0).snapshot()
+            assert isinstance(snapshot, ShardSnapshot)
+            resumed = make_detect_builder(step)(pickle.loads(pickle.dumps(snapshot))).state
+    assert min(seen.values()) > 0, seen
+
+    assert out_resumed == out_running  # by value (a float's identity is the memo's business)
+    assert sum(isinstance(r, Alert) for r in out_running) >= 10
+    assert list(resumed.series) == list(running.series)
+    assert all(same_value(resumed.series[s], running.series[s]) for s in running.series)
+    assert resumed.pending.keys() == running.pending.keys()
+
+
+def test_a_detect_shard_pickled_state_by_state_still_resumes(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    """A snapshot written before the columns (stop 36 and earlier: the dataclass's fields,
+    pickled state by state) loads into the same shard."""
+    step = make_detect_step(RobustZConfig())
+    shard = DetectShard()
+    step(shard, fleet_windows[:600])
+    old = DetectShard.__new__(DetectShard)
+    old.__setstate__({"series": pickle.loads(_key(shard.series)), "pending": {}})
+    assert list(old.series) == list(shard.series)
+    assert step(old, fleet_windows[600:900]) == step(shard, fleet_windows[600:900])
+
+
+def test_a_recovery_snapshot_keeps_the_shard_as_it_was_when_taken(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    """What the shard does after its snapshot was taken (and before Bytewax writes it)
+    never reaches the snapshot."""
+    step = make_detect_step(RobustZConfig())
+    shard = DetectShard()
+    step(shard, fleet_windows[:3000])
+    then = pickle.dumps(shard.series)
+    snapshot = DetectLogic(step, shard, 3600.0).snapshot()
+    assert isinstance(snapshot, ShardSnapshot)
+    assert step(shard, fleet_windows[3000:3600])  # every series learns on
+    for state in shard.series.values():  # and containers change in place
+        assert state.novelty is not None and state.calibrators is not None
+        state.novelty._except[-1] = (0.0,)
+        state.calibrators["novelty@1"]._raw[:] = 0.0
+        state.held = state.held or {}
+        state.held.clear()
+    restored = snapshot.restore().series
+    assert not same_value(restored, shard.series)
+    assert same_value(restored, pickle.loads(then))

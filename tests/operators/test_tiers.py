@@ -3,6 +3,7 @@ probability with its cooldown, and explanations in the alert."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import msgspec
@@ -205,8 +206,8 @@ def test_series_state_survives_a_recovery_snapshot() -> None:
     assert a == b and state.tier_scores == copy.tier_scores
 
 
-def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> None:
-    from dataflows.steps import make_detect_builder, make_detect_step
+def test_detect_logic_snapshots_its_shard_and_resumes_from_every_form() -> None:
+    from dataflows.steps import ShardSnapshot, make_detect_builder, make_detect_step
 
     step = make_detect_step(RobustZConfig(min_history=5), emit_scores=True)
     build = make_detect_builder(step)
@@ -214,16 +215,22 @@ def test_detect_logic_snapshots_pickled_state_and_resumes_from_either_form() -> 
     for i in range(300):
         logic.on_batch([window(i, 100.0 + i % 7, 150.0)])
     snap = logic.snapshot()
-    assert isinstance(snap, bytes)  # one untracked object, not a deep copy of every state
-    resumed, copied = build(snap), build(pickle.loads(snap))  # copied: a deep-copied snapshot
+    # one bytes object and a few stacked rings, not a deep copy of every state
+    assert isinstance(snap, ShardSnapshot) and isinstance(snap.state, bytes)
+    resumed = build(pickle.loads(pickle.dumps(snap)))  # as Bytewax writes and reads it
+    from_bytes = build(pickle.dumps(snap.restore()))  # a pickled shard (before stop 37)
+    copied = build(copy.deepcopy(snap.restore()))
     for i in range(300, 320):
         w = window(i, 100.0 + i % 5, 400.0 if i == 310 else 150.0)
         out, discard = logic.on_batch([w])
-        assert not discard and out == resumed.on_batch([w])[0] == copied.on_batch([w])[0]
+        assert not discard
+        assert out == resumed.on_batch([w])[0] == from_bytes.on_batch([w])[0]
+        assert out == copied.on_batch([w])[0]
         assert out and isinstance(out[-1], WindowScore)
-    again = pickle.loads(resumed.snapshot()).series[SERIES]
-    state = logic.state.series[SERIES]
-    assert again.tier_scores == state.tier_scores and again.last_score == state.last_score
+    again = resumed.snapshot()
+    assert again is not None
+    state, restored = logic.state.series[SERIES], again.restore().series[SERIES]
+    assert restored.tier_scores == state.tier_scores and restored.last_score == state.last_score
 
 
 def test_settings_reject_an_unknown_tier() -> None:
@@ -357,7 +364,7 @@ def test_verdicts_for_a_series_without_state_wait_small_and_expire_to_the_dlq() 
     out, discard = logic.on_batch([fp])
     assert out == [] and discard is StatefulBatchLogic.RETAIN
     assert set(logic.state.pending) == {SERIES} and not logic.state.series
-    assert len(logic.snapshot()) < 1024
+    assert len(pickle.dumps(logic.snapshot())) < 1024
     due = logic.notify_at()
     since = logic.state.pending[SERIES].since_s
     assert due is not None and due.timestamp() - since == pytest.approx(600, abs=1e-3)
