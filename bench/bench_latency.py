@@ -16,8 +16,9 @@ event's time.
     python -m bench.bench_latency --no-naive --no-snapshots --hosts 1000 --warm-min 40 ...
     python -m bench.bench_latency --no-naive --processes 2 --hosts 1000 --warm-min 40 ...
 
-The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state;
-`--no-snapshots` also runs it without them (a run without recovery state).
+The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state,
+and keeps freed memory for reuse as `run` does then (`recovery.retain_freed_memory`;
+`--malloc-default`: glibc's defaults); `--no-snapshots` also runs it without the snapshots.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from bench.bench_throughput import naive_flow
 from dataflows.detect import build_flow
 from dataflows.io import CallbackSink
 from dataflows.steps import FeatureLogic
+from novacron_ml.core.memory import retain_freed_memory
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection.series import WindowScore
@@ -179,6 +181,12 @@ def main() -> None:
     ap.add_argument(
         "--epoch-ms", type=float, help="Bytewax epoch interval (default: Bytewax's, 10 s)"
     )
+    ap.add_argument(
+        "--malloc-default",
+        action="store_true",
+        help="leave glibc's allocator as it is (by default the bench keeps freed memory for\n"
+        "reuse, as novacron-ml run does with recovery on: recovery.retain_freed_memory)",
+    )
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument(
         "--processes",
@@ -193,8 +201,12 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings(window={"length_s": args.window_s}, ingest={"max_event_age_s": 0})
     if args.index is not None:  # one member of a --processes cluster
+        if not args.malloc_default:
+            retain_freed_memory()
         print(json.dumps(member(args, settings)))
         return
+    if not args.malloc_default:
+        print(f"bench_latency: {retain_freed_memory()}")
     results: dict[str, Any] = {}
 
     epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
@@ -312,6 +324,7 @@ def run_cluster(args: argparse.Namespace) -> dict[str, float]:
     command += ["--live-s", str(args.live_s), "--seed", str(args.seed)]
     command += ["--processes", str(args.processes), "--live-start-ms", str(live_start)]
     command += ["--epoch-ms", str(args.epoch_ms)] if args.epoch_ms else []
+    command += ["--malloc-default"] if args.malloc_default else []
     print(
         f"ours, {args.processes} processes: live from {datetime.fromtimestamp(live_start / 1000)}"
     )

@@ -600,6 +600,14 @@ class RecoverySettings(_Group):
         description="Seconds Bytewax keeps superseded snapshots before deleting them (for "
         "copying the recovery directory to durable storage while the flow runs).",
     )
+    retain_freed_memory: bool = Field(
+        True,
+        description="With recovery on, novacron-ml run keeps the memory each epoch's "
+        "snapshots free in the process (glibc mallopt), so the next snapshot reuses it instead "
+        "of faulting in fresh pages (~10x the copy on a VM; docs/BENCHMARKS.md); resident "
+        "memory then stays near its peak. A MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ / "
+        "MALLOC_TOP_PAD_ in the environment wins; nothing off glibc.",
+    )
 
 
 class TuneSettings(_Group):

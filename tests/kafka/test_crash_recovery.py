@@ -55,6 +55,8 @@ def crash_until_done(
         landed += 1
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
+    if "--processes" not in command:  # (a cluster's processes keep it each, unannounced)
+        assert "novacron-ml run: freed memory kept for reuse (glibc" in final.stderr
     return landed
 
 
@@ -85,6 +87,7 @@ def test_kill_9_at_random_points_loses_and_invents_no_alert(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "freed memory kept" not in done.stderr  # no recovery, no snapshots to keep it for
     clean_s = time.monotonic() - started
     expected = alert_ids(kafka_bootstrap, clean)
     assert len(expected) >= 10

@@ -1,0 +1,48 @@
+"""Keep freed memory in the process for the next epoch's snapshot (glibc's allocator).
+
+Each epoch Bytewax asks every touched shard for a snapshot: the feature step deep-copies its
+engine's arrays (~60 MB a shard of 2,500 series) and the detect step stacks its states' rings
+(`dataflows.steps.ShardSnapshot`). glibc serves blocks this large with fresh pages (`mmap`,
+or heap it trimmed back to the system when the last snapshot was freed), and on a VM the page
+faults of fresh pages cost ~10× the copy itself: the feature snapshot took 1.6-2.0 s of each
+40 s of a live run at 10,000 series, 0.14 s with freed memory kept (docs/BENCHMARKS.md). So
+`novacron-ml run` raises glibc's mmap and trim thresholds once at start: freed blocks stay in
+the heap and the next snapshot reuses them. The process's resident memory then stays near its
+peak instead of shrinking between snapshots.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+_TRIM_AT = 2**31 - 1
+"""Free heap kept before glibc trims it back (the most `mallopt` takes: ~2 GiB)."""
+_MMAP_FROM = 2**30
+"""Blocks from this size (1 GiB) still get pages of their own."""
+ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+"""glibc's own variables: a user who set one of them decides, not us."""
+
+
+def retain_freed_memory() -> str:
+    """Raise glibc's trim and mmap thresholds (`mallopt`) for this process; returns what it
+    did, for the start-up line. Nothing on another C library or when one of glibc's
+    `MALLOC_*` variables is set."""
+    chosen = [name for name in ENVIRONMENT if name in os.environ]
+    if chosen:
+        return f"allocator left as {', '.join(chosen)} set it"
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        version = libc.gnu_get_libc_version
+    except (OSError, AttributeError, TypeError):
+        return "allocator left as it is (not glibc)"
+    version.restype = ctypes.c_char_p
+    if not (
+        libc.mallopt(M_TRIM_THRESHOLD, _TRIM_AT) and libc.mallopt(M_MMAP_THRESHOLD, _MMAP_FROM)
+    ):
+        return "allocator left as it is (mallopt refused)"
+    return f"freed memory kept for reuse (glibc {version().decode()} mallopt)"

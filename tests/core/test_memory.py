@@ -1,0 +1,55 @@
+"""`retain_freed_memory`: after it, a large block freed stays in the process's heap for reuse
+(glibc's `mallinfo2`), where by default it goes back to the system."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from novacron_ml.core.memory import ENVIRONMENT
+
+PROBE = """
+import ctypes, ctypes.util, sys
+import numpy as np
+from novacron_ml.core.memory import retain_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+said = retain_freed_memory() if sys.argv[1] == "retain" else "-"
+block = np.ones(100 * 2**20 // 8)  # 100 MiB, touched
+del block
+print(libc.mallinfo2().fordblks // 2**20, said)
+"""
+
+
+def _free_heap_mib(mode: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean | (env or {}),
+    ).stdout.split(maxsplit=1)
+    return int(out[0]), out[1].strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_freed_block_stays_in_the_heap_once_retained_and_not_by_default() -> None:
+    kept, said = _free_heap_mib("retain")
+    assert kept >= 100 and said.startswith("freed memory kept for reuse (glibc")
+    default, _ = _free_heap_mib("default")
+    assert default < 50
+
+
+def test_a_users_malloc_variable_wins() -> None:
+    kept, said = _free_heap_mib("retain", {"MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert said == "allocator left as MALLOC_TRIM_THRESHOLD_ set it" and kept < 50
