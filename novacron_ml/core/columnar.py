@@ -36,7 +36,9 @@ _PLAIN, _SAME, _NONE, _OPTIONAL, _ARRAY, _MAPPING, _OBJECT = range(7)
 class Columns(NamedTuple):
     """`pack`'s result: the columns' layout and every value but the arrays, and the stacked
     arrays apart (`blocks`: fresh arrays nothing else holds, so a snapshot can keep them as
-    they are while it pickles the layout at once)."""
+    they are while it pickles the layout at once). The layout holds the packed objects' own
+    values (lists, dicts, a state shared by every row): pickle it before they change;
+    `unpack` of an unpickled layout gives those very objects back."""
 
     layout: Column
     blocks: list[np.ndarray]
