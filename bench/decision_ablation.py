@@ -58,6 +58,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "+river": {"probability_tiers": ["novelty", "river"], "river": True},
     "+iforest": {"probability_tiers": ["novelty", "iforest"], "iforest_models": "models/onnx"},
     "+robust_z": {"probability_tiers": ["novelty", "robust_z"]},
+    # a shorter novelty search (its cost per window is linear in it: the live-latency target
+    # of issue 18); at 60 s windows 1,440 shapes are a day, 360 six hours
+    "novelty-720": {"novelty_history": 720},
+    "novelty-360": {"novelty_history": 360},
 }
 
 
