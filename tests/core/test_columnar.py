@@ -105,7 +105,7 @@ def same_value(a: object, b: object) -> bool:
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 40])
-def test_unpacked_objects_pickle_to_the_same_bytes_as_the_originals(n: int) -> None:
+def test_unpacked_objects_hold_the_same_values_as_the_originals(n: int) -> None:
     states = _states(n)
     back = unpack(pickle.loads(pickle.dumps(pack(states))))
     assert len(back) == n
