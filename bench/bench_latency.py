@@ -18,7 +18,9 @@ event's time.
 
 The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state,
 and keeps freed memory for reuse as `run` does then (`recovery.retain_freed_memory`;
-`--malloc-default`: glibc's defaults); `--no-snapshots` also runs it without the snapshots.
+`--malloc-default`: glibc's defaults), and sets Python's garbage collector as `run` does
+(`runtime.quiet_gc`; `--gc-default`: Python's defaults); `--no-snapshots` also runs it
+without the snapshots.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from bench.bench_throughput import naive_flow
 from dataflows.detect import build_flow
 from dataflows.io import CallbackSink
 from dataflows.steps import FeatureLogic
-from novacron_ml.core.memory import retain_freed_memory
+from novacron_ml.core.memory import quiet_collector, retain_freed_memory
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection.series import WindowScore
@@ -141,6 +143,11 @@ def live_latencies(
 
 
 def percentiles(x: list[float]) -> dict[str, float]:
+    if not x:
+        sys.exit(
+            "bench_latency: no window closed in the live part: make --live-s longer (a window "
+            "and its allowed lateness, at least) or --lead-s long enough for the replay"
+        )
     a = np.array(x)
     return {
         "n": len(a),
@@ -186,6 +193,13 @@ def main() -> None:
         action="store_true",
         help="leave glibc's allocator as it is (by default the bench keeps freed memory for\n"
         "reuse, as novacron-ml run does with recovery on: recovery.retain_freed_memory)",
+    )
+    ap.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="leave Python's garbage collector as it is (by default the bench freezes the\n"
+        "objects of start-up and runs full passes a tenth as often, as novacron-ml run\n"
+        "does: runtime.quiet_gc)",
     )
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument(
@@ -268,6 +282,8 @@ def run_ours(
     if args.gc:
         gc.callbacks.append(on_gc)
     FeatureLogic.exact_notify = exact
+    if not args.gc_default:
+        print(f"bench_latency: {quiet_collector()}")  # where novacron-ml run calls it
     try:
         run_main(flow, epoch_interval=epoch)
     finally:
@@ -310,6 +326,8 @@ def member(args: argparse.Namespace, settings: Settings) -> list[float]:
         emit_scores=True,
     )
     epoch = timedelta(milliseconds=args.epoch_ms) if args.epoch_ms else None
+    if not args.gc_default:
+        quiet_collector()
     cluster_main(flow, args.addresses.split(";"), args.index, epoch_interval=epoch)
     return latencies
 
@@ -324,6 +342,7 @@ def run_cluster(args: argparse.Namespace) -> dict[str, float]:
     command += ["--live-s", str(args.live_s), "--seed", str(args.seed)]
     command += ["--processes", str(args.processes), "--live-start-ms", str(live_start)]
     command += ["--epoch-ms", str(args.epoch_ms)] if args.epoch_ms else []
+    command += ["--gc-default"] if args.gc_default else []
     command += ["--malloc-default"] if args.malloc_default else []
     print(
         f"ours, {args.processes} processes: live from {datetime.fromtimestamp(live_start / 1000)}"

@@ -10,9 +10,11 @@ novelty tier's 100-shape and the calibrators' 50-rank warm-ups at the default 3 
 the end, over the wall time between them. `µs/window` is that time per closed window (the
 whole flow: parse, features, detect, outputs), with the steps' epoch snapshots taken as in
 `novacron-ml run` with its default recovery state; the same run without them (replay, nab,
-`run --no-recovery`) follows. `state` is the pickled detection state per series at the end
-(what a recovery snapshot holds), and what the feature step's snapshot (a deep copy of its
-state, best of 3 at the end) costs per series, beside pickling the same state.
+`run --no-recovery`) follows; Python's garbage collector set as `run` sets it
+(`runtime.quiet_gc`; `--gc-default`: Python's defaults). `state` is the pickled detection
+state per series at the end (what a recovery snapshot holds), and what the feature step's
+snapshot (a deep copy of its state, best of 3 at the end) costs per series, beside pickling
+the same state.
 The same run again with every detection tier off but robust z (`TIERS_OFF`) shows what the
 tiers cost. The naive pattern (`bench.bench_throughput.naive_flow`: one River
 HalfSpaceTrees per series scoring every raw event) runs on the first `--naive-events` events
@@ -46,6 +48,7 @@ from bench.bench_throughput import naive_flow, settings_for_bench, timed
 from dataflows.inprocess import run_in_process
 from dataflows.io import CallbackSink, MessageSource
 from novacron_ml.core.kafka import delete_topics, ensure_topics, produce
+from novacron_ml.core.memory import quiet_collector
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
@@ -73,6 +76,10 @@ class Marked:
                 self.marked_at = time.perf_counter()
             yield msg
 
+
+QUIET_GC = [True]
+"""Whether the runs set Python's garbage collector as `novacron-ml run` does (`--gc-default`:
+Python's defaults)."""
 
 TIERS_OFF = {"probability_tiers": ["robust_z"], "spread_threshold": 0.0}
 """Every detection tier off but robust z (which the decision needs during warm-up anyway):
@@ -112,6 +119,8 @@ def in_process(
     steps.DetectLogic.snapshot = remember  # type: ignore[method-assign]
     steps.FeatureLogic.snapshot = remember_features  # type: ignore[method-assign]
     gc.collect()
+    if QUIET_GC[0]:
+        quiet_collector()  # as novacron-ml run sets the collector (runtime.quiet_gc)
     try:
         start = time.perf_counter()
         # (older trees always snapshot, and take no such argument)
@@ -233,9 +242,16 @@ def main() -> None:
         help="then N more pairs of runs, without and with snapshots, alternated (this VM's\n"
         "speed drifts within one run of the command; a pair at a time shows the ratio)",
     )
+    parser.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="leave Python's garbage collector as it is (by default each in-process run\n"
+        "freezes start-up and thins the full passes, as novacron-ml run does: runtime.quiet_gc)",
+    )
     parser.add_argument("--kafka", metavar="BOOTSTRAP", help="also read from this broker")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
+    QUIET_GC[0] = not args.gc_default
     print(f"python {platform.python_version()}, {platform.machine()}, 1 worker")
     results: dict[str, Any] = {}
     for series in args.series:

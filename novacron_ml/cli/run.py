@@ -19,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from dataflows.detect import kafka_flow
     from novacron_ml.core.kafka import ensure_topics, wait_ready
-    from novacron_ml.core.memory import retain_freed_memory
+    from novacron_ml.core.memory import quiet_collector, retain_freed_memory
     from novacron_ml.core.metrics import serve_metrics
     from novacron_ml.core.settings import load_settings
 
@@ -95,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_cluster(args, directory)
     if recovery is not None and settings.recovery.retain_freed_memory:
         said = retain_freed_memory()  # each process of a cluster for itself
+        if not child:
+            print(f"novacron-ml run: {said}", file=sys.stderr)
+    if settings.runtime.quiet_gc:
+        said = quiet_collector()  # last: the flow, its models and settings are built
         if not child:
             print(f"novacron-ml run: {said}", file=sys.stderr)
     signals = install_stop_handlers()

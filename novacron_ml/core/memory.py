@@ -1,4 +1,7 @@
-"""Keep freed memory in the process for the next epoch's snapshot (glibc's allocator).
+"""The process's memory for a long run: freed memory kept for the next epoch's snapshot
+(glibc's allocator), and the garbage collector's full passes kept out of the bursts.
+
+Snapshots.
 
 Each epoch Bytewax asks every touched shard for a snapshot: the feature step deep-copies its
 engine's arrays (~60 MB a shard of 2,500 series) and the detect step stacks its states' rings
@@ -9,12 +12,24 @@ faults of fresh pages cost ~10× the copy itself: the feature snapshot took 1.6-
 `novacron-ml run` raises glibc's mmap and trim thresholds once at start: freed blocks stay in
 the heap and the next snapshot reuses them. The process's resident memory then stays near its
 peak instead of shrinking between snapshots.
+
+The collector. CPython frees most objects by reference counting; its cyclic collector also
+runs a full pass (generation 2) over every tracked object after ten passes of the middle
+generation. What start-up made (modules, models, the built flow: ~170,000 objects) is most of
+what such a pass scans, and passes are set off by allocation, which the flow does in the
+burst of windows that close together. At 10,000 series (40 minutes replayed, then two
+live) a run made 86-87 full passes of ~260 ms each, the longest live 356-400 ms (`python -m
+bench.bench_latency --gc`, docs/BENCHMARKS.md). `quiet_collector` freezes what start-up made
+(it lives as long as the process) and runs the full passes a tenth as often: 23 passes of
+30-45 ms. Acyclic garbage is still freed at once; only objects in reference cycles wait
+longer for a full pass.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -46,3 +61,23 @@ def retain_freed_memory() -> str:
     ):
         return "allocator left as it is (mallopt refused)"
     return f"freed memory kept for reuse (glibc {version().decode()} mallopt)"
+
+
+FULL_PASS_EVERY = 100
+"""Middle-generation passes per full pass (CPython's default: 10)."""
+
+
+def quiet_collector(full_every: int = FULL_PASS_EVERY) -> str:
+    """Freeze every object start-up made (`gc.freeze`: out of all later passes) and run the
+    collector's full passes once per `full_every` middle-generation passes; returns what it
+    did, for the start-up line. Nothing when the collector is off (`gc.disable`)."""
+    if not gc.isenabled():
+        return "garbage collector left off"
+    young, middle, _ = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young, middle, full_every)
+    return (
+        f"garbage collector: {gc.get_freeze_count():,} start-up objects frozen, "
+        f"a full pass every {full_every} middle ones"
+    )

@@ -718,6 +718,20 @@ class ModelsSettings(_Group):
     )
 
 
+class RuntimeSettings(_Group):
+    """The Python process `novacron-ml run` runs the flow in."""
+
+    quiet_gc: bool = Field(
+        True,
+        description="novacron-ml run freezes what its start-up made (modules, models, the "
+        "built flow) out of the garbage collector's passes (gc.freeze) and runs the collector's "
+        "full passes a tenth as often (the oldest generation's threshold 10 -> 100): at 10,000 "
+        "series a full pass took ~260 ms, mostly scanning start-up's objects, and fell inside "
+        "the bursts of closing windows; frozen, 30-45 ms (docs/BENCHMARKS.md). Only objects in "
+        "reference cycles wait longer to be freed.",
+    )
+
+
 class ObservabilitySettings(_Group):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics on this port (unset: off)."
@@ -764,6 +778,7 @@ class Settings(BaseSettings):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     @model_validator(mode="after")
     def _windows_fit_the_grid(self) -> Settings:

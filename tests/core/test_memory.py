@@ -53,3 +53,49 @@ def test_a_freed_block_stays_in_the_heap_once_retained_and_not_by_default() -> N
 def test_a_users_malloc_variable_wins() -> None:
     kept, said = _free_heap_mib("retain", {"MALLOC_TRIM_THRESHOLD_": "131072"})
     assert said == "allocator left as MALLOC_TRIM_THRESHOLD_ set it" and kept < 50
+
+
+COLLECTOR = """
+import gc, sys, weakref
+from novacron_ml.core.memory import quiet_collector
+
+if sys.argv[1] == "off":
+    gc.disable()
+made_at_start = [[i] for i in range(1000)]  # containers: tracked by the collector
+said = quiet_collector()
+in_passes = any(o is made_at_start for o in gc.get_objects())
+
+class Node:
+    pass
+
+later = Node()
+later.me = later  # a reference cycle made after start-up
+gone = weakref.ref(later)
+del later
+gc.enable()
+gc.collect()
+print(gc.get_threshold()[2], gc.get_freeze_count(), in_passes, gone() is None, "|", said)
+"""
+
+
+def _collector(mode: str) -> tuple[list[str], str]:
+    out = subprocess.run(
+        [sys.executable, "-c", COLLECTOR, mode], capture_output=True, text=True, check=True
+    ).stdout
+    figures, said = out.split("|")
+    return figures.split(), said.strip()
+
+
+def test_quiet_collector_freezes_start_up_and_thins_full_passes_but_still_frees_cycles() -> None:
+    (full_every, frozen, in_passes, freed), said = _collector("on")
+    assert full_every == "100"  # Python's default is 10
+    assert int(frozen) >= 1000 and in_passes == "False"  # start-up is out of every pass
+    assert freed == "True"  # a cycle made later is still collected
+    expected = f"garbage collector: {int(frozen):,} start-up objects frozen, a full pass every"
+    assert said == f"{expected} 100 middle ones"
+
+
+def test_quiet_collector_leaves_a_disabled_collector_alone() -> None:
+    (full_every, frozen, in_passes, _), said = _collector("off")
+    assert (full_every, frozen, in_passes) == ("10", "0", "True")
+    assert said == "garbage collector left off"

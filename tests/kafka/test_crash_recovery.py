@@ -57,6 +57,7 @@ def crash_until_done(
     assert final.returncode == 0, final.stderr
     if "--processes" not in command:  # (a cluster's processes keep it each, unannounced)
         assert "novacron-ml run: freed memory kept for reuse (glibc" in final.stderr
+        assert "novacron-ml run: garbage collector: " in final.stderr  # runtime.quiet_gc
     return landed
 
 
@@ -83,11 +84,13 @@ def test_kill_9_at_random_points_loses_and_invents_no_alert(
     )
     started = time.monotonic()
     done = subprocess.run(
-        [*CLI, "--no-recovery"], env=dict(base, NOVACRON_TOPICS_ALERTS=clean),
+        [*CLI, "--no-recovery"],
+        env=dict(base, NOVACRON_TOPICS_ALERTS=clean, NOVACRON_RUNTIME_QUIET_GC="false"),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "freed memory kept" not in done.stderr  # no recovery, no snapshots to keep it for
+    assert "garbage collector" not in done.stderr  # the reference run: Python's collector
     clean_s = time.monotonic() - started
     expected = alert_ids(kafka_bootstrap, clean)
     assert len(expected) >= 10
