@@ -97,9 +97,12 @@ def in_process(
     steady-state rate and the state sizes. `snapshots`: the steps' epoch snapshots are taken,
     as in `novacron-ml run` with its default recovery state; without, as in replay, nab and
     `run --no-recovery`."""
-    settings = Settings(
-        ingest={"max_event_age_s": 0, "max_event_future_s": 0}, detector=detector or {}
-    )
+    groups: dict[str, Any] = {
+        "ingest": {"max_event_age_s": 0, "max_event_future_s": 0},
+        "detector": detector or {},
+        "runtime": {"quiet_gc": QUIET_GC[0]},  # `--gc-default`: nor does `run_in_process`
+    }
+    settings = Settings(**groups)
     marked = Marked(messages, int(len(messages) * measure_from))
     logics: dict[int, Any] = {}
     feature_logics: dict[int, Any] = {}

@@ -10,14 +10,21 @@ their detector state with them). Events come as one JSON array per host and tick
     python bench/soak.py --rate 0 --minutes 2          # the maximum rate for this fleet
     python bench/soak.py --rate 15000 --minutes 30     # the soak: half of it
 
+The process is set up as `novacron-ml run` sets up its own (with its default recovery state):
+freed memory kept for the next snapshot (`recovery.retain_freed_memory`; `--allocator-default`:
+glibc's defaults) and the collector's full passes thinned (`runtime.quiet_gc`;
+`--gc-default`: Python's defaults), so the soak shows whether objects in reference cycles,
+which now wait longer for a full pass, make memory grow.
+
 Prints a line per sample and, at the end, the RSS growth from the end of the warm-up
-(`--warmup`, minutes) to the end of the run (the target: < 5 %).
+(`--warmup`, minutes) to the end of the run (the target: < 5 %), and the collector's passes.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import itertools
 import math
 import random
@@ -34,6 +41,7 @@ from bytewax.testing import run_main
 from dataflows.detect import build_flow
 from dataflows.io import CallbackSink
 from novacron_ml.core import metrics as obs
+from novacron_ml.core.memory import quiet_collector, retain_freed_memory
 from novacron_ml.core.settings import Settings
 
 METRICS = (
@@ -130,6 +138,10 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10, help="window.length_s")
     parser.add_argument("--sample", type=float, default=30, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=10, help="minutes before growth counts")
+    parser.add_argument(
+        "--allocator-default", action="store_true", help="glibc's trim and mmap thresholds"
+    )
+    parser.add_argument("--gc-default", action="store_true", help="Python's collector settings")
     args = parser.parse_args()
     settings = Settings(
         window={"length_s": args.window},
@@ -165,7 +177,24 @@ def main() -> None:
     def count(items: list[Any]) -> None:  # the Kafka records the flow would write, counted
         written.update(m.topic for m in items)
 
-    run_main(build_flow(settings, FleetSource(args), CallbackSink(count)))
+    flow = build_flow(settings, FleetSource(args), CallbackSink(count))
+    if not args.allocator_default:
+        print(f"soak: {retain_freed_memory()}", flush=True)
+    if not args.gc_default:
+        print(f"soak: {quiet_collector()}", flush=True)  # where novacron-ml run calls it
+    passes = [0, 0.0]  # full passes, their seconds
+    started = [0.0]
+
+    def full_passes(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                passes[0] += 1
+                passes[1] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(full_passes)
+    run_main(flow)
     done.set()
     sampler.join()
     seconds = time.monotonic() - t0
@@ -182,6 +211,10 @@ def main() -> None:
             f"RSS after {args.warmup:g} min warm-up: {after[0]:.1f} MB -> {after[-1]:.1f} MB at "
             f"the end ({growth:+.1f} %; max {max(after):.1f} MB)"
         )
+    print(
+        f"collector ({'Python defaults' if args.gc_default else 'runtime.quiet_gc'}): "
+        f"{passes[0]:,} full passes, {passes[1]:.2f} s in all"
+    )
 
 
 if __name__ == "__main__":

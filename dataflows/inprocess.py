@@ -18,6 +18,7 @@ from dataflows.io import STOP, CallbackSink, Stoppable
 from novacron_ml.core import metrics as obs
 from novacron_ml.core.deadletter import DeadLetter
 from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.memory import quiet_collection
 from novacron_ml.core.schema import Alert, Incident
 from novacron_ml.core.settings import Settings
 from operators.aggregate.hourly import HourlyAggregate
@@ -102,8 +103,10 @@ def run_in_process(
     """Run the detect flow over `source` to its end; `on_items` sees each output batch as it
     arrives, `progress` the events parsed so far. There is no recovery state here, so the
     steps skip their epoch snapshots unless `snapshots` (a benchmark of what a run with
-    recovery pays). Counts come from the flow's own Prometheus counters, as differences, so
-    several runs in one process do not add up."""
+    recovery pays). With `runtime.quiet_gc` the collector is set as `novacron-ml run` sets
+    it, for this run only (`novacron_ml.core.memory.quiet_collection`). Counts come from
+    the flow's own Prometheus counters, as differences, so several runs in one process do
+    not add up."""
     out = FlowOutputs()
 
     before = (
@@ -128,8 +131,9 @@ def run_in_process(
         flow_id=flow_id,
         recovery=snapshots,
     )
+    collection = quiet_collection() if settings.runtime.quiet_gc else contextlib.nullcontext(False)
     start = time.perf_counter()
-    with stop_on_interrupt() as interrupted:
+    with stop_on_interrupt() as interrupted, collection:
         run_main(flow)
     out.seconds = time.perf_counter() - start
     if interrupted:  # the inputs ended at Ctrl-C, the outputs flushed: now say so

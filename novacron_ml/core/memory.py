@@ -22,7 +22,9 @@ live) a run made 86-87 full passes of ~260 ms each, the longest live 356-400 ms 
 bench.bench_latency --gc`, docs/BENCHMARKS.md). `quiet_collector` freezes what start-up made
 (it lives as long as the process) and runs the full passes a tenth as often: 23 passes of
 30-45 ms. Acyclic garbage is still freed at once; only objects in reference cycles wait
-longer for a full pass.
+longer for a full pass. The in-process commands (`replay`, `demo`, `nab`, `capacity
+simulate`) do the same for the length of their run (`quiet_collection`), and leave the
+process's collector as they found it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import ctypes
 import ctypes.util
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -81,3 +85,24 @@ def quiet_collector(full_every: int = FULL_PASS_EVERY) -> str:
         f"garbage collector: {gc.get_freeze_count():,} start-up objects frozen, "
         f"a full pass every {full_every} middle ones"
     )
+
+
+@contextmanager
+def quiet_collection(full_every: int = FULL_PASS_EVERY) -> Iterator[bool]:
+    """`quiet_collector` for the length of a block, for a flow run inside a longer-lived
+    process (`dataflows.inprocess.run_in_process`): what exists at its start is frozen, and
+    thawed at its end (so nothing stays out of the passes for good, garbage frozen with it
+    included), and the thresholds are restored. Yields whether it changed anything: not when
+    the collector is off or a `quiet_collector` (`novacron-ml run`, a benchmark) or an outer
+    block has already frozen objects; the process is theirs to set."""
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield False
+        return
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], full_every)
+    try:
+        yield True
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()

@@ -719,7 +719,7 @@ class ModelsSettings(_Group):
 
 
 class RuntimeSettings(_Group):
-    """The Python process `novacron-ml run` runs the flow in."""
+    """The Python process the flow runs in (`novacron-ml run`, and the in-process commands)."""
 
     quiet_gc: bool = Field(
         True,
@@ -728,7 +728,8 @@ class RuntimeSettings(_Group):
         "full passes a tenth as often (the oldest generation's threshold 10 -> 100): at 10,000 "
         "series a full pass took ~260 ms, mostly scanning start-up's objects, and fell inside "
         "the bursts of closing windows; frozen, 30-45 ms (docs/BENCHMARKS.md). Only objects in "
-        "reference cycles wait longer to be freed.",
+        "reference cycles wait longer to be freed. replay, demo, nab and capacity simulate do "
+        "the same for the length of their flow's run.",
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,63 @@ def test_quiet_collector_leaves_a_disabled_collector_alone() -> None:
     (full_every, frozen, in_passes, _), said = _collector("off")
     assert (full_every, frozen, in_passes) == ("10", "0", "True")
     assert said == "garbage collector left off"
+
+
+IN_PROCESS = """
+import gc, json, sys, weakref
+from dataflows.inprocess import run_in_process
+from dataflows.io import MessageSource
+from novacron_ml.core.memory import quiet_collector
+from novacron_ml.core.settings import Settings
+
+mode = sys.argv[1]
+settings = Settings(
+    runtime={"quiet_gc": mode != "off"}, ingest={"max_event_age_s": 0, "max_event_future_s": 0}
+)
+if mode == "outer":
+    quiet_collector()
+made_before = [[i] for i in range(1000)]
+lines = [
+    b'{"ts": %d, "host": "h", "metric": "cpu_util", "value": 1.0}' % (1_790_000_000_000 + i * 5000)
+    for i in range(200)
+]
+seen, cycles = [], []
+
+class Node:
+    pass
+
+def during(items):
+    if not seen:
+        node = Node()
+        node.me = node  # a reference cycle made during the run
+        cycles.append(weakref.ref(node))
+        in_passes = any(o is made_before for o in gc.get_objects())
+        seen.append([gc.get_freeze_count(), gc.get_threshold()[2], in_passes])
+
+run_in_process(settings, MessageSource(lambda: ((b"", v) for v in lines), 50), on_items=during)
+gc.collect()
+after = [gc.get_freeze_count(), gc.get_threshold()[2], cycles[0]() is None]
+print(json.dumps({"during": seen[0], "after": after}))
+"""
+
+
+def _in_process(mode: str) -> tuple[list[object], list[object]]:
+    out = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS, mode], capture_output=True, text=True, check=True
+    ).stdout
+    figures = json.loads(out.splitlines()[-1])
+    return figures["during"], figures["after"]
+
+
+def test_an_in_process_run_quiets_the_collector_for_its_length_only() -> None:
+    (frozen, full_every, in_passes), after = _in_process("scoped")
+    assert frozen >= 1000 and full_every == 100 and in_passes is False
+    assert after == [0, 10, True]  # thawed, Python's threshold back, the run's cycle freed
+
+
+def test_an_in_process_run_leaves_the_collector_alone_when_told_or_already_set() -> None:
+    during, after = _in_process("off")  # runtime.quiet_gc = false
+    assert during == [0, 10, True] and after == [0, 10, True]
+    (frozen, full_every, in_passes), (frozen_after, full_every_after, freed) = _in_process("outer")
+    assert frozen >= 1000 and full_every == 100 and in_passes is True  # made after the freeze
+    assert frozen_after == frozen and full_every_after == 100 and freed is True  # not undone
