@@ -47,6 +47,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     planned = sum(p.end - p.start for p in source.ranges)  # records, an upper bound
     bar = Progress(f"replaying {args.topic}", None, unit="events")
     print(f"novacron-ml replay: up to {planned:,} records of {args.topic}", file=sys.stderr)
+    for part in source.ranges:
+        note = part.retention_note()
+        if note:
+            print(f"novacron-ml replay: {note}", file=sys.stderr)
     try:
         run = run_in_process(settings, source, emit_scores=True, progress=bar.update)
     finally:

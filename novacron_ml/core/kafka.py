@@ -323,6 +323,26 @@ class PartitionRange:
     """First offset with a timestamp >= from."""
     end: int
     """Offset after the last record that existed when the replay was planned."""
+    deleted_before: int = 0
+    """When the range starts at the partition's oldest kept record and older ones were
+    deleted (retention): that offset, else 0."""
+    first_kept_ms: int | None = None
+    """The Kafka timestamp of that oldest kept record (when `deleted_before`)."""
+
+    def retention_note(self) -> str | None:
+        """One line when records of the range may have been deleted, else None: Kafka's
+        offsets_for_times answers with the oldest kept record, so a range that began before
+        it would otherwise be read short without a word."""
+        if not self.deleted_before:
+            return None
+        stamped = (
+            "" if self.first_kept_ms is None else f", stamped {rfc3339_ms(self.first_kept_ms)}"
+        )
+        return (
+            f"partition {self.partition}: its records before offset {self.deleted_before} were "
+            f"deleted (the topic's retention), so the replay starts at the oldest one kept"
+            f"{stamped}; any of the range older than that are gone"
+        )
 
 
 def plan(bootstrap: str, topic: str, from_ms: int, to_ms: int) -> list[PartitionRange]:
@@ -340,14 +360,27 @@ def plan(bootstrap: str, topic: str, from_ms: int, to_ms: int) -> list[Partition
         )
         ranges = []
         for tp in found:
-            _low, high = consumer.get_watermark_offsets(
+            low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, tp.partition), timeout=10
             )
             start = tp.offset if tp.offset >= 0 else high
-            ranges.append(PartitionRange(tp.partition, start, high))
+            part = PartitionRange(tp.partition, start, high)
+            if 0 < low == start < high:  # older records were deleted: say what is kept
+                stamp = _timestamp_at(consumer, TopicPartition(topic, tp.partition, start))
+                part = PartitionRange(tp.partition, start, high, start, stamp)
+            ranges.append(part)
         return ranges
     finally:
         consumer.close()
+
+
+def _timestamp_at(consumer: Consumer, where: TopicPartition) -> int | None:
+    """The Kafka timestamp of the record at `where` (None if it cannot be read in 10 s)."""
+    consumer.assign([where])
+    for msg in consumer.consume(1, 10):
+        if msg.error() is None:
+            return msg.timestamp()[1]
+    return None
 
 
 class RangeRecord(NamedTuple):

@@ -14,7 +14,7 @@ import pytest
 
 from novacron_ml.core.kafka import produce, read_topic
 from novacron_ml.core.labels import write_labels
-from novacron_ml.core.schema import Alert, parse_rfc3339_ms
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms, rfc3339_ms
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 
 pytestmark = pytest.mark.kafka
@@ -126,3 +126,31 @@ def test_replay_refuses_bad_requests_with_one_line(
     assert inverted.returncode == 2 and "is after" in inverted.stderr
     empty = replay(env, "--topic", kafka_topics["metrics"], "--from", "now-2h", "--to", "now-1h")
     assert empty.returncode == 0 and "no records in this range" in empty.stdout
+
+
+def test_replay_says_when_retention_deleted_the_start_of_its_range(
+    kafka_bootstrap: str, kafka_topics: dict[str, str]
+) -> None:
+    """Kafka's offsets_for_times answers with the oldest kept record when older ones were
+    deleted, so a range that began before them would be replayed short without a word."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic = kafka_topics["metrics"]
+    start = int(time.time() // 3600 * HOUR) - 2 * HOUR
+    event = '{{"ts": {}, "host": "h1", "cluster": "c", "metric": "cpu_util", "value": 0.5}}'
+    stamps = [start + i * 60_000 for i in range(40)]
+    produce(kafka_bootstrap, topic, [(b"h1", event.format(t).encode(), t) for t in stamps])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 10)]).values():
+        future.result(timeout=30)  # as retention would: the first 10 records are gone
+    env = dict(os.environ, NOVACRON_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    cut = replay(env, "--topic", topic, "--from", str(start), "--to", str(start + HOUR))
+    assert cut.returncode == 0, cut.stderr
+    assert (
+        f"partition 0: its records before offset 10 were deleted (the topic's retention), so "
+        f"the replay starts at the oldest one kept, stamped {rfc3339_ms(stamps[10])}"
+    ) in cut.stderr
+    assert "up to 30 records" in cut.stderr
+    later = replay(env, "--topic", topic, "--from", str(stamps[20]), "--to", str(start + HOUR))
+    assert later.returncode == 0 and "were deleted" not in later.stderr, later.stderr
