@@ -23,8 +23,8 @@ bench.bench_latency --gc`, docs/BENCHMARKS.md). `quiet_collector` freezes what s
 (it lives as long as the process) and runs the full passes a tenth as often: 23 passes of
 30-45 ms. Acyclic garbage is still freed at once; only objects in reference cycles wait
 longer for a full pass. The in-process commands (`replay`, `demo`, `nab`, `capacity
-simulate`) do the same for the length of their run (`quiet_collection`), and leave the
-process's collector as they found it.
+simulate`) do the same for the length of their run, and also freeze each full pass's
+survivors (the outputs they keep), then thaw everything at the end (`quiet_collection`).
 """
 
 from __future__ import annotations
@@ -90,19 +90,32 @@ def quiet_collector(full_every: int = FULL_PASS_EVERY) -> str:
 @contextmanager
 def quiet_collection(full_every: int = FULL_PASS_EVERY) -> Iterator[bool]:
     """`quiet_collector` for the length of a block, for a flow run inside a longer-lived
-    process (`dataflows.inprocess.run_in_process`): what exists at its start is frozen, and
-    thawed at its end (so nothing stays out of the passes for good, garbage frozen with it
-    included), and the thresholds are restored. Yields whether it changed anything: not when
-    the collector is off or a `quiet_collector` (`novacron-ml run`, a benchmark) or an outer
-    block has already frozen objects; the process is theirs to set."""
+    process (`dataflows.inprocess.run_in_process`): what exists at its start is frozen and
+    the full passes thinned; and after each full pass its survivors are frozen too, so that
+    no later pass scans them again. That matters for the in-process commands, which keep
+    what the flow gives them (a replay of 10,000 series holds millions of windows and scores
+    until its report): every full pass rescanned that growing pile. At the block's end all
+    is thawed (garbage frozen with the survivors included: an object that was alive at a
+    pass and later fell into a reference cycle waits until then) and the thresholds are
+    restored; for `run`, which never ends, survivors are not frozen (a cycle would never be
+    freed). Yields whether it changed anything: not when the collector is off or a
+    `quiet_collector` (`novacron-ml run`, a benchmark) or an outer block has already frozen
+    objects; the process is theirs to set."""
     if not gc.isenabled() or gc.get_freeze_count():
         yield False
         return
     thresholds = gc.get_threshold()
+
+    def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+
     gc.freeze()
     gc.set_threshold(thresholds[0], thresholds[1], full_every)
+    gc.callbacks.append(freeze_survivors)
     try:
         yield True
     finally:
+        gc.callbacks.remove(freeze_survivors)
         gc.set_threshold(*thresholds)
         gc.unfreeze()

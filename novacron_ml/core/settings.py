@@ -729,7 +729,8 @@ class RuntimeSettings(_Group):
         "series a full pass took ~260 ms, mostly scanning start-up's objects, and fell inside "
         "the bursts of closing windows; frozen, 30-45 ms (docs/BENCHMARKS.md). Only objects in "
         "reference cycles wait longer to be freed. replay, demo, nab and capacity simulate do "
-        "the same for the length of their flow's run.",
+        "the same for the length of their flow's run, and also freeze what survives each full "
+        "pass (the windows and alerts they keep for their report), thawed when the run ends.",
     )
 
 

@@ -131,32 +131,40 @@ def during(items):
         node.me = node  # a reference cycle made during the run
         cycles.append(weakref.ref(node))
         in_passes = any(o is made_before for o in gc.get_objects())
-        seen.append([gc.get_freeze_count(), gc.get_threshold()[2], in_passes])
+        frozen = gc.get_freeze_count()
+        survivor = [[1]]  # alive at the full pass below
+        gc.collect()
+        seen.append([frozen, gc.get_threshold()[2], in_passes])
+        seen.append([gc.get_freeze_count() - frozen, any(o is survivor for o in gc.get_objects())])
 
 run_in_process(settings, MessageSource(lambda: ((b"", v) for v in lines), 50), on_items=during)
 gc.collect()
 after = [gc.get_freeze_count(), gc.get_threshold()[2], cycles[0]() is None]
-print(json.dumps({"during": seen[0], "after": after}))
+print(json.dumps({"during": seen[0], "survivors": seen[1], "after": after}))
 """
 
 
-def _in_process(mode: str) -> tuple[list[object], list[object]]:
+def _in_process(mode: str) -> tuple[list[object], list[object], list[object]]:
     out = subprocess.run(
         [sys.executable, "-c", IN_PROCESS, mode], capture_output=True, text=True, check=True
     ).stdout
     figures = json.loads(out.splitlines()[-1])
-    return figures["during"], figures["after"]
+    return figures["during"], figures["survivors"], figures["after"]
 
 
 def test_an_in_process_run_quiets_the_collector_for_its_length_only() -> None:
-    (frozen, full_every, in_passes), after = _in_process("scoped")
+    (frozen, full_every, in_passes), (newly_frozen, in_passes_after), after = _in_process("scoped")
     assert frozen >= 1000 and full_every == 100 and in_passes is False
+    assert newly_frozen > 0 and in_passes_after is False  # a full pass's survivors: frozen
     assert after == [0, 10, True]  # thawed, Python's threshold back, the run's cycle freed
 
 
 def test_an_in_process_run_leaves_the_collector_alone_when_told_or_already_set() -> None:
-    during, after = _in_process("off")  # runtime.quiet_gc = false
-    assert during == [0, 10, True] and after == [0, 10, True]
-    (frozen, full_every, in_passes), (frozen_after, full_every_after, freed) = _in_process("outer")
+    during, survivors, after = _in_process("off")  # runtime.quiet_gc = false
+    assert during == [0, 10, True] and survivors == [0, True] and after == [0, 10, True]
+    (frozen, full_every, in_passes), survivors, (frozen_after, full_every_after, freed) = (
+        _in_process("outer")
+    )
     assert frozen >= 1000 and full_every == 100 and in_passes is True  # made after the freeze
+    assert survivors == [0, True]  # `run`'s collector: survivors stay in the passes
     assert frozen_after == frozen and full_every_after == 100 and freed is True  # not undone
