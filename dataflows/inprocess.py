@@ -104,9 +104,9 @@ def run_in_process(
     arrives, `progress` the events parsed so far. There is no recovery state here, so the
     steps skip their epoch snapshots unless `snapshots` (a benchmark of what a run with
     recovery pays). With `runtime.quiet_gc` the collector is set as `novacron-ml run` sets
-    it, for this run only (`novacron_ml.core.memory.quiet_collection`). Counts come from
-    the flow's own Prometheus counters, as differences, so several runs in one process do
-    not add up."""
+    it, and each full pass's survivors are frozen too, for this run only
+    (`novacron_ml.core.memory.quiet_collection`). Counts come from the flow's own
+    Prometheus counters, as differences, so several runs in one process do not add up."""
     out = FlowOutputs()
 
     before = (

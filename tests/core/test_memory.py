@@ -1,5 +1,7 @@
 """`retain_freed_memory`: after it, a large block freed stays in the process's heap for reuse
-(glibc's `mallinfo2`), where by default it goes back to the system."""
+(glibc's `mallinfo2`), where by default it goes back to the system. `quiet_collector` (for
+`run`) and `quiet_collection` (for an in-process run): what they freeze and thin, each in a
+fresh interpreter."""
 
 from __future__ import annotations
 
