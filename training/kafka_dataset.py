@@ -96,7 +96,7 @@ def kafka_series(
     data = KafkaDataset(topic, from_ms, to_ms, window_s)
     slots: dict[str, list[int]] = {}
     values: dict[str, list[float]] = {}
-    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms):
+    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms, data.notes):
         now = int(time.time() * 1000)
         for msg in batch:
             data.records += 1
@@ -126,12 +126,14 @@ def kafka_series(
 
 
 def _batches(
-    bootstrap: str, topic: str, from_ms: int, to_ms: int
+    bootstrap: str, topic: str, from_ms: int, to_ms: int, notes: list[str]
 ) -> Iterator[tuple[list[Any], int, int]]:
     """The records of `topic` whose Kafka timestamps lie in [from, to], partition by
     partition, in the replay's batches: (batch, records read so far, records planned).
+    A partition whose range lost its start to the topic's retention gets a line in `notes`.
     Raises ReplayError (one line) for a missing topic or an inverted range."""
     parts = plan(bootstrap, topic, from_ms, to_ms)
+    notes.extend(note for part in parts if (note := part.retention_note()))
     planned = sum(p.end - p.start for p in parts)
     read = 0
     for part in parts:
@@ -176,6 +178,8 @@ class FeatureDataset:
     skipped: Counter[str] = field(default_factory=Counter)
     """Records not used, by reason: host (host-level records), bad_json, feature_version
     (another feature engine's vectors), missing_features, outside_range."""
+    notes: list[str] = field(default_factory=list)
+    """Partitions whose range lost its start to the topic's retention."""
 
     def summary(self) -> dict[str, object]:
         """For the model manifest's training_data."""
@@ -197,6 +201,7 @@ class FeatureDataset:
             f"{self.records:,} records, {len(self.windows):,} series windows of "
             f"{len({w.series for w in self.windows}):,} series"
             + (f"; not used: {skipped}" if skipped else "")
+            + "".join(f"; {note}" for note in self.notes)
         )
 
 
@@ -213,7 +218,7 @@ def kafka_feature_windows(
     malformed ones are counted by reason and skipped, never fatal. Raises ReplayError (one
     line) for a missing topic or an inverted range."""
     data = FeatureDataset(topic, from_ms, to_ms)
-    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms):
+    for batch, read, planned in _batches(bootstrap, topic, from_ms, to_ms, data.notes):
         for msg in batch:
             data.records += 1
             reason = _feature_window(msg.value, from_ms, to_ms, data.windows)

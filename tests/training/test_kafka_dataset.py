@@ -191,3 +191,18 @@ def test_iforest_train_on_the_features_topic_the_flow_wrote(
     capsys.readouterr()
     assert main([*args, "--to", str(start + 4 * 60_000)]) != 0
     assert "fewer than 100" in capsys.readouterr().err
+
+
+def test_a_range_cut_by_retention_is_noted(kafka_bootstrap: str, replayed: tuple[str, int]) -> None:
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic, start = replayed
+    whole = kafka_series(kafka_bootstrap, topic, start, start + 2 * HOUR, 60.0)
+    assert not any("were deleted" in note for note in whole.notes)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 100)]).values():
+        future.result(timeout=30)  # as the topic's retention would
+    cut = kafka_series(kafka_bootstrap, topic, start, start + 2 * HOUR, 60.0)
+    assert cut.records == whole.records - 100
+    assert cut.notes[0].startswith("partition 0: its records before offset 100 were deleted")
