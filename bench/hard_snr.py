@@ -23,7 +23,7 @@ hour's median, the false alarms such a gate would raise.
 
     python bench/hard_snr.py                      # seeds 1-8, 12 hosts x 6 h, as the demo
     python bench/hard_snr.py --seeds 7 --hosts 16
-    python bench/hard_snr.py --clean              # and the clean windows' tails (~40 s)
+    python bench/hard_snr.py --clean              # and the clean windows' tails (~25 s)
 """
 
 from __future__ import annotations
