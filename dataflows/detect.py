@@ -26,6 +26,7 @@ cannot use leaves as a `DeadLetter` (to `metrics.dlq`): nothing is dropped silen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import bytewax.operators as op
@@ -62,7 +63,7 @@ from operators.alerting.incidents import HostIncidents
 from operators.detection.feedback import Feedback
 from operators.detection.iforest import ShadowScore
 from operators.forecast.forecaster import SeriesForecast, ShadowForecast
-from operators.ingest.parse import MessageParser
+from operators.ingest.parse import MessageParser, wall_clock_ms
 
 FLOW_ID = "novacron_detect"
 
@@ -133,6 +134,7 @@ def build_flow(
     feedback_source: Source[Any] | None = None,
     flow_id: str = FLOW_ID,
     recovery: bool = True,
+    clock: Callable[[], int] = wall_clock_ms,
 ) -> Dataflow:
     """Wire the detect flow between any source of Kafka-style messages and any sink.
 
@@ -145,6 +147,9 @@ def build_flow(
     steps skip their snapshots (Bytewax asks for one of every touched key at each epoch's
     end whether or not it keeps them; 1.03–1.06× the throughput at 10,000 series).
     Leave it true for any run with a `RecoveryConfig`: its snapshots would be empty.
+    `clock`: the epoch milliseconds an event's age and lead are checked against
+    (`ingest.max_event_age_s`, `max_event_future_s`): the wall clock, or the demo's
+    simulated one.
     """
     config = resolve(settings)
     topics = config.topics
@@ -153,7 +158,7 @@ def build_flow(
     flow = Dataflow(flow_id)
     raw = op.input("metrics_in", flow, source)
     router = ShardRouter(config.shards)
-    parse_step = make_parse_step(MessageParser(config.parse_limits), router)
+    parse_step = make_parse_step(MessageParser(config.parse_limits, clock), router)
     parsed = op.flat_map_batch("parse", raw, parse_step)
     split = op.branch("split_valid", parsed, is_shard_batch)
     shards: KeyedStream[list[MetricEvent]] = split.trues  # (shard, events) pairs

@@ -23,6 +23,7 @@ from novacron_ml.core.schema import Alert, Incident
 from novacron_ml.core.settings import Settings
 from operators.aggregate.hourly import HourlyAggregate
 from operators.detection.series import WindowScore
+from operators.ingest.parse import wall_clock_ms
 
 
 @dataclass
@@ -99,12 +100,14 @@ def run_in_process(
     on_items: Callable[[list[Any]], None] | None = None,
     progress: Callable[[int], None] | None = None,
     snapshots: bool = False,
+    clock: Callable[[], int] = wall_clock_ms,
 ) -> FlowOutputs:
     """Run the detect flow over `source` to its end; `on_items` sees each output batch as it
     arrives, `progress` the events parsed so far. There is no recovery state here, so the
     steps skip their epoch snapshots unless `snapshots` (a benchmark of what a run with
-    recovery pays). With `runtime.quiet_gc` the collector is set as `novacron-ml run` sets
-    it, and each full pass's survivors are frozen too, for this run only
+    recovery pays). `clock`: what event ages are checked against (`build_flow`). With
+    `runtime.quiet_gc` the collector is set as `novacron-ml run` sets it, and each full
+    pass's survivors are frozen too, for this run only
     (`novacron_ml.core.memory.quiet_collection`). Counts come from the flow's own
     Prometheus counters, as differences, so several runs in one process do not add up."""
     out = FlowOutputs()
@@ -130,6 +133,7 @@ def run_in_process(
         emit_scores=emit_scores,
         flow_id=flow_id,
         recovery=snapshots,
+        clock=clock,
     )
     collection = quiet_collection() if settings.runtime.quiet_gc else contextlib.nullcontext(False)
     start = time.perf_counter()

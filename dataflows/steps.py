@@ -64,7 +64,7 @@ from operators.features.engine import FeatureEngine, LateEvent
 from operators.forecast.forecaster import SeriesForecast, SeriesForecaster
 from operators.forecast.model import load_forecaster, load_shadow
 from operators.ingest.counters import CounterRates
-from operators.ingest.parse import MessageParser, wall_clock_ms
+from operators.ingest.parse import MessageParser
 
 Output = Alert | DeadLetter
 _JSON = msgspec.json.Encoder()
@@ -203,7 +203,7 @@ def make_parse_step(parser: MessageParser, router: ShardRouter) -> Any:
             out: list[ShardBatch | DeadLetter] = []
             dead: list[DeadLetter] = []
             reasons: Counter[str] = Counter()
-            now = wall_clock_ms()
+            now = parser.now_ms()  # the wall clock, or a demo's simulated one
             singles: list[Message] = []
             n_messages = 0
             for item in batch:
