@@ -142,7 +142,6 @@ def test_the_batch_fast_path_gives_what_message_by_message_gives(kinds: list[str
     events and dead letters (reason, detail, payload, key, source) of the per-message path,
     and so does it given the same messages as one `MessageBatch` (what the flow's sources
     yield)."""
-    from unittest import mock
 
     from bytewax.connectors.kafka import KafkaSourceMessage
 
@@ -160,11 +159,10 @@ def test_the_batch_fast_path_gives_what_message_by_message_gives(kinds: list[str
                             [m.offset for m in batch])  # fmt: skip
     outs = []
     for fast, items in ((True, batch), (False, batch), (True, [as_batch])):
-        parser = MessageParser(limits)
+        parser = MessageParser(limits, lambda: 1_767_225_600_000)  # the step reads its clock
         if not fast:
             parser.parse_objects = lambda *a, **k: None  # type: ignore[method-assign]
-        with mock.patch("dataflows.steps.wall_clock_ms", lambda: 1_767_225_600_000):
-            outs.append(make_parse_step(parser, ShardRouter(2))(items))
+        outs.append(make_parse_step(parser, ShardRouter(2))(items))
     with_fast, without, batched = outs
     assert with_fast == without, kinds
     assert batched == with_fast, kinds
