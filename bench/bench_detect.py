@@ -47,14 +47,18 @@ from operators.detection.series import (
 from training.features import feature_windows
 
 
-def simulated_windows(n_series: int, n_windows: int, seed: int) -> list[list[FeatureWindow]]:
-    """Per series, `n_windows` one-minute feature windows of a noisy daily cycle (5 s samples)."""
+def simulated_windows(
+    n_series: int, n_windows: int, seed: int, metrics: tuple[str, ...] = ("latency_p99_ms",)
+) -> list[list[FeatureWindow]]:
+    """Per series, `n_windows` one-minute feature windows of a noisy daily cycle (5 s samples);
+    series `s` is metric `metrics[s % len(metrics)]` of host `s // len(metrics)`."""
     rng = np.random.default_rng(seed)
     out = []
     for s in range(n_series):
         t_s = np.arange(0, n_windows * 60, 5, dtype=np.int64)
         v = 50 + 20 * np.sin(2 * np.pi * t_s / 86_400 + s) + rng.normal(0, 3, len(t_s))
-        out.append(feature_windows(t_s * 1000, v, series=f"c/h{s}/latency_p99_ms"))
+        host, metric = divmod(s, len(metrics))
+        out.append(feature_windows(t_s * 1000, v, series=f"c/h{host}/{metrics[metric]}"))
     return out
 
 

@@ -14,6 +14,11 @@ timer.
 
     python bench/bench_detect_step.py                     # 1,000 series, 250 + 80 windows
     python bench/bench_detect_step.py --series 200 --rounds 200
+    python bench/bench_detect_step.py --hosts-of-ten --load-off   # ten DWCP metrics a host
+
+`--hosts-of-ten` names the series as the ten DWCP metrics of each host, so the load-residual
+tier finds its proxy (cpu_util) in every round; `--load-off` times the same windows with that
+tier off too, alternated with the shipped decision, and prints both.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 
 from bench.bench_detect import simulated_windows
 from dataflows.steps import DetectShard, ShardSnapshot
+from novacron_ml.core.catalogue import DWCP_METRICS
 from operators.detection.novelty import score_many as score_novelty
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import CombineConfig, detect_batch, new_series_state, tiers_for
@@ -43,28 +49,47 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=250, help="windows before timing")
     parser.add_argument("--rounds", type=int, default=80, help="windows per series timed")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    windows = simulated_windows(args.series, args.warm + args.rounds, seed=1)
-    config, combine = RobustZConfig(), CombineConfig()
-    tiers = tiers_for(config, combine)
-    states = [new_series_state(w[0].series, config, combine, tiers) for w in windows]
-    for r in range(args.warm):
-        detect_batch(states, [w[r] for w in windows], tiers)
-    snapshot = pickle.dumps(states)
-    times, alerts = [], 0
-    for _ in range(args.repeats):
-        states = pickle.loads(snapshot)
-        start = time.perf_counter()
-        for r in range(args.warm, args.warm + args.rounds):
-            alerts += sum(
-                a is not None for a in detect_batch(states, [w[r] for w in windows], tiers)
-            )
-        times.append((time.perf_counter() - start) / (args.rounds * args.series) * 1e6)
-    print(
-        f"{args.series:,} series, {args.warm} + {args.rounds} windows: "
-        + " · ".join(f"{t:.1f}" for t in times)
-        + f" µs/window (best {min(times):.1f}); {alerts} alerts in all"
+    parser.add_argument(
+        "--hosts-of-ten", action="store_true", help="series as the ten DWCP metrics of a host"
     )
+    parser.add_argument(
+        "--load-off", action="store_true", help="also time the decision without the load tier"
+    )
+    args = parser.parse_args()
+    metrics = tuple(m.name for m in DWCP_METRICS) if args.hosts_of_ten else ("latency_p99_ms",)
+    windows = simulated_windows(args.series, args.warm + args.rounds, seed=1, metrics=metrics)
+    config = RobustZConfig()
+    combines = {"shipped": CombineConfig()}
+    if args.load_off:
+        combines["load tier off"] = CombineConfig(load_threshold=None)
+    snapshots = {}
+    for name, combine in combines.items():
+        tiers = tiers_for(config, combine)
+        states = [new_series_state(w[0].series, config, combine, tiers) for w in windows]
+        for r in range(args.warm):
+            detect_batch(states, [w[r] for w in windows], tiers)
+        snapshots[name] = (tiers, pickle.dumps(states))
+    per_window: dict[str, list[float]] = {name: [] for name in combines}
+    alerts = dict.fromkeys(combines, 0)
+    for _ in range(args.repeats):  # alternated: this VM's speed drifts
+        for name, (tiers, frozen) in snapshots.items():
+            states = pickle.loads(frozen)
+            start = time.perf_counter()
+            for r in range(args.warm, args.warm + args.rounds):
+                alerts[name] += sum(
+                    a is not None for a in detect_batch(states, [w[r] for w in windows], tiers)
+                )
+            per_window[name].append(
+                (time.perf_counter() - start) / (args.rounds * args.series) * 1e6
+            )
+    for name, times in per_window.items():
+        print(
+            f"{name}: {args.series:,} series, {args.warm} + {args.rounds} windows: "
+            + " · ".join(f"{t:.1f}" for t in times)
+            + f" µs/window (best {min(times):.1f}); {alerts[name]} alerts in all"
+        )
+    snapshot = snapshots["shipped"][1]
+    states = pickle.loads(snapshot)
     # the novelty tier's two per-window parts alone, on the warm snapshot: the batched
     # nearest-shape search (`score_many`, no state change) and each series' `learn`
     warm = pickle.loads(snapshot)

@@ -81,9 +81,10 @@ QUIET_GC = [True]
 """Whether the runs set Python's garbage collector as `novacron-ml run` does (`--gc-default`:
 Python's defaults)."""
 
-TIERS_OFF = {"probability_tiers": ["robust_z"], "spread_threshold": 0.0}
+TIERS_OFF = {"probability_tiers": ["robust_z"], "spread_threshold": 0.0, "load_threshold": 0.0}
 """Every detection tier off but robust z (which the decision needs during warm-up anyway):
-no novelty, no spread tier (River and the Isolation Forest are off by default)."""
+no novelty, no spread or load-residual tier (River and the Isolation Forest are off by
+default)."""
 
 
 def in_process(
@@ -246,6 +247,13 @@ def main() -> None:
         "speed drifts within one run of the command; a pair at a time shows the ratio)",
     )
     parser.add_argument(
+        "--load-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N pairs of runs, the load-residual tier off and on, alternated (its cost)",
+    )
+    parser.add_argument(
         "--gc-default",
         action="store_true",
         help="leave Python's garbage collector as it is (by default each in-process run\n"
@@ -302,6 +310,22 @@ def main() -> None:
                 flush=True,
             )
         row["alternated_ratios"] = ratios
+        load_ratios = []
+        for _ in range(args.load_pairs):
+            pair = [
+                in_process(messages, per_message, args.measure_from, detector)
+                for detector in ({"load_threshold": 0.0}, None)
+            ]
+            load_ratios.append(pair[1]["events_per_s"] / pair[0]["events_per_s"])
+            print(
+                f"  load tier off / on:       {pair[0]['events_per_s']:>10,.0f} / "
+                f"{pair[1]['events_per_s']:,.0f} events/s -> on {load_ratios[-1]:.3f}x of off "
+                f"({pair[0]['us_per_window']:.1f} / {pair[1]['us_per_window']:.1f} µs/window; "
+                f"state {pair[0]['state_bytes_per_series'] / 1024:.1f} / "
+                f"{pair[1]['state_bytes_per_series'] / 1024:.1f} KB/series)",
+                flush=True,
+            )
+        row["load_ratios"] = load_ratios
         row["tiers_off"] = off = in_process(messages, per_message, args.measure_from, TIERS_OFF)
         print(
             f"  every tier off (robust z): {off['events_per_s']:>9,.0f} events/s steady "

@@ -21,6 +21,7 @@ from operators.alerting.episodes import EpisodeConfig
 from operators.alerting.suppression import Rule, rules_from_settings
 from operators.detection.calibration import CalibrationConfig
 from operators.detection.iforest import FAMILIES, IsolationForestTier, load_iforest
+from operators.detection.load import LoadConfig
 from operators.detection.novelty import NoveltyConfig
 from operators.detection.river import RiverConfig
 from operators.detection.robust_z import RobustZConfig
@@ -124,6 +125,8 @@ def combine_config(settings: Settings) -> CombineConfig:
         min_novelty=d.min_novelty,
         min_deviation=d.min_deviation,
         spread_threshold=d.spread_threshold or None,
+        load_threshold=d.load_threshold or None,
+        load=LoadConfig(proxy=d.load_proxy),
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,
         rearm_after_windows=d.rearm_after_windows,

@@ -578,7 +578,7 @@ def make_detect_step(
             if not windows:
                 continue
             states = [state_for(shard, w) for w in windows]
-            results = detect_batch(states, windows, tiers)
+            results = detect_batch(states, windows, tiers, shard.series.get)
             now_ms = time.time() * 1000
             for state, window, result in zip(states, windows, results, strict=True):
                 late_ms = now_ms - window.end_ms - lateness_ms

@@ -103,7 +103,9 @@ def split_series_key(key: str) -> tuple[str, str, str]:
     return cluster, host, metric
 
 
-DECISION_DETECTORS = frozenset({"robust_z", "novelty", "spread", "river", "iforest"})
+DECISION_DETECTORS = frozenset(
+    {"robust_z", "novelty", "spread", "load_residual", "river", "iforest"}
+)
 """`Alert.detector` values of the per-series alert decision: its `score` is the window's
 robust z; other detectors (the forecaster's) put their own score there."""
 

@@ -367,6 +367,19 @@ class DetectorSettings(_Group):
         description="The spread tier alerts when a window's standard deviation is this many "
         "robust noise widths above the series' usual spread (variance changes); 0: off.",
     )
+    load_threshold: float = Field(
+        6.0,
+        ge=0,
+        description="The load-residual tier alerts when a window's mean is this many residual "
+        "widths from what its host's load proxy predicts (a line fitted over the last hour); "
+        "0: off.",
+    )
+    load_proxy: str = Field(
+        "cpu_util",
+        min_length=1,
+        description="The metric standing for a host's load: the load-residual tier fits each "
+        "other metric of the host on its window of the same start.",
+    )
     resolve_after_windows: int = Field(
         5,
         ge=1,

@@ -6,7 +6,7 @@ tested alone. Its state (`SeriesState`) is what goes into Bytewax recovery snaps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -24,6 +24,8 @@ from operators.detection.base import learn_one, score_one
 from operators.detection.calibration import CalibrationConfig, RankCalibrator, rank_many
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict, apply_feedback
+from operators.detection.load import LoadConfig, LoadResidualDetector, proxy_moved
+from operators.detection.load import score_many as score_load
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyTier
 from operators.detection.novelty import score_many as score_novelty
 from operators.detection.river import RiverConfig, RiverModel, RiverTier
@@ -71,6 +73,11 @@ class CombineConfig:
     widths above the series' usual spread fires (variance changes, where the mean stays);
     None: off. Higher than the mean's threshold because a 12-sample standard deviation has a
     heavier upper tail than a mean (QUALITY.md)."""
+    load_threshold: float | None = 6.0
+    """The load-residual tier: a window whose mean is this many residual widths from what the
+    host's load proxy predicts (`operators.detection.load`) fires; None: off. The mean's own
+    evidence bar (robust z's threshold)."""
+    load: LoadConfig = field(default_factory=LoadConfig)
     resolve_after_windows: int = 5
     """Windows in a row below the firing level that close an open episode."""
     hold_windows: int = 10
@@ -119,6 +126,8 @@ class SeriesState:
     """The last window's alert opened an episode."""
     spread: RobustZDetector | None = None
     """The spread tier: robust z of the window's standard deviation (upward is bad)."""
+    load: LoadResidualDetector | None = None
+    """The load-residual tier: the window mean against the host's load proxy."""
 
 
 @dataclass
@@ -176,6 +185,15 @@ def new_series_state(
 ) -> SeriesState:
     combine = combine or CombineConfig()
     tiers = detectors or tiers_for(config, combine)
+    load = None
+    if combine.load_threshold is not None:
+        metric = split_series_key(series)[2]
+        load = LoadResidualDetector(
+            combine.load,
+            tiers.robust_z.catalogue.spec_for(metric).bad_direction,
+            series.split("{", 1)[0].rsplit("/", 1)[0],  # `cluster/host` as in the key
+            metric,
+        )
     return SeriesState(
         tiers.robust_z.new_state(series),
         # a tier outside the decision costs nothing: no state, no scoring
@@ -184,6 +202,7 @@ def new_series_state(
         baseline=FeatureBaseline(),
         river=tiers.river.new_state(series) if tiers.river is not None else None,
         spread=RobustZDetector(SPREAD, 1) if combine.spread_threshold is not None else None,
+        load=load,
     )
 
 
@@ -235,6 +254,7 @@ def decide(
     warm: bool,
     threshold: float,
     spread: float = 0.0,
+    load: float = 0.0,
 ) -> Decision:
     """The alert decision for one window (updates the state's cooldown and episode).
 
@@ -242,7 +262,9 @@ def decide(
     warms up); `size`: the novelty distance; `warm`: the combined tiers have the history they
     need (until then robust z decides, through `z_probability`); `spread`: the window's
     standard deviation in robust noise widths above the series' usual one (the spread tier,
-    which decides when it reaches `spread_threshold`, warm or not). The probability is the
+    which decides when it reaches `spread_threshold`, warm or not); `load`: the window mean's
+    residual from what the host's load predicts, in residual widths (the load-residual tier,
+    deciding the same way at `load_threshold`). The probability is the
     largest calibrated score among the combined tiers, 0 when the window is fewer than
     `min_deviation` noise widths from the median. A probability at or above `fire_level`
     fires unless a cooldown holds it (a window passes one when its distance is
@@ -262,6 +284,10 @@ def decide(
         by_spread = z_probability(spread, c.spread_threshold, fire)
         if by_spread > probability:
             probability, size, tier = by_spread, max(size, spread), "spread"
+    if c.load_threshold is not None and load >= c.load_threshold:
+        by_load = z_probability(load, c.load_threshold, fire)
+        if by_load > probability:
+            probability, size, tier = by_load, max(size, load), "load_residual"
     fired = False
     if state.cooldown > 0:
         state.cooldown -= 1
@@ -308,26 +334,33 @@ def decision_severity(probability: float, bad: float, threshold: float, fire: fl
 
 
 def detect_window(
-    state: SeriesState, window: FeatureWindow, detectors: Tiers | None = None
+    state: SeriesState,
+    window: FeatureWindow,
+    detectors: Tiers | None = None,
+    proxy_state: Callable[[str], SeriesState | None] | None = None,
 ) -> Alert | DeadLetter | None:
     """Score one closed window of one series; update the state in place. `detectors`: the
     detectors of the state's configuration (`tiers_for`; the flow's step passes them).
     `detect_batch` with a batch of one."""
-    return detect_batch([state], [window], detectors)[0]
+    return detect_batch([state], [window], detectors, proxy_state)[0]
 
 
 def detect_batch(
     states: Sequence[SeriesState],
     windows: Sequence[FeatureWindow],
     detectors: Tiers | None = None,
+    proxy_state: Callable[[str], SeriesState | None] | None = None,
 ) -> list[Alert | DeadLetter | None]:
     """Score one closed window for each of several distinct series (`states[i]` is the state
     of `windows[i].series`); update the states in place. The tiers score the whole batch at
     once (their rings stacked as rows of arrays: `score_many`, `rank_many`), then each
     window's decision runs on its own series' state, then the tiers learn. Gives exactly what
     `detect_window` gives window by window: a series' windows depend on each other, other
-    series' do not. `detectors`: the tiers (`tiers_for`; the flow's step passes them),
-    else those of the first state's configuration.
+    series' do not, except through the load-residual tier: it fits a series on its host's
+    load proxy window of the same start, in this batch or, through `proxy_state` (the
+    shard's states by series key), an earlier one, so one by one gives the same only where
+    each host's proxies come first. `detectors`: the tiers (`tiers_for`; the
+    flow's step passes them), else those of the first state's configuration.
 
     A window starting at or before the last one its series scored is never scored twice: it
     is routed as a `late_window` dead letter (defence in depth; the feature operator already
@@ -352,20 +385,23 @@ def detect_batch(
     scores = score_robust([s.detector for s in ss], means)
     raws = _score_novelty(ss, means)
     spreads = _score_spread(ss, features)
+    loads = _score_load(ss, ws, means, scores, proxy_state)
     cals = [None if r is None else _novelty_calibrators(s) for s, r in zip(ss, raws, strict=True)]
     ranks = _rank_novelty(
         [
-            c if c is not None and _ranks_needed(s, score, spread, c) else None
-            for s, c, score, spread in zip(ss, cals, scores, spreads, strict=True)
+            c if c is not None and _ranks_needed(s, score, spread, c, load) else None
+            for s, c, score, spread, load in zip(ss, cals, scores, spreads, loads, strict=True)
         ],
         raws,
     )
     baselines: list[FeatureBaseline] = []  # the quiet windows' explanation baselines learn
     quiet: list[int] = []
-    for row, (i, state, window, mean, score, raw, cal, rank, spread) in enumerate(
-        zip(live, ss, ws, means, scores, raws, cals, ranks, spreads, strict=True)
+    for row, (i, state, window, mean, score, raw, cal, rank, spread, load) in enumerate(
+        zip(live, ss, ws, means, scores, raws, cals, ranks, spreads, loads, strict=True)
     ):
-        results[i] = alert = _decide_window(state, window, mean, t, score, raw, cal, rank, spread)
+        results[i] = alert = _decide_window(
+            state, window, mean, t, score, raw, cal, rank, spread, load
+        )
         if alert is None and state.baseline is not None:
             baselines.append(state.baseline)
             quiet.append(row)
@@ -407,18 +443,23 @@ def _score_novelty(
 
 
 def _ranks_needed(
-    state: SeriesState, score: Score | None, spread: float | None, cals: list[RankCalibrator]
+    state: SeriesState,
+    score: Score | None,
+    spread: float | None,
+    cals: list[RankCalibrator],
+    load: float | None = None,
 ) -> bool:
     """Whether the window's novelty ranks can reach its decision or its alert: always while
     a calibrator warms up (robust z decides then, and its alerts carry the tiers' scores);
     once warm, only when the window is `min_deviation` noise widths out in the bad direction
-    (below that the probability is 0 whatever the ranks) or the spread tier fires (its alert
-    carries them). Ranking every window cost a sixth of the detect step; the other windows'
-    ranks were computed and never used."""
+    (below that the probability is 0 whatever the ranks) or the spread or load-residual tier
+    fires (its alert carries them). Ranking every window cost a sixth of the detect step;
+    the other windows' ranks were computed and never used."""
     c = state.combine
     return (
         (score is not None and score.bad >= c.min_deviation)
         or (spread is not None and c.spread_threshold is not None and spread >= c.spread_threshold)
+        or (load is not None and c.load_threshold is not None and load >= c.load_threshold)
         or not all(cal.ready for cal in cals)
     )
 
@@ -471,6 +512,68 @@ def _score_spread(states: Sequence[SeriesState], features: np.ndarray) -> list[f
     return out
 
 
+def _score_load(
+    states: Sequence[SeriesState],
+    windows: Sequence[FeatureWindow],
+    means: Sequence[float],
+    scores: Sequence[Score | None],
+    proxy_state: Callable[[str], SeriesState | None] | None = None,
+) -> list[float | None]:
+    """The load-residual tier: each window mean's residual from its host's load proxy, in
+    residual widths in the bad direction (None without the tier, the proxy's window, or
+    history); then it learns the windows that had their proxy's. The batch's proxies
+    remember their window first (its mean; not usable past `proxy_gate` of its robust z or
+    while that warms up), so the order within a batch does not matter; then each series uses
+    its proxy's window of the same start, from this batch or, through `proxy_state` (the
+    shard's states by series key), an earlier one (`operators.detection.load`). Window by
+    window the same holds only where a host's proxies come before its other series.
+    """
+    loads = [s.load for s in states]
+    with_tier = [i for i, det in enumerate(loads) if det is not None]
+    out: list[float | None] = [None] * len(states)
+    if not with_tier:
+        return out
+    dets: list[LoadResidualDetector] = [loads[i] for i in with_tier]  # type: ignore[misc]
+    gate = dets[0].config.proxy_gate
+    here: dict[str, LoadResidualDetector] = {}
+    for i, det in zip(with_tier, dets, strict=True):  # the batch's proxies first
+        if det.is_proxy:
+            score = scores[i]
+            ok = score is not None and abs(score.z) < gate
+            det.remember(windows[i].start_ms, means[i] if ok else None)
+            here[det.proxy_key] = det
+    xs: list[float | None] = []
+    for i, det in zip(with_tier, dets, strict=True):
+        if det.is_proxy:
+            xs.append(None)  # the proxy is not fitted
+            continue
+        key = det.proxy_key
+        proxy = here.get(key)
+        if proxy is None and proxy_state is not None:
+            state = proxy_state(key)
+            proxy = state.load if state is not None else None
+        xs.append(proxy.proxy_mean(windows[i].start_ms) if proxy is not None else None)
+    ys = [means[i] for i in with_tier]
+    zs = score_load(dets, xs, ys)
+    by_host: dict[str, list[float]] = {}
+    for det, z in zip(dets, zs, strict=True):
+        if z is not None:
+            by_host.setdefault(det.proxy_key, []).append(z)
+    vote = dets[0].config.proxy_vote
+    moved = {key for key, host_zs in by_host.items() if proxy_moved(host_zs, vote)}
+    threshold = states[with_tier[0]].combine.load_threshold or float("inf")
+    for i, det, x, y, z in zip(with_tier, dets, xs, ys, zs, strict=True):
+        if x is None:
+            continue
+        if z is not None and det.proxy_key in moved:
+            det.learn(x, y, anomalous=True)  # the proxy's change, not this series'
+            continue
+        bad = None if z is None else det.bad(z)
+        out[i] = bad
+        det.learn(x, y, bad is not None and bad >= threshold)
+    return out
+
+
 def _decide_window(
     state: SeriesState,
     window: FeatureWindow,
@@ -481,6 +584,7 @@ def _decide_window(
     cals: list[RankCalibrator] | None,
     ranks: list[float] | None,
     by_spread: float | None,
+    by_load: float | None = None,
 ) -> Alert | None:
     """One series' window (`mean`: its mean) after the batch was scored: its decision, then
     its tiers learn."""
@@ -510,8 +614,13 @@ def _decide_window(
         spread = by_spread
         assert state.combine.spread_threshold is not None
         tiers["spread"] = anomaly_score(spread, state.combine.spread_threshold)
+    load = 0.0
+    if by_load is not None:
+        load = by_load
+        assert state.combine.load_threshold is not None
+        tiers["load_residual"] = anomaly_score(load, state.combine.load_threshold)
     state.tier_scores = tiers
-    decision = decide(state, tiers, bad, size, warm, threshold, spread)
+    decision = decide(state, tiers, bad, size, warm, threshold, spread, load)
     state.last_score = decision.held_probability
     state.opened = decision.alerting and state.open_for == 1
     flagged = decision.alerting or (score is not None and score.anomalous)
@@ -538,7 +647,11 @@ def _decide_window(
         t.robust_z.catalogue.spec_for(split_series_key(series)[2]).anomaly_type,
         decision_severity(
             decision.probability,
-            max(bad, spread * det.config.z_threshold / (state.combine.spread_threshold or 1.0)),
+            max(
+                bad,
+                spread * det.config.z_threshold / (state.combine.spread_threshold or 1.0),
+                load * det.config.z_threshold / (state.combine.load_threshold or 1.0),
+            ),
             det.config.z_threshold,
             fire,
         ),

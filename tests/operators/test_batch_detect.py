@@ -23,6 +23,7 @@ from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection import series as series_module
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict
+from operators.detection.load import LoadConfig
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, score_many
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
@@ -51,6 +52,10 @@ def fleet_windows() -> list[FeatureWindow]:
     return windows + engine.flush()
 
 
+def _proxies_first(series: str) -> tuple[bool, str]:
+    return series.rsplit("/", 1)[1] != LoadConfig().proxy, series
+
+
 def _key(result: object) -> bytes:
     return pickle.dumps(result)
 
@@ -60,7 +65,8 @@ def test_a_batch_across_series_gives_what_one_by_one_gives(
 ) -> None:
     config, combine = RobustZConfig(), CombineConfig()
     tiers = tiers_for(config, combine)
-    series = sorted({w.series for w in fleet_windows})
+    # one by one, a series' load proxy window counts when scored before it: proxies first
+    series = sorted({w.series for w in fleet_windows}, key=_proxies_first)
     alone = {s: new_series_state(s, config, combine, tiers) for s in series}
     together = {s: new_series_state(s, config, combine, tiers) for s in series}
     by_series: dict[str, list[FeatureWindow]] = {s: [] for s in series}
@@ -70,13 +76,16 @@ def test_a_batch_across_series_gives_what_one_by_one_gives(
     assert n > 250  # past every tier's warm-up (novelty: 100 shapes + 50 ranks)
     single, batched = [], []
     for i in range(n):
-        step = [by_series[s][i] for s in series]
+        step = [by_series[s][i] for s in series]  # each host's load proxies first, below
         if i % 97 == 5:  # a repeated window: a late_window dead letter in both
             step[3] = by_series[series[3]][i - 1]
-        single.append([detect_window(alone[w.series], w, tiers) for w in step])
+        # one by one, a series finds its host's load proxy window in the states (the shard)
+        single.append([detect_window(alone[w.series], w, tiers, alone.get) for w in step])
         batched.append(detect_batch([together[w.series] for w in step], step, tiers))
     alerts = [r for rs in batched for r in rs if isinstance(r, Alert)]
     assert len(alerts) >= 10 and {a.detector for a in alerts} >= {"novelty", "robust_z"}
+    fitted = [s for s in series if together[s].load and together[s].load._filled]
+    assert len(fitted) == len(series) - 3  # all but the proxies found theirs: the tier ran
     assert _key(batched) == _key(single)
     assert all(_key(alone[s]) == _key(together[s]) for s in series)
 
@@ -87,7 +96,11 @@ def test_the_step_over_a_shard_batch_equals_item_by_item(
     """Windows, verdicts and evictions of many series in batches of mixed sizes (several
     windows of one series in a batch too) give the records item-by-item processing gives."""
     step = make_detect_step(RobustZConfig(), emit_scores=True)
-    items: list[FeatureWindow | Feedback | SeriesEvicted] = list(fleet_windows)
+    # window by window, a load proxy's window counts for the series scored after it: the
+    # windows of each start with the host's proxy first (in a batch the order does not matter)
+    items: list[FeatureWindow | Feedback | SeriesEvicted] = sorted(
+        fleet_windows, key=lambda w: (w.start_ms, _proxies_first(w.series)[0])
+    )
     rng = random.Random(7)
     first = next(w for w in fleet_windows if w.series.endswith("cpu_util"))
     items.insert(40, Feedback("x", Verdict.FALSE_POSITIVE, series=first.series, value=0.5))
@@ -292,7 +305,11 @@ def test_a_shard_restored_from_its_snapshot_decides_what_the_running_shard_decid
     records and the same states as the shard that never stopped, with episodes open, alerts
     held and verdicts pending at some snapshots."""
     step = make_detect_step(RobustZConfig(), emit_scores=True)
-    items: list[FeatureWindow | Feedback | SeriesEvicted] = list(fleet_windows)
+    # window by window, a load proxy's window counts for the series scored after it: the
+    # windows of each start with the host's proxy first (in a batch the order does not matter)
+    items: list[FeatureWindow | Feedback | SeriesEvicted] = sorted(
+        fleet_windows, key=lambda w: (w.start_ms, _proxies_first(w.series)[0])
+    )
     items.insert(30, Feedback("y", Verdict.TRUE_POSITIVE, series="c0/nowhere/cpu_util"))
     running, resumed = DetectShard(), DetectShard()
     out_running: list[object] = []

@@ -1,0 +1,230 @@
+"""The load-residual tier: a window mean against what its host's load predicts.
+
+A host's metrics move with its load (requests, traffic), so a change that is small next to
+the daily cycle and the load's own wander can be large next to what the load predicts. Per
+series the tier keeps the last `history_windows` pairs (the window mean of the host's load
+proxy, the series' window mean), fits a straight line from proxy to series on them (least
+squares), and scores the new window's residual against that hour's residuals: (residual -
+their median) / (1.4826 x their MAD), floored like robust z at `relative_floor` x |the
+series' mean level|, in the metric's bad direction.
+
+The proxy is one metric of the host (`proxy`, cpu_util), its window of the same start: a
+host's series share a shard and their windows close together, so the proxy's is in the same
+batch, or an earlier one (a proxy keeps its last `RECENT` windows). The proxy itself is not
+fitted: its deviations are robust z's. The proxy stands for the load only while it is
+normal, and its own change would show on every metric of the host, so a window scores
+nothing when the proxy window is missing, its robust z is warming up or `proxy_gate` or more
+from its baseline, or when most of the host's fitted series are `proxy_vote` widths off at
+once (`proxy_moved`: a fault moves one metric and maybe a few that follow it). Anomalous
+windows, and those of a round where the proxy moved, stay out of the history until
+`adapt_after_windows` of them in a row show the relation has moved (robust z's rule).
+docs/DETECTION.md, "The load-residual tier"; the measurement that motivated it:
+`bench/hard_snr.py --clean` (docs/QUALITY.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from operators.detection.robust_z import MAD_TO_SIGMA
+
+_ABS_FLOOR = 1e-9
+MIN_VOTERS = 3
+"""Fitted series of a host a round needs before `proxy_moved` can tell the proxy moved."""
+RECENT = 4
+"""Windows a proxy keeps for its host's other series (a batch may hold several of a series)."""
+_FLAT = 1e-9
+"""A proxy whose spread over the history is below this fraction of its level is flat: no
+slope is fitted (the residual is the series' own deviation from its mean)."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    proxy: str = "cpu_util"
+    """The metric standing for a host's load; every other metric of the host is fitted on it."""
+    history_windows: int = 60
+    min_history: int = 30
+    """A line fitted on fewer pairs moves with each new one: half an hour before it scores."""
+    relative_floor: float = 0.01
+    adapt_after_windows: int = 30
+    proxy_gate: float = 3.0
+    """The proxy's own |robust z| from which its window no longer stands for the load."""
+    proxy_vote: float = 3.0
+    """|Residual z| at which a fitted series counts as off in `proxy_moved`'s vote: half the
+    tier's threshold, so a proxy change that puts some series past it and others just short
+    still reads as the proxy's."""
+
+
+class LoadResidualDetector:
+    """Per-series state: rings of past (proxy, value) window-mean pairs. Picklable."""
+
+    __slots__ = (
+        "_filled",
+        "_pos",
+        "_streak",
+        "_xy",
+        "config",
+        "direction",
+        "is_proxy",
+        "proxy_key",
+        "recent",
+    )
+
+    def __init__(self, config: LoadConfig, direction: int, host: str, metric: str) -> None:
+        self.config = config
+        self.direction = direction
+        self.is_proxy = metric == config.proxy
+        self.proxy_key = f"{host}/{config.proxy}"
+        """`cluster/host/proxy`: the host's proxy series (this one, `is_proxy`)."""
+        """The series is a load proxy for its host's others: its recent windows are kept."""
+        self.recent: dict[int, float | None] | None = {} if self.is_proxy else None
+        """A proxy's last `RECENT` windows by start (ms): the mean, None where the window was
+        past `proxy_gate` or robust z was warming up. What the host's other series of those
+        windows are fitted on."""
+        self._xy = np.zeros((2, config.history_windows), dtype=np.float32)
+        """Row 0 the proxy's window means, row 1 the series' own: a ring (`_pos`). float32
+        (half the bytes): its rounding, 6e-8 of a value, is far below the width's floor of
+        `relative_floor` (1 %) of the series' level."""
+        self._filled = 0
+        self._pos = 0
+        self._streak = 0
+
+    @property
+    def warm(self) -> bool:
+        return self._filled >= self.config.min_history
+
+    def score(self, x: float, y: float) -> float | None:
+        """The window's signed residual z, in residual widths (None warming up)."""
+        return score_many([self], [x], [y])[0]
+
+    def bad(self, z: float) -> float:
+        """How far a residual z is in the metric's bad direction (|z| for two-sided ones)."""
+        return abs(z) if self.direction == 0 else max(self.direction * z, 0.0)
+
+    def learn(self, x: float, y: float, anomalous: bool) -> None:
+        """Add a pair to the history unless anomalous (and the relation has not moved)."""
+        if anomalous:
+            self._streak += 1
+            if self._streak < self.config.adapt_after_windows:
+                return
+        else:
+            self._streak = 0
+        pos = self._pos
+        xy = self._xy
+        xy[0, pos] = x
+        xy[1, pos] = y
+        self._pos = (pos + 1) % self.config.history_windows
+        self._filled = min(self._filled + 1, self.config.history_windows)
+
+    def remember(self, start_ms: int, mean: float | None) -> None:
+        """A proxy's window (`mean` None: not usable as the load)."""
+        recent = self.recent
+        assert recent is not None
+        recent[start_ms] = mean
+        if len(recent) > RECENT:
+            del recent[min(recent)]
+
+    def proxy_mean(self, start_ms: int) -> float | None:
+        """This proxy's window mean at `start_ms`, if it is recent and usable."""
+        recent = self.recent
+        return recent.get(start_ms) if recent is not None else None
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (
+            self.config,
+            self.direction,
+            self.is_proxy,
+            self.proxy_key,
+            self.recent,
+            self._xy,
+            self._filled,
+            self._pos,
+            self._streak,
+        )
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        (
+            self.config,
+            self.direction,
+            self.is_proxy,
+            self.proxy_key,
+            self.recent,
+            self._xy,
+            self._filled,
+            self._pos,
+            self._streak,
+        ) = state  # type: ignore[assignment]
+
+
+def score_many(
+    detectors: Sequence[LoadResidualDetector],
+    xs: Sequence[float | None],
+    ys: Sequence[float],
+) -> list[float | None]:
+    """Each series' window (`xs[i]`: its proxy's window mean, None: none usable; `ys[i]`: its
+    own) as a signed residual z, in residual widths, all rows at once (their rings stacked);
+    None where the series warms up or has no proxy. No state changes."""
+    out: list[float | None] = [None] * len(detectors)
+    rows = [i for i, d in enumerate(detectors) if d.warm and xs[i] is not None]
+    if not rows:
+        return out
+    config = detectors[rows[0]].config
+    if any(detectors[i].config is not config for i in rows) and (
+        len({detectors[i].config for i in rows}) > 1
+    ):  # one configuration per call
+        for i in rows:
+            out[i] = detectors[i].score(xs[i], ys[i])  # type: ignore[arg-type]
+        return out
+    dets = [detectors[i] for i in rows]
+    size = config.history_windows
+    xy = np.stack([d._xy for d in dets], dtype=np.float64)
+    x, y = xy[:, 0], xy[:, 1]
+    filled = np.fromiter((d._filled for d in dets), np.int64, len(dets))
+    used = None if int(filled.min()) == size else np.arange(size) < filled[:, None]
+    if used is not None:
+        x[~used] = 0.0
+        y[~used] = 0.0
+    n = filled.astype(np.float64)
+    mx, my = x.sum(axis=1) / n, y.sum(axis=1) / n
+    dx, dy = x - mx[:, None], y - my[:, None]
+    if used is not None:
+        dx[~used] = 0.0
+        dy[~used] = 0.0
+    sxx, sxy = (dx * dx).sum(axis=1), (dx * dy).sum(axis=1)
+    flat = sxx <= n * (_FLAT * np.maximum(np.abs(mx), _ABS_FLOOR)) ** 2
+    slope = np.where(flat, 0.0, sxy / np.where(flat, 1.0, sxx))
+    residuals = dy - slope[:, None] * dx
+    if used is not None:
+        residuals[~used] = np.inf  # unfilled slots sort last
+    centre = _medians(residuals, filled)
+    mad = _medians(np.abs(residuals - centre[:, None]), filled)
+    width = np.maximum(
+        np.maximum(MAD_TO_SIGMA * mad, config.relative_floor * np.abs(my)), _ABS_FLOOR
+    )
+    now_x = np.fromiter((xs[i] for i in rows), np.float64, len(rows))
+    now_y = np.fromiter((ys[i] for i in rows), np.float64, len(rows))
+    z = (now_y - my - slope * (now_x - mx) - centre) / width
+    for i, zi in zip(rows, z.tolist(), strict=True):
+        out[i] = zi
+    return out
+
+
+def proxy_moved(zs: Sequence[float], vote: float) -> bool:
+    """Whether a host's proxy, not its metrics, moved: the signed residual z of the host's
+    fitted series in one round (`zs`), more than half of them `vote` or more widths off, and at
+    least `MIN_VOTERS` of them. A fault moves one metric of a host and maybe a few that
+    follow it; the proxy's own change moves the residual of every metric fitted on it."""
+    if len(zs) < MIN_VOTERS:
+        return False
+    return 2 * sum(abs(z) >= vote for z in zs) > len(zs)
+
+
+def _medians(rows: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Each row's median over its first `filled` sorted values (the rest are +inf). One sort
+    per row: for rows of 60, cheaper than `np.partition` at two order statistics."""
+    index = np.arange(len(rows))
+    ordered = np.sort(rows, axis=1)
+    return (ordered[index, (filled - 1) // 2] + ordered[index, filled // 2]) / 2

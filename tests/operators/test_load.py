@@ -1,0 +1,156 @@
+"""The load-residual tier: a window mean against what its host's load proxy predicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from novacron_ml.core.features import FeatureWindow
+from novacron_ml.core.schema import Alert
+from novacron_ml.core.settings import Settings
+from operators.detection.load import LoadConfig, LoadResidualDetector, score_many
+from operators.detection.robust_z import RobustZConfig
+from operators.detection.series import (
+    CombineConfig,
+    SeriesState,
+    detect_batch,
+    new_series_state,
+    tiers_for,
+)
+from training.features import feature_windows
+
+
+def _reference(x: np.ndarray, y: np.ndarray, x0: float, y0: float, direction: int) -> float:
+    """The tier's signed z by textbook steps: np.polyfit, then median and MAD of the
+    residuals."""
+    slope, intercept = np.polyfit(x, y, 1)
+    r = y - (intercept + slope * x)
+    centre = np.median(r)
+    width = max(1.4826 * np.median(np.abs(r - centre)), 0.01 * abs(y.mean()), 1e-9)
+    z = (y0 - (intercept + slope * x0) - centre) / width
+    return z
+
+
+def test_the_batched_score_is_a_least_squares_line_in_its_residuals_robust_width() -> None:
+    rng = np.random.default_rng(3)
+    config = LoadConfig()
+    dets, xs, ys, expected = [], [], [], []
+    for k in range(40):  # rings full and filling, every direction, some without a proxy
+        det = LoadResidualDetector(config, (-1, 0, 1)[k % 3], f"c/h{k}", "throughput_mbps")
+        n = (30, 45, 60, 90)[k % 4]
+        x = rng.uniform(0.2, 0.9, n)
+        y = 3.0 + 40.0 * x + rng.normal(0, 0.5, n)
+        for a, b in zip(x, y, strict=True):
+            det.learn(a, b, anomalous=False)
+        x0, y0 = float(rng.uniform(0.2, 0.9)), float(rng.normal(30, 5))
+        proxy = None if k % 7 == 6 else x0
+        kept = min(n, config.history_windows)
+        x32, y32 = (v[-kept:].astype(np.float32).astype(np.float64) for v in (x, y))  # its ring
+        ref = _reference(x32, y32, x0, y0, det.direction)
+        dets.append(det)
+        xs.append(proxy)
+        ys.append(y0)
+        expected.append(None if proxy is None else ref)
+    got = score_many(dets, xs, ys)
+    assert [g is None for g in got] == [e is None for e in expected]
+    assert np.allclose([g or 0.0 for g in got], [e or 0.0 for e in expected], rtol=1e-9)
+    assert max(abs(g or 0.0) for g in got) > 3  # the values are not all alike
+    assert dets[0].bad(-4.0) == 4.0 and dets[1].bad(-4.0) == 4.0 and dets[2].bad(-4.0) == 0.0
+    young = LoadResidualDetector(config, 0, "c/h", "throughput_mbps")
+    for _ in range(config.min_history - 1):
+        young.learn(0.5, 20.0, anomalous=False)
+    assert young.score(0.5, 90.0) is None  # warming up: no score however far
+
+
+def _host(minutes: int, drop: tuple[int, int, float] | None, cpu_jump: tuple[int, int] | None):
+    """Window rounds of one host whose CPU, throughput, memory and latency follow one load (a
+    6-hour cycle with a slow random walk): `drop` lowers throughput by a fixed amount over
+    windows [a, b); `cpu_jump` lifts CPU alone over windows [a, b)."""
+    rng = np.random.default_rng(11)
+    t_s = np.arange(0, minutes * 60, 5)
+    load = 0.5 + 0.3 * np.sin(2 * np.pi * t_s / 21_600) + np.cumsum(rng.normal(0, 0.002, len(t_s)))
+    cpu = load + rng.normal(0, 0.005, len(t_s))
+    throughput = 100 * load + rng.normal(0, 0.5, len(t_s))
+    if drop is not None:
+        a, b, size = drop
+        throughput[(t_s >= a * 60) & (t_s < b * 60)] -= size
+    if cpu_jump is not None:
+        a, b = cpu_jump
+        cpu[(t_s >= a * 60) & (t_s < b * 60)] += 1.0
+    series = {
+        "c/h/cpu_util": cpu,
+        "c/h/throughput_mbps": throughput,
+        "c/h/memory_util": 0.2 + 0.5 * load + rng.normal(0, 0.004, len(t_s)),
+        "c/h/latency_p50_ms": 5 + 20 * load + rng.normal(0, 0.2, len(t_s)),
+    }
+    per_series = [feature_windows(t_s * 1000, v, series=name) for name, v in series.items()]
+    return list(zip(*per_series, strict=True))  # one round per window start
+
+
+def _run(
+    rounds: list[tuple[FeatureWindow, ...]], combine: CombineConfig
+) -> tuple[list[Alert], dict[str, SeriesState]]:
+    config = RobustZConfig()
+    tiers = tiers_for(config, combine)
+    states = {w.series: new_series_state(w.series, config, combine, tiers) for w in rounds[0]}
+    alerts = []
+    for batch in rounds:
+        for r in detect_batch([states[w.series] for w in batch], list(batch), tiers):
+            if isinstance(r, Alert):
+                alerts.append(r)
+    return alerts, states
+
+
+def _in(alert: Alert, a: int, b: int, start_ms: int) -> bool:
+    from novacron_ml.core.schema import parse_rfc3339_ms
+
+    minute = (parse_rfc3339_ms(alert.window_start) - start_ms) // 60_000
+    return a <= minute < b
+
+
+def test_a_drop_small_next_to_the_load_cycle_fires_the_load_tier_only() -> None:
+    rounds = _host(300, drop=(200, 215, 3.0), cpu_jump=None)
+    start = rounds[0][0].start_ms
+    alerts, states = _run(rounds, CombineConfig())
+    throughput = [a for a in alerts if a.metric == "throughput_mbps"]
+    assert any(a.detector == "load_residual" and _in(a, 200, 215, start) for a in throughput)
+    assert not [a for a in throughput if not _in(a, 200, 220, start)]  # and nowhere else
+    assert states["c/h/cpu_util"].load is not None and states["c/h/cpu_util"].load.is_proxy
+    off, _ = _run(rounds, CombineConfig(load_threshold=None))
+    assert not [a for a in off if a.metric == "throughput_mbps" and _in(a, 200, 215, start)]
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("config", "shows"),
+    [
+        (LoadConfig(), False),
+        (LoadConfig(proxy_gate=INF), False),  # the vote alone tells the proxy moved
+        (LoadConfig(proxy_gate=INF, proxy_vote=INF), True),  # neither: it shows everywhere
+    ],
+)
+def test_the_proxys_own_anomaly_does_not_show_on_the_other_metrics(
+    config: LoadConfig, shows: bool
+) -> None:
+    rounds = _host(300, drop=None, cpu_jump=(200, 215))
+    start = rounds[0][0].start_ms
+    alerts, _ = _run(rounds, CombineConfig(load=config))
+    assert any(a.metric == "cpu_util" and _in(a, 200, 215, start) for a in alerts)
+    by_load = [a for a in alerts if a.detector == "load_residual"]
+    assert bool(by_load) == shows
+    assert all(_in(a, 200, 215, start) for a in by_load)
+
+
+def test_the_settings_turn_the_tier_off_and_pick_the_proxy() -> None:
+    from dataflows.config import combine_config
+
+    off = combine_config(Settings(detector={"load_threshold": 0}))
+    assert off.load_threshold is None
+    state = new_series_state("c/h/memory_util", RobustZConfig(), off)
+    assert state.load is None
+    on = combine_config(Settings(detector={"load_proxy": "network_util"}))
+    det = new_series_state("c/h/memory_util", RobustZConfig(), on).load
+    assert det is not None and det.proxy_key == "c/h/network_util" and not det.is_proxy
+    assert new_series_state("c/h/network_util", RobustZConfig(), on).load.is_proxy  # type: ignore[union-attr]
