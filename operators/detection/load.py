@@ -133,30 +133,25 @@ class LoadResidualDetector:
         return recent.get(start_ms) if recent is not None else None
 
     def __getstate__(self) -> tuple[object, ...]:
-        return (
-            self.config,
-            self.direction,
-            self.is_proxy,
-            self.proxy_key,
-            self.recent,
-            self._xy,
-            self._filled,
-            self._pos,
-            self._streak,
-        )
+        return tuple(getattr(self, name) for name in _STATE)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        (
-            self.config,
-            self.direction,
-            self.is_proxy,
-            self.proxy_key,
-            self.recent,
-            self._xy,
-            self._filled,
-            self._pos,
-            self._streak,
-        ) = state  # type: ignore[assignment]
+        for name, value in zip(_STATE, state, strict=True):
+            setattr(self, name, value)
+
+
+_STATE = (
+    "config",
+    "direction",
+    "is_proxy",
+    "proxy_key",
+    "recent",
+    "_xy",
+    "_filled",
+    "_pos",
+    "_streak",
+)
+"""`LoadResidualDetector`'s pickled state, in order (its `__slots__`)."""
 
 
 def score_many(
