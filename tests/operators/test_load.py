@@ -115,6 +115,8 @@ def test_a_drop_small_next_to_the_load_cycle_fires_the_load_tier_only() -> None:
     throughput = [a for a in alerts if a.metric == "throughput_mbps"]
     assert any(a.detector == "load_residual" and _in(a, 200, 215, start) for a in throughput)
     assert not [a for a in throughput if not _in(a, 200, 220, start)]  # and nowhere else
+    by_load = [a for a in throughput if a.detector == "load_residual"]
+    assert all("novelty" in a.tiers for a in by_load)  # its alerts carry every tier's score
     assert states["c/h/cpu_util"].load is not None and states["c/h/cpu_util"].load.is_proxy
     off, _ = _run(rounds, CombineConfig(load_threshold=None))
     assert not [a for a in off if a.metric == "throughput_mbps" and _in(a, 200, 215, start)]
