@@ -377,8 +377,10 @@ class DetectorSettings(_Group):
     load_proxy: str = Field(
         "cpu_util",
         min_length=1,
-        description="The metric standing for a host's load: the load-residual tier fits each "
-        "other metric of the host on its window of the same start.",
+        description="The series standing for a host's load, named as in its key after "
+        "cluster/host/: a metric, or metric{tag=value} (Telegraf's total CPU: "
+        "cpu_usage_user{cpu=cpu-total}). The load-residual tier fits each other series of "
+        "the host on its window of the same start.",
     )
     resolve_after_windows: int = Field(
         5,

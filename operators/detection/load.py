@@ -8,7 +8,7 @@ squares), and scores the new window's residual against that hour's residuals: (r
 their median) / (1.4826 x their MAD), floored like robust z at `relative_floor` x |the
 series' mean level|, in the metric's bad direction.
 
-The proxy is one metric of the host (`proxy`, cpu_util), its window of the same start: a
+The proxy is one series of the host (`proxy`, cpu_util), its window of the same start: a
 host's series share a shard and their windows close together, so the proxy's is in the same
 batch, or an earlier one (a proxy keeps its last `RECENT` windows). The proxy itself is not
 fitted: its deviations are robust z's. The proxy stands for the load only while it is
@@ -44,7 +44,9 @@ slope is fitted (the residual is the series' own deviation from its mean)."""
 @dataclass(frozen=True)
 class LoadConfig:
     proxy: str = "cpu_util"
-    """The metric standing for a host's load; every other metric of the host is fitted on it."""
+    """The series standing for a host's load, as its key names it after `cluster/host/`: a
+    metric, or a metric and its tags (`cpu_usage_user{cpu=cpu-total}` for Telegraf's
+    total CPU); every other series of the host is fitted on it."""
     history_windows: int = 60
     min_history: int = 30
     """A line fitted on fewer pairs moves with each new one: half an hour before it scores."""
@@ -73,10 +75,11 @@ class LoadResidualDetector:
         "recent",
     )
 
-    def __init__(self, config: LoadConfig, direction: int, host: str, metric: str) -> None:
+    def __init__(self, config: LoadConfig, direction: int, host: str, name: str) -> None:
+        """`host`: `cluster/host`, `name`: the rest of the series key (`metric{tags}`)."""
         self.config = config
         self.direction = direction
-        self.is_proxy = metric == config.proxy
+        self.is_proxy = name == config.proxy
         self.proxy_key = f"{host}/{config.proxy}"
         """`cluster/host/proxy`: the host's proxy series (this one, `is_proxy`)."""
         """The series is a load proxy for its host's others: its recent windows are kept."""

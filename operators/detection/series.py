@@ -187,12 +187,12 @@ def new_series_state(
     tiers = detectors or tiers_for(config, combine)
     load = None
     if combine.load_threshold is not None:
-        metric = split_series_key(series)[2]
+        host = series.split("{", 1)[0].rsplit("/", 1)[0]  # `cluster/host` as in the key
         load = LoadResidualDetector(
             combine.load,
-            tiers.robust_z.catalogue.spec_for(metric).bad_direction,
-            series.split("{", 1)[0].rsplit("/", 1)[0],  # `cluster/host` as in the key
-            metric,
+            tiers.robust_z.catalogue.spec_for(split_series_key(series)[2]).bad_direction,
+            host,
+            series[len(host) + 1 :],  # `metric{tags}` as in the key
         )
     return SeriesState(
         tiers.robust_z.new_state(series),

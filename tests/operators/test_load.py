@@ -156,3 +156,38 @@ def test_the_settings_turn_the_tier_off_and_pick_the_proxy() -> None:
     det = new_series_state("c/h/memory_util", RobustZConfig(), on).load
     assert det is not None and det.proxy_key == "c/h/network_util" and not det.is_proxy
     assert new_series_state("c/h/network_util", RobustZConfig(), on).load.is_proxy  # type: ignore[union-attr]
+
+
+def test_a_tagged_series_is_the_proxy_of_its_host_as_telegraf_reports_cpu() -> None:
+    # Telegraf's cpu input reports every core and the total under one metric, by a tag
+    from dataflows.config import combine_config
+
+    combine = combine_config(Settings(detector={"load_proxy": "cpu_usage_user{cpu=cpu-total}"}))
+    config = RobustZConfig()
+    tiers = tiers_for(config, combine)
+    names = {
+        "c/h/cpu_usage_user{cpu=cpu-total}": "proxy",
+        "c/h/cpu_usage_user{cpu=cpu0}": "fitted",
+        "c/h/mem_used_percent": "fitted",
+    }
+    states = {n: new_series_state(n, config, combine, tiers) for n in names}
+    assert [s.load.is_proxy for s in states.values()] == [True, False, False]  # type: ignore[union-attr]
+    rng = np.random.default_rng(5)
+    for k in range(40):
+        load = 0.5 + 0.3 * np.sin(k / 10)
+        windows = [
+            _window(n, k, 100 * load * (1 + 0.1 * i) + rng.normal(0, 0.1))
+            for i, n in enumerate(names)
+        ]
+        detect_batch([states[w.series] for w in windows], windows, tiers)
+    fitted = [n for n, s in states.items() if s.load is not None and s.load._filled]
+    assert fitted == [n for n, role in names.items() if role == "fitted"]
+
+
+def _window(series: str, k: int, mean: float) -> FeatureWindow:
+    from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES
+
+    features = np.zeros(N_FEATURES)
+    features[FEATURE_INDEX["mean"]] = mean
+    features[FEATURE_INDEX["count"]] = 12
+    return FeatureWindow(series, k * 60_000, (k + 1) * 60_000, features)
