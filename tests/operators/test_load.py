@@ -130,6 +130,7 @@ INF = float("inf")
     [
         (LoadConfig(), False),
         (LoadConfig(proxy_gate=INF), False),  # the vote alone tells the proxy moved
+        (LoadConfig(proxy_vote=INF), False),  # the gate alone keeps the proxy's jump out
         (LoadConfig(proxy_gate=INF, proxy_vote=INF), True),  # neither: it shows everywhere
     ],
 )
