@@ -80,9 +80,9 @@ class LoadResidualDetector:
         self.config = config
         self.direction = direction
         self.is_proxy = name == config.proxy
+        """The series is its host's load proxy: its recent windows are kept, it is not fitted."""
         self.proxy_key = f"{host}/{config.proxy}"
         """`cluster/host/proxy`: the host's proxy series (this one, `is_proxy`)."""
-        """The series is a load proxy for its host's others: its recent windows are kept."""
         self.recent: dict[int, float | None] | None = {} if self.is_proxy else None
         """A proxy's last `RECENT` windows by start (ms): the mean, None where the window was
         past `proxy_gate` or robust z was warming up. What the host's other series of those
