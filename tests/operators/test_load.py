@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from novacron_ml.core.features import FeatureWindow
-from novacron_ml.core.schema import Alert
+from dataflows.config import combine_config
+from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
+from novacron_ml.core.schema import Alert, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from operators.detection.load import LoadConfig, LoadResidualDetector, score_many
 from operators.detection.robust_z import RobustZConfig
@@ -102,8 +103,6 @@ def _run(
 
 
 def _in(alert: Alert, a: int, b: int, start_ms: int) -> bool:
-    from novacron_ml.core.schema import parse_rfc3339_ms
-
     minute = (parse_rfc3339_ms(alert.window_start) - start_ms) // 60_000
     return a <= minute < b
 
@@ -147,8 +146,6 @@ def test_the_proxys_own_anomaly_does_not_show_on_the_other_metrics(
 
 
 def test_the_settings_turn_the_tier_off_and_pick_the_proxy() -> None:
-    from dataflows.config import combine_config
-
     off = combine_config(Settings(detector={"load_threshold": 0}))
     assert off.load_threshold is None
     state = new_series_state("c/h/memory_util", RobustZConfig(), off)
@@ -161,8 +158,6 @@ def test_the_settings_turn_the_tier_off_and_pick_the_proxy() -> None:
 
 def test_a_tagged_series_is_the_proxy_of_its_host_as_telegraf_reports_cpu() -> None:
     # Telegraf's cpu input reports every core and the total under one metric, by a tag
-    from dataflows.config import combine_config
-
     combine = combine_config(Settings(detector={"load_proxy": "cpu_usage_user{cpu=cpu-total}"}))
     config = RobustZConfig()
     tiers = tiers_for(config, combine)
@@ -186,8 +181,6 @@ def test_a_tagged_series_is_the_proxy_of_its_host_as_telegraf_reports_cpu() -> N
 
 
 def _window(series: str, k: int, mean: float) -> FeatureWindow:
-    from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES
-
     features = np.zeros(N_FEATURES)
     features[FEATURE_INDEX["mean"]] = mean
     features[FEATURE_INDEX["count"]] = 12
