@@ -61,6 +61,21 @@ def _terminated(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def settings_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting: its dotted name, the environment variable that sets it
+    (for a `group.field`), and what is wrong, without pydantic's links."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        name = ".".join(loc) or "settings"
+        env = f" (NOVACRON_{'_'.join(loc).upper()})" if len(loc) == 2 else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        shown = error.get("input")
+        got = f", got {shown!r}" if isinstance(shown, str | int | float) else ""
+        lines.append(f"{name}{env}: {message}{got}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes (EXIT_CODES): 0 done, 1 failed during the work, 2 bad usage or input,
     130 stopped by Ctrl-C or SIGTERM."""
@@ -77,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(args)
         return int(args.func(args))
     except ValidationError as exc:
-        print(f"novacron-ml: invalid settings:\n{exc}", file=sys.stderr)
+        for line in settings_errors(exc):
+            print(f"novacron-ml: invalid setting {line}", file=sys.stderr)
         return 2
     except FileExistsError as exc:
         print(
