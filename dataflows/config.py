@@ -126,7 +126,9 @@ def combine_config(settings: Settings) -> CombineConfig:
         min_deviation=d.min_deviation,
         spread_threshold=d.spread_threshold or None,
         load_threshold=d.load_threshold or None,
-        load=LoadConfig(proxy=d.load_proxy),
+        load=LoadConfig(
+            proxy=d.load_proxy, proxy_gate=d.load_proxy_gate, proxy_vote=d.load_proxy_vote
+        ),
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,
         rearm_after_windows=d.rearm_after_windows,

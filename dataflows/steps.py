@@ -446,9 +446,42 @@ class DetectShard:
 
     series: dict[str, SeriesState] = field(default_factory=dict)
     pending: dict[str, PendingVerdicts] = field(default_factory=dict)
+    proxies: dict[str, str] = field(default_factory=dict)
+    """Load proxies whose key has more tags than detector.load_proxy names, by the key the
+    setting gives them (`LoadResidualDetector.proxy_key`); rebuilt from `series`, not
+    pickled."""
 
     def __len__(self) -> int:
         return len(self.series) + len(self.pending)
+
+    def proxy_state(self, key: str) -> SeriesState | None:
+        """A host's load proxy by the key its other series look it up under (`proxy_key`)."""
+        state = self.series.get(key)
+        if state is None and self.proxies:
+            alias = self.proxies.get(key)
+            state = self.series.get(alias) if alias is not None else None
+        return state
+
+    def add(self, key: str, state: SeriesState) -> None:
+        """A new series' state (and, if it is a load proxy named with more tags, its alias)."""
+        self.series[key] = state
+        load = state.load
+        if load is not None and load.is_proxy and load.proxy_key != key:
+            self.proxies.setdefault(load.proxy_key, key)
+
+    def remove(self, key: str) -> SeriesState | None:
+        state = self.series.pop(key, None)
+        load = state.load if state is not None else None
+        if load is not None and self.proxies.get(load.proxy_key) == key:
+            del self.proxies[load.proxy_key]
+        return state
+
+    def _index_proxies(self) -> None:
+        self.proxies = {}
+        for key, state in self.series.items():
+            load = state.load
+            if load is not None and load.is_proxy and load.proxy_key != key:
+                self.proxies.setdefault(load.proxy_key, key)
 
     def __getstate__(self) -> tuple[object, ...]:
         """Pickled with the series' states as columns (`novacron_ml.core.columnar`: each
@@ -460,12 +493,14 @@ class DetectShard:
     def __setstate__(self, state: dict[str, Any] | tuple[object, ...]) -> None:
         if isinstance(state, dict):  # pickled state by state (before stop 37): its fields
             self.__dict__.update(state)
+            self._index_proxies()
             return
         if state[0] != _COLUMNS:
             raise ValueError(f"unknown detect shard snapshot format {state[0]!r}")
         _, names, columns, pending = state
         self.series = dict(zip(names, unpack(columns), strict=True))  # type: ignore[call-overload, arg-type]
         self.pending = pending  # type: ignore[assignment]
+        self._index_proxies()
 
 
 @dataclass(frozen=True)
@@ -537,7 +572,7 @@ def make_detect_step(
         pending = shard.pending.pop(item.series, None)
         if pending is not None:
             return expire_pending(pending, "the series was evicted")
-        state = shard.series.pop(item.series, None)
+        state = shard.remove(item.series)
         if state is None or state.episode is None:
             return []
         return [count_and_suppress(resolved_record(state.episode), active_rules)]
@@ -556,9 +591,8 @@ def make_detect_step(
         state = shard.series.get(window.series)
         if state is None:
             pending = shard.pending.pop(window.series, None)
-            state = shard.series[window.series] = new_series_state(
-                window.series, config, combine, tiers
-            )
+            state = new_series_state(window.series, config, combine, tiers)
+            shard.add(window.series, state)
             for waiting in pending.verdicts if pending is not None else ():
                 apply_series_feedback(state, waiting)  # replayed before its first window
                 obs.FEEDBACK.labels(verdict=waiting.verdict.value).inc()
@@ -578,7 +612,7 @@ def make_detect_step(
             if not windows:
                 continue
             states = [state_for(shard, w) for w in windows]
-            results = detect_batch(states, windows, tiers, shard.series.get)
+            results = detect_batch(states, windows, tiers, shard.proxy_state)
             now_ms = time.time() * 1000
             for state, window, result in zip(states, windows, results, strict=True):
                 late_ms = now_ms - window.end_ms - lateness_ms

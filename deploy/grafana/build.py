@@ -170,6 +170,12 @@ def detection() -> Dashboard:
                             "{{verdict}}"),
                            ("sum by (kind) (rate(novacron_alerts_suppressed_total"
                             f"{{{JOB}}}[15m])) * 60", "suppressed {{kind}}")))
+        .with_panel(series("Load-residual tier by outcome", "ops",
+                           "Windows of the series fitted on their host's load proxy "
+                           "(detector.load_proxy): scored, warming, or why not (no_proxy: the "
+                           "host has no such series; docs/DETECTION.md item 8).",
+                           ("sum by (outcome) (rate(novacron_load_residual_windows_total"
+                            f"{{{JOB}}}[5m]))", "{{outcome}}")))
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import enum
 import hashlib
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated
 
 import msgspec
@@ -101,6 +102,25 @@ def split_series_key(key: str) -> tuple[str, str, str]:
     if "%" in head:
         return _unescape(cluster), _unescape(host), _unescape(metric)
     return cluster, host, metric
+
+
+@lru_cache(maxsize=16)
+def series_selector(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A series named as in its key after `cluster/host/` (`metric` or `metric{tag=value,...}`,
+    a setting such as detector.load_proxy): its metric as in the key and its tags, sorted.
+    ValueError, one line, when the text is not of that form."""
+    metric, brace, rest = text.partition("{")
+    pairs = rest[:-1].split(",") if brace else []
+    if (
+        not metric
+        or "/" in metric
+        or "}" in metric
+        or (brace and not rest.endswith("}"))
+        or any(not p.partition("=")[0] or "=" not in p for p in pairs)
+    ):
+        raise ValueError(f"{text!r} is not metric or metric{{tag=value,...}}")
+    labels = series_labels(f"_/_/{text}") if brace else None
+    return metric, tuple(sorted((labels or {}).items()))
 
 
 DECISION_DETECTORS = frozenset(

@@ -26,7 +26,7 @@ from pydantic_settings import (
 from novacron_ml.core import topics
 from novacron_ml.core.clients import use_client_properties
 from novacron_ml.core.features import FeatureConfig
-from novacron_ml.core.schema import AnomalyType
+from novacron_ml.core.schema import AnomalyType, series_selector
 from novacron_ml.core.tuning import ACP_KNOBS, KNOBS, PBA_KNOBS
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -378,9 +378,25 @@ class DetectorSettings(_Group):
         "cpu_util",
         min_length=1,
         description="The series standing for a host's load, named as in its key after "
-        "cluster/host/: a metric, or metric{tag=value} (Telegraf's total CPU: "
-        "cpu_usage_user{cpu=cpu-total}). The load-residual tier fits each other series of "
-        "the host on its window of the same start.",
+        "cluster/host/: a metric, or metric{tag=value,...} with the tags it must have (others "
+        "may be there too; Telegraf's total CPU: cpu_usage_user{cpu=cpu-total}). The "
+        "load-residual tier fits each other series of the host on its window of the same "
+        'start; novacron_load_residual_windows_total{outcome="no_proxy"} counts windows of '
+        "hosts without it.",
+    )
+    load_proxy_gate: float = Field(
+        3.0,
+        gt=0,
+        description="The load-residual tier scores none of a host's series while its proxy's "
+        "own window is this many robust noise widths or more from the proxy's baseline (the "
+        "proxy no longer stands for the load).",
+    )
+    load_proxy_vote: float = Field(
+        3.0,
+        gt=0,
+        description="The load-residual tier scores none of a host's series in a round where "
+        "more than half of them (at least 3) are this many residual widths or more off at "
+        "once: the proxy moved, not the metrics.",
     )
     resolve_after_windows: int = Field(
         5,
@@ -405,6 +421,12 @@ class DetectorSettings(_Group):
         description="During a cooldown a window passes when its novelty distance is this many "
         "times the one that fired.",
     )
+
+    @field_validator("load_proxy")
+    @classmethod
+    def _a_series_name(cls, value: str) -> str:
+        series_selector(value)  # ValueError: not metric or metric{tag=value,...}
+        return value
 
     @model_validator(mode="after")
     def _history_fits(self) -> DetectorSettings:

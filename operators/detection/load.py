@@ -24,12 +24,18 @@ docs/DETECTION.md, "The load-residual tier"; the measurement that motivated it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from novacron_ml.core import metrics
+from novacron_ml.core.schema import series_labels, series_selector
 from operators.detection.robust_z import MAD_TO_SIGMA
+
+log = logging.getLogger(__name__)
 
 _ABS_FLOOR = 1e-9
 MIN_VOTERS = 3
@@ -45,8 +51,9 @@ slope is fitted (the residual is the series' own deviation from its mean)."""
 class LoadConfig:
     proxy: str = "cpu_util"
     """The series standing for a host's load, as its key names it after `cluster/host/`: a
-    metric, or a metric and its tags (`cpu_usage_user{cpu=cpu-total}` for Telegraf's
-    total CPU); every other series of the host is fitted on it."""
+    metric, or a metric and tags it must have (`cpu_usage_user{cpu=cpu-total}` for
+    Telegraf's total CPU; other tags, such as an agent's global tags, may be there too);
+    every other series of the host is fitted on it."""
     history_windows: int = 60
     min_history: int = 30
     """A line fitted on fewer pairs moves with each new one: half an hour before it scores."""
@@ -79,18 +86,21 @@ class LoadResidualDetector:
         """`host`: `cluster/host`, `name`: the rest of the series key (`metric{tags}`)."""
         self.config = config
         self.direction = direction
-        self.is_proxy = name == config.proxy
+        self.is_proxy = is_proxy(name, config.proxy)
         """The series is its host's load proxy: its recent windows are kept, it is not fitted."""
         self.proxy_key = f"{host}/{config.proxy}"
-        """`cluster/host/proxy`: the host's proxy series (this one, `is_proxy`)."""
+        """`cluster/host/proxy` as the setting names it: the key the host's other series look
+        their proxy up by (the flow's shard also finds a proxy with more tags under it)."""
         self.recent: dict[int, float | None] | None = {} if self.is_proxy else None
         """A proxy's last `RECENT` windows by start (ms): the mean, None where the window was
         past `proxy_gate` or robust z was warming up. What the host's other series of those
         windows are fitted on."""
-        self._xy = np.zeros((2, config.history_windows), dtype=np.float32)
-        """Row 0 the proxy's window means, row 1 the series' own: a ring (`_pos`). float32
-        (half the bytes): its rounding, 6e-8 of a value, is far below the width's floor of
-        `relative_floor` (1 %) of the series' level."""
+        self._xy = (
+            None if self.is_proxy else np.zeros((2, config.history_windows), dtype=np.float32)
+        )
+        """Row 0 the proxy's window means, row 1 the series' own: a ring (`_pos`; None for a
+        proxy, which is not fitted). float32 (half the bytes): its rounding, 6e-8 of a value,
+        is far below the width's floor of `relative_floor` (1 %) of the series' level."""
         self._filled = 0
         self._pos = 0
         self._streak = 0
@@ -117,6 +127,7 @@ class LoadResidualDetector:
             self._streak = 0
         pos = self._pos
         xy = self._xy
+        assert xy is not None, "a proxy is not fitted"
         xy[0, pos] = x
         xy[1, pos] = y
         self._pos = (pos + 1) % self.config.history_windows
@@ -134,6 +145,11 @@ class LoadResidualDetector:
         """This proxy's window mean at `start_ms`, if it is recent and usable."""
         recent = self.recent
         return recent.get(start_ms) if recent is not None else None
+
+    def proxy_seen(self, start_ms: int) -> bool:
+        """This proxy's window at `start_ms` is among its recent ones (usable or not)."""
+        recent = self.recent
+        return recent is not None and start_ms in recent
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in _STATE)
@@ -178,7 +194,7 @@ def score_many(
         return out
     dets = [detectors[i] for i in rows]
     size = config.history_windows
-    xy = np.stack([d._xy for d in dets], dtype=np.float64)
+    xy = np.stack([d._xy for d in dets if d._xy is not None], dtype=np.float64)
     x, y = xy[:, 0], xy[:, 1]
     filled = np.fromiter((d._filled for d in dets), np.int64, len(dets))
     used = None if int(filled.min()) == size else np.arange(size) < filled[:, None]
@@ -208,6 +224,51 @@ def score_many(
     for i, zi in zip(rows, z.tolist(), strict=True):
         out[i] = zi
     return out
+
+
+def is_proxy(name: str, proxy: str) -> bool:
+    """Whether a series (`name`: its key after `cluster/host/`) is the proxy the setting names:
+    the same metric, and every tag the setting gives with the same value (the series may have
+    more)."""
+    if name == proxy:
+        return True
+    metric, tags = series_selector(proxy)
+    if name.split("{", 1)[0] != metric:
+        return False
+    if not tags:
+        return True
+    have = series_labels(name) or {}
+    return all(have.get(k) == v for k, v in tags)
+
+
+def count_outcomes(unscored: Iterable[str], fitted: int) -> None:
+    """`novacron_load_residual_windows_total{outcome}` for one batch: `fitted` windows of
+    fitted series, those in `unscored` by why the tier did not score them, the rest scored."""
+    by_outcome = Counter(unscored)
+    by_outcome["scored"] = fitted - sum(by_outcome.values())
+    for outcome, n in by_outcome.items():
+        if n:
+            metrics.LOAD_RESIDUAL_WINDOWS.labels(outcome=outcome).inc(n)
+
+
+_WARNED = {"no_proxy": False}
+
+
+def warned_no_proxy() -> bool:
+    return _WARNED["no_proxy"]
+
+
+def warn_no_proxy(series: str, proxy_key: str) -> None:
+    """Once per process: a series past its warm-up whose host has no load proxy series."""
+    _WARNED["no_proxy"] = True
+    log.warning(
+        "load-residual tier: no %s series for %s, so it scores none of that host's series "
+        "(set detector.load_proxy, NOVACRON_DETECTOR_LOAD_PROXY, to the host's CPU as your "
+        'agent names it; novacron_load_residual_windows_total{outcome="no_proxy"} counts '
+        "such windows; docs/DETECTION.md). Logged once.",
+        proxy_key,
+        series,
+    )
 
 
 def proxy_moved(zs: Sequence[float], vote: float) -> bool:

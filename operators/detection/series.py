@@ -24,7 +24,14 @@ from operators.detection.base import learn_one, score_one
 from operators.detection.calibration import CalibrationConfig, RankCalibrator, rank_many
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict, apply_feedback
-from operators.detection.load import LoadConfig, LoadResidualDetector, proxy_moved
+from operators.detection.load import (
+    LoadConfig,
+    LoadResidualDetector,
+    count_outcomes,
+    proxy_moved,
+    warn_no_proxy,
+    warned_no_proxy,
+)
 from operators.detection.load import score_many as score_load
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyTier
 from operators.detection.novelty import score_many as score_novelty
@@ -524,9 +531,11 @@ def _score_load(
     history); then it learns the windows that had their proxy's. The batch's proxies
     remember their window first (its mean; not usable past `proxy_gate` of its robust z or
     while that warms up), so the order within a batch does not matter; then each series uses
-    its proxy's window of the same start, from this batch or, through `proxy_state` (the
-    shard's states by series key), an earlier one (`operators.detection.load`). Window by
-    window the same holds only where a host's proxies come before its other series.
+    its proxy's window of the same start, from this batch or an earlier one, its proxy found
+    through `proxy_state` (the shard's states by `proxy_key`) or else among the batch's
+    (`operators.detection.load`). Window by window the same holds only where a host's proxies
+    come before its other series. Each fitted window is counted by outcome
+    (`novacron_load_residual_windows_total`).
     """
     loads = [s.load for s in states]
     with_tier = [i for i, det in enumerate(loads) if det is not None]
@@ -541,18 +550,31 @@ def _score_load(
             score = scores[i]
             ok = score is not None and abs(score.z) < gate
             det.remember(windows[i].start_ms, means[i] if ok else None)
-            here[det.proxy_key] = det
+            here.setdefault(det.proxy_key, det)
     xs: list[float | None] = []
+    outcome: dict[int, str] = {}  # a fitted window the tier could not score: why
     for i, det in zip(with_tier, dets, strict=True):
         if det.is_proxy:
             xs.append(None)  # the proxy is not fitted
             continue
         key = det.proxy_key
-        proxy = here.get(key)
-        if proxy is None and proxy_state is not None:
+        proxy = None
+        if proxy_state is not None:  # the shard's: one proxy a host, where several match
             state = proxy_state(key)
             proxy = state.load if state is not None else None
-        xs.append(proxy.proxy_mean(windows[i].start_ms) if proxy is not None else None)
+        if proxy is None:
+            proxy = here.get(key)
+        start = windows[i].start_ms
+        x = proxy.proxy_mean(start) if proxy is not None else None
+        xs.append(x)
+        if x is None:
+            outcome[i] = (
+                "no_proxy"
+                if proxy is None
+                else "proxy_unusable"
+                if proxy.proxy_seen(start)
+                else "proxy_late"
+            )
     ys = [means[i] for i in with_tier]
     zs = score_load(dets, xs, ys)
     by_host: dict[str, list[float]] = {}
@@ -566,11 +588,21 @@ def _score_load(
         if x is None:
             continue
         if z is not None and det.proxy_key in moved:
+            outcome[i] = "proxy_moved"
             det.learn(x, y, anomalous=True)  # the proxy's change, not this series'
             continue
+        if z is None:
+            outcome[i] = "warming"
         bad = None if z is None else det.bad(z)
         out[i] = bad
         det.learn(x, y, bad is not None and bad >= threshold)
+    fitted = sum(not d.is_proxy for d in dets)
+    count_outcomes(outcome.values(), fitted)
+    if "no_proxy" in outcome.values() and not warned_no_proxy():
+        for i, why in outcome.items():
+            if why == "no_proxy" and states[i].detector.warm:  # not just a proxy to come
+                warn_no_proxy(windows[i].series, loads[i].proxy_key)  # type: ignore[union-attr]
+                break
     return out
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import pickle
+
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from dataflows.config import combine_config
+from dataflows.steps import DetectShard, make_detect_step
 from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
 from novacron_ml.core.schema import Alert, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
+from operators.detection import load as load_module
 from operators.detection.load import LoadConfig, LoadResidualDetector, score_many
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
@@ -154,6 +160,8 @@ def test_the_settings_turn_the_tier_off_and_pick_the_proxy() -> None:
     det = new_series_state("c/h/memory_util", RobustZConfig(), on).load
     assert det is not None and det.proxy_key == "c/h/network_util" and not det.is_proxy
     assert new_series_state("c/h/network_util", RobustZConfig(), on).load.is_proxy  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"'cpu_usage_user\{cpu=cpu-total' is not metric"):
+        Settings(detector={"load_proxy": "cpu_usage_user{cpu=cpu-total"})  # a typo never matches
 
 
 def test_a_tagged_series_is_the_proxy_of_its_host_as_telegraf_reports_cpu() -> None:
@@ -185,3 +193,72 @@ def _window(series: str, k: int, mean: float) -> FeatureWindow:
     features[FEATURE_INDEX["mean"]] = mean
     features[FEATURE_INDEX["count"]] = 12
     return FeatureWindow(series, k * 60_000, (k + 1) * 60_000, features)
+
+
+def test_a_proxy_with_more_tags_than_the_setting_names_is_its_hosts_proxy() -> None:
+    # an agent's global tags (`dc`) are in every key; the setting names the CPU total alone.
+    # The proxy's windows come a step before the others, so the step finds it in the shard
+    # under the key the setting gives it, also after the shard was pickled.
+    combine = combine_config(Settings(detector={"load_proxy": "cpu_usage_user{cpu=cpu-total}"}))
+    step = make_detect_step(RobustZConfig(), combine=combine)
+    proxy = "c/h/cpu_usage_user{cpu=cpu-total,dc=eu}"
+    fitted = ["c/h/cpu_usage_user{cpu=cpu0,dc=eu}", "c/h/mem_used_percent{dc=eu}"]
+    shard = DetectShard()
+    rng = np.random.default_rng(2)
+    for k in range(45):
+        load = 0.5 + 0.3 * np.sin(k / 10)
+        step(shard, [_window(proxy, k, 100 * load + rng.normal(0, 0.1))])
+        step(shard, [_window(n, k, 80 * load + rng.normal(0, 0.1)) for n in fitted])
+        if k == 20:
+            shard = pickle.loads(pickle.dumps(shard))
+    assert shard.proxies == {"c/h/cpu_usage_user{cpu=cpu-total}": proxy}
+    states = [shard.series[n].load for n in [proxy, *fitted]]
+    assert [d.is_proxy for d in states] == [True, False, False]  # type: ignore[union-attr]
+    assert all(d._filled >= 30 for d in states[1:])  # type: ignore[union-attr]
+    assert states[0]._xy is None  # type: ignore[union-attr]  # a proxy keeps no ring
+    shard.remove(proxy)
+    assert not shard.proxies
+
+
+def _count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("novacron_load_residual_windows_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def test_the_tier_counts_each_fitted_window_and_warns_once_for_a_host_without_proxy(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(load_module._WARNED, "no_proxy", False)
+    outcomes = ["scored", "warming", "no_proxy", "proxy_late", "proxy_unusable", "proxy_moved"]
+    before = {o: _count(o) for o in outcomes}
+    combine = CombineConfig()
+    config = RobustZConfig()
+    tiers = tiers_for(config, combine)
+    names = ["c/a/cpu_util", "c/a/memory_util", "c/b/memory_util"]  # host b: no cpu_util
+    states = {n: new_series_state(n, config, combine, tiers) for n in names}
+    rng = np.random.default_rng(8)
+    warned_at = None
+    with caplog.at_level(logging.WARNING, logger="operators.detection.load"):
+        for k in range(50):
+            load = 0.5 + 0.3 * np.sin(k / 10)
+            windows = [_window(n, k, 100 * load + rng.normal(0, 0.1)) for n in names]
+            batches = [windows]
+            if k == 45:  # the proxy's window comes after the others, in the next batch
+                batches = [windows[1:], windows[:1]]
+            for batch in batches:  # the shard's states found by key, as the flow's step does
+                detect_batch([states[w.series] for w in batch], batch, tiers, states.get)
+            warned_at = warned_at if warned_at is not None or not caplog.records else k
+    got = {o: _count(o) - before[o] for o in outcomes}
+    gate = config.min_history  # the proxy's robust z warms up: its windows do not count
+    warm = LoadConfig().min_history
+    assert got == {
+        "no_proxy": 50,
+        "proxy_unusable": gate,
+        "warming": warm,
+        "proxy_late": 1,
+        "scored": 50 - gate - warm - 1,
+        "proxy_moved": 0,
+    }
+    warnings = [r for r in caplog.records if "no c/b/cpu_util series" in r.getMessage()]
+    assert len(warnings) == 1 and "c/b/memory_util" in warnings[0].getMessage()
+    assert warned_at == config.min_history  # not before the series could have found one
