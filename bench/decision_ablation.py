@@ -49,6 +49,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-load": {"load_threshold": 0.0},
     "load-5": {"load_threshold": 5.0},
     "load-8": {"load_threshold": 8.0},
+    # the load tier's two guards against a proxy that moved (docs/DETECTION.md item 8)
+    "gate-2": {"load_proxy_gate": 2.0},
+    "gate-5": {"load_proxy_gate": 5.0},
+    "vote-2": {"load_proxy_vote": 2.0},
+    "vote-5": {"load_proxy_vote": 5.0},
     "no-hold": {"hold_windows": 0},
     "hold-5": {"hold_windows": 5},
     "hold-20": {"hold_windows": 20},
