@@ -127,7 +127,10 @@ def combine_config(settings: Settings) -> CombineConfig:
         spread_threshold=d.spread_threshold or None,
         load_threshold=d.load_threshold or None,
         load=LoadConfig(
-            proxy=d.load_proxy, proxy_gate=d.load_proxy_gate, proxy_vote=d.load_proxy_vote
+            proxy=d.load_proxy,
+            proxy_gate=d.load_proxy_gate,
+            proxy_vote=d.load_proxy_vote,
+            min_r2=d.load_min_r2,
         ),
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,

@@ -125,6 +125,9 @@ def settings_for_step(step_s: int, base: Settings | None = None) -> Settings:
                     # Every row of a NAB file (at most ~22,000) stays searchable and ranked.
                     "novelty_history": 25_000,
                     "calibration_history": 25_000,
+                    # One series per file: no host has a load proxy, so the load-residual
+                    # tier could score nothing (and would log that it cannot).
+                    "load_threshold": 0.0,
                     # Only rows' probabilities are written: tiers outside it need not run.
                     "river": "river" in base.detector.probability_tiers,
                     "iforest_models": base.detector.iforest_models

@@ -35,8 +35,9 @@ ALERTS = Counter("novacron_alerts", "Alerts published, by type and severity.", [
 LOAD_RESIDUAL_WINDOWS = Counter(
     "novacron_load_residual_windows",
     "Windows of the series the load-residual tier fits (every series of a host but its "
-    "detector.load_proxy), by what the tier did: scored; warming (under 30 pairs); or not "
-    "scored because the host has no proxy series (no_proxy), the proxy's window of that "
+    "detector.load_proxy), by what the tier did: scored; warming (under 30 pairs); "
+    "weak_fit (the load explains under detector.load_min_r2 of the series); or not scored "
+    "because the host has no proxy series (no_proxy), the proxy's window of that "
     "start was not seen (proxy_late: late, or the proxy stopped), it was off its own "
     "baseline or warming (proxy_unusable), or most of the host's series moved with it "
     "(proxy_moved).",

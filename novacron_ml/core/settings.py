@@ -384,6 +384,15 @@ class DetectorSettings(_Group):
         'start; novacron_load_residual_windows_total{outcome="no_proxy"} counts windows of '
         "hosts without it.",
     )
+    load_min_r2: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The load-residual tier scores a series only while the line on the "
+        "proxy explains at least this share of its variance over the last 60 windows (R^2): "
+        "where the load explains less, robust z on the series alone judges it; 0: every "
+        "series.",
+    )
     load_proxy_gate: float = Field(
         3.0,
         gt=0,

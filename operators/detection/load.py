@@ -25,6 +25,7 @@ docs/DETECTION.md, "The load-residual tier"; the measurement that motivated it:
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ class LoadConfig:
     adapt_after_windows: int = 30
     proxy_gate: float = 3.0
     """The proxy's own |robust z| from which its window no longer stands for the load."""
+    min_r2: float = 0.5
+    """A series scores only while the line explains at least this share of its variance over
+    the history (R^2, least squares): the tier is there to take the load's share out of a
+    series, and where the load explains less than half of it, robust z on the series alone
+    judges it already; a second test at the same bar would only be a second chance to fire
+    (on real data, bursts of a metric the CPU does not drive: bench/load_real.py)."""
     proxy_vote: float = 3.0
     """|Residual z| at which a fitted series counts as off in `proxy_moved`'s vote: half the
     tier's threshold, so a proxy change that puts some series past it and others just short
@@ -180,18 +187,31 @@ def score_many(
 ) -> list[float | None]:
     """Each series' window (`xs[i]`: its proxy's window mean, None: none usable; `ys[i]`: its
     own) as a signed residual z, in residual widths, all rows at once (their rings stacked);
-    None where the series warms up or has no proxy. No state changes."""
+    None where the series warms up or has no proxy, NaN where the load explains less than
+    `min_r2` of it (`score_and_fit`). No state changes."""
+    zs, fits = score_and_fit(detectors, xs, ys)
+    return [z if z is None or fit else math.nan for z, fit in zip(zs, fits, strict=True)]
+
+
+def score_and_fit(
+    detectors: Sequence[LoadResidualDetector],
+    xs: Sequence[float | None],
+    ys: Sequence[float],
+) -> tuple[list[float | None], list[bool]]:
+    """`score_many`'s residual z of every row that has one, and whether the line explains at
+    least `min_r2` of the series' variance over its history (False where there is no z)."""
     out: list[float | None] = [None] * len(detectors)
+    fits = [False] * len(detectors)
     rows = [i for i, d in enumerate(detectors) if d.warm and xs[i] is not None]
     if not rows:
-        return out
+        return out, fits
     config = detectors[rows[0]].config
     if any(detectors[i].config is not config for i in rows) and (
         len({detectors[i].config for i in rows}) > 1
     ):  # one configuration per call
         for i in rows:
-            out[i] = detectors[i].score(xs[i], ys[i])  # type: ignore[arg-type]
-        return out
+            (out[i],), (fits[i],) = score_and_fit([detectors[i]], [xs[i]], [ys[i]])
+        return out, fits
     dets = [detectors[i] for i in rows]
     size = config.history_windows
     xy = np.stack([d._xy for d in dets if d._xy is not None], dtype=np.float64)
@@ -221,9 +241,16 @@ def score_many(
     now_x = np.fromiter((xs[i] for i in rows), np.float64, len(rows))
     now_y = np.fromiter((ys[i] for i in rows), np.float64, len(rows))
     z = (now_y - my - slope * (now_x - mx) - centre) / width
-    for i, zi in zip(rows, z.tolist(), strict=True):
+    if config.min_r2 > 0:
+        syy = (dy * dy).sum(axis=1)
+        r2 = np.where(flat | (syy <= 0), 0.0, sxy * sxy / np.maximum(sxx * syy, _ABS_FLOOR))
+        fit = (r2 >= config.min_r2).tolist()
+    else:
+        fit = [True] * len(rows)
+    for i, zi, ok in zip(rows, z.tolist(), fit, strict=True):
         out[i] = zi
-    return out
+        fits[i] = ok
+    return out, fits
 
 
 def is_proxy(name: str, proxy: str) -> bool:

@@ -32,7 +32,7 @@ from operators.detection.load import (
     warn_no_proxy,
     warned_no_proxy,
 )
-from operators.detection.load import score_many as score_load
+from operators.detection.load import score_and_fit as score_load
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, NoveltyTier
 from operators.detection.novelty import score_many as score_novelty
 from operators.detection.river import RiverConfig, RiverModel, RiverTier
@@ -576,26 +576,29 @@ def _score_load(
                 else "proxy_late"
             )
     ys = [means[i] for i in with_tier]
-    zs = score_load(dets, xs, ys)
+    zs, fits = score_load(dets, xs, ys)
     by_host: dict[str, list[float]] = {}
     for det, z in zip(dets, zs, strict=True):
-        if z is not None:
+        if z is not None:  # every fitted series votes, those the load explains little too
             by_host.setdefault(det.proxy_key, []).append(z)
     vote = dets[0].config.proxy_vote
     moved = {key for key, host_zs in by_host.items() if proxy_moved(host_zs, vote)}
     threshold = states[with_tier[0]].combine.load_threshold or float("inf")
-    for i, det, x, y, z in zip(with_tier, dets, xs, ys, zs, strict=True):
+    for i, det, x, y, z, fit in zip(with_tier, dets, xs, ys, zs, fits, strict=True):
         if x is None:
             continue
         if z is not None and det.proxy_key in moved:
             outcome[i] = "proxy_moved"
             det.learn(x, y, anomalous=True)  # the proxy's change, not this series'
             continue
+        bad = None if z is None else det.bad(z)
         if z is None:
             outcome[i] = "warming"
-        bad = None if z is None else det.bad(z)
-        out[i] = bad
-        det.learn(x, y, bad is not None and bad >= threshold)
+        elif fit:
+            out[i] = bad
+        else:  # the load explains too little of it: robust z judges it alone
+            outcome[i] = "weak_fit"
+        det.learn(x, y, bad is not None and bad >= threshold)  # far off the line: kept out
     fitted = sum(not d.is_proxy for d in dets)
     count_outcomes(outcome.values(), fitted)
     if "no_proxy" in outcome.values() and not warned_no_proxy():

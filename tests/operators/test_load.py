@@ -229,19 +229,31 @@ def test_the_tier_counts_each_fitted_window_and_warns_once_for_a_host_without_pr
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(load_module._WARNED, "no_proxy", False)
-    outcomes = ["scored", "warming", "no_proxy", "proxy_late", "proxy_unusable", "proxy_moved"]
+    outcomes = [
+        "scored",
+        "warming",
+        "weak_fit",
+        "no_proxy",
+        "proxy_late",
+        "proxy_unusable",
+        "proxy_moved",
+    ]
     before = {o: _count(o) for o in outcomes}
     combine = CombineConfig()
     config = RobustZConfig()
     tiers = tiers_for(config, combine)
-    names = ["c/a/cpu_util", "c/a/memory_util", "c/b/memory_util"]  # host b: no cpu_util
+    # host a: memory follows its CPU, disk I/O does not; host b has no cpu_util
+    names = ["c/a/cpu_util", "c/a/memory_util", "c/a/disk_io", "c/b/memory_util"]
     states = {n: new_series_state(n, config, combine, tiers) for n in names}
     rng = np.random.default_rng(8)
     warned_at = None
     with caplog.at_level(logging.WARNING, logger="operators.detection.load"):
         for k in range(50):
             load = 0.5 + 0.3 * np.sin(k / 10)
-            windows = [_window(n, k, 100 * load + rng.normal(0, 0.1)) for n in names]
+            means = [100 * load, 100 * load, 50.0, 100 * load]
+            windows = [
+                _window(n, k, m + rng.normal(0, 0.1)) for n, m in zip(names, means, strict=True)
+            ]
             batches = [windows]
             if k == 45:  # the proxy's window comes after the others, in the next batch
                 batches = [windows[1:], windows[:1]]
@@ -251,14 +263,34 @@ def test_the_tier_counts_each_fitted_window_and_warns_once_for_a_host_without_pr
     got = {o: _count(o) - before[o] for o in outcomes}
     gate = config.min_history  # the proxy's robust z warms up: its windows do not count
     warm = LoadConfig().min_history
+    after = 50 - gate - warm - 1  # windows of host a's fitted series past every warm-up
     assert got == {
         "no_proxy": 50,
-        "proxy_unusable": gate,
-        "warming": warm,
-        "proxy_late": 1,
-        "scored": 50 - gate - warm - 1,
+        "proxy_unusable": 2 * gate,
+        "warming": 2 * warm,
+        "proxy_late": 2,
+        "scored": after,  # memory
+        "weak_fit": after,  # disk I/O: the load explains none of it
         "proxy_moved": 0,
     }
     warnings = [r for r in caplog.records if "no c/b/cpu_util series" in r.getMessage()]
     assert len(warnings) == 1 and "c/b/memory_util" in warnings[0].getMessage()
     assert warned_at == config.min_history  # not before the series could have found one
+
+
+def test_a_series_the_load_explains_too_little_of_is_not_scored_at_min_r2() -> None:
+    rng = np.random.default_rng(4)
+    config = LoadConfig()  # min_r2 0.5: the load explains at least half of the variance
+    follows = LoadResidualDetector(config, 0, "c/h", "throughput_mbps")
+    apart = LoadResidualDetector(config, 0, "c/h", "disk_io")  # its own noise, not the load's
+    for _ in range(60):
+        x = float(rng.uniform(0.2, 0.9))
+        follows.learn(x, 100 * x + float(rng.normal(0, 2)), anomalous=False)
+        apart.learn(x, 50 + float(rng.normal(0, 2)), anomalous=False)
+    z_follows, z_apart = score_many([follows, apart], [0.5, 0.5], [20.0, 20.0])
+    assert z_follows is not None and z_follows < -6  # 30 below the line: far off it
+    assert z_apart is not None and np.isnan(z_apart)  # 30 below its mean too, but not judged
+    everything = LoadConfig(min_r2=0.0)  # every series is scored
+    apart.config = everything
+    follows.config = everything
+    assert not np.isnan(score_many([follows, apart], [0.5, 0.5], [20.0, 20.0])[1] or 0.0)
