@@ -54,6 +54,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gate-5": {"load_proxy_gate": 5.0},
     "vote-2": {"load_proxy_vote": 2.0},
     "vote-5": {"load_proxy_vote": 5.0},
+    # which series the tier judges: all (0), or those the load explains (shipped 0.5)
+    "r2-0": {"load_min_r2": 0.0},
+    "r2-0.3": {"load_min_r2": 0.3},
+    "r2-0.7": {"load_min_r2": 0.7},
     "no-hold": {"hold_windows": 0},
     "hold-5": {"hold_windows": 5},
     "hold-20": {"hold_windows": 20},
