@@ -117,7 +117,8 @@ class LoadResidualDetector:
         return self._filled >= self.config.min_history
 
     def score(self, x: float, y: float) -> float | None:
-        """The window's signed residual z, in residual widths (None warming up)."""
+        """The window's signed residual z, in residual widths (None warming up, NaN where the
+        load explains less than `min_r2` of the series)."""
         return score_many([self], [x], [y])[0]
 
     def bad(self, z: float) -> float:
@@ -214,7 +215,8 @@ def score_and_fit(
         return out, fits
     dets = [detectors[i] for i in rows]
     size = config.history_windows
-    xy = np.stack([d._xy for d in dets if d._xy is not None], dtype=np.float64)
+    rings = [d._xy for d in dets]  # warm, so fitted: a proxy (no ring) never gets here
+    xy = np.stack(rings, dtype=np.float64)  # type: ignore[arg-type]
     x, y = xy[:, 0], xy[:, 1]
     filled = np.fromiter((d._filled for d in dets), np.int64, len(dets))
     used = None if int(filled.min()) == size else np.arange(size) < filled[:, None]
