@@ -40,19 +40,11 @@ from novacron_ml.core import metrics
 from novacron_ml.core.schema import WireEvent, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
+from operators.detection.load import OUTCOMES
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "dctraces"
 STEP_S = 300
 START_MS = 1_764_547_200_000  # 2025-12-01T00:00:00Z: any fixed start (ages are not checked)
-OUTCOMES = (
-    "scored",
-    "warming",
-    "weak_fit",
-    "no_proxy",
-    "proxy_late",
-    "proxy_unusable",
-    "proxy_moved",
-)
 
 
 @dataclass(frozen=True)

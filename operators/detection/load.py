@@ -270,6 +270,19 @@ def is_proxy(name: str, proxy: str) -> bool:
     return all(have.get(k) == v for k, v in tags)
 
 
+OUTCOMES = (
+    "scored",
+    "warming",
+    "weak_fit",
+    "no_proxy",
+    "proxy_late",
+    "proxy_unusable",
+    "proxy_moved",
+)
+"""What the tier does with a fitted series' window (`novacron_load_residual_windows_total`'s
+`outcome` label; docs/DETECTION.md item 8)."""
+
+
 def count_outcomes(unscored: Iterable[str], fitted: int) -> None:
     """`novacron_load_residual_windows_total{outcome}` for one batch: `fitted` windows of
     fitted series, those in `unscored` by why the tier did not score them, the rest scored."""

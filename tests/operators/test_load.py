@@ -15,7 +15,7 @@ from novacron_ml.core.features import FEATURE_INDEX, N_FEATURES, FeatureWindow
 from novacron_ml.core.schema import Alert, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from operators.detection import load as load_module
-from operators.detection.load import LoadConfig, LoadResidualDetector, score_many
+from operators.detection.load import OUTCOMES, LoadConfig, LoadResidualDetector, score_many
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
@@ -229,16 +229,7 @@ def test_the_tier_counts_each_fitted_window_and_warns_once_for_a_host_without_pr
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(load_module._WARNED, "no_proxy", False)
-    outcomes = [
-        "scored",
-        "warming",
-        "weak_fit",
-        "no_proxy",
-        "proxy_late",
-        "proxy_unusable",
-        "proxy_moved",
-    ]
-    before = {o: _count(o) for o in outcomes}
+    before = {o: _count(o) for o in OUTCOMES}
     combine = CombineConfig()
     config = RobustZConfig()
     tiers = tiers_for(config, combine)
@@ -260,7 +251,7 @@ def test_the_tier_counts_each_fitted_window_and_warns_once_for_a_host_without_pr
             for batch in batches:  # the shard's states found by key, as the flow's step does
                 detect_batch([states[w.series] for w in batch], batch, tiers, states.get)
             warned_at = warned_at if warned_at is not None or not caplog.records else k
-    got = {o: _count(o) - before[o] for o in outcomes}
+    got = {o: _count(o) - before[o] for o in OUTCOMES}
     gate = config.min_history  # the proxy's robust z warms up: its windows do not count
     warm = LoadConfig().min_history
     after = 50 - gate - warm - 1  # windows of host a's fitted series past every warm-up
