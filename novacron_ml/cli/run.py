@@ -412,8 +412,9 @@ def lost_records() -> int:
 
 
 def run_summary(seconds: float) -> str:
-    """What a run did, from the flow's own counters: events, windows, alerts by type, dead
-    letters by reason, elapsed, events/s."""
+    """What a run did, from the flow's own counters: events, windows, alerts by type, the
+    load-residual tier's fitted windows by outcome, dead letters by reason, elapsed,
+    events/s."""
     from collections import Counter
 
     from novacron_ml.core import metrics as obs
@@ -435,10 +436,18 @@ def run_summary(seconds: float) -> str:
     output = f"{sum(written.values()):,} records written" + (
         f", {sum(lost.values()):,} LOST{listed(lost)}" if lost else ""
     )
+    load = by(obs.LOAD_RESIDUAL_WINDOWS, "outcome")
+    scored = load.pop("scored", 0)
+    load_tier = (  # whether the tier could fit anything (no proxy: docs/DETECTION.md item 8)
+        f"load tier scored {scored:,} of {scored + sum(load.values()):,} fitted windows"
+        f"{listed(load)}, "
+        if scored or load
+        else ""
+    )
     return (
         f"{int(obs.counter_value(obs.MESSAGES)):,} messages, {events:,} events, "
         f"{int(obs.counter_value(obs.WINDOWS)):,} windows, "
-        f"{sum(alerts.values()):,} alerts{listed(alerts)}, "
+        f"{sum(alerts.values()):,} alerts{listed(alerts)}, {load_tier}"
         f"{sum(dead.values()):,} dead letters{listed(dead)}, {output} in {seconds:.1f} s "
         f"({events / seconds if seconds else 0:,.0f} events/s)"
     )

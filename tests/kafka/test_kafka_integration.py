@@ -7,6 +7,7 @@ The flow runs through `kafka_flow` (Bytewax's Kafka source and sink) in bounded 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -201,6 +202,9 @@ def test_same_input_gives_the_same_alert_ids_via_the_cli(
         len(read_topic(kafka_bootstrap, kafka_topics[t])) for t in ("alerts", "incidents", "dlq")
     )
     assert f" {written:,} records written in " in first.stderr, first.stderr
+    # every host has its cpu_util: the load tier found its proxy and scored windows
+    assert re.search(r"load tier scored [1-9][\d,]* of [\d,]+ fitted windows", first.stderr)
+    assert "no_proxy" not in first.stderr
     resumed = subprocess.run(
         [*cli, "run", "--once"], env=env, capture_output=True, text=True, timeout=300
     )
