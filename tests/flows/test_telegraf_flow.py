@@ -11,7 +11,9 @@ import pytest
 
 from dataflows.inprocess import FlowOutputs, run_in_process
 from dataflows.io import MessageSource
+from novacron_ml.core.metrics import LOAD_RESIDUAL_WINDOWS, counter_value
 from novacron_ml.core.settings import Settings
+from operators.detection.load import OUTCOMES
 
 INTERVAL_S = 10  # Telegraf's default `interval`
 HOURS = 3
@@ -104,3 +106,21 @@ def test_counters_are_rates_and_quiet(outputs: FlowOutputs) -> None:
     means = np.array([w["mean"] for w in recv[5:]])
     assert np.all((means > 100_000) & (means < 150_000))  # bytes per second, not a level
     assert not any(a.metric.startswith("net_") for a in outputs.alerts)
+
+
+def test_the_load_tier_finds_telegrafs_cpu_total_among_global_tags() -> None:
+    """The README's setting for Telegraf, on its output with a `[global_tags]` entry (every
+    series gains `dc=eu`): the tier finds the host's CPU total and fits the host's other
+    series on it."""
+    start_s = int(time.time()) // 60 * 60 - HOURS * 3600 - 60
+    lines = [v.replace(b"host=web01", b"dc=eu,host=web01") for v in telegraf_lines(start_s)]
+    settings = Settings(
+        features={"step_s": 10.0},
+        detector={"load_proxy": "cpu_usage_user{cpu=cpu-total}"},
+    )
+    before = {o: counter_value(LOAD_RESIDUAL_WINDOWS, outcome=o) for o in OUTCOMES}
+    run = run_in_process(settings, MessageSource(lambda: ((b"", v) for v in lines), 1000))
+    got = {o: counter_value(LOAD_RESIDUAL_WINDOWS, outcome=o) - before[o] for o in OUTCOMES}
+    assert run.dead_letters == []
+    assert got["no_proxy"] == 0, got
+    assert got["scored"] + got["weak_fit"] > 1000, got  # past the warm-up, window by window
