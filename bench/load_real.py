@@ -221,7 +221,10 @@ def main() -> int:
         print("\nalerts the tier decided:")
         for name, a in listed:
             day = (parse_rfc3339_ms(a.window_start) - START_MS) / 86_400_000
-            print(f"  {name:22} day {day:5.2f}  {a.metric:18} z={a.score:+.1f} {a.severity}")
+            print(
+                f"  {name:22} day {day:5.2f}  {a.metric:18} z={a.score:+.1f} {a.severity:8} "
+                f"value {a.value:.2f}, expected {a.expected:.2f}"
+            )
     return 0
 
 
