@@ -83,6 +83,11 @@ def am_annotations(alert: Alert) -> dict[str, str]:
             f"{score_text(alert, 2)}"
             + ("" if alert.probability is None else f", probability {alert.probability:.3f}")
             + f" for the window {alert.window_start} to {alert.window_end}"
+            + (
+                f", deviating since {alert.onset}"
+                if alert.onset and alert.onset != alert.window_start
+                else ""
+            )
             + (f"; top features: {explanation}" if explanation else "")
         ),
         "value": f"{alert.value:.6g}",
@@ -98,6 +103,8 @@ def am_annotations(alert: Alert) -> dict[str, str]:
         annotations["top_features"] = explanation
     if alert.episode_id:
         annotations["episode_id"] = alert.episode_id
+    if alert.onset:
+        annotations["onset"] = alert.onset
     return annotations
 
 

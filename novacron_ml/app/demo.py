@@ -127,18 +127,25 @@ def incident_causes(result: DemoResult) -> tuple[int, int, int]:
     the root metric of an injected anomaly on the host that overlaps the incident (the hard
     scenario labels one), else one of its metrics)."""
     multi = [i for i in result.incidents if len(i.causes) > 1]
-    right = 0
-    for incident in multi:
-        lo, hi = parse_rfc3339_ms(incident.started_at), parse_rfc3339_ms(incident.updated_at)
-        right += any(
-            label.host == incident.host
-            and label.start_ms < hi
-            and label.end_ms > lo
-            and incident.probable_cause == (label.root or incident.probable_cause)
-            and incident.probable_cause in label.metrics
-            for label in result.labels
-        )
+    right = sum(cause_is_right(i, incident_labels(i, result.labels)) for i in multi)
     return len(result.incidents), len(multi), right
+
+
+def incident_labels(incident: Incident, labels: list[AnomalyLabel]) -> list[AnomalyLabel]:
+    """The injected anomalies on the incident's host that overlap it in time."""
+    lo, hi = parse_rfc3339_ms(incident.started_at), parse_rfc3339_ms(incident.updated_at)
+    return [
+        label
+        for label in labels
+        if label.host == incident.host and label.start_ms < hi and label.end_ms > lo
+    ]
+
+
+def cause_is_right(incident: Incident, labels: list[AnomalyLabel]) -> bool:
+    """The probable cause is the root metric of one of `labels` (`incident_labels`), or one
+    of its metrics where the scenario labels no root."""
+    cause = incident.probable_cause
+    return any(cause == (label.root or cause) and cause in label.metrics for label in labels)
 
 
 def summary(result: DemoResult) -> str:

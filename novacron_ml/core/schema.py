@@ -215,6 +215,10 @@ class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
     """On a `resolved` record: the end of the episode's last anomalous window."""
     incident_id: str | None = None
     """The host's incident this alert belongs to (`Incident`; decision alerts only)."""
+    onset: str | None = None
+    """Decision alerts: the window start where the deviation this window belongs to began, by
+    a CUSUM of the series' deviation (`operators.detection.series.track_onset`); at or before
+    `window_start`."""
 
     @property
     def series(self) -> str:
@@ -229,7 +233,8 @@ class Cause(msgspec.Struct, kw_only=True):
     metric: str
     type: str
     onset: str
-    """Window start of the metric's first alert in the incident."""
+    """Where the metric's deviation began: the earliest `Alert.onset` of its alerts in the
+    incident (at or before `first_alert`)."""
     lead_s: float
     """How many seconds its onset led the median onset of the incident's other metrics
     (negative: it followed)."""
@@ -239,6 +244,8 @@ class Cause(msgspec.Struct, kw_only=True):
     """The window mean at that peak; `expected`: the baseline there."""
     expected: float
     alerts: int
+    first_alert: str | None = None
+    """Window start of the metric's first alert in the incident."""
 
 
 class Incident(msgspec.Struct, kw_only=True, omit_defaults=True):

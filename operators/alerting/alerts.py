@@ -33,9 +33,11 @@ def window_alert(
     probability: float | None = None,
     tiers: dict[str, float] | None = None,
     explanation: list[Contribution] | None = None,
+    onset_ms: int | None = None,
 ) -> Alert:
     """The alert for `window` of its series. `id_kind` (default: the type) goes into the
-    alert id, so detectors that may fire on the same window get distinct ids."""
+    alert id, so detectors that may fire on the same window get distinct ids. `onset_ms`: the
+    estimated start of the deviation (decision alerts; `Alert.onset`)."""
     cluster, host, metric = split_series_key(window.series)
     return Alert(
         alert_id=alert_id_for(window.series, window.start_ms, id_kind or kind.value),
@@ -54,4 +56,5 @@ def window_alert(
         tiers=tiers,
         explanation=explanation,
         labels=series_labels(window.series),
+        onset=None if onset_ms is None else rfc3339_ms(onset_ms),
     )

@@ -9,9 +9,12 @@ episodes resolves. Its id is a hash of the host and the first alert's window, so
 gives the same ids.
 
 The members are ranked as probable cause: earliest onset first (the metric that moved first
-leads the others), then the largest deviation (robust z, in noise widths, comparable across
-metrics), then the most alerts. Each member keeps its evidence: onset, how far it led the
-median onset of the others, peak z with its value and expected value, alerts, type.
+leads the others), then the earliest first alert, then the largest deviation (robust z, in
+noise widths, comparable across metrics), then the most alerts. A member's onset is where its
+deviation began (the alerts' `onset`, dated by a CUSUM in the detect step), not its first
+alert: a root that drifts for a while before it crosses the alert bar still leads a follower
+that jumps past it at once. Each member keeps its evidence: onset, first alert, how far it
+led the median onset of the others, peak z with its value and expected value, alerts, type.
 
 Every incident record is published on the `incidents` topic when the incident opens, when a
 metric joins (the ranking may change) and when it resolves; each decision alert of the host is
@@ -46,12 +49,15 @@ class Member:
     metric: str
     type: str
     onset_ms: int
+    """The earliest estimated onset of its alerts' deviations (`Alert.onset`)."""
     peak_z: float
     value: float
     expected: float
     severity: str
     alerts: int = 1
     open: bool = True
+    first_ms: int = 0
+    """Window start of its first alert in the incident."""
 
 
 @dataclass
@@ -79,19 +85,24 @@ class HostIncidents:
             self.incident_id = alert_id_for(f"{alert.cluster}/{alert.host}", start_ms, "incident")
             self.cluster, self.host, self.start_ms = alert.cluster, alert.host, start_ms
             self.members = {}
+        onset_ms = min(start_ms, parse_rfc3339_ms(alert.onset)) if alert.onset else start_ms
         member = self.members.get(alert.series)
         if member is None:
             self.members[alert.series] = Member(
                 alert.metric,
                 alert.type,
-                start_ms,
+                onset_ms,
                 abs(alert.score),
                 alert.value,
                 alert.expected,
                 alert.severity,
+                first_ms=start_ms,
             )
             changed = True
         else:
+            if onset_ms < member.onset_ms:
+                member.onset_ms = onset_ms
+                changed = True
             member.alerts += 1
             member.open = True
             if abs(alert.score) > member.peak_z:
@@ -137,9 +148,12 @@ class HostIncidents:
 
 
 def rank_causes(members: list[Member]) -> list[Cause]:
-    """The members as probable causes, most probable first: earliest onset, then largest
-    peak z, then most alerts (and the metric name, so the order is stable)."""
-    ordered = sorted(members, key=lambda m: (m.onset_ms, -m.peak_z, -m.alerts, m.metric))
+    """The members as probable causes, most probable first: earliest onset, then earliest
+    first alert (onsets are dated to the window, so they tie), then largest peak z, then most
+    alerts (and the metric name, so the order is stable)."""
+    ordered = sorted(
+        members, key=lambda m: (m.onset_ms, m.first_ms, -m.peak_z, -m.alerts, m.metric)
+    )
     out = []
     for rank, m in enumerate(ordered, 1):
         others = [o.onset_ms for o in members if o is not m]
@@ -150,6 +164,7 @@ def rank_causes(members: list[Member]) -> list[Cause]:
                 metric=m.metric,
                 type=m.type,
                 onset=rfc3339_ms(m.onset_ms),
+                first_alert=rfc3339_ms(m.first_ms),
                 lead_s=lead_s,
                 peak_z=round(m.peak_z, 3),
                 value=m.value,

@@ -135,6 +135,10 @@ class SeriesState:
     """The spread tier: robust z of the window's standard deviation (upward is bad)."""
     load: LoadResidualDetector | None = None
     """The load-residual tier: the window mean against the host's load proxy."""
+    drift: float = 0.0
+    """The CUSUM that dates a deviation's onset (`track_onset`); 0: no deviation under way."""
+    drift_start_ms: int = 0
+    """Window start of the first window of the deviation under way (while `drift` > 0)."""
 
 
 @dataclass
@@ -327,6 +331,31 @@ def held_out(state: SeriesState) -> bool:
     """This window is inside the first `hold_windows` of an open episode: kept out of the
     novelty tier's shapes and ranks."""
     return 0 < state.open_for <= state.combine.hold_windows
+
+
+def track_onset(
+    state: SeriesState, start_ms: int, deviation: float | None, k: float | None = None
+) -> int:
+    """The estimated onset of the deviation the window at `start_ms` belongs to: Page's CUSUM
+    of the window's deviation (robust z in the bad direction, or a tier's own z scaled to
+    robust z's threshold), with reference value half the smallest deviation the decision may
+    fire on (`min_deviation` / 2) and capped at robust z's threshold so that a past excursion
+    is forgotten within a few windows. The onset is the first window after the CUSUM was last
+    at zero (the change point's estimate); the window itself when it is at zero. `deviation`
+    None (robust z warming up) leaves the CUSUM at rest; `k`: another reference value (the
+    sensitivity bench, bench/incident_causes.py)."""
+    if deviation is None:
+        return start_ms
+    if k is None:
+        k = state.combine.min_deviation / 2
+    drift = min(state.drift + deviation - k, state.detector.config.z_threshold)
+    if drift <= 0.0:
+        state.drift = 0.0
+        return start_ms
+    if state.drift <= 0.0:
+        state.drift_start_ms = start_ms
+    state.drift = drift
+    return state.drift_start_ms
 
 
 def decision_severity(probability: float, bad: float, threshold: float, fire: float) -> Severity:
@@ -655,6 +684,14 @@ def _decide_window(
         assert state.combine.load_threshold is not None
         tiers["load_residual"] = anomaly_score(load, state.combine.load_threshold)
     state.tier_scores = tiers
+    zt = det.config.z_threshold
+    deviation = max(  # in robust z's units: the severity's size and the onset's evidence
+        bad,
+        spread * zt / (state.combine.spread_threshold or 1.0),
+        load * zt / (state.combine.load_threshold or 1.0),
+    )
+    evidence = score is not None or by_spread is not None or by_load is not None
+    onset_ms = track_onset(state, window.start_ms, deviation if evidence else None)
     decision = decide(state, tiers, bad, size, warm, threshold, spread, load)
     state.last_score = decision.held_probability
     state.opened = decision.alerting and state.open_for == 1
@@ -680,16 +717,7 @@ def _decide_window(
     alert = window_alert(
         window,
         t.robust_z.catalogue.spec_for(split_series_key(series)[2]).anomaly_type,
-        decision_severity(
-            decision.probability,
-            max(
-                bad,
-                spread * det.config.z_threshold / (state.combine.spread_threshold or 1.0),
-                load * det.config.z_threshold / (state.combine.load_threshold or 1.0),
-            ),
-            det.config.z_threshold,
-            fire,
-        ),
+        decision_severity(decision.probability, deviation, zt, fire),
         value=mean,
         expected=score.expected if score is not None else mean,
         score=score.z if score is not None else 0.0,
@@ -697,6 +725,7 @@ def _decide_window(
         probability=round(decision.probability, 6),
         tiers={name: round(value, 6) for name, value in tiers.items()},
         explanation=explanation or None,
+        onset_ms=onset_ms,
     )
     _hold(state, alert.alert_id, HeldWindow(mean, np.array(window.features), river_x))
     return alert

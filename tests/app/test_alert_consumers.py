@@ -73,6 +73,10 @@ def test_labels_and_annotations_are_alertmanagers() -> None:
     notes = am_annotations(alert)
     assert {"summary", "description", "value", "expected", "score", "probability"} <= set(notes)
     assert notes["alert_id"] == alert.alert_id
+    assert "onset" not in notes and "since" not in notes["description"]
+    drifting = am_annotations(msgspec.structs.replace(alert, onset=rfc3339_ms(T0 - 180_000)))
+    assert drifting["onset"] == rfc3339_ms(T0 - 180_000)
+    assert drifting["description"].endswith(f"deviating since {rfc3339_ms(T0 - 180_000)}")
 
 
 class Clock:

@@ -118,6 +118,10 @@ def test_all_three_formats_give_the_same_alerts() -> None:
     by_id = {i.incident_id: i for i in incidents}
     assert all(a.incident_id in by_id and by_id[a.incident_id].host == a.host for a in alerts)
     assert all(i.probable_cause == i.causes[0].metric for i in incidents)
+    # each decision alert dates its deviation, never after its own window; the incident's
+    # causes keep both dates
+    assert all(a.onset and a.onset <= a.window_start for a in alerts)
+    assert all(c.first_alert and c.onset <= c.first_alert for i in incidents for c in i.causes)
 
 
 def test_sliding_windows_score_each_event_in_every_window_it_falls_in() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import msgspec
+
 from novacron_ml.core.schema import Alert, Incident, rfc3339_ms
 from operators.alerting.episodes import on_alert, resolved_record
 from operators.alerting.incidents import HostIncidents
@@ -79,3 +81,28 @@ def test_alerts_without_an_episode_are_not_grouped() -> None:
     forecast = alert("latency_p99_ms", 5, 4.0, kind="prediction_error")
     out, incident = host.add(forecast)
     assert out is forecast and incident is None and host.incident_id is None
+
+
+def test_a_root_that_drifted_before_it_alerted_leads_a_follower_that_jumped() -> None:
+    host = HostIncidents()
+    follower = alert("latency_p50_ms", 12, 30.0)  # jumps past the bar at once
+    root = msgspec.structs.replace(
+        alert("memory_util", 13, 7.0, kind="resource_exhaustion"),
+        onset=rfc3339_ms(T0 + 9 * MINUTE),  # drifting since minute 9 (the detect step's CUSUM)
+    )
+    host.add(on_alert(None, follower)[1][0])
+    _, incident = host.add(on_alert(None, root)[1][0])
+    assert incident is not None and incident.probable_cause == "memory_util"
+    first, second = incident.causes
+    assert first.onset == root.onset and first.first_alert == root.window_start
+    assert first.lead_s == 180.0 and second.lead_s == -180.0
+    assert second.onset == second.first_alert == follower.window_start
+    # onsets dated to the same window: the earlier first alert leads, though smaller
+    tie = HostIncidents()
+    early = alert("latency_p50_ms", 12, 7.0)
+    late = msgspec.structs.replace(
+        alert("memory_util", 13, 30.0, kind="resource_exhaustion"), onset=early.window_start
+    )
+    for a in (early, late):
+        _, incident = tie.add(on_alert(None, a)[1][0])
+    assert incident is not None and incident.probable_cause == "latency_p50_ms"

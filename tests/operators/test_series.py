@@ -60,3 +60,20 @@ def test_window_seen_again_is_dead_lettered_not_scored_twice() -> None:
     assert isinstance(out, DeadLetter) and out.reason is Reason.LATE_WINDOW
     assert msgspec.json.decode(out.payload)["count"] == 12
     assert detect_window(state, window(10, 100.0)) is None  # baseline untouched
+
+
+def test_alert_dates_the_deviation_it_belongs_to() -> None:
+    # three windows drift below the alert bar (3-4 noise widths: scale 1 here) before the
+    # level crosses it: the alert's onset is the drift's first window, not its own
+    drift = run([100.0] * 10 + [103.0, 103.5, 104.0, 110.0])
+    alert = drift[-1]
+    assert isinstance(alert, Alert) and drift[10:13] == [None] * 3
+    assert parse_rfc3339_ms(alert.onset or "") == 10 * 60_000
+    # a jump is its own onset, and so is one after the series had settled again
+    jump = run([100.0] * 10 + [110.0])[-1]
+    assert isinstance(jump, Alert) and jump.onset == jump.window_start
+    again = run([100.0] * 10 + [103.0, 103.5] + [100.0] * 6 + [110.0])[-1]
+    assert isinstance(again, Alert) and again.onset == again.window_start
+    # one noisy window above half the gate does not date an alert long after it
+    lone = run([100.0] * 10 + [104.0, 100.0, 110.0])[-1]
+    assert isinstance(lone, Alert) and lone.onset == lone.window_start
