@@ -6,7 +6,7 @@ shapes and its calibrators' 50 ranks); the state is then snapshotted, and `--rou
 of one window per series go through `operators.detection.series.detect_batch` (as the flow's
 shard step runs them), `--repeats` times from the same snapshot. Prints each repeat's µs per
 window and the alerts raised; then, on the warm states, the novelty tier's search and
-learn alone, and what pickling the states for a recovery snapshot costs
+learn alone, the onset dating alone, and what pickling the states for a recovery snapshot costs
 (`DetectLogic.snapshot` does that at every epoch that touched the shard). To compare two
 trees on the same windows run it in each (a `git worktree` of the base), alternated; that
 they decide alike is for the tests to show (tests/operators/test_batch_detect.py), not this
@@ -40,7 +40,13 @@ from dataflows.steps import DetectShard, ShardSnapshot
 from novacron_ml.core.catalogue import DWCP_METRICS
 from operators.detection.novelty import score_many as score_novelty
 from operators.detection.robust_z import RobustZConfig
-from operators.detection.series import CombineConfig, detect_batch, new_series_state, tiers_for
+from operators.detection.series import (
+    CombineConfig,
+    detect_batch,
+    new_series_state,
+    tiers_for,
+    track_onset,
+)
 
 
 def main() -> None:
@@ -113,6 +119,17 @@ def main() -> None:
         f"novelty alone (best of {10 * args.repeats}): search {min(search):.1f} µs/series, "
         f"learn {min(learn):.1f} µs/series"
     )
+    # the onset dating alone (`track_onset`, every window; stop 42): the CUSUM on each warm
+    # state, fed deviations around its reference value so it leaves and returns to zero
+    dated = pickle.loads(snapshot)
+    deviations = np.random.default_rng(1).exponential(2.5, len(dated)).tolist()
+    onset = []
+    for r in range(10 * args.repeats):
+        start = time.perf_counter()
+        for state, deviation in zip(dated, deviations, strict=True):
+            track_onset(state, r * 60_000, deviation)
+        onset.append((time.perf_counter() - start) / len(dated) * 1e6)
+    print(f"onset dating alone (best of {10 * args.repeats}): {min(onset):.2f} µs/series")
     # what a recovery snapshot of these states costs: `DetectLogic.snapshot` pickles the
     # shard, whose states go as columns (`DetectShard.__getstate__`); beside it, the same
     # states pickled one by one (the snapshot before stop 37)
