@@ -58,6 +58,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2-0": {"load_min_r2": 0.0},
     "r2-0.3": {"load_min_r2": 0.3},
     "r2-0.7": {"load_min_r2": 0.7},
+    # robust z's scale floor, 1 % of the series' level (a near-constant series does not
+    # alert on rounding); the hard scenario sizes some anomalies below it (QUALITY.md)
+    "floor-0.3%": {"relative_floor": 0.003},
+    "floor-0.1%": {"relative_floor": 0.001},
     "no-hold": {"hold_windows": 0},
     "hold-5": {"hold_windows": 5},
     "hold-20": {"hold_windows": 20},

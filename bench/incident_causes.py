@@ -13,11 +13,14 @@ whose probable cause is the root. Variants change only how a metric's onset is d
 - `k=<x>`: another reference value (the function's `k` argument).
 
 A miss is also classed by whether the root alerted at all in the incident: a root that never
-alerted is a detection miss no ranking can mend.
+alerted is a detection miss no ranking can mend. `--by-metric` also prints, per anomaly type,
+shape and metric (root first), how many of the injected anomalies raised an alert on that
+metric (from a minute before the anomaly to its end).
 
     python bench/incident_causes.py                          # seeds 1-16, shipped and before
     python bench/incident_causes.py --variants shipped k=1.5 k=3.5 --seeds 9 10 11
     python bench/incident_causes.py --difficulty default --seeds 7 21
+    python bench/incident_causes.py --seeds 1 2 3 4 5 6 7 8 --variants shipped --by-metric
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import functools
 import io
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +81,23 @@ def root_never_alerted(result: DemoResult) -> int:
     return misses
 
 
+def metric_hits(
+    result: DemoResult, hits: Counter[tuple[str, ...]], total: Counter[tuple[str, ...]]
+) -> None:
+    """Per (type, shape, position: metric) of the injected anomalies: how many raised an alert
+    on that metric of their host between a minute before their start and their end."""
+    for label in result.labels:
+        for k, metric in enumerate(label.metrics):
+            key = (label.type, label.shape or "-", f"{k}: {metric}")
+            total[key] += 1
+            hits[key] += any(
+                a.host == label.host
+                and a.metric == metric
+                and label.start_ms - 60_000 <= parse_rfc3339_ms(a.window_start) < label.end_ms
+                for a in result.alerts
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 17)))
@@ -84,6 +105,9 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=12)
     parser.add_argument("--hours", type=float, default=6.0)
     parser.add_argument("--difficulty", choices=["default", "hard"], default="hard")
+    parser.add_argument(
+        "--by-metric", action="store_true", help="also the anomalies found per metric"
+    )
     args = parser.parse_args()
     base = Settings()
     settings = base.model_copy(
@@ -98,6 +122,8 @@ def main() -> None:
         track = dating(variant)
         series_module.track_onset = track  # what `_decide_window` calls
         multi = right = unreachable = 0
+        hits: Counter[tuple[str, ...]] = Counter()
+        total: Counter[tuple[str, ...]] = Counter()
         per_seed = []
         start = time.perf_counter()
         try:
@@ -114,6 +140,7 @@ def main() -> None:
                 _, m, r = incident_causes(result)
                 multi, right = multi + m, right + r
                 unreachable += root_never_alerted(result)
+                metric_hits(result, hits, total)
                 per_seed.append(f"{r}/{m}")
                 print(f"  {variant} seed {seed}: {r}/{m}", file=sys.stderr, flush=True)
         finally:
@@ -124,6 +151,9 @@ def main() -> None:
             f"{unreachable} of {multi - right}; per seed {' '.join(per_seed)} "
             f"({time.perf_counter() - start:.0f} s)"
         )
+        if args.by_metric:
+            for key in sorted(total):
+                print(f"    {' / '.join(key):<64} {hits[key]} of {total[key]}")
 
 
 if __name__ == "__main__":

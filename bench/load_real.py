@@ -18,6 +18,8 @@ to be false, but a tier that fires often here would fire often on a real host.
     python bench/load_real.py                        # ~20 s
     python bench/load_real.py --min-r2 0 0.3 0.7 --list
         # also at other detector.load_min_r2 values, and every alert the tier decided
+    python bench/load_real.py --relative-floor 0.003 0.001
+        # the shipped decision with robust z's scale floor lower than its 1 % of the level
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def events(trace: Trace) -> tuple[list[tuple[bytes, bytes]], int, list[str]]:
     return out, rows, names
 
 
-def settings_for(trace: Trace, load: bool, min_r2: float | None) -> Settings:
+def settings_for(
+    trace: Trace, load: bool, min_r2: float | None, floor: float | None = None
+) -> Settings:
     base = Settings()
     detector: dict[str, object] = {
         "load_proxy": trace.proxy,
@@ -100,6 +104,8 @@ def settings_for(trace: Trace, load: bool, min_r2: float | None) -> Settings:
     }
     if min_r2 is not None:
         detector["load_min_r2"] = min_r2
+    if floor is not None:
+        detector["relative_floor"] = floor
     return base.model_copy(
         update={
             "window": base.window.model_copy(
@@ -180,6 +186,14 @@ def main() -> int:
         default=[],
         help="also run the tier at these detector.load_min_r2 values",
     )
+    parser.add_argument(
+        "--relative-floor",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run the shipped decision at these detector.relative_floor values "
+        "(robust z's scale floor, a fraction of the series' level)",
+    )
     args = parser.parse_args()
     missing = [t.path for t in TRACE_FILES if not t.path.exists()]
     if missing:
@@ -191,16 +205,20 @@ def main() -> int:
         "windows), without and with the load-residual tier (its proxy: the trace's CPU)\n"
     )
     print(f"{'trace':12} {'tier':10} {'days':>5} {'windows':>8} {'alerts':>7} {'per day':>8}  by")
-    variants: list[tuple[str, bool, float | None]] = [("off", False, None), ("shipped", True, None)]
-    variants += [(f"r2 {r}", True, r) for r in args.min_r2]
+    variants: list[tuple[str, bool, float | None, float | None]] = [
+        ("off", False, None, None),
+        ("shipped", True, None, None),
+    ]
+    variants += [(f"r2 {r}", True, r, None) for r in args.min_r2]
+    variants += [(f"floor {f}", True, None, f) for f in args.relative_floor]
     listed = []
     for trace in TRACE_FILES:
         messages, rows, names = events(trace)
         days = rows * STEP_S / 86_400
-        for label, load, min_r2 in variants:
+        for label, load, min_r2, floor in variants:
             before = {o: _count(o) for o in OUTCOMES}
             run = run_in_process(
-                settings_for(trace, load, min_r2),
+                settings_for(trace, load, min_r2, floor),
                 MessageSource(functools.partial(iter, messages), 5000),
                 flow_id="novacron_load_real",
             )
