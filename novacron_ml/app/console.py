@@ -38,6 +38,11 @@ def alert_line(alert: Alert) -> str:
         f"{when}  {severity} {alert.type:<20} {alert.cluster}/{alert.host:<10} "
         f"{alert.metric:<30} value={alert.value:<10.4g} expected={alert.expected:<10.4g} "
         f"{score_text(alert)}{probability}{top}"
+        + (
+            f"  since {alert.onset.replace('T', ' ')[:19]}"
+            if alert.onset and alert.onset < alert.window_start
+            else ""
+        )
         + (f"  [suppressed: {alert.suppressed_by}]" if alert.suppressed_by else "")
     )
 

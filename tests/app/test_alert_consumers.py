@@ -26,6 +26,7 @@ from novacron_ml.app.alertmanager import (
     am_labels,
     forward,
 )
+from novacron_ml.app.console import alert_line
 from novacron_ml.core.kafka import delete_topics, ensure_topics, produce, read_topic
 from novacron_ml.core.schema import Alert, alert_id_for, rfc3339_ms
 
@@ -74,9 +75,12 @@ def test_labels_and_annotations_are_alertmanagers() -> None:
     assert {"summary", "description", "value", "expected", "score", "probability"} <= set(notes)
     assert notes["alert_id"] == alert.alert_id
     assert "onset" not in notes and "since" not in notes["description"]
-    drifting = am_annotations(msgspec.structs.replace(alert, onset=rfc3339_ms(T0 - 180_000)))
-    assert drifting["onset"] == rfc3339_ms(T0 - 180_000)
-    assert drifting["description"].endswith(f"deviating since {rfc3339_ms(T0 - 180_000)}")
+    drifting = msgspec.structs.replace(alert, onset=rfc3339_ms(T0 - 180_000))
+    notes = am_annotations(drifting)
+    assert notes["onset"] == rfc3339_ms(T0 - 180_000)
+    assert notes["description"].endswith(f"deviating since {rfc3339_ms(T0 - 180_000)}")
+    since = rfc3339_ms(T0 - 180_000).replace("T", " ")[:19]
+    assert alert_line(drifting).endswith(f"since {since}") and "since" not in alert_line(alert)
 
 
 class Clock:
