@@ -64,7 +64,12 @@ def test_alerts_arrive_grouped_silenced_and_resolved(
     kafka_bootstrap: str, kafka_topics: dict[str, str], alertmanager: Any
 ) -> None:
     topic = kafka_topics["alerts"]
-    firing = [alert("h1"), alert("h2"), alert("h3", cluster="c2")]
+    drifting = rfc3339_ms(T0 - 180_000)  # the detect step dated h1's deviation earlier
+    firing = [
+        msgspec.structs.replace(alert("h1"), onset=drifting),
+        alert("h2"),
+        alert("h3", cluster="c2"),
+    ]
     produce(kafka_bootstrap, topic, [(a.alert_id.encode(), msgspec.json.encode(a)) for a in firing])
     bridge(kafka_bootstrap, topic, alertmanager.url, "am-test")
 
@@ -74,6 +79,9 @@ def test_alerts_arrive_grouped_silenced_and_resolved(
     assert h1["labels"]["alertname"] == "novacron_latency_spike"
     assert h1["labels"]["severity"] == "high" and h1["status"]["state"] == "active"
     assert h1["annotations"]["alert_id"] == firing[0].alert_id
+    assert h1["annotations"]["onset"] == drifting
+    assert f"deviating since {drifting}" in h1["annotations"]["description"]
+    assert "onset" not in got["h2"]["annotations"]
     assert h1["startsAt"].startswith(rfc3339_ms(T0)[:19])
     assert h1["generatorURL"].startswith("http://127.0.0.1:3000/")
     groups = {
