@@ -18,8 +18,9 @@ to be false, but a tier that fires often here would fire often on a real host.
     python bench/load_real.py                        # ~20 s
     python bench/load_real.py --min-r2 0 0.3 0.7 --list
         # also at other detector.load_min_r2 values, and every alert the tier decided
-    python bench/load_real.py --relative-floor 0.003 0.001
-        # the shipped decision with robust z's scale floor lower than its 1 % of the level
+    python bench/load_real.py --relative-floor 0.003 0.001 --list
+        # the shipped decision with robust z's scale floor lower than its 1 % of the level,
+        # and (--list) the alerts each lower floor added
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 from dataflows.inprocess import run_in_process
 from dataflows.io import MessageSource
 from novacron_ml.core import metrics
-from novacron_ml.core.schema import WireEvent, parse_rfc3339_ms
+from novacron_ml.core.schema import Alert, WireEvent, parse_rfc3339_ms
 from novacron_ml.core.settings import Settings
 from novacron_ml.core.simulator import METRIC_NAMES, FleetConfig, FleetSimulator
 from operators.detection.load import OUTCOMES
@@ -212,7 +213,9 @@ def main() -> int:
     variants += [(f"r2 {r}", True, r, None) for r in args.min_r2]
     variants += [(f"floor {f}", True, None, f) for f in args.relative_floor]
     listed = []
+    added = []  # a floor variant's alerts the shipped decision did not raise
     for trace in TRACE_FILES:
+        shipped: set[tuple[str, str]] = set()
         messages, rows, names = events(trace)
         days = rows * STEP_S / 86_400
         for label, load, min_r2, floor in variants:
@@ -235,15 +238,31 @@ def main() -> int:
                 print(f"{'':24}its {fitted:.0f} fitted windows ({len(names) - 1} series): {done}")
                 tier = [a for a in run.alerts if a.detector == "load_residual"]
                 listed += [(f"{trace.name} {label}", a) for a in tier]
+            keys = {(a.series, a.window_start) for a in run.alerts}
+            if label == "shipped":
+                shipped = keys
+            elif floor is not None:
+                more = [a for a in run.alerts if (a.series, a.window_start) not in shipped]
+                added += [(f"{trace.name} {label}", a) for a in more]
+                print(f"{'':24}{len(more)} alerts the shipped decision did not raise")
     if args.list:
         print("\nalerts the tier decided:")
         for name, a in listed:
-            day = (parse_rfc3339_ms(a.window_start) - START_MS) / 86_400_000
-            print(
-                f"  {name:22} day {day:5.2f}  {a.metric:18} z={a.score:+.1f} {a.severity:8} "
-                f"value {a.value:.2f}, expected {a.expected:.2f}"
-            )
+            _print_alert(name, a)
+        if added:
+            print("\nalerts a lower floor added:")
+        for name, a in added:
+            _print_alert(name, a)
     return 0
+
+
+def _print_alert(name: str, a: Alert) -> None:
+    day = (parse_rfc3339_ms(a.window_start) - START_MS) / 86_400_000
+    print(
+        f"  {name:22} day {day:5.2f}  {a.metric:18} z={a.score:+.1f} {a.severity:8} "
+        f"value {a.value:.4g}, expected {a.expected:.4g} ({a.value / a.expected - 1:+.1%}), "
+        f"by {a.detector}"
+    )
 
 
 if __name__ == "__main__":
