@@ -112,6 +112,7 @@ def detector_config(settings: Settings) -> RobustZConfig:
         min_history=d.min_history,
         relative_floor=d.relative_floor,
         adapt_after_windows=d.adapt_after_windows,
+        warmup=d.warmup_widening,
     )
 
 
@@ -131,6 +132,7 @@ def combine_config(settings: Settings) -> CombineConfig:
             proxy_gate=d.load_proxy_gate,
             proxy_vote=d.load_proxy_vote,
             min_r2=d.load_min_r2,
+            relative_floor=d.relative_floor,
         ),
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,

@@ -116,8 +116,9 @@ def settings_for_step(step_s: int, base: Settings | None = None) -> Settings:
             "ingest": base.ingest.model_copy(
                 update={"max_event_age_s": 0.0, "max_event_future_s": 0.0}
             ),
-            # A week of history as the baseline, and no scale floor: NAB series range from
-            # flat lines to counters, so a floor relative to the median distorts them.
+            # A week of history as the baseline, and no scale floor relative to the median:
+            # NAB series range from flat lines to counters, so a share of the median distorts
+            # them; the series' resolution floors the scale instead.
             "detector": base.detector.model_copy(
                 update={
                     "history_windows": min(10_000, max(60, 7 * 86_400 // step_s)),

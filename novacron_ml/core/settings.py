@@ -295,7 +295,14 @@ class DetectorSettings(_Group):
     relative_floor: float = Field(
         0.01,
         ge=0,
-        description="Lower bound of the scale as a fraction of |median|: ignores tiny wiggles.",
+        description="Lower bound of robust z's scale (and the load tier's width) as a fraction"
+        " of |median|: ignores rounding wiggles, and changes under ~6x this share of a level"
+        " never alert. 0: floored at the series' resolution instead (its smallest step).",
+    )
+    warmup_widening: bool = Field(
+        True,
+        description="Widen robust z's scale while its baseline has fewer than history_windows"
+        " windows (Student-t, so a short baseline needs the evidence of a full one).",
     )
     adapt_after_windows: int = Field(
         30,

@@ -6,7 +6,8 @@ series the tier keeps the last `history_windows` pairs (the window mean of the h
 proxy, the series' window mean), fits a straight line from proxy to series on them (least
 squares), and scores the new window's residual against that hour's residuals: (residual -
 their median) / (1.4826 x their MAD), floored like robust z at `relative_floor` x |the
-series' mean level|, in the metric's bad direction.
+series' mean level| (1 %; at 0, the resolution of its window means: robust z's `resolution`),
+in the metric's bad direction.
 
 The proxy is one series of the host (`proxy`, cpu_util), its window of the same start: a
 host's series share a shard and their windows close together, so the proxy's is in the same
@@ -34,7 +35,7 @@ import numpy as np
 
 from novacron_ml.core import metrics
 from novacron_ml.core.schema import series_labels, series_selector
-from operators.detection.robust_z import MAD_TO_SIGMA
+from operators.detection.robust_z import MAD_TO_SIGMA, resolution
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class LoadConfig:
     min_history: int = 30
     """A line fitted on fewer pairs moves with each new one: half an hour before it scores."""
     relative_floor: float = 0.01
+    """The width's floor as a share of the series' mean level (robust z's setting; 0: the
+    resolution of the series' window means instead)."""
     adapt_after_windows: int = 30
     proxy_gate: float = 3.0
     """The proxy's own |robust z| from which its window no longer stands for the load."""
@@ -107,7 +110,7 @@ class LoadResidualDetector:
         )
         """Row 0 the proxy's window means, row 1 the series' own: a ring (`_pos`; None for a
         proxy, which is not fitted). float32 (half the bytes): its rounding, 6e-8 of a value,
-        is far below the width's floor of `relative_floor` (1 %) of the series' level."""
+        is far below the width's floor (`relative_floor`, 1 %, or a series' resolution)."""
         self._filled = 0
         self._pos = 0
         self._streak = 0
@@ -237,9 +240,11 @@ def score_and_fit(
         residuals[~used] = np.inf  # unfilled slots sort last
     centre = _medians(residuals, filled)
     mad = _medians(np.abs(residuals - centre[:, None]), filled)
-    width = np.maximum(
-        np.maximum(MAD_TO_SIGMA * mad, config.relative_floor * np.abs(my)), _ABS_FLOOR
-    )
+    if config.relative_floor > 0:
+        floor = config.relative_floor * np.abs(my)
+    else:
+        floor = resolution(np.sort(y if used is None else np.where(used, y, np.inf)), my)
+    width = np.maximum(np.maximum(MAD_TO_SIGMA * mad, floor), _ABS_FLOOR)
     now_x = np.fromiter((xs[i] for i in rows), np.float64, len(rows))
     now_y = np.fromiter((ys[i] for i in rows), np.float64, len(rows))
     z = (now_y - my - slope * (now_x - mx) - centre) / width

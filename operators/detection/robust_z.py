@@ -2,15 +2,23 @@
 
 The baseline is the median of the last `history_windows` window means and the scale is
 1.4826 × MAD (the normal-consistent median absolute deviation), floored at `relative_floor` ×
-|median| so that near-constant series do not alert on rounding noise. Anomalous windows are
-kept out of the baseline (River's AnomalyFilter semantics) until `adapt_after_windows` of them
-in a row show the level has really moved, at which point it is learned.
+|median| (1 %) so that near-constant series do not alert on rounding noise; that floor also
+says a change under ~6 % of a level is no anomaly, so `relative_floor` 0 floors the scale at
+the baseline's resolution instead (the smallest step between two of its distinct values, or
+`FLAT_FLOOR` × |median| while they are all the same): what a MAD cannot see, not a size of
+change. While the baseline has fewer than `history_windows` values the scale is widened by
+`warmup_widening`: a width estimated from a few windows is itself uncertain. Anomalous windows
+are kept out of the baseline (River's AnomalyFilter semantics) until `adapt_after_windows` of
+them in a row show the level has really moved, at which point it is learned.
+docs/DETECTION.md, "Robust z's scale".
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -21,6 +29,12 @@ from novacron_ml.core.schema import Severity, split_series_key
 
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
+FLAT_FLOOR = 0.01
+"""The scale's floor, as a share of |median|, while every value of the baseline is the same:
+its resolution is not known yet (a series that has not moved alerts past 6 % of its level)."""
+_SAME = 1e-6
+"""Two baseline values closer than this share of |median| are the same value (the float
+rounding of a mean of equal samples), not a step of the series' resolution."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,63 @@ class RobustZConfig:
     history_windows: int = 60
     min_history: int = 12
     relative_floor: float = 0.01
+    """The scale's floor as a share of |median| (0: the baseline's resolution instead)."""
     adapt_after_windows: int = 30
+    warmup: bool = True
+    """Widen the scale of a baseline that is not full yet (`warmup_widening`)."""
+
+
+@lru_cache(maxsize=16)
+def warmup_widening(z_threshold: float, history_windows: int) -> np.ndarray:
+    """Per number of baseline values n (the index), the factor a warming baseline's scale is
+    widened by: the Student-t predictive quantile at robust z's threshold for n values over
+    the same for a full baseline, t(n-1)·sqrt(1 + 1/n) / t(N-1)·sqrt(1 + 1/N) at the normal
+    tail probability of `z_threshold`. A new value then needs about the same evidence against
+    a baseline of 12 windows as against a full one (for Gaussian noise; a MAD is a less
+    efficient estimate than a standard deviation, so this is, if anything, too little). At
+    robust z's defaults (6, 60 windows): 2.58 at 12 values, 1.53 at 20, 1.22 at 30, 1.0 at 60."""
+    from scipy.special import ndtr, stdtrit  # imported once per configuration
+
+    tail = float(ndtr(-z_threshold))
+
+    def quantile(n: int) -> float:
+        return float(-stdtrit(n - 1, tail)) * math.sqrt(1.0 + 1.0 / n)
+
+    full = quantile(history_windows)
+    table = np.ones(history_windows + 1)
+    table[2:] = [quantile(n) / full for n in range(2, history_windows + 1)]
+    return table
+
+
+def resolution(ordered: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Per row of sorted baselines (unfilled slots +inf, last): the smallest step between two
+    distinct values, or `FLAT_FLOOR` × |median| where all are the same."""
+    with np.errstate(invalid="ignore"):  # inf - inf between unfilled slots
+        steps = np.diff(ordered, axis=-1)
+    same = _SAME * np.abs(median)[..., None] + _ABS_FLOOR
+    steps[~(steps > same) | ~np.isfinite(steps)] = np.inf
+    step = steps.min(axis=-1)
+    return np.where(np.isfinite(step), step, FLAT_FLOOR * np.abs(median))
+
+
+def scale_of(
+    config: RobustZConfig,
+    mad: np.ndarray,
+    ordered: np.ndarray,
+    median: np.ndarray,
+    filled: np.ndarray,
+) -> np.ndarray:
+    """Robust z's scale for sorted baselines: 1.4826 × MAD floored at `relative_floor` ×
+    |median| (at 0, at their resolution), widened while warming up (the module's docstring)."""
+    floor = (
+        config.relative_floor * np.abs(median)
+        if config.relative_floor > 0
+        else resolution(ordered, median)
+    )
+    scale = np.maximum(np.maximum(MAD_TO_SIGMA * mad, floor), _ABS_FLOOR)
+    if config.warmup:
+        scale = scale * warmup_widening(config.z_threshold, config.history_windows)[filled]
+    return scale
 
 
 class Score(NamedTuple):
@@ -79,10 +149,17 @@ class RobustZDetector:
         """Score without learning; None while the series is still warming up."""
         if not self.warm:
             return None
-        past = self._history[: self._filled]
+        config, filled = self.config, self._filled
+        past = self._history[:filled]
         median = _median(past)
         mad = _median(np.abs(past - median))
-        scale = max(MAD_TO_SIGMA * mad, self.config.relative_floor * abs(median), _ABS_FLOOR)
+        if config.relative_floor > 0:  # `scale_of` in plain floats: the same values, faster
+            floor = config.relative_floor * abs(median)
+        else:
+            floor = float(resolution(np.sort(past), np.asarray(median)))
+        scale = max(MAD_TO_SIGMA * mad, floor, _ABS_FLOOR)
+        if config.warmup and filled < config.history_windows:
+            scale *= float(warmup_widening(config.z_threshold, config.history_windows)[filled])
         z = (value - median) / scale
         if self.direction > 0:
             anomalous = z > self.threshold
@@ -160,9 +237,7 @@ def score_many(detectors: Sequence[RobustZDetector], values: Sequence[float]) ->
     spread = np.abs(history - median[:, None])
     spread.sort(axis=1)
     mad = (spread[rows, lo] + spread[rows, hi]) / 2
-    scale = np.maximum(
-        np.maximum(MAD_TO_SIGMA * mad, config.relative_floor * np.abs(median)), _ABS_FLOOR
-    )
+    scale = scale_of(config, mad, ordered, median, filled)
     z_all = (np.fromiter((values[i] for i in warm), np.float64, len(warm)) - median) / scale
     for i, d, z, expected in zip(warm, dets, z_all.tolist(), median.tolist(), strict=True):
         direction, threshold = d.direction, d.threshold

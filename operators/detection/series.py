@@ -47,7 +47,9 @@ from operators.detection.robust_z import score_many as score_robust
 
 SPREAD = RobustZConfig(relative_floor=0.05)
 """The spread tier's robust z: 60 windows of history, a scale of at least 5 % of the median
-standard deviation (a near-constant spread does not fire on rounding)."""
+standard deviation (a near-constant spread does not fire on rounding), widened in its warm-up
+like robust z's (`SPREAD_UNWIDENED` where `detector.warmup_widening` is off)."""
+SPREAD_UNWIDENED = RobustZConfig(relative_floor=0.05, warmup=False)
 HELD_ALERTS = 16
 """Alerted windows per series kept for operator feedback (their features and River inputs)."""
 
@@ -212,7 +214,9 @@ def new_series_state(
         combine=combine,
         baseline=FeatureBaseline(),
         river=tiers.river.new_state(series) if tiers.river is not None else None,
-        spread=RobustZDetector(SPREAD, 1) if combine.spread_threshold is not None else None,
+        spread=RobustZDetector(SPREAD if config.warmup else SPREAD_UNWIDENED, 1)
+        if combine.spread_threshold is not None
+        else None,
         load=load,
     )
 

@@ -27,33 +27,43 @@ from operators.detection.series import (
 from training.features import feature_windows
 
 
-def _reference(x: np.ndarray, y: np.ndarray, x0: float, y0: float, direction: int) -> float:
+def _reference(
+    x: np.ndarray, y: np.ndarray, x0: float, y0: float, direction: int, floor: float = 0.01
+) -> float:
     """The tier's signed z by textbook steps: np.polyfit, then median and MAD of the
-    residuals."""
+    residuals; the width floored at `floor` of the level (0: the smallest step between two
+    distinct values of y)."""
     slope, intercept = np.polyfit(x, y, 1)
     r = y - (intercept + slope * x)
     centre = np.median(r)
-    width = max(1.4826 * np.median(np.abs(r - centre)), 0.01 * abs(y.mean()), 1e-9)
+    steps = np.diff(np.unique(y))
+    low = floor * abs(y.mean()) if floor > 0 else float(steps.min())
+    width = max(1.4826 * np.median(np.abs(r - centre)), low, 1e-9)
     z = (y0 - (intercept + slope * x0) - centre) / width
     return z
 
 
-def test_the_batched_score_is_a_least_squares_line_in_its_residuals_robust_width() -> None:
+@pytest.mark.parametrize("floor", [0.01, 0.0])
+def test_the_batched_score_is_a_least_squares_line_in_its_residuals_robust_width(
+    floor: float,
+) -> None:
     rng = np.random.default_rng(3)
-    config = LoadConfig()
+    config = LoadConfig(relative_floor=floor)
     dets, xs, ys, expected = [], [], [], []
     for k in range(40):  # rings full and filling, every direction, some without a proxy
         det = LoadResidualDetector(config, (-1, 0, 1)[k % 3], f"c/h{k}", "throughput_mbps")
         n = (30, 45, 60, 90)[k % 4]
         x = rng.uniform(0.2, 0.9, n)
         y = 3.0 + 40.0 * x + rng.normal(0, 0.5, n)
+        if k % 5 == 4:  # a series that rounds to whole units: its resolution matters
+            y = np.round(y)
         for a, b in zip(x, y, strict=True):
             det.learn(a, b, anomalous=False)
         x0, y0 = float(rng.uniform(0.2, 0.9)), float(rng.normal(30, 5))
         proxy = None if k % 7 == 6 else x0
         kept = min(n, config.history_windows)
         x32, y32 = (v[-kept:].astype(np.float32).astype(np.float64) for v in (x, y))  # its ring
-        ref = _reference(x32, y32, x0, y0, det.direction)
+        ref = _reference(x32, y32, x0, y0, det.direction, floor)
         dets.append(det)
         xs.append(proxy)
         ys.append(y0)

@@ -11,7 +11,8 @@ from novacron_ml.core.schema import Alert, alert_id_for, parse_rfc3339_ms
 from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import detect_window, new_series_state
 
-CFG = RobustZConfig(min_history=5, history_windows=20)
+# the scale floored at 1 % of the level and not widened: scale 1 below, deviations in percent
+CFG = RobustZConfig(min_history=5, history_windows=20, relative_floor=0.01, warmup=False)
 SERIES = "c1/h1/latency_p99_ms"
 
 
