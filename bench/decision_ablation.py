@@ -58,10 +58,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2-0": {"load_min_r2": 0.0},
     "r2-0.3": {"load_min_r2": 0.3},
     "r2-0.7": {"load_min_r2": 0.7},
-    # robust z's scale floor, 1 % of the series' level (a near-constant series does not
-    # alert on rounding); the hard scenario sizes some anomalies below it (QUALITY.md)
+    # robust z's (and the load tier's) scale floor, 1 % of the series' level (a near-constant
+    # series does not alert on rounding); the hard scenario sizes some anomalies below it;
+    # `resolution`: floored at the series' resolution instead (QUALITY.md)
+    "resolution": {"relative_floor": 0.0},
     "floor-0.3%": {"relative_floor": 0.003},
-    "floor-0.1%": {"relative_floor": 0.001},
+    # the scale widened while the baseline fills (stop 43); without it: the decision before
+    "no-widening": {"warmup_widening": False},
+    "resolution-no-widening": {"relative_floor": 0.0, "warmup_widening": False},
     "no-hold": {"hold_windows": 0},
     "hold-5": {"hold_windows": 5},
     "hold-20": {"hold_windows": 20},

@@ -18,9 +18,9 @@ to be false, but a tier that fires often here would fire often on a real host.
     python bench/load_real.py                        # ~20 s
     python bench/load_real.py --min-r2 0 0.3 0.7 --list
         # also at other detector.load_min_r2 values, and every alert the tier decided
-    python bench/load_real.py --relative-floor 0.003 0.001 --list
-        # the shipped decision with robust z's scale floor lower than its 1 % of the level,
-        # and (--list) the alerts each lower floor added
+    python bench/load_real.py --relative-floor 0 0.003 --list
+        # beside it, robust z's scale floor at the series' resolution (0) or lower than its
+        # 1 % of the level, and (--list) the alerts where they differ
 """
 
 from __future__ import annotations
@@ -193,7 +193,8 @@ def main() -> int:
         nargs="*",
         default=[],
         help="also run the shipped decision at these detector.relative_floor values "
-        "(robust z's scale floor, a fraction of the series' level)",
+        "(robust z's scale floor, a fraction of the series' level; 0: the series' "
+        "resolution instead)",
     )
     args = parser.parse_args()
     missing = [t.path for t in TRACE_FILES if not t.path.exists()]
@@ -213,9 +214,9 @@ def main() -> int:
     variants += [(f"r2 {r}", True, r, None) for r in args.min_r2]
     variants += [(f"floor {f}", True, None, f) for f in args.relative_floor]
     listed = []
-    added = []  # a floor variant's alerts the shipped decision did not raise
+    added = []  # alerts of a floor variant or of the shipped decision, not of both
     for trace in TRACE_FILES:
-        shipped: set[tuple[str, str]] = set()
+        shipped: dict[tuple[str, str], Alert] = {}
         messages, rows, names = events(trace)
         days = rows * STEP_S / 86_400
         for label, load, min_r2, floor in variants:
@@ -238,19 +239,24 @@ def main() -> int:
                 print(f"{'':24}its {fitted:.0f} fitted windows ({len(names) - 1} series): {done}")
                 tier = [a for a in run.alerts if a.detector == "load_residual"]
                 listed += [(f"{trace.name} {label}", a) for a in tier]
-            keys = {(a.series, a.window_start) for a in run.alerts}
+            keys = {(a.series, a.window_start): a for a in run.alerts}
             if label == "shipped":
                 shipped = keys
             elif floor is not None:
-                more = [a for a in run.alerts if (a.series, a.window_start) not in shipped]
+                more = [a for k, a in keys.items() if k not in shipped]
+                fewer = [a for k, a in shipped.items() if k not in keys]
                 added += [(f"{trace.name} {label}", a) for a in more]
-                print(f"{'':24}{len(more)} alerts the shipped decision did not raise")
+                added += [(f"{trace.name} shipped", a) for a in fewer]
+                print(
+                    f"{'':24}{len(more)} alerts the shipped decision did not raise, "
+                    f"{len(fewer)} it raised that this did not"
+                )
     if args.list:
         print("\nalerts the tier decided:")
         for name, a in listed:
             _print_alert(name, a)
         if added:
-            print("\nalerts a lower floor added:")
+            print("\nalerts of the shipped decision or a floor variant, not of both:")
         for name, a in added:
             _print_alert(name, a)
     return 0
