@@ -15,6 +15,7 @@ event's time.
     python -m bench.bench_latency --no-naive --hosts 1000 --warm-min 40 --live-s 60 --lead-s 150
     python -m bench.bench_latency --no-naive --no-snapshots --hosts 1000 --warm-min 40 ...
     python -m bench.bench_latency --no-naive --processes 2 --hosts 1000 --warm-min 40 ...
+    python -m bench.bench_latency --no-naive --tiers-off --hosts 1000 --warm-min 40 ...
 
 The flow takes its epoch snapshots as `novacron-ml run` does with its default recovery state,
 and keeps freed memory for reuse as `run` does then (`recovery.retain_freed_memory`;
@@ -42,6 +43,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import cluster_main, run_main
 
+from bench.bench_scale import TIERS_OFF
 from bench.bench_throughput import naive_flow
 from dataflows.detect import build_flow
 from dataflows.io import CallbackSink
@@ -201,6 +203,12 @@ def main() -> None:
         "objects of start-up and runs full passes a tenth as often, as novacron-ml run\n"
         "does: runtime.quiet_gc)",
     )
+    ap.add_argument(
+        "--tiers-off",
+        action="store_true",
+        help="also run the flow with every detection tier off but robust z (bench_scale's\n"
+        "TIERS_OFF): what the rest of the flow leaves of the latency budget",
+    )
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument(
         "--processes",
@@ -228,6 +236,11 @@ def main() -> None:
     if args.no_snapshots:
         name = "ours, no snapshots (no recovery)"
         results[name] = run_ours(args, settings, epoch, exact=True, snapshots=False)
+    if args.tiers_off:
+        off = settings.model_copy(
+            update={"detector": settings.detector.model_copy(update=TIERS_OFF)}
+        )
+        results["ours, every tier off (robust z)"] = run_ours(args, off, epoch, exact=True)
     if args.processes > 1:
         results[f"ours, {args.processes} processes"] = run_cluster(args)
     if args.cadence:
