@@ -62,6 +62,7 @@ from operators.aggregate.hourly import hourly_key
 from operators.alerting.incidents import HostIncidents
 from operators.detection.feedback import Feedback
 from operators.detection.iforest import ShadowScore
+from operators.detection.series import tiers_for
 from operators.forecast.forecaster import SeriesForecast, ShadowForecast
 from operators.ingest.parse import MessageParser, wall_clock_ms
 
@@ -196,7 +197,12 @@ def build_flow(
         config.episodes,
         config.features.lateness_ms,
     )
-    detect_builder = make_detect_builder(detect_step, config.features.idle_ttl_s, recovery)
+    detect_builder = make_detect_builder(
+        detect_step,
+        config.features.idle_ttl_s,
+        recovery,
+        (tiers_for(config.robust_z, config.combine, config.catalogue), config.combine),
+    )
     detected = op.stateful_batch("shard_detect", by_shard, detect_builder)
     results = op.map("drop_keys", detected, _value)
     if topics.incidents:

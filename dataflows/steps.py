@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import pickle
 import time
 import zlib
@@ -53,7 +54,9 @@ from operators.detection.robust_z import RobustZConfig
 from operators.detection.series import (
     CombineConfig,
     SeriesState,
+    Tiers,
     WindowScore,
+    adopt_settings,
     apply_series_feedback,
     detect_batch,
     new_series_state,
@@ -65,6 +68,8 @@ from operators.forecast.forecaster import SeriesForecast, SeriesForecaster
 from operators.forecast.model import load_forecaster, load_shadow
 from operators.ingest.counters import CounterRates
 from operators.ingest.parse import MessageParser
+
+LOG = logging.getLogger("novacron.recovery")
 
 Output = Alert | DeadLetter
 _JSON = msgspec.json.Encoder()
@@ -476,6 +481,16 @@ class DetectShard:
             del self.proxies[load.proxy_key]
         return state
 
+    def adopt(self, tiers: Tiers, combine: CombineConfig) -> Counter[str]:
+        """This run's detection settings for every series restored from a snapshot
+        (`adopt_settings`): per part changed, in how many series."""
+        changed: Counter[str] = Counter()
+        for key, state in self.series.items():
+            changed.update(adopt_settings(state, key, tiers, combine))
+        if changed["load_residual"]:
+            self._index_proxies()
+        return changed
+
     def _index_proxies(self) -> None:
         self.proxies = {}
         for key, state in self.series.items():
@@ -719,9 +734,17 @@ class DetectLogic(StatefulBatchLogic[DetectIn, DetectOut, ShardSnapshot | None])
         return ShardSnapshot.of(self.state)
 
 
-def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0, snapshots: bool = True) -> Any:
+def make_detect_builder(
+    step: Any,
+    pending_ttl_s: float = 3600.0,
+    snapshots: bool = True,
+    settings: tuple[Tiers, CombineConfig] | None = None,
+) -> Any:
     """`pending_ttl_s`: how long verdicts wait for a series with no state (features.idle_ttl_s);
-    `snapshots` false: the run keeps no recovery state (`build_flow`'s `recovery`)."""
+    `snapshots` false: the run keeps no recovery state (`build_flow`'s `recovery`);
+    `settings`: the step's detection settings (`tiers_for`'s tiers and the decision's
+    configuration), which a shard restored from a snapshot adopts (`DetectShard.adopt`; a
+    warning names what changed), so a setting changed across a restart reaches every series."""
 
     def build(resume: ShardSnapshot | bytes | DetectShard | None) -> DetectLogic:
         if isinstance(resume, ShardSnapshot):
@@ -729,6 +752,16 @@ def make_detect_builder(step: Any, pending_ttl_s: float = 3600.0, snapshots: boo
         else:  # bytes: a pickled DetectShard (the snapshots before stop 37)
             state = pickle.loads(resume) if isinstance(resume, bytes) else resume
         shard = state if state is not None else DetectShard()
+        if state is not None and settings is not None:
+            changed = shard.adopt(*settings)
+            if changed:
+                parts = ", ".join(f"{part} in {n:,}" for part, n in sorted(changed.items()))
+                LOG.warning(
+                    "recovery: detection settings changed since the snapshot (%s of %s restored "
+                    "series): this run's apply to them (docs/STATE.md)",
+                    parts,
+                    f"{len(shard.series):,}",
+                )
         return DetectLogic(step, shard, pending_ttl_s, snapshots)
 
     return build

@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+
 from novacron_ml.core.features import FeatureWindow
 
 
@@ -65,3 +67,16 @@ def learn_one(
     detector: Detector, state: Any, window: FeatureWindow, score: Any, flagged: bool
 ) -> None:
     detector.learn_batch((state,), (window,), (score,), (flagged,))
+
+
+def resized_ring(ring: np.ndarray, pos: int, filled: int, size: int) -> tuple[np.ndarray, int]:
+    """A ring buffer on its last axis (`pos`: the next slot written, `filled`: the values held)
+    as a ring of `size` slots holding its newest min(filled, size) values, oldest first from
+    slot 0, and how many it holds (the next slot is that count modulo `size`). The same
+    layout a fresh ring has after learning those values in order: what a detector restored
+    under a changed history length continues from (`operators.detection.series.adopt_settings`)."""
+    ordered = np.roll(ring, -pos, axis=-1)[..., ring.shape[-1] - filled :]
+    kept = min(filled, size)
+    out = np.zeros((*ring.shape[:-1], size), dtype=ring.dtype)
+    out[..., :kept] = ordered[..., filled - kept :]
+    return out, kept

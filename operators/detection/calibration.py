@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from operators.detection.base import resized_ring
+
 
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -55,6 +57,16 @@ class RankCalibrator:
         score = self.rank(raw)
         self.remember(raw)
         return score
+
+    def adopt(self, config: CalibrationConfig) -> None:
+        """Rank from now on over `config.history` raw scores (a restored series under other
+        settings): a changed length keeps the newest."""
+        if config.history != self.config.history:
+            self._raw, self._filled = resized_ring(
+                self._raw, self._pos, self._filled, config.history
+            )
+            self._pos = self._filled % config.history
+        self.config = config
 
     def __getstate__(self) -> tuple[object, ...]:
         return (self.config, self._raw, self._filled, self._pos)

@@ -35,6 +35,7 @@ import numpy as np
 
 from novacron_ml.core import metrics
 from novacron_ml.core.schema import series_labels, series_selector
+from operators.detection.base import resized_ring
 from operators.detection.robust_z import MAD_TO_SIGMA, resolution
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,20 @@ class LoadResidualDetector:
         """This proxy's window at `start_ms` is among its recent ones (usable or not)."""
         recent = self.recent
         return recent is not None and start_ms in recent
+
+    def adopt(self, config: LoadConfig, direction: int) -> bool:
+        """Fit from now on with `config` and `direction` (a restored series under other
+        settings; a changed history length keeps the newest pairs). False, changing nothing,
+        where the proxy setting changed: the pairs were fitted on another series."""
+        if config.proxy != self.config.proxy:
+            return False
+        if config.history_windows != self.config.history_windows and self._xy is not None:
+            self._xy, self._filled = resized_ring(
+                self._xy, self._pos, self._filled, config.history_windows
+            )
+            self._pos = self._filled % config.history_windows
+        self.config, self.direction = config, direction
+        return True
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in _STATE)

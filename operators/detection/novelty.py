@@ -147,6 +147,15 @@ class NoveltyDetector:
         self.learn(value)
         return raws
 
+    def adopt(self, config: NoveltyConfig) -> bool:
+        """Score from now on with `config` (a restored series under other settings). False,
+        changing nothing, where its scales or history length changed: the ring of shapes and
+        their ranks were built for the old ones (the series then starts the tier over)."""
+        if config.scales != self.config.scales or config.history != self.config.history:
+            return False
+        self.config = config
+        return True
+
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
 

@@ -26,6 +26,7 @@ import numpy as np
 from novacron_ml.core.catalogue import DEFAULT_CATALOGUE, Catalogue
 from novacron_ml.core.features import FeatureWindow
 from novacron_ml.core.schema import Severity, split_series_key
+from operators.detection.base import resized_ring
 
 MAD_TO_SIGMA = 1.4826
 _ABS_FLOOR = 1e-9
@@ -187,6 +188,16 @@ class RobustZDetector:
         result = self.score(value)
         self.learn(value, result is not None and result.anomalous)
         return result
+
+    def adopt(self, config: RobustZConfig, direction: int) -> None:
+        """Score from now on with `config` and `direction` (a series restored from a snapshot
+        taken under other settings); a changed history length keeps the newest windows."""
+        if config.history_windows != self.config.history_windows:
+            self._history, self._filled = resized_ring(
+                self._history, self._pos, self._filled, config.history_windows
+            )
+            self._pos = self._filled % config.history_windows
+        self.config, self.direction = config, direction
 
     def __getstate__(self) -> tuple[RobustZConfig, int, np.ndarray, int, int, int, float]:
         return (

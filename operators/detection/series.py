@@ -198,15 +198,7 @@ def new_series_state(
 ) -> SeriesState:
     combine = combine or CombineConfig()
     tiers = detectors or tiers_for(config, combine)
-    load = None
-    if combine.load_threshold is not None:
-        host = series.split("{", 1)[0].rsplit("/", 1)[0]  # `cluster/host` as in the key
-        load = LoadResidualDetector(
-            combine.load,
-            tiers.robust_z.catalogue.spec_for(split_series_key(series)[2]).bad_direction,
-            host,
-            series[len(host) + 1 :],  # `metric{tags}` as in the key
-        )
+    spread = _spread_config(config, combine)
     return SeriesState(
         tiers.robust_z.new_state(series),
         # a tier outside the decision costs nothing: no state, no scoring
@@ -214,11 +206,84 @@ def new_series_state(
         combine=combine,
         baseline=FeatureBaseline(),
         river=tiers.river.new_state(series) if tiers.river is not None else None,
-        spread=RobustZDetector(SPREAD if config.warmup else SPREAD_UNWIDENED, 1)
-        if combine.spread_threshold is not None
-        else None,
-        load=load,
+        spread=RobustZDetector(spread, 1) if spread is not None else None,
+        load=_new_load(series, combine, tiers),
     )
+
+
+def _spread_config(config: RobustZConfig, combine: CombineConfig) -> RobustZConfig | None:
+    if combine.spread_threshold is None:
+        return None
+    return SPREAD if config.warmup else SPREAD_UNWIDENED
+
+
+def _direction(series: str, tiers: Tiers) -> int:
+    return tiers.robust_z.catalogue.spec_for(split_series_key(series)[2]).bad_direction
+
+
+def _new_load(series: str, combine: CombineConfig, tiers: Tiers) -> LoadResidualDetector | None:
+    if combine.load_threshold is None:
+        return None
+    host = series.split("{", 1)[0].rsplit("/", 1)[0]  # `cluster/host` as in the key
+    return LoadResidualDetector(
+        combine.load,
+        _direction(series, tiers),
+        host,
+        series[len(host) + 1 :],  # `metric{tags}` as in the key
+    )
+
+
+def adopt_settings(
+    state: SeriesState, series: str, tiers: Tiers, combine: CombineConfig
+) -> list[str]:
+    """Bring a series restored from a snapshot to this run's settings (`tiers`' robust z
+    configuration and catalogue, and `combine`), in place, and name the parts that changed
+    (nothing, when the run's settings are the snapshot's). A detector keeps what it learned
+    where the new settings can use it: a changed history length keeps the newest windows
+    (`operators.detection.base.resized_ring`); a tier switched on starts fresh, one switched
+    off is dropped; the load tier starts over under another proxy, and the novelty tier
+    (with its ranks) under other scales or another history length. docs/STATE.md."""
+    changed: list[str] = []
+    config = tiers.robust_z.config
+    direction = _direction(series, tiers)
+    if state.detector.config != config or state.detector.direction != direction:
+        changed.append("robust_z")
+    state.detector.adopt(config, direction)
+    old, state.combine = state.combine, combine
+    if old != combine:
+        changed.append("decision")
+    spread = _spread_config(config, combine)
+    if spread is not None and state.spread is not None:
+        if state.spread.config != spread:
+            changed.append("spread")
+        state.spread.adopt(spread, 1)
+    elif spread is not None or state.spread is not None:
+        changed.append("spread")
+        state.spread = RobustZDetector(spread, 1) if spread is not None else None
+    load = state.load
+    if load is not None and combine.load_threshold is not None:
+        if load.config != combine.load or load.direction != direction:
+            changed.append("load_residual")
+        if not load.adopt(combine.load, direction):
+            state.load = _new_load(series, combine, tiers)
+    elif load is not None or combine.load_threshold is not None:
+        changed.append("load_residual")
+        state.load = _new_load(series, combine, tiers)
+    novelty = state.novelty
+    if "novelty" not in combine.tiers:
+        state.novelty = None
+    elif novelty is None or not novelty.adopt(combine.novelty):
+        state.novelty = tiers.novelty.new_state(series)
+        for name in _novelty_names(old.novelty.scales):  # ranks of the old distances
+            (state.calibrators or {}).pop(name, None)
+    if novelty is not state.novelty or (novelty is not None and old.novelty != combine.novelty):
+        changed.append("novelty")
+    for calibrator in (state.calibrators or {}).values():
+        calibrator.adopt(combine.calibration)
+    if old.river != combine.river:  # a River model's settings are built into it
+        changed.append("river")
+        state.river = tiers.river.new_state(series) if tiers.river is not None else None
+    return changed
 
 
 def fire_level(state: SeriesState) -> float:

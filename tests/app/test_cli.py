@@ -142,12 +142,15 @@ def test_run_stops_cleanly_on_ctrl_c_and_sigterm_and_resumes(
         for i in range(100)
     ]
     produce(kafka_bootstrap, kafka_topics["metrics"], more)
+    env["NOVACRON_DETECTOR_Z_THRESHOLD"] = "7"  # a setting changed across the restart
     resumed = subprocess.run(
         [*CLI, "run", "--once"], env=env, capture_output=True, text=True, timeout=120
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming where it stopped" in resumed.stderr
     assert "100 messages, 100 events" in resumed.stderr  # no gap, nothing read twice
+    # the restored series takes it (docs/STATE.md), and the run says so
+    assert "settings changed since the snapshot (robust_z in 1 of 1 restored" in resumed.stderr
 
 
 @pytest.mark.parametrize(

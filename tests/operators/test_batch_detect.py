@@ -21,11 +21,12 @@ from novacron_ml.core.features import N_FEATURES, FeatureConfig, FeatureWindow, 
 from novacron_ml.core.schema import Alert
 from novacron_ml.core.simulator import FleetConfig, FleetSimulator
 from operators.detection import series as series_module
+from operators.detection.calibration import CalibrationConfig, RankCalibrator
 from operators.detection.explain import FeatureBaseline
 from operators.detection.feedback import Feedback, Verdict
-from operators.detection.load import LoadConfig
+from operators.detection.load import LoadConfig, LoadResidualDetector
 from operators.detection.novelty import NoveltyConfig, NoveltyDetector, score_many
-from operators.detection.robust_z import RobustZConfig
+from operators.detection.robust_z import RobustZConfig, RobustZDetector
 from operators.detection.series import (
     CombineConfig,
     WindowScore,
@@ -373,3 +374,109 @@ def test_a_recovery_snapshot_keeps_the_shard_as_it_was_when_taken(
     restored = snapshot.restore().series
     assert not same_value(restored, shard.series)
     assert same_value(restored, pickle.loads(then))
+
+
+def _restored(shard: DetectShard, step: object, settings: object = None) -> DetectShard:
+    """The shard as a recovery snapshot resumes it: taken, pickled, built by the builder."""
+    snapshot = DetectLogic(step, shard, 3600.0).snapshot()
+    builder = make_detect_builder(step, settings=settings)
+    return builder(pickle.loads(pickle.dumps(snapshot))).state
+
+
+def test_a_restored_shard_takes_the_settings_of_the_run_that_resumes_it(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    """A setting changed across a restart reaches the series the snapshot restores, not only
+    the series created after it: resumed under settings that can fire nothing, the shard
+    fires nothing, where the snapshot's own settings still fire (before stop 44 a restored
+    series kept the settings it was created with until it went idle)."""
+    shard = DetectShard()
+    make_detect_step(RobustZConfig())(shard, fleet_windows[:3000])
+    mute_z = RobustZConfig(z_threshold=1e6, history_windows=30)
+    mute = CombineConfig(min_deviation=1e6, spread_threshold=None, load_threshold=None)
+    step = make_detect_step(mute_z, combine=mute)
+    rest = fleet_windows[3000:]
+
+    def firing(shard: DetectShard) -> int:
+        return sum(isinstance(r, Alert) and r.status == "firing" for r in step(shard, rest))
+
+    assert firing(_restored(shard, step)) >= 5  # the snapshot's settings, as before
+    resumed = _restored(shard, step, (tiers_for(mute_z, mute), mute))
+    for state in resumed.series.values():
+        assert state.detector.config is mute_z and state.combine is mute
+        assert state.spread is None and state.load is None
+        assert state.detector._filled == 30  # the newest windows kept
+    assert firing(resumed) == 0
+
+
+def test_a_restored_shard_under_its_own_settings_is_left_as_it_was(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    step = make_detect_step(RobustZConfig())
+    shard = DetectShard()
+    step(shard, fleet_windows[:2000])
+    settings = (tiers_for(RobustZConfig(), CombineConfig()), CombineConfig())
+    resumed = _restored(shard, step, settings)
+    assert not resumed.adopt(*settings)
+    assert all(same_value(resumed.series[s], shard.series[s]) for s in shard.series)
+    assert step(resumed, fleet_windows[2000:2600]) == step(shard, fleet_windows[2000:2600])
+
+
+def test_a_changed_history_length_keeps_the_newest_windows() -> None:
+    """Shortened or lengthened across a restart, a ring holds what a fresh one would after
+    learning the newest values in order: robust z, a rank calibrator and the load tier."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(10.0, 1.0, 75)  # a ring of 60 wrapped around
+    proxy = rng.normal(0.5, 0.1, 75)
+    for size in (30, 120):
+        det = RobustZDetector(RobustZConfig())
+        for v in values:
+            det.learn(float(v), False)
+        det.adopt(RobustZConfig(history_windows=size), 1)
+        fresh = RobustZDetector(RobustZConfig(history_windows=size), 1)
+        for v in values[-min(size, 60) :]:
+            fresh.learn(float(v), False)
+        assert det.score(14.0) == fresh.score(14.0)
+        assert same_value(det, fresh)
+
+        cal = RankCalibrator(CalibrationConfig(history=60, min_ranked=10))
+        fresh_cal = RankCalibrator(CalibrationConfig(history=size, min_ranked=10))
+        for v in values:
+            cal.remember(float(v))
+        for v in values[-min(size, 60) :]:
+            fresh_cal.remember(float(v))
+        cal.adopt(fresh_cal.config)
+        assert same_value(cal, fresh_cal)
+
+        load = LoadResidualDetector(LoadConfig(), 1, "c0/h0", "throughput_mbps")
+        fresh_load = LoadResidualDetector(
+            LoadConfig(history_windows=size), 1, "c0/h0", "throughput_mbps"
+        )
+        for x, y in zip(proxy, values, strict=True):
+            load.learn(float(x), float(y), False)
+        for x, y in zip(proxy[-min(size, 60) :], values[-min(size, 60) :], strict=True):
+            fresh_load.learn(float(x), float(y), False)
+        assert load.adopt(fresh_load.config, 1)
+        assert same_value(load, fresh_load)
+    assert not load.adopt(LoadConfig(proxy="net_util"), 1)  # fitted on another series
+
+
+def test_novelty_starts_over_only_where_its_shapes_no_longer_fit(
+    fleet_windows: list[FeatureWindow],
+) -> None:
+    step = make_detect_step(RobustZConfig())
+    shard = DetectShard()
+    step(shard, fleet_windows[:6000])
+    key = next(iter(shard.series))
+    before = shard.series[key].novelty
+    assert before is not None and "novelty@1" in (shard.series[key].calibrators or {})
+    tiers = tiers_for(RobustZConfig(), CombineConfig())
+    lower = CombineConfig(novelty=NoveltyConfig(min_history=50))  # the shapes still fit
+    assert shard.adopt(tiers, lower)["novelty"] == len(shard.series)
+    assert shard.series[key].novelty is before
+    longer = CombineConfig(novelty=NoveltyConfig(history=2000))  # a ring of another length
+    shard.adopt(tiers, longer)
+    state = shard.series[key]
+    assert state.novelty is not before and state.novelty is not None
+    assert state.novelty._filled == 0
+    assert not any(name.startswith("novelty@") for name in state.calibrators or {})
