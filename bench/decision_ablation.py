@@ -54,6 +54,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gate-5": {"load_proxy_gate": 5.0},
     "vote-2": {"load_proxy_vote": 2.0},
     "vote-5": {"load_proxy_vote": 5.0},
+    # the load tier's runs of windows in a row (stop 44): none (the decision before), the
+    # longest scale alone, the shipped (2, 4), and every length from 2 to 4
+    "no-runs": {"load_runs": []},
+    "runs-4": {"load_runs": [4]},
+    "runs-2-3-4": {"load_runs": [2, 3, 4]},
     # which series the tier judges: all (0), or those the load explains (shipped 0.5)
     "r2-0": {"load_min_r2": 0.0},
     "r2-0.3": {"load_min_r2": 0.3},

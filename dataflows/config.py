@@ -133,6 +133,7 @@ def combine_config(settings: Settings) -> CombineConfig:
             proxy_vote=d.load_proxy_vote,
             min_r2=d.load_min_r2,
             relative_floor=d.relative_floor,
+            runs=tuple(d.load_runs),
         ),
         resolve_after_windows=d.resolve_after_windows,
         hold_windows=d.hold_windows,

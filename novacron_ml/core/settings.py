@@ -414,6 +414,13 @@ class DetectorSettings(_Group):
         "more than half of them (at least 3) are this many residual widths or more off at "
         "once: the proxy moved, not the metrics.",
     )
+    load_runs: list[int] = Field(
+        default_factory=lambda: [2, 4],
+        description="The load-residual tier also alerts when each of a series' last k "
+        "windows is off by the bar at which k windows in a row are as rare as one window "
+        "past load_threshold (at 6: 4.0 residual widths for 2 windows, 2.54 for 4): a "
+        "sustained change too small for one window; []: single windows only.",
+    )
     resolve_after_windows: int = Field(
         5,
         ge=1,
@@ -461,6 +468,9 @@ class DetectorSettings(_Group):
                 "detector.probability_tiers names iforest: set detector.iforest_models "
                 "(e.g. models/onnx)"
             )
+        runs = self.load_runs
+        if len(set(runs)) != len(runs) or not all(2 <= k <= 64 for k in runs):
+            raise ValueError(f"detector.load_runs must be distinct integers from 2 to 64: {runs}")
         scales = self.novelty_scales
         if len(set(scales)) != len(scales) or not all(1 <= s <= 64 for s in scales):
             raise ValueError(

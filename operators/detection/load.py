@@ -30,6 +30,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -76,6 +77,18 @@ class LoadConfig:
     """|Residual z| at which a fitted series counts as off in `proxy_moved`'s vote: half the
     tier's threshold, so a proxy change that puts some series past it and others just short
     still reads as the proxy's."""
+    runs: tuple[int, ...] = (2, 4)
+    """Windows in a row that fire together: the tier also fires when each of a series' last
+    k scored windows is at least `run_bars`' bar for k residual widths out in the bad
+    direction, the bar at which k independent normal residuals in a row are as rare as one
+    past the tier's threshold (at 6: 4.0 for 2 windows, 2.54 for 4). A change too small for
+    one window but sustained, the case sequential tests are for, without a sum that outlives
+    it: the run ends at the first window back inside the bar. The novelty tier's scales
+    (1, 2 and 4 windows); () for single windows only."""
+
+    def __post_init__(self) -> None:
+        if any(k < 2 for k in self.runs):
+            raise ValueError(f"load runs must be 2 windows or more: {self.runs}")
 
 
 class LoadResidualDetector:
@@ -91,6 +104,7 @@ class LoadResidualDetector:
         "is_proxy",
         "proxy_key",
         "recent",
+        "run",
     )
 
     def __init__(self, config: LoadConfig, direction: int, host: str, name: str) -> None:
@@ -115,10 +129,28 @@ class LoadResidualDetector:
         self._filled = 0
         self._pos = 0
         self._streak = 0
+        self.run: tuple[float, ...] = ()
+        """The residual z of the last scored windows in a row (at most the longest of
+        `config.runs`, newest last; signed in the bad direction, raw for two-sided metrics):
+        the run `run_score` judges. Empty after any window not scored."""
 
     @property
     def warm(self) -> bool:
         return self._filled >= self.config.min_history
+
+    def extend_run(self, z: float | None, threshold: float) -> float:
+        """Add a window's residual z (None: not scored, which ends the run) and return the
+        run's deviation in the tier's units where it fires (`run_score`; else 0)."""
+        runs = self.config.runs
+        if z is None or not runs:
+            if self.run:
+                self.run = ()
+            return 0.0
+        signed = z if self.direction == 0 else self.direction * z
+        self.run = (*self.run, signed)[-max(runs) :]
+        if abs(signed) < lowest_bar(threshold, runs):  # every run ends short of its bar here
+            return 0.0
+        return run_score(self.run, runs, threshold, two_sided=self.direction == 0)
 
     def score(self, x: float, y: float) -> float | None:
         """The window's signed residual z, in residual widths (None warming up, NaN where the
@@ -181,6 +213,8 @@ class LoadResidualDetector:
         return tuple(getattr(self, name) for name in _STATE)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
+        if len(state) == len(_STATE) - 1:  # pickled before stop 44: no run yet
+            state = (*state, ())
         for name, value in zip(_STATE, state, strict=True):
             setattr(self, name, value)
 
@@ -195,8 +229,48 @@ _STATE = (
     "_filled",
     "_pos",
     "_streak",
+    "run",
 )
 """`LoadResidualDetector`'s pickled state, in order (its `__slots__`)."""
+
+
+@lru_cache(maxsize=16)
+def run_bars(threshold: float, runs: tuple[int, ...]) -> tuple[float, ...]:
+    """Per run length k of `runs`, the residual z that k windows in a row must each reach
+    to be as rare as one window past `threshold` for independent normal residuals:
+    Φ⁻¹(1 − Φ(−threshold)^(1/k)). At 6: 4.00 for 2, 3.09 for 3, 2.54 for 4."""
+    from scipy.special import ndtr, ndtri  # imported once per configuration
+
+    tail = float(ndtr(-threshold))
+    return tuple(float(-ndtri(tail ** (1.0 / k))) for k in runs)
+
+
+@lru_cache(maxsize=16)
+def lowest_bar(threshold: float, runs: tuple[int, ...]) -> float:
+    """The smallest of `run_bars`: a window less off than this ends every run short."""
+    return min(run_bars(threshold, runs))
+
+
+def run_score(
+    run: Sequence[float], runs: tuple[int, ...], threshold: float, two_sided: bool = False
+) -> float:
+    """The deviation of the newest windows in a row (`run`: signed residual z, bad direction
+    positive, newest last) in the tier's units, where a run fires: for each k of `runs`
+    whose last k windows each reach its bar (`run_bars`) in the bad direction (the same
+    direction for all k, either for a two-sided metric), the smallest of them times
+    threshold / the bar, so at least `threshold`; the largest over such k, 0 where none
+    fires (a run short of its bars adds nothing to the window's deviation)."""
+    best = 0.0
+    for k, bar in zip(runs, run_bars(threshold, runs), strict=True):
+        if len(run) < k:
+            continue
+        last = run[-k:]
+        low = min(last)
+        if two_sided:
+            low = max(low, -max(last))
+        if low >= bar:
+            best = max(best, threshold * low / bar)
+    return best
 
 
 def score_many(

@@ -684,18 +684,24 @@ def _score_load(
     threshold = states[with_tier[0]].combine.load_threshold or float("inf")
     for i, det, x, y, z, fit in zip(with_tier, dets, xs, ys, zs, fits, strict=True):
         if x is None:
+            det.extend_run(None, threshold)  # not scored: a run of windows ends
             continue
         if z is not None and det.proxy_key in moved:
             outcome[i] = "proxy_moved"
+            det.extend_run(None, threshold)
             det.learn(x, y, anomalous=True)  # the proxy's change, not this series'
             continue
         bad = None if z is None else det.bad(z)
         if z is None:
             outcome[i] = "warming"
         elif fit:
+            # one window past the threshold, or each of the last few in a row past its bar
+            bad = max(bad or 0.0, det.extend_run(z, threshold))
             out[i] = bad
         else:  # the load explains too little of it: robust z judges it alone
             outcome[i] = "weak_fit"
+        if not fit:
+            det.extend_run(None, threshold)
         det.learn(x, y, bad is not None and bad >= threshold)  # far off the line: kept out
     fitted = sum(not d.is_proxy for d in dets)
     count_outcomes(outcome.values(), fitted)

@@ -79,13 +79,19 @@ def test_the_batched_score_is_a_least_squares_line_in_its_residuals_robust_width
     assert young.score(0.5, 90.0) is None  # warming up: no score however far
 
 
-def _host(minutes: int, drop: tuple[int, int, float] | None, cpu_jump: tuple[int, int] | None):
+def _host(
+    minutes: int,
+    drop: tuple[int, int, float] | None,
+    cpu_jump: tuple[int, int] | None,
+    cycle: float = 0.3,
+):
     """Window rounds of one host whose CPU, throughput, memory and latency follow one load (a
-    6-hour cycle with a slow random walk): `drop` lowers throughput by a fixed amount over
-    windows [a, b); `cpu_jump` lifts CPU alone over windows [a, b)."""
+    6-hour cycle of amplitude `cycle` with a slow random walk): `drop` lowers throughput by a
+    fixed amount over windows [a, b); `cpu_jump` lifts CPU alone over windows [a, b)."""
     rng = np.random.default_rng(11)
     t_s = np.arange(0, minutes * 60, 5)
-    load = 0.5 + 0.3 * np.sin(2 * np.pi * t_s / 21_600) + np.cumsum(rng.normal(0, 0.002, len(t_s)))
+    walk = np.cumsum(rng.normal(0, 0.002, len(t_s)))
+    load = 0.5 + cycle * np.sin(2 * np.pi * t_s / 21_600) + walk
     cpu = load + rng.normal(0, 0.005, len(t_s))
     throughput = 100 * load + rng.normal(0, 0.5, len(t_s))
     if drop is not None:
@@ -295,3 +301,49 @@ def test_a_series_the_load_explains_too_little_of_is_not_scored_at_min_r2() -> N
     apart.config = everything
     follows.config = everything
     assert not np.isnan(score_many([follows, apart], [0.5, 0.5], [20.0, 20.0])[1] or 0.0)
+
+
+def test_a_run_bar_makes_k_windows_in_a_row_as_rare_as_one_past_the_threshold() -> None:
+    from math import erfc, sqrt
+
+    def tail(z: float) -> float:  # P(Z > z) for a standard normal
+        return erfc(z / sqrt(2)) / 2
+
+    bars = load_module.run_bars(6.0, (2, 3, 4))
+    assert [round(b, 2) for b in bars] == [4.0, 3.09, 2.54]
+    for k, bar in zip((2, 3, 4), bars, strict=True):
+        assert tail(bar) ** k == pytest.approx(tail(6.0), rel=1e-6)
+    score = load_module.run_score
+    assert score([3.0, 3.0, 3.0, 3.0], (2, 4), 6.0) == pytest.approx(6.0 * 3.0 / bars[2])
+    assert score([3.0, 3.0, 3.0, 1.0], (2, 4), 6.0) == 0.0  # the run ended at the last window
+    assert score([20.0, 0.5, 0.5, 0.5], (2, 4), 6.0) == 0.0  # a spike does not carry over
+    assert score([4.5, 4.5], (2, 4), 6.0) > 6.0 and score([4.5], (2, 4), 6.0) == 0.0
+    assert score([2.6, 2.6, 2.6, 2.5], (2, 4), 6.0) == 0.0  # one window short of its bar
+    assert score([3.0, -3.0, 3.0, 3.0], (4,), 6.0, two_sided=True) == 0.0  # not one side
+    assert score([-3.0, -3.0, -3.0, -3.0], (4,), 6.0, two_sided=True) > 6.0
+    with pytest.raises(ValueError, match="2 windows or more"):
+        LoadConfig(runs=(1, 4))
+
+
+def test_a_sustained_drop_too_small_for_one_window_fires_by_its_run() -> None:
+    """Throughput 2.4 below what the load predicts for 30 minutes: about 5 residual widths a
+    window (the width floored at 1 % of the level, 0.5), so no single window fires; windows
+    in a row past their bars do, from the second window on. (A line fitted while the load
+    falls steeply bends toward the newest windows, whose proxy values are the extremes, and
+    can absorb such a drop before its run fires: the same drop 50 minutes earlier in this
+    cycle is not found. docs/DETECTION.md item 8.)"""
+    rounds = _host(300, drop=(200, 230, 2.4), cpu_jump=None)
+    start = rounds[0][0].start_ms
+    alerts, states = _run(rounds, CombineConfig())
+    by_load = [a for a in alerts if a.detector == "load_residual"]
+    assert len(by_load) >= 10 and all(a.metric == "throughput_mbps" for a in by_load)
+    assert all(_in(a, 201, 235, start) for a in by_load)  # a run: not on its first window
+    assert not [a for a in alerts if a.metric == "throughput_mbps" and not _in(a, 200, 235, start)]
+    single, _ = _run(rounds, CombineConfig(load=LoadConfig(runs=())))
+    assert not [a for a in single if a.detector == "load_residual"]
+    det = states["c/h/throughput_mbps"].load
+    assert det is not None and len(det.run) <= 4
+    old = det.__getstate__()[:-1]  # a detector pickled before the runs resumes with none
+    back = LoadResidualDetector.__new__(LoadResidualDetector)
+    back.__setstate__(old)
+    assert back.run == ()
